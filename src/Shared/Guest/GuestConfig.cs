@@ -1,0 +1,38 @@
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest.Workloads;
+
+namespace Migration.Shared.Guest;
+
+/// <summary>Everything needed to boot a guest, and everything a target needs to host it.</summary>
+public sealed record GuestConfig
+{
+    public long RamBytes { get; init; } = 256L << 20;
+
+    public int Vcpus { get; init; } = 2;
+
+    public WorkloadOptions Workload { get; init; } = new();
+
+    /// <summary>Page poisoning: the byte freed pages are filled with, or null for off.</summary>
+    public byte? PoisonValue { get; init; }
+
+    public DirtyLogMode DirtyLogMode { get; init; } = DirtyLogMode.Eager;
+
+    /// <summary>Manual mode's clear granularity in pages (QEMU: 1 GiB).</summary>
+    public long ClearChunkPages { get; init; } = DirtyLog.DefaultClearChunkPages;
+
+    public const int MaxVcpus = 64;
+
+    public long PageCount => RamBytes >> PageGeometry.PageShift;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
+    public void Validate()
+    {
+        PageGeometry.ValidateRamBytes(RamBytes);
+        if (Vcpus is < 1 or > MaxVcpus)
+        {
+            throw new ArgumentException($"A guest has 1..{MaxVcpus} vCPUs; got {Vcpus}.");
+        }
+
+        Workload.Validate(RamBytes);
+    }
+}

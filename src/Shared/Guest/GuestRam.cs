@@ -1,0 +1,155 @@
+using System.Runtime.InteropServices;
+using Migration.Shared.Internal;
+
+namespace Migration.Shared.Guest;
+
+/// <summary>
+/// The guest's physical memory: one native block of <c>pages x 4096</c> bytes that never moves.
+/// </summary>
+/// <remarks>
+/// On Linux the block is an anonymous private mapping with <c>MAP_NORESERVE</c>: untouched pages cost nothing and
+/// read as zero, like a fresh VM's RAM, so an 8 GiB guest whose free memory was never written stays small in RSS on
+/// both sides. Elsewhere it falls back to zeroed native memory.
+/// <para>
+/// This type is the host's raw view (migration reads, target writes). Guest stores go through
+/// <see cref="GuestMemory"/>, which also feeds dirty tracking.
+/// </para>
+/// </remarks>
+public sealed unsafe partial class GuestRam : IDisposable
+{
+    private byte* _base;
+    private readonly bool _mapped;
+
+    private GuestRam(byte* @base, long pageCount, bool mapped)
+    {
+        _base = @base;
+        PageCount = pageCount;
+        _mapped = mapped;
+    }
+
+    public long PageCount { get; }
+
+    public long SizeBytes => PageCount << PageGeometry.PageShift;
+
+    /// <summary>Base address of guest-physical address 0. Valid until <see cref="Dispose"/>.</summary>
+    public byte* BasePointer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_base == null, this);
+            return _base;
+        }
+    }
+
+    /// <summary>Allocates zeroed guest RAM of <paramref name="bytes"/> bytes (validated, see <see cref="PageGeometry"/>).</summary>
+    public static GuestRam Allocate(long bytes)
+    {
+        long pages = PageGeometry.ValidateRamBytes(bytes);
+        if (OperatingSystem.IsLinux())
+        {
+            nint p = Native.mmap(0, (nuint)bytes, Native.ProtRead | Native.ProtWrite,
+                Native.MapPrivate | Native.MapAnonymous | Native.MapNoReserve, -1, 0);
+            if (p == -1)
+            {
+                throw new OutOfMemoryException($"Could not map {bytes} bytes of guest RAM (errno {Marshal.GetLastPInvokeError()}).");
+            }
+
+            return new GuestRam((byte*)p, pages, mapped: true);
+        }
+
+        var block = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, PageGeometry.PageSize);
+        NativeMemory.Clear(block, (nuint)bytes);
+        return new GuestRam(block, pages, mapped: false);
+    }
+
+    /// <summary>Host view of one page.</summary>
+    public Span<byte> Page(long pfn)
+    {
+        CheckPage(pfn);
+        return new Span<byte>(_base + (pfn << PageGeometry.PageShift), PageGeometry.PageSize);
+    }
+
+    /// <summary>Host view of <paramref name="count"/> consecutive pages (at most 2 GiB - 1 page at a time).</summary>
+    public Span<byte> Pages(long firstPfn, int count)
+    {
+        CheckRange(firstPfn, count);
+        return new Span<byte>(_base + (firstPfn << PageGeometry.PageShift), checked(count * PageGeometry.PageSize));
+    }
+
+    /// <summary>Pointer to a page for the copy paths that must not go through spans (native copies, hashing).</summary>
+    public byte* PagePointer(long pfn)
+    {
+        CheckPage(pfn);
+        return _base + (pfn << PageGeometry.PageShift);
+    }
+
+    /// <summary>
+    /// Returns a range of pages to the zero state and releases their memory (a discarded target guest, a reset).
+    /// </summary>
+    public void Discard(long firstPfn, long count)
+    {
+        CheckRange(firstPfn, count);
+        byte* start = _base + (firstPfn << PageGeometry.PageShift);
+        nuint length = (nuint)(count << PageGeometry.PageShift);
+        if (_mapped && Native.madvise((nint)start, length, Native.MadvDontNeed) == 0)
+        {
+            return;
+        }
+
+        NativeMemory.Clear(start, length);
+    }
+
+    public void CheckPage(long pfn)
+    {
+        if ((ulong)pfn >= (ulong)PageCount)
+        {
+            ThrowHelper.PageOutOfRange(pfn, PageCount);
+        }
+    }
+
+    public void CheckRange(long firstPfn, long count)
+    {
+        if (firstPfn < 0 || count < 0 || firstPfn > PageCount - count)
+        {
+            ThrowHelper.RangeOutOfRange(firstPfn, count, PageCount);
+        }
+    }
+
+    public void Dispose()
+    {
+        byte* p = _base;
+        if (p == null)
+        {
+            return;
+        }
+
+        _base = null;
+        if (_mapped)
+        {
+            _ = Native.munmap((nint)p, (nuint)SizeBytes);
+        }
+        else
+        {
+            NativeMemory.AlignedFree(p);
+        }
+    }
+
+    private static partial class Native
+    {
+        public const int ProtRead = 0x1;
+        public const int ProtWrite = 0x2;
+        public const int MapPrivate = 0x02;
+        public const int MapAnonymous = 0x20;
+        public const int MapNoReserve = 0x4000;
+        public const int MadvDontNeed = 4;
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial nint mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial int munmap(nint addr, nuint length);
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial int madvise(nint addr, nuint length, int advice);
+    }
+}

@@ -1,0 +1,430 @@
+using Migration.Shared.Internal;
+
+namespace Migration.Shared.Guest.Kernel;
+
+/// <summary>Boot parameters of the guest kernel.</summary>
+public sealed record KernelBootOptions
+{
+    /// <summary>Byte written over freed pages and checked on allocation (Linux <c>page_poison</c>); null turns it off.</summary>
+    public byte? PoisonValue { get; init; }
+
+    /// <summary>First page of a range kept from the allocator (0 pages = none).</summary>
+    public long ReservedFirstPfn { get; init; }
+
+    public long ReservedPages { get; init; }
+}
+
+/// <summary>
+/// A small guest kernel whose whole state lives in guest RAM: a header page, a page-descriptor array and a buddy
+/// allocator (orders 0..10) whose free lists and counters are descriptor links and header fields. Every change goes
+/// through the guest write path, so allocation and free dirty pages as a real kernel's do, and a target can resume the
+/// kernel from the RAM that arrived (<see cref="Attach"/>).
+/// </summary>
+/// <remarks>
+/// One zone lock serialises allocator changes (the zone spinlock). The lock itself is host state and is never held
+/// across a vCPU pause, so it does not need to migrate.
+/// </remarks>
+public sealed partial class GuestKernel
+{
+    /// <summary>Largest buddy order: 2^10 pages = 4 MiB, the block size free page hinting reports.</summary>
+    public const int MaxOrder = 10;
+
+    public const int OrderCount = MaxOrder + 1;
+
+    private const ulong Magic = 0x314C454E52454B47; // "GKERNEL1"
+
+    // Header page field offsets (page 0).
+    private const int HMagic = 0;
+    private const int HPageCount = 8;
+    private const int HDescriptorFirst = 16;
+    private const int HDescriptorPages = 24;
+    private const int HReservedFirst = 32;
+    private const int HReservedPages = 40;
+    private const int HPoisonEnabled = 48;
+    private const int HPoisonValue = 49;
+    private const int HFreePages = 56;
+    private const int HGeneration = 64;
+    private const int HAllocations = 72;
+    private const int HFrees = 80;
+    private const int HPoisonViolations = 88;
+    private const int HFreeHeads = 128;   // u32 x 11
+    private const int HFreeBlocks = 192;  // u64 x 11
+
+    /// <summary>Bytes of the header page from here on are free for other kernel subsystems (the balloon driver).</summary>
+    public const int HeaderSubsystemOffset = 512;
+
+    private readonly GuestMemory _memory;
+    private readonly Lock _zoneLock = new();
+    private readonly List<PoisonViolation> _poisonViolations = [];
+
+    private GuestKernel(GuestMemory memory, KernelLayout layout)
+    {
+        _memory = memory;
+        Layout = layout;
+    }
+
+    public KernelLayout Layout { get; }
+
+    public GuestMemory Memory => _memory;
+
+    public bool PoisonEnabled => _memory.ReadByte(HPoisonEnabled) != 0;
+
+    public byte PoisonValue => _memory.ReadByte(HPoisonValue);
+
+    /// <summary>Free pages as the kernel's own counter has them.</summary>
+    public long FreePages => (long)_memory.ReadUInt64(HFreePages);
+
+    public long ManagedPages => Layout.ManagedExtents().Sum(e => e.Count);
+
+    public long Allocations => (long)_memory.ReadUInt64(HAllocations);
+
+    public long Frees => (long)_memory.ReadUInt64(HFrees);
+
+    /// <summary>Poison violations seen by allocations on this host since boot or attach.</summary>
+    public IReadOnlyList<PoisonViolation> PoisonViolations
+    {
+        get
+        {
+            lock (_zoneLock)
+            {
+                return [.. _poisonViolations];
+            }
+        }
+    }
+
+    /// <summary>Number of poison violations recorded in the guest (survives migration).</summary>
+    public long PoisonViolationCount => (long)_memory.ReadUInt64(HPoisonViolations);
+
+    /// <summary>
+    /// Boots a kernel into zeroed RAM: writes the header and descriptors and puts every managed page on the free lists
+    /// (poisoned first when poisoning is on).
+    /// </summary>
+    public static GuestKernel Boot(GuestMemory memory, KernelBootOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        options ??= new KernelBootOptions();
+        var layout = KernelLayout.Compute(memory.PageCount, options.ReservedFirstPfn, options.ReservedPages);
+        var kernel = new GuestKernel(memory, layout);
+        kernel.FormatHeader(options);
+        kernel.PopulateFreeLists(options.PoisonValue);
+        return kernel;
+    }
+
+    /// <summary>
+    /// Re-attaches to a kernel already in RAM (the target after migration). Checks the header; deeper damage is the
+    /// self-check's job.
+    /// </summary>
+    public static GuestKernel Attach(GuestMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        ulong magic = memory.ReadUInt64(HMagic);
+        if (magic != Magic)
+        {
+            throw new GuestKernelException($"page 0: no guest kernel header (magic 0x{magic:x16}, expected 0x{Magic:x16}).", 0);
+        }
+
+        long pageCount = (long)memory.ReadUInt64(HPageCount);
+        if (pageCount != memory.PageCount)
+        {
+            throw new GuestKernelException($"page 0: header says {pageCount} pages, RAM has {memory.PageCount}.", 0);
+        }
+
+        var layout = KernelLayout.Compute(pageCount, (long)memory.ReadUInt64(HReservedFirst), (long)memory.ReadUInt64(HReservedPages));
+        if (layout.DescriptorFirstPfn != (long)memory.ReadUInt64(HDescriptorFirst) || layout.DescriptorPages != (long)memory.ReadUInt64(HDescriptorPages))
+        {
+            throw new GuestKernelException("page 0: descriptor array location in the header does not match the layout.", 0);
+        }
+
+        return new GuestKernel(memory, layout);
+    }
+
+    /// <summary>Allocates a 2^order-page block, or returns -1 when no block of that order or larger is free.</summary>
+    /// <param name="order">0..10.</param>
+    /// <param name="owner">Recorded in the head descriptor.</param>
+    /// <param name="stamp">Write a <see cref="PageStamp"/> into every page of the block (workload data).</param>
+    public long TryAllocate(int order, PageOwner owner, bool stamp = false)
+    {
+        CheckOrder(order);
+        long pfn;
+        uint generation;
+        lock (_zoneLock)
+        {
+            int from = order;
+            while (from <= MaxOrder && FreeHead(from) == PageDescriptor.NoPage)
+            {
+                from++;
+            }
+
+            if (from > MaxOrder)
+            {
+                return -1;
+            }
+
+            pfn = FreeHead(from);
+            RemoveFromFreeList(pfn, from);
+
+            // Split down to the requested order, returning the upper halves to the free lists.
+            for (int k = from; k > order; k--)
+            {
+                long buddy = pfn + (1L << (k - 1));
+                PushFree(buddy, k - 1);
+            }
+
+            generation = _memory.ReadUInt32(HGeneration) + 1;
+            _memory.WriteUInt32(HGeneration, generation);
+            WriteDescriptor(pfn, PageState.AllocatedHead, (byte)order, stamp ? PageFlags.Stamped : PageFlags.None, owner,
+                PageDescriptor.NoPage, PageDescriptor.NoPage, generation);
+            AddToHeader64(HFreePages, -(1L << order));
+            AddToHeader64(HAllocations, 1);
+
+            if (PoisonEnabled)
+            {
+                CheckPoison(pfn, 1L << order);
+            }
+        }
+
+        if (stamp)
+        {
+            for (long p = pfn; p < pfn + (1L << order); p++)
+            {
+                PageStamp.Write(_memory, p, generation);
+            }
+        }
+
+        return pfn;
+    }
+
+    /// <summary>Allocates a block or throws <see cref="GuestOutOfMemoryException"/>.</summary>
+    public long Allocate(int order, PageOwner owner, bool stamp = false)
+    {
+        long pfn = TryAllocate(order, owner, stamp);
+        if (pfn < 0)
+        {
+            throw new GuestOutOfMemoryException($"No free block of order {order} ({FreePages} pages free in smaller blocks).");
+        }
+
+        return pfn;
+    }
+
+    /// <summary>
+    /// Frees the block at <paramref name="pfn"/> of <paramref name="order"/>, poisoning it when poisoning is on and
+    /// merging it with free buddies. Throws <see cref="GuestKernelException"/> naming the page for a double free or a
+    /// page that is not the head of an allocated block of that order.
+    /// </summary>
+    public void Free(long pfn, int order)
+    {
+        CheckOrder(order);
+        _memory.Ram.CheckPage(pfn);
+        lock (_zoneLock)
+        {
+            var d = ReadDescriptor(pfn);
+            if (d.State == PageState.FreeHead)
+            {
+                throw new GuestKernelException($"page {pfn}: double free (block of order {d.Order} is already free).", pfn);
+            }
+
+            if (d.State != PageState.AllocatedHead)
+            {
+                throw new GuestKernelException($"page {pfn}: free of a page that is not an allocated block head (state {d.State}).", pfn);
+            }
+
+            if (d.Order != order)
+            {
+                throw new GuestKernelException($"page {pfn}: freed as order {order}, allocated as order {d.Order}.", pfn);
+            }
+
+            if (PoisonEnabled)
+            {
+                _memory.FillPages(pfn, 1L << order, PoisonValue);
+            }
+
+            AddToHeader64(HFrees, 1);
+            AddToHeader64(HFreePages, 1L << order);
+            MergeAndPush(pfn, order);
+        }
+    }
+
+    /// <summary>Reads a page's descriptor.</summary>
+    public PageDescriptor ReadDescriptor(long pfn)
+    {
+        _memory.Ram.CheckPage(pfn);
+        long a = Layout.DescriptorAddress(pfn);
+        ulong lo = _memory.ReadUInt64(a);
+        ulong hi = _memory.ReadUInt64(a + 8);
+        return new PageDescriptor((PageState)(byte)lo, (byte)(lo >> 8), (PageFlags)(byte)(lo >> 16), (PageOwner)(byte)(lo >> 24),
+            (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
+    }
+
+    /// <summary>Number of free blocks of each order, from the header counters.</summary>
+    public long FreeBlocks(int order)
+    {
+        CheckOrder(order);
+        return (long)_memory.ReadUInt64(HFreeBlocks + (order * 8));
+    }
+
+    private void FormatHeader(KernelBootOptions options)
+    {
+        _memory.WriteUInt64(HPageCount, (ulong)Layout.PageCount);
+        _memory.WriteUInt64(HDescriptorFirst, (ulong)Layout.DescriptorFirstPfn);
+        _memory.WriteUInt64(HDescriptorPages, (ulong)Layout.DescriptorPages);
+        _memory.WriteUInt64(HReservedFirst, (ulong)Layout.ReservedFirstPfn);
+        _memory.WriteUInt64(HReservedPages, (ulong)Layout.ReservedPages);
+        _memory.WriteByte(HPoisonEnabled, options.PoisonValue.HasValue ? (byte)1 : (byte)0);
+        _memory.WriteByte(HPoisonValue, options.PoisonValue ?? 0);
+        for (int k = 0; k <= MaxOrder; k++)
+        {
+            _memory.WriteUInt32(HFreeHeads + (k * 4), PageDescriptor.NoPage);
+        }
+
+        WriteDescriptor(KernelLayout.HeaderPfn, PageState.Kernel, 0, PageFlags.None, PageOwner.KernelData, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+        for (long p = Layout.DescriptorFirstPfn; p < Layout.DescriptorFirstPfn + Layout.DescriptorPages; p++)
+        {
+            WriteDescriptor(p, PageState.Kernel, 0, PageFlags.None, PageOwner.KernelData, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+        }
+
+        for (long p = Layout.ReservedFirstPfn; p < Layout.ReservedFirstPfn + Layout.ReservedPages; p++)
+        {
+            WriteDescriptor(p, PageState.Reserved, 0, PageFlags.None, PageOwner.None, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+        }
+
+        // Written last: a half-formatted header never carries the magic.
+        _memory.WriteUInt64(HMagic, Magic);
+    }
+
+    private void PopulateFreeLists(byte? poison)
+    {
+        lock (_zoneLock)
+        {
+            foreach (var (first, count) in Layout.ManagedExtents())
+            {
+                if (poison is byte value)
+                {
+                    _memory.FillPages(first, count, value);
+                }
+
+                // Greedy: the largest naturally aligned block that fits at each position.
+                long pfn = first;
+                long end = first + count;
+                while (pfn < end)
+                {
+                    int order = MaxOrder;
+                    while (order > 0 && ((pfn & ((1L << order) - 1)) != 0 || pfn + (1L << order) > end))
+                    {
+                        order--;
+                    }
+
+                    PushFree(pfn, order);
+                    AddToHeader64(HFreePages, 1L << order);
+                    pfn += 1L << order;
+                }
+            }
+
+            // Boot-time pushes are appended in ascending order, but pushing is LIFO; that is fine, order within a list
+            // carries no meaning beyond reuse preference.
+        }
+    }
+
+    private void MergeAndPush(long pfn, int order)
+    {
+        while (order < MaxOrder)
+        {
+            long buddy = pfn ^ (1L << order);
+            if (buddy + (1L << order) > Layout.PageCount)
+            {
+                break;
+            }
+
+            var b = ReadDescriptor(buddy);
+            if (b.State != PageState.FreeHead || b.Order != order)
+            {
+                break;
+            }
+
+            RemoveFromFreeList(buddy, order);
+            long merged = Math.Min(pfn, buddy);
+            long absorbed = Math.Max(pfn, buddy);
+            // The upper half's head becomes a tail of the merged block: keeps "every non-head page is Tail" true.
+            WriteDescriptor(absorbed, PageState.Tail, 0, PageFlags.None, PageOwner.None, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+            pfn = merged;
+            order++;
+        }
+
+        PushFree(pfn, order);
+    }
+
+    private uint FreeHead(int order) => _memory.ReadUInt32(HFreeHeads + (order * 4));
+
+    private void PushFree(long pfn, int order)
+    {
+        uint head = FreeHead(order);
+        uint generation = ReadDescriptor(pfn).Generation;
+        WriteDescriptor(pfn, PageState.FreeHead, (byte)order, PageFlags.None, PageOwner.None, head, PageDescriptor.NoPage, generation);
+        if (head != PageDescriptor.NoPage)
+        {
+            _memory.WriteUInt32(Layout.DescriptorAddress(head) + PageDescriptor.PrevOffset, (uint)pfn);
+        }
+
+        _memory.WriteUInt32(HFreeHeads + (order * 4), (uint)pfn);
+        AddToHeader64(HFreeBlocks + (order * 8), 1);
+    }
+
+    private void RemoveFromFreeList(long pfn, int order)
+    {
+        var d = ReadDescriptor(pfn);
+        if (d.State != PageState.FreeHead || d.Order != order)
+        {
+            throw new GuestKernelException($"page {pfn}: free list of order {order} links a page whose descriptor says {d.State} order {d.Order}.", pfn);
+        }
+
+        if (d.Prev == PageDescriptor.NoPage)
+        {
+            _memory.WriteUInt32(HFreeHeads + (order * 4), d.Next);
+        }
+        else
+        {
+            _memory.WriteUInt32(Layout.DescriptorAddress(d.Prev) + PageDescriptor.NextOffset, d.Next);
+        }
+
+        if (d.Next != PageDescriptor.NoPage)
+        {
+            _memory.WriteUInt32(Layout.DescriptorAddress(d.Next) + PageDescriptor.PrevOffset, d.Prev);
+        }
+
+        AddToHeader64(HFreeBlocks + (order * 8), -1);
+    }
+
+    private void WriteDescriptor(long pfn, PageState state, byte order, PageFlags flags, PageOwner owner, uint next, uint prev, uint generation)
+    {
+        long a = Layout.DescriptorAddress(pfn);
+        ulong lo = (byte)state | ((ulong)order << 8) | ((ulong)(byte)flags << 16) | ((ulong)(byte)owner << 24) | ((ulong)next << 32);
+        ulong hi = prev | ((ulong)generation << 32);
+        _memory.WriteUInt64(a, lo);
+        _memory.WriteUInt64(a + 8, hi);
+    }
+
+    private void AddToHeader64(int offset, long delta) =>
+        _memory.WriteUInt64(offset, (ulong)((long)_memory.ReadUInt64(offset) + delta));
+
+    private unsafe void CheckPoison(long pfn, long pages)
+    {
+        byte expected = PoisonValue;
+        for (long p = pfn; p < pfn + pages; p++)
+        {
+            ReadOnlySpan<byte> page = _memory.Ram.Page(p);
+            int at = page.IndexOfAnyExcept(expected);
+            if (at >= 0)
+            {
+                _poisonViolations.Add(new PoisonViolation(p, at, expected, page[at]));
+                AddToHeader64(HPoisonViolations, 1);
+            }
+        }
+    }
+
+    private static void CheckOrder(int order)
+    {
+        if ((uint)order > MaxOrder)
+        {
+            throw new ArgumentOutOfRangeException(nameof(order), order, $"Buddy order must be 0..{MaxOrder}.");
+        }
+    }
+}

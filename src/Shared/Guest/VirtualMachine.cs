@@ -1,0 +1,294 @@
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Guest.Workloads;
+
+namespace Migration.Shared.Guest;
+
+public enum VmRunState
+{
+    /// <summary>Booted or restored; vCPU threads not started.</summary>
+    Created,
+    Running,
+    Paused,
+    ShutDown,
+}
+
+/// <summary>
+/// A simulated VM: guest RAM with its in-RAM kernel, the dirty log, and one thread per vCPU running the workload.
+/// </summary>
+/// <remarks>
+/// <see cref="Pause"/> returns once every vCPU is parked between two steps, so guest memory is quiescent (the "stopped
+/// VM" of stop-and-copy). A vCPU whose step throws is halted and its error kept in <see cref="Crashes"/>, like a guest
+/// panic; the other vCPUs go on. For the race fuzzer, a VM that is never <see cref="Start"/>ed is driven one step at a
+/// time with <see cref="StepVcpu"/>.
+/// </remarks>
+public sealed class VirtualMachine : IDisposable
+{
+    private readonly object _gate = new();
+    private readonly List<string> _crashes = [];
+    private Thread[] _threads = [];
+    private bool _pauseRequested;
+    private bool _stopRequested;
+    private int _parked;
+    private int _live;
+
+    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads)
+    {
+        Config = config;
+        Ram = ram;
+        Kernel = kernel;
+        Workloads = workloads;
+    }
+
+    public GuestConfig Config { get; }
+
+    public GuestRam Ram { get; }
+
+    public GuestKernel Kernel { get; }
+
+    public GuestMemory Memory => Kernel.Memory;
+
+    public DirtyLog DirtyLog => Kernel.Memory.Log;
+
+    public IReadOnlyList<Workload> Workloads { get; }
+
+    public VmRunState State { get; private set; }
+
+    /// <summary>Every vCPU has finished its warm-up.</summary>
+    public bool IsWarm => Workloads.All(w => w.IsWarm);
+
+    public long PageWrites => Workloads.Sum(w => w.PageWrites);
+
+    /// <summary>Errors that halted a vCPU.</summary>
+    public IReadOnlyList<string> Crashes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _crashes];
+            }
+        }
+    }
+
+    /// <summary>Allocates RAM, boots the kernel and creates each vCPU's workload. Threads start at <see cref="Start"/>.</summary>
+    public static VirtualMachine Boot(GuestConfig config, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        var ram = GuestRam.Allocate(config.RamBytes);
+        try
+        {
+            var memory = new GuestMemory(ram, new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages));
+            bool ab = config.Workload.Kind == WorkloadKind.Ab;
+            var kernel = GuestKernel.Boot(memory, new KernelBootOptions
+            {
+                PoisonValue = config.PoisonValue,
+                ReservedFirstPfn = ab ? config.Workload.AbFirstPfn : 0,
+                ReservedPages = ab ? config.Workload.AbPages : 0,
+            });
+            var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
+            var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Create(context, i)).ToArray();
+            return new VirtualMachine(config, ram, kernel, workloads);
+        }
+        catch
+        {
+            ram.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Rebuilds a VM around RAM that already holds a guest (the target after migration): attaches to the kernel in RAM
+    /// and restores each vCPU from its state. Takes ownership of <paramref name="ram"/>.
+    /// </summary>
+    public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(ram);
+        ArgumentNullException.ThrowIfNull(vcpuStates);
+        config.Validate();
+        if (ram.PageCount != config.PageCount)
+        {
+            throw new ArgumentException($"RAM has {ram.PageCount} pages, the configuration {config.PageCount}.", nameof(ram));
+        }
+
+        if (vcpuStates.Count != config.Vcpus)
+        {
+            throw new ArgumentException($"Got state for {vcpuStates.Count} vCPUs, the guest has {config.Vcpus}.", nameof(vcpuStates));
+        }
+
+        var memory = new GuestMemory(ram, new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages));
+        var kernel = GuestKernel.Attach(memory);
+        var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
+        var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Restore(context, i, vcpuStates[i])).ToArray();
+        return new VirtualMachine(config, ram, kernel, workloads);
+    }
+
+    /// <summary>Starts one thread per vCPU.</summary>
+    public void Start()
+    {
+        lock (_gate)
+        {
+            if (State != VmRunState.Created)
+            {
+                throw new InvalidOperationException($"Cannot start a VM that is {State}.");
+            }
+
+            _live = Workloads.Count;
+            _threads = new Thread[Workloads.Count];
+            for (int i = 0; i < _threads.Length; i++)
+            {
+                int vcpu = i;
+                _threads[i] = new Thread(() => RunVcpu(vcpu)) { IsBackground = true, Name = $"vcpu-{vcpu}" };
+            }
+
+            State = VmRunState.Running;
+        }
+
+        foreach (var t in _threads)
+        {
+            t.Start();
+        }
+    }
+
+    /// <summary>Stops every vCPU between two steps and returns when all are parked.</summary>
+    public void Pause()
+    {
+        lock (_gate)
+        {
+            if (State != VmRunState.Running)
+            {
+                throw new InvalidOperationException($"Cannot pause a VM that is {State}.");
+            }
+
+            _pauseRequested = true;
+            while (_parked < _live)
+            {
+                Monitor.Wait(_gate);
+            }
+
+            State = VmRunState.Paused;
+        }
+    }
+
+    public void Resume()
+    {
+        lock (_gate)
+        {
+            if (State != VmRunState.Paused)
+            {
+                throw new InvalidOperationException($"Cannot resume a VM that is {State}.");
+            }
+
+            _pauseRequested = false;
+            State = VmRunState.Running;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>Advances one vCPU by one step, for a VM driven by a scheduler instead of threads.</summary>
+    public StepResult StepVcpu(int vcpu)
+    {
+        if (State != VmRunState.Created)
+        {
+            throw new InvalidOperationException("StepVcpu drives a VM whose vCPU threads were never started.");
+        }
+
+        return Workloads[vcpu].Step();
+    }
+
+    /// <summary>vCPU state of every vCPU. Only while paused (or never started).</summary>
+    public IReadOnlyList<byte[]> SaveVcpuStates()
+    {
+        if (State is VmRunState.Running)
+        {
+            throw new InvalidOperationException("vCPU state can only be saved while the VM is paused.");
+        }
+
+        return [.. Workloads.Select(w => w.SaveState())];
+    }
+
+    /// <summary>Stops the vCPU threads for good.</summary>
+    public void Shutdown()
+    {
+        Thread[] threads;
+        lock (_gate)
+        {
+            if (State == VmRunState.ShutDown)
+            {
+                return;
+            }
+
+            _stopRequested = true;
+            Monitor.PulseAll(_gate);
+            threads = _threads;
+            State = VmRunState.ShutDown;
+        }
+
+        foreach (var t in threads)
+        {
+            t.Join();
+        }
+    }
+
+    public void Dispose()
+    {
+        Shutdown();
+        Ram.Dispose();
+    }
+
+    private void RunVcpu(int vcpu)
+    {
+        var workload = Workloads[vcpu];
+        while (!Volatile.Read(ref _stopRequested))
+        {
+            if (Volatile.Read(ref _pauseRequested))
+            {
+                Park();
+                continue;
+            }
+
+            StepResult result;
+            try
+            {
+                result = workload.Step();
+            }
+            catch (Exception ex) when (ex is GuestKernelException or GuestOutOfMemoryException or InvalidOperationException or ArgumentException or InvalidDataException)
+            {
+                Halt(vcpu, ex);
+                return;
+            }
+
+            if (result == StepResult.Idle)
+            {
+                Thread.Sleep(1);
+            }
+        }
+    }
+
+    private void Park()
+    {
+        lock (_gate)
+        {
+            _parked++;
+            Monitor.PulseAll(_gate);
+            while (_pauseRequested && !_stopRequested)
+            {
+                Monitor.Wait(_gate);
+            }
+
+            _parked--;
+        }
+    }
+
+    private void Halt(int vcpu, Exception ex)
+    {
+        lock (_gate)
+        {
+            _crashes.Add($"vCPU {vcpu} halted: {ex.Message}");
+            _live--;
+            Monitor.PulseAll(_gate);
+        }
+    }
+}

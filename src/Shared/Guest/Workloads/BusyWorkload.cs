@@ -1,0 +1,98 @@
+using Migration.Shared.Guest.Kernel;
+
+namespace Migration.Shared.Guest.Workloads;
+
+/// <summary>
+/// A steady dirtying load shaped like a parallel build: each vCPU's processes hold a working set of small blocks, write
+/// pages at the configured rate (most writes to a hot set), and now and then one exits and another starts.
+/// </summary>
+public sealed class BusyWorkload : Workload
+{
+    private RatePacer _pacer;
+    private TaskTable? _set;
+    private long _setPages;
+    private bool _warm;
+
+    public BusyWorkload(WorkloadContext context, int vcpu)
+        : base(context, vcpu)
+    {
+        _pacer = NewPacer();
+    }
+
+    public override WorkloadKind Kind => WorkloadKind.Busy;
+
+    public override bool IsWarm => _warm;
+
+    private long WorkingSetTarget => Math.Max(1, (long)(Options.BusyWorkingSetShare * Kernel.Layout.PageCount / Context.VcpuCount));
+
+    public override StepResult Step()
+    {
+        _set ??= TaskTable.Create(Kernel, WorkingSetTarget);
+        if (!_warm)
+        {
+            // Start-up: processes fault in their working set as fast as they can.
+            if (_setPages < WorkingSetTarget && !_set.IsFull && AllocateInto(_set))
+            {
+                return StepResult.Progress;
+            }
+
+            _warm = true;
+            return StepResult.Progress;
+        }
+
+        if (_set.Count == 0 || !_pacer.TryTake())
+        {
+            return StepResult.Idle;
+        }
+
+        if (Random.NextDouble() < Options.BusyExitChance)
+        {
+            // A process exits and a new one starts: its memory goes back and fresh memory is faulted in.
+            var (pfn, order) = _set.RemoveAt((int)Random.Next(_set.Count));
+            Kernel.Free(pfn, order);
+            _setPages -= 1L << order;
+            AllocateInto(_set);
+            return StepResult.Progress;
+        }
+
+        int hotEntries = Math.Max(1, (int)(_set.Count * Options.BusyHotSetShare));
+        bool hot = Random.NextDouble() < Options.BusyHotWriteShare;
+        TouchPage(PickPage(_set, hot ? hotEntries : _set.Count));
+        return StepResult.Progress;
+    }
+
+    private bool AllocateInto(TaskTable table)
+    {
+        int order = (int)Random.Next(4);
+        long pfn = AllocateData(order, PageOwner.Anonymous);
+        if (pfn < 0)
+        {
+            return false;
+        }
+
+        table.Add(pfn, order);
+        _setPages += 1L << order;
+        return true;
+    }
+
+    private RatePacer NewPacer() => new(Context.Time, Options.BusyDirtyPagesPerSecond / Context.VcpuCount);
+
+    protected override void SaveState(BinaryWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.Write(_set?.Pfn ?? -1);
+        writer.Write(_setPages);
+        writer.Write(_warm);
+        writer.Write(_pacer.Tokens);
+    }
+
+    protected override void LoadState(BinaryReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        _set = OpenTable(ReadTablePfn(reader));
+        _setPages = reader.ReadInt64();
+        _warm = reader.ReadBoolean();
+        _pacer = NewPacer();
+        _pacer.Tokens = reader.ReadDouble();
+    }
+}

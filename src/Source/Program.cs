@@ -1,0 +1,1 @@
+Console.Error.WriteLine("Migration commands arrive with the precopy migration issue."); return 2;

@@ -1,0 +1,1 @@
+Console.Error.WriteLine("The target server arrives with the precopy migration issue."); return 2;

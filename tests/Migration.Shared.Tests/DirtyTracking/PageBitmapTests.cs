@@ -1,0 +1,58 @@
+using Migration.Shared.DirtyTracking;
+
+namespace Migration.Shared.Tests.DirtyTracking;
+
+public class PageBitmapTests
+{
+    [Fact]
+    public void SetAndClear_KeepTheCount()
+    {
+        var b = new PageBitmap(200);
+        Assert.True(b.Set(3));
+        Assert.False(b.Set(3));
+        Assert.True(b.Set(130));
+        Assert.Equal(2, b.Count);
+        Assert.True(b.Clear(3));
+        Assert.False(b.Clear(3));
+        Assert.Equal(1, b.Count);
+    }
+
+    [Fact]
+    public void SetAll_CoversExactlyThePages()
+    {
+        var b = new PageBitmap(130);
+        b.SetAll();
+        Assert.Equal(130, b.Count);
+        Assert.Equal(129, b.FindNextSet(129));
+        Assert.Equal(-1, b.FindNextSet(130));
+        Assert.Equal(130, b.ClearRange(0, 130));
+        Assert.Equal(0, b.Count);
+    }
+
+    [Fact]
+    public void FindNextSet_SkipsEmptyWords()
+    {
+        var b = new PageBitmap(1 << 20);
+        b.Set(5);
+        b.Set(700_000);
+        Assert.Equal(5, b.FindNextSet(0));
+        Assert.Equal(700_000, b.FindNextSet(6));
+        Assert.Equal(-1, b.FindNextSet(700_001));
+    }
+
+    [Fact]
+    public void ClearRange_CountsOnlyBitsInRange()
+    {
+        var b = new PageBitmap(256);
+        for (int i = 0; i < 256; i += 2)
+        {
+            b.Set(i);
+        }
+
+        Assert.Equal(10, b.CountRange(60, 20));
+        Assert.Equal(10, b.ClearRange(60, 20));
+        Assert.Equal(118, b.Count);
+        Assert.False(b.Get(60));
+        Assert.True(b.Get(80));
+    }
+}

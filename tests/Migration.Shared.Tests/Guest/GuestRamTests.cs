@@ -1,0 +1,47 @@
+using Migration.Shared.Guest;
+
+namespace Migration.Shared.Tests.Guest;
+
+public class GuestRamTests
+{
+    [Theory]
+    [InlineData(0)]
+    [InlineData(4096)]
+    [InlineData((4L << 20) + 1)]
+    [InlineData((16L << 30) + 4096)]
+    public void Allocate_InvalidSize_ThrowsWithTheSize(long bytes)
+    {
+        var ex = Assert.ThrowsAny<ArgumentException>(() => GuestRam.Allocate(bytes));
+        Assert.Contains(bytes.ToString(System.Globalization.CultureInfo.InvariantCulture), ex.Message);
+    }
+
+    [Fact]
+    public void Allocate_FreshRam_ReadsAsZero()
+    {
+        using var ram = GuestRam.Allocate(8L << 20);
+        Assert.Equal(2048, ram.PageCount);
+        Assert.True(ram.Page(0).IndexOfAnyExcept((byte)0) < 0);
+        Assert.True(ram.Page(2047).IndexOfAnyExcept((byte)0) < 0);
+    }
+
+    [Fact]
+    public void Page_OutOfRange_ThrowsNamingThePage()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => ram.Page(1024));
+        Assert.Contains("Page 1024", ex.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => ram.Page(-1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ram.Pages(1000, 25));
+    }
+
+    [Fact]
+    public void Discard_ReturnsPagesToZero()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        ram.Pages(10, 4).Fill(0xAB);
+        ram.Discard(10, 2);
+        Assert.True(ram.Page(10).IndexOfAnyExcept((byte)0) < 0);
+        Assert.True(ram.Page(11).IndexOfAnyExcept((byte)0) < 0);
+        Assert.Equal(0xAB, ram.Page(12)[100]);
+    }
+}
