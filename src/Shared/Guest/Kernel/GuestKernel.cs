@@ -255,6 +255,35 @@ public sealed partial class GuestKernel
             (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
     }
 
+    /// <summary>
+    /// A bitmap of the pages the guest considers free (inside a free buddy block), read from the descriptors. What is
+    /// not free is what migration must deliver byte for byte. Call with the vCPUs paused.
+    /// </summary>
+    public DirtyTracking.PageBitmap FreePageMap()
+    {
+        var map = new DirtyTracking.PageBitmap(Layout.PageCount);
+        lock (_zoneLock)
+        {
+            long pfn = 0;
+            while (pfn < Layout.PageCount)
+            {
+                var d = ReadDescriptor(pfn);
+                long size = d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder ? 1L << d.Order : 1;
+                if (d.State == PageState.FreeHead && pfn + size <= Layout.PageCount)
+                {
+                    for (long p = pfn; p < pfn + size; p++)
+                    {
+                        map.Set(p);
+                    }
+                }
+
+                pfn += Math.Min(size, Layout.PageCount - pfn);
+            }
+        }
+
+        return map;
+    }
+
     /// <summary>Number of free blocks of each order, from the header counters.</summary>
     public long FreeBlocks(int order)
     {

@@ -1,0 +1,112 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Migration.Shared.Reporting;
+
+/// <summary>
+/// The migration report (<c>--report FILE</c>): the contract for scripts, serialised as camelCase JSON. Every figure
+/// in it was measured during the run it describes.
+/// </summary>
+public sealed class MigrationReport
+{
+    public static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    /// <summary>completed | failed | cancelled.</summary>
+    public string Status { get; set; } = "failed";
+
+    public bool Verified { get; set; }
+
+    public string? Error { get; set; }
+
+    public string? MigrationId { get; set; }
+
+    public Dictionary<string, object?> Config { get; set; } = [];
+
+    public GuestSection Guest { get; set; } = new();
+
+    public TimingSection Timing { get; set; } = new();
+
+    public TransferSection Transfer { get; set; } = new();
+
+    public List<RoundSection> Rounds { get; set; } = [];
+
+    public VerificationSection Verification { get; set; } = new();
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    public static MigrationReport FromJson(string json) =>
+        JsonSerializer.Deserialize<MigrationReport>(json, JsonOptions) ?? throw new InvalidDataException("Empty report.");
+
+    public sealed class GuestSection
+    {
+        public long RamBytes { get; set; }
+
+        public int PageSize { get; set; }
+
+        public string Workload { get; set; } = string.Empty;
+
+        public int Vcpus { get; set; }
+
+        public long InUsePages { get; set; }
+
+        public long FreePages { get; set; }
+    }
+
+    public sealed class TimingSection
+    {
+        public double TotalMs { get; set; }
+
+        public double SetupMs { get; set; }
+
+        public double DowntimeMs { get; set; }
+
+        public double ExpectedDowntimeMs { get; set; }
+    }
+
+    public sealed class TransferSection
+    {
+        public long BytesOnWire { get; set; }
+
+        public long PagesNormal { get; set; }
+
+        public long PagesZero { get; set; }
+
+        public long PagesCompressed { get; set; }
+
+        public double ThroughputMBps { get; set; }
+    }
+
+    public sealed class RoundSection
+    {
+        public int Round { get; set; }
+
+        public long DirtyPages { get; set; }
+
+        public long PagesSent { get; set; }
+
+        public long Bytes { get; set; }
+
+        public double Ms { get; set; }
+
+        public double DirtyRatePagesPerSec { get; set; }
+
+        /// <summary>True for the stop-and-copy round.</summary>
+        public bool Final { get; set; }
+    }
+
+    public sealed class VerificationSection
+    {
+        public long PagesCompared { get; set; }
+
+        public long MismatchedPages { get; set; }
+
+        public string GuestSelfCheck { get; set; } = "not run";
+
+        public List<long> FirstMismatchedPages { get; set; } = [];
+    }
+}

@@ -1,0 +1,100 @@
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest;
+using Migration.Shared.Guest.Kernel;
+
+namespace Migration.Shared.Verification;
+
+/// <summary>
+/// Digests of every page the guest does not consider free (in use, kernel, descriptors, reserved), in ascending page
+/// order: XxHash64 of the page seeded with its page number, so identical content at the wrong address still differs.
+/// Source and target compute the same list from their own RAM and kernel; DESIGN section 7's invariant is that they
+/// are equal.
+/// </summary>
+public static class PageDigests
+{
+    /// <summary>Computes the digest list. Pages are hashed in parallel segments; the list order is page order.</summary>
+    public static ulong[] Compute(GuestKernel kernel)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        var free = kernel.FreePageMap();
+        var ram = kernel.Memory.Ram;
+        long pages = ram.PageCount;
+        int segments = Math.Max(1, Environment.ProcessorCount * 4);
+        long perSegment = (pages + segments - 1) / segments;
+        var parts = new ulong[segments][];
+        Parallel.For(0, segments, s =>
+        {
+            long first = s * perSegment;
+            long end = Math.Min(pages, first + perSegment);
+            var list = new List<ulong>();
+            for (long p = first; p < end; p++)
+            {
+                if (!free.Get(p))
+                {
+                    list.Add(XxHash64.HashToUInt64(ram.Page(p), p));
+                }
+            }
+
+            parts[s] = [.. list];
+        });
+
+        return [.. parts.SelectMany(x => x)];
+    }
+
+    public static byte[] ToBytes(ulong[] digests) => MemoryMarshal.AsBytes(digests.AsSpan()).ToArray();
+
+    public static ulong[] FromBytes(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length % 8 != 0)
+        {
+            throw new InvalidDataException($"Digest list of {bytes.Length} bytes is not a whole number of 8-byte digests.");
+        }
+
+        return MemoryMarshal.Cast<byte, ulong>(bytes).ToArray();
+    }
+
+    /// <summary>
+    /// Compares the source's digests with the target's. Returns the number of mismatched positions (a length
+    /// difference counts every missing or extra digest) and the first few mismatching pages of the target's list.
+    /// </summary>
+    public static (long Mismatched, List<long> FirstMismatchedPages) Compare(ulong[] expected, ulong[] actual, GuestKernel targetKernel, int keep = 10)
+    {
+        ArgumentNullException.ThrowIfNull(expected);
+        ArgumentNullException.ThrowIfNull(actual);
+        long mismatched = Math.Abs(expected.LongLength - actual.LongLength);
+        var first = new List<long>();
+        long n = Math.Min(expected.LongLength, actual.LongLength);
+        long[]? inUse = null;
+        for (long i = 0; i < n; i++)
+        {
+            if (expected[i] != actual[i])
+            {
+                mismatched++;
+                if (first.Count < keep)
+                {
+                    inUse ??= InUsePages(targetKernel);
+                    first.Add(inUse[i]);
+                }
+            }
+        }
+
+        return (mismatched, first);
+    }
+
+    private static long[] InUsePages(GuestKernel kernel)
+    {
+        var free = kernel.FreePageMap();
+        var list = new List<long>();
+        for (long p = 0; p < free.PageCount; p++)
+        {
+            if (!free.Get(p))
+            {
+                list.Add(p);
+            }
+        }
+
+        return [.. list];
+    }
+}

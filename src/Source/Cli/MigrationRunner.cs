@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using System.Globalization;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+using Migration.Source.Precopy;
+
+namespace Migration.Source.Cli;
+
+/// <summary>Boots a guest, warms it up, migrates it and prints what happened. Shared by <c>migrate</c> and <c>demo</c>.</summary>
+internal static class MigrationRunner
+{
+    public static async Task<MigrationReport> RunAsync(GuestConfig guest, MigrationOptions options, TimeSpan warmup, TextWriter output, CancellationToken ct)
+    {
+        output.WriteLine($"source: booting a {guest.RamBytes >> 20} MiB guest, {guest.Vcpus} vCPUs, workload {guest.Workload.Kind.ToString().ToLowerInvariant()}, seed {guest.Workload.Seed}");
+        using var vm = VirtualMachine.Boot(guest);
+        vm.Start();
+        var sw = Stopwatch.StartNew();
+        // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed).
+        while ((sw.Elapsed < warmup || !vm.IsWarm) && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
+        {
+            await Task.Delay(50, ct).ConfigureAwait(false);
+        }
+
+        output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s ({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
+        var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole());
+        var report = await engine.MigrateAsync(ct).ConfigureAwait(false);
+        if (report.Status != "completed")
+        {
+            output.WriteLine($"source: the guest keeps running here (state {vm.State}).");
+        }
+
+        return report;
+    }
+
+    public static void PrintSummary(MigrationReport r, TextWriter output)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var rows = new List<(string, string)>
+        {
+            ("status", r.Status + (r.Verified ? ", verified" : ", NOT verified")),
+            ("guest", $"{r.Guest.RamBytes >> 20} MiB, {r.Guest.Workload}, {r.Guest.InUsePages:N0} pages in use, {r.Guest.FreePages:N0} free"),
+            ("total time", string.Create(inv, $"{r.Timing.TotalMs:F0} ms (setup {r.Timing.SetupMs:F0} ms)")),
+            ("downtime", string.Create(inv, $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms)")),
+            ("rounds", $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
+            ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
+            ("pages", $"{r.Transfer.PagesNormal:N0} raw, {r.Transfer.PagesCompressed:N0} lz4, {r.Transfer.PagesZero:N0} zero"),
+            ("throughput", string.Create(inv, $"{r.Transfer.ThroughputMBps:F1} MB/s")),
+            ("verification", $"{r.Verification.PagesCompared:N0} pages compared, {r.Verification.MismatchedPages:N0} mismatched; self-check {r.Verification.GuestSelfCheck}"),
+        };
+        if (r.Error is not null)
+        {
+            rows.Add(("error", r.Error));
+        }
+
+        int width = rows.Max(x => x.Item1.Length);
+        output.WriteLine();
+        foreach (var (k, v) in rows)
+        {
+            output.WriteLine($"  {k.PadRight(width)}  {v}");
+        }
+
+        output.WriteLine();
+    }
+}

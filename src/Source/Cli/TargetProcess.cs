@@ -1,0 +1,158 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace Migration.Source.Cli;
+
+/// <summary>
+/// A target server started as a child process on a free loopback port (port 0; the child prints the port it got).
+/// Used by <c>demo</c>, <c>bench</c> and the end-to-end tests. Killed on dispose if still running.
+/// </summary>
+public sealed partial class TargetProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly List<string> _output = [];
+    private readonly TaskCompletionSource<Uri> _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private TargetProcess(Process process)
+    {
+        _process = process;
+        _process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+    }
+
+    public Uri Address => _listening.Task.IsCompletedSuccessfully ? _listening.Task.Result : throw new InvalidOperationException("Target not listening yet.");
+
+    public int ProcessId => _process.Id;
+
+    public bool HasExited => _process.HasExited;
+
+    public IReadOnlyList<string> Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return [.. _output];
+            }
+        }
+    }
+
+    [GeneratedRegex(@"target listening on (http://\S+)")]
+    private static partial Regex ListeningLine();
+
+    /// <summary>Locates the built target next to this build (same configuration), or at MIGRATION_TARGET_DLL.</summary>
+    public static string LocateTargetDll()
+    {
+        string? overridePath = Environment.GetEnvironmentVariable("MIGRATION_TARGET_DLL");
+        if (!string.IsNullOrEmpty(overridePath))
+        {
+            return overridePath;
+        }
+
+        // This assembly lives in <repo>/src/Source/bin/<Configuration>/<tfm>/ (or a test's bin folder); find the repo
+        // root by its solution file and take the target from the same configuration.
+        string baseDir = AppContext.BaseDirectory;
+        string configuration = baseDir.Contains($"{Path.DirectorySeparatorChar}Debug{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Debug" : "Release";
+        for (var dir = new DirectoryInfo(baseDir); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Migration.sln")))
+            {
+                string dll = Path.Combine(dir.FullName, "src", "Target", "bin", configuration, "net10.0", "Migration.Target.dll");
+                if (File.Exists(dll))
+                {
+                    return dll;
+                }
+
+                throw new FileNotFoundException($"The target is not built at {dll}; build the solution first (dotnet build -c {configuration}).", dll);
+            }
+        }
+
+        throw new FileNotFoundException("Cannot find Migration.sln above " + baseDir + " to locate the target; set MIGRATION_TARGET_DLL.");
+    }
+
+    /// <summary>Starts the target with <paramref name="arguments"/> (a --listen on loopback port 0 is added) and waits until it listens.</summary>
+    public static async Task<TargetProcess> StartAsync(IEnumerable<string> arguments, TimeSpan timeout, CancellationToken ct = default)
+    {
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(LocateTargetDll());
+        psi.ArgumentList.Add("--listen");
+        psi.ArgumentList.Add("http://127.0.0.1:0");
+        foreach (string a in arguments)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        var process = Process.Start(psi) ?? throw new InvalidOperationException("Could not start the target process.");
+        var target = new TargetProcess(process);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        _ = process.WaitForExitAsync(CancellationToken.None).ContinueWith(
+            _ => target._listening.TrySetException(new InvalidOperationException("The target exited before it listened:\n" + string.Join('\n', target.Output))),
+            TaskScheduler.Default);
+        try
+        {
+            await target._listening.Task.WaitAsync(timeout, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await target.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        return target;
+    }
+
+    /// <summary>Waits for the process to exit; returns its exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        await _process.WaitForExitAsync().WaitAsync(timeout).ConfigureAwait(false);
+        return _process.ExitCode;
+    }
+
+    public void Kill()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            Kill();
+            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        {
+            // Already gone.
+        }
+
+        _process.Dispose();
+    }
+
+    private void OnLine(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_output)
+        {
+            _output.Add(line);
+        }
+
+        var m = ListeningLine().Match(line);
+        if (m.Success)
+        {
+            _listening.TrySetResult(new Uri(m.Groups[1].Value));
+        }
+    }
+}

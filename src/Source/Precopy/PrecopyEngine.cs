@@ -1,0 +1,337 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Text.Json;
+using Google.Protobuf;
+using Grpc.Core;
+using Migration.Protocol;
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+using Migration.Shared.Verification;
+using Migration.Source.Transport;
+
+namespace Migration.Source.Precopy;
+
+/// <summary>
+/// QEMU-shaped precopy: enable dirty logging, send everything once (round 0), then sync and resend what was dirtied
+/// until the expected downtime fits the limit; then pause the guest, sync a last time, send the rest with vCPU state
+/// and digests, and let the target verify and resume.
+/// </summary>
+/// <remarks>
+/// <para>Failure never costs the guest: on any error or cancel the source guest is resumed (if paused) and keeps
+/// running, dirty logging is switched off, and a new attempt starts again from a full bitmap, so nothing a failed
+/// attempt consumed can be missed.</para>
+/// <para>Ordering across channels (race R11): the engine waits at the end of every round until all channels have
+/// written that round, and batches carry their round so the target drops a late older copy.</para>
+/// </remarks>
+public sealed class PrecopyEngine
+{
+    private readonly VirtualMachine _vm;
+    private readonly MigrationOptions _options;
+    private readonly TimeProvider _time;
+    private readonly IProgress<RoundProgress>? _progress;
+
+    public PrecopyEngine(VirtualMachine vm, MigrationOptions options, IProgress<RoundProgress>? progress = null, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(vm);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _vm = vm;
+        _options = options;
+        _progress = progress;
+        _time = time ?? TimeProvider.System;
+    }
+
+    public async Task<MigrationReport> MigrateAsync(CancellationToken ct = default)
+    {
+        var report = NewReport();
+        string id = report.MigrationId!;
+        long start = _time.GetTimestamp();
+        var counters = new TransferCounters();
+        var limiter = new BandwidthLimiter(_options.MaxBandwidthBytesPerSecond, _time);
+        var channels = new List<PageChannel>();
+        using var control = PageChannel.CreateGrpcChannel(_options.Target);
+        var client = new Protocol.Migration.MigrationClient(control);
+        bool paused = false;
+        long downtimeStart = 0;
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        try
+        {
+            await client.BeginAsync(BeginRequest(id), deadline: Deadline(30), cancellationToken: ct).ConfigureAwait(false);
+            for (int i = 0; i < _options.Channels; i++)
+            {
+                channels.Add(PageChannel.Open(_options.Target, id, _vm.Ram, _options.Compress, _options.PagesPerBatch, limiter, counters, linked.Token));
+            }
+
+            // H1/setup: logging on, everything to send, and the setup sync (which the hinting issue wraps in STOP/START).
+            var log = _vm.DirtyLog;
+            var bitmap = new PageBitmap(_vm.Ram.PageCount);
+            log.Enable();
+            bitmap.SetAll();
+            log.SyncInto(bitmap);
+            report.Timing.SetupMs = _time.GetElapsedTime(start).TotalMilliseconds;
+
+            double bandwidth = 0;  // bytes per second, last round
+            double pageRate = 0;   // pages per second, last round: what the downtime estimate uses
+            long lastLogged = log.PagesLogged;
+            long lastSync = _time.GetTimestamp();
+            for (int round = 0; ; round++)
+            {
+                long roundStart = _time.GetTimestamp();
+                long bytesBefore = counters.BytesOnWire;
+                long dirtyAtStart = bitmap.Count;
+                long sent = await SendRoundAsync(bitmap, log, channels, (uint)round, linked.Token).ConfigureAwait(false);
+                double roundSeconds = _time.GetElapsedTime(roundStart).TotalSeconds;
+                long roundBytes = counters.BytesOnWire - bytesBefore;
+                // Rates from rounds of at least 64 pages; a tiny round's timing is mostly fixed overhead.
+                if (sent >= 64 || pageRate == 0)
+                {
+                    bandwidth = roundBytes / Math.Max(roundSeconds, 1e-6);
+                    pageRate = sent / Math.Max(roundSeconds, 1e-6);
+                }
+
+                // Sync: what did the guest dirty while we sent?
+                log.SyncInto(bitmap);
+                long now = _time.GetTimestamp();
+                long logged = log.PagesLogged;
+                double dirtyRate = (logged - lastLogged) / Math.Max(_time.GetElapsedTime(lastSync, now).TotalSeconds, 1e-6);
+                lastLogged = logged;
+                lastSync = now;
+                // Remaining pages at the rate pages actually moved last round. Unlike QEMU's bytes-based estimate this
+                // credits zero and compressed pages with what they really cost on the wire.
+                double expectedMs = bitmap.Count / Math.Max(pageRate, 1) * 1000;
+                report.Rounds.Add(new MigrationReport.RoundSection
+                {
+                    Round = round,
+                    DirtyPages = dirtyAtStart,
+                    PagesSent = sent,
+                    Bytes = roundBytes,
+                    Ms = roundSeconds * 1000,
+                    DirtyRatePagesPerSec = dirtyRate,
+                });
+                _progress?.Report(new RoundProgress(round, false, bitmap.Count, counters.PagesSent, bandwidth / 1e6, expectedMs, "precopy"));
+
+                if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds)
+                {
+                    report.Timing.ExpectedDowntimeMs = expectedMs;
+                    break;
+                }
+
+                if (round + 1 >= _options.MaxRounds || _time.GetElapsedTime(start) > _options.Timeout)
+                {
+                    throw new MigrationFailedException(
+                        $"did not converge: after {round + 1} rounds {bitmap.Count} pages are still dirty (guest dirties {dirtyRate:F0} pages/s, " +
+                        $"link moves {pageRate:F0} pages/s); expected downtime {expectedMs:F0} ms exceeds the {_options.DowntimeLimit.TotalMilliseconds:F0} ms limit");
+                }
+            }
+
+            // Stop-and-copy.
+            downtimeStart = _time.GetTimestamp();
+            _vm.Pause();
+            paused = true;
+            _progress?.Report(new RoundProgress(report.Rounds.Count, true, bitmap.Count, counters.PagesSent, bandwidth / 1e6, report.Timing.ExpectedDowntimeMs, "stop-and-copy"));
+            long finalStart = _time.GetTimestamp();
+            log.SyncInto(bitmap);
+            long finalDirty = bitmap.Count;
+            long finalBytesBefore = counters.BytesOnWire;
+            uint finalRound = (uint)report.Rounds.Count;
+            long finalSent = await SendRoundAsync(bitmap, log, channels, finalRound, linked.Token).ConfigureAwait(false);
+            foreach (var channel in channels)
+            {
+                await channel.CompleteAsync(linked.Token).ConfigureAwait(false);
+            }
+
+            report.Rounds.Add(new MigrationReport.RoundSection
+            {
+                Round = (int)finalRound,
+                DirtyPages = finalDirty,
+                PagesSent = finalSent,
+                Bytes = counters.BytesOnWire - finalBytesBefore,
+                Ms = _time.GetElapsedTime(finalStart).TotalMilliseconds,
+                Final = true,
+            });
+
+            // Device and vCPU state plus digests of every page the guest does not consider free.
+            var free = _vm.Kernel.FreePageMap();
+            report.Guest.FreePages = free.Count;
+            report.Guest.InUsePages = _vm.Ram.PageCount - free.Count;
+            ulong[] digests = PageDigests.Compute(_vm.Kernel);
+            var complete = new CompleteRequest
+            {
+                MigrationId = id,
+                Device = new DeviceState { PoisonVal = _vm.Config.PoisonValue ?? 0 },
+                PageDigests = UnsafeByteOperations.UnsafeWrap(PageDigests.ToBytes(digests)),
+                DigestPages = (ulong)digests.LongLength,
+                FinalRound = finalRound,
+                PagesSent = (ulong)counters.PagesSent,
+            };
+            complete.VcpuStates.AddRange(_vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
+            var reply = await client.CompleteAsync(complete, deadline: Deadline(120), cancellationToken: ct).ConfigureAwait(false);
+            report.Timing.DowntimeMs = _time.GetElapsedTime(downtimeStart).TotalMilliseconds;
+            report.Verification.PagesCompared = (long)reply.PagesCompared;
+            report.Verification.MismatchedPages = (long)reply.MismatchedPages;
+            report.Verification.GuestSelfCheck = reply.GuestSelfCheck;
+            report.Verification.FirstMismatchedPages = [.. reply.FirstMismatches.Select(p => (long)p)];
+            report.Verified = reply.Verified && reply.Resumed;
+            if (!report.Verified)
+            {
+                throw new MigrationFailedException($"target did not verify the guest: {reply.Error}");
+            }
+
+            // The guest now runs on the target; this copy must never run again.
+            log.Disable();
+            _vm.Shutdown();
+            report.Status = "completed";
+        }
+        catch (Exception ex) when (ex is MigrationFailedException or RpcException or IOException or OperationCanceledException or InvalidOperationException or HttpRequestException)
+        {
+            bool cancelled = ct.IsCancellationRequested || ex is RpcException { StatusCode: StatusCode.Cancelled } && ct.IsCancellationRequested;
+            report.Status = cancelled ? "cancelled" : "failed";
+            report.Error = Describe(ex);
+            await linked.CancelAsync().ConfigureAwait(false);
+            await TryCancelOnTargetAsync(client, id, report.Error).ConfigureAwait(false);
+            _vm.DirtyLog.Disable();
+            if (paused && _vm.State == VmRunState.Paused)
+            {
+                _vm.Resume(); // the source guest keeps running
+            }
+
+            if (downtimeStart != 0 && report.Timing.DowntimeMs == 0)
+            {
+                report.Timing.DowntimeMs = _time.GetElapsedTime(downtimeStart).TotalMilliseconds;
+            }
+        }
+        finally
+        {
+            foreach (var channel in channels)
+            {
+                await channel.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+
+        report.Timing.TotalMs = _time.GetElapsedTime(start).TotalMilliseconds;
+        report.Transfer.BytesOnWire = counters.BytesOnWire;
+        report.Transfer.PagesZero = counters.PagesZero;
+        report.Transfer.PagesNormal = counters.PagesRaw;
+        report.Transfer.PagesCompressed = counters.PagesLz4;
+        report.Transfer.ThroughputMBps = counters.BytesOnWire / 1e6 / Math.Max(report.Timing.TotalMs / 1000, 1e-6);
+        return report;
+    }
+
+    /// <summary>
+    /// Sends every page set in the bitmap, clearing each bit (and, in manual mode, its dirty-log chunk first) before
+    /// the page is queued, then waits until all channels have written the round.
+    /// </summary>
+    private async Task<long> SendRoundAsync(PageBitmap bitmap, DirtyLog log, List<PageChannel> channels, uint round, CancellationToken ct)
+    {
+        long sent = 0;
+        int next = 0;
+        long pfn = bitmap.FindNextSet(0);
+        while (pfn >= 0)
+        {
+            long[] batch = ArrayPool<long>.Shared.Rent(_options.PagesPerBatch);
+            int count = 0;
+            while (pfn >= 0 && count < _options.PagesPerBatch)
+            {
+                // Manual mode: re-arm the chunk before reading any page in it, or writes made since the sync are lost.
+                log.ClearChunkContaining(pfn);
+                bitmap.Clear(pfn);
+                batch[count++] = pfn;
+                pfn = bitmap.FindNextSet(pfn + 1);
+            }
+
+            await channels[next].EnqueueAsync(new PageChannel.WorkItem(batch, count, round, null), ct).ConfigureAwait(false);
+            next = (next + 1) % channels.Count;
+            sent += count;
+        }
+
+        await Task.WhenAll(channels.Select(c => c.BarrierAsync(ct))).ConfigureAwait(false);
+        return sent;
+    }
+
+    private BeginRequest BeginRequest(string id)
+    {
+        var request = new BeginRequest
+        {
+            MigrationId = id,
+            RamBytes = (ulong)_vm.Config.RamBytes,
+            PageSize = PageGeometry.PageSize,
+            Vcpus = (uint)_vm.Config.Vcpus,
+            GuestConfigJson = JsonSerializer.Serialize(_vm.Config, MigrationReport.JsonOptions),
+            Channels = (uint)_options.Channels,
+        };
+        request.Features.Add("round-tags");
+        if (_options.Compress)
+        {
+            request.Features.Add("lz4");
+        }
+
+        return request;
+    }
+
+    private MigrationReport NewReport()
+    {
+        var c = _vm.Config;
+        return new MigrationReport
+        {
+            MigrationId = Guid.NewGuid().ToString("n"),
+            Config = new Dictionary<string, object?>
+            {
+                ["target"] = _options.Target.ToString(),
+                ["downtimeLimitMs"] = _options.DowntimeLimit.TotalMilliseconds,
+                ["maxBandwidthBytesPerSec"] = _options.MaxBandwidthBytesPerSecond,
+                ["channels"] = _options.Channels,
+                ["compress"] = _options.Compress ? "lz4" : "none",
+                ["dirtyLog"] = c.DirtyLogMode.ToString().ToLowerInvariant(),
+                ["poison"] = c.PoisonValue is byte b ? $"0x{b:x2}" : "off",
+                ["seed"] = c.Workload.Seed,
+                ["maxRounds"] = _options.MaxRounds,
+            },
+            Guest = new MigrationReport.GuestSection
+            {
+                RamBytes = c.RamBytes,
+                PageSize = PageGeometry.PageSize,
+                Workload = c.Workload.Kind.ToString().ToLowerInvariant(),
+                Vcpus = c.Vcpus,
+            },
+        };
+    }
+
+    private static async Task TryCancelOnTargetAsync(Protocol.Migration.MigrationClient client, string id, string reason)
+    {
+        try
+        {
+            await client.CancelAsync(new CancelRequest { MigrationId = id, Reason = reason }, deadline: Deadline(2)).ConfigureAwait(false);
+        }
+        catch (RpcException)
+        {
+            // The target is gone or never knew the migration; nothing to undo there.
+        }
+    }
+
+    private static DateTime Deadline(int seconds) => DateTime.UtcNow.AddSeconds(seconds);
+
+    private static string Describe(Exception ex) => ex switch
+    {
+        RpcException rpc => $"{rpc.StatusCode}: {rpc.Status.Detail}",
+        _ => ex.Message,
+    };
+}
+
+/// <summary>The migration could not complete for a reason the engine states (not converging, target refused).</summary>
+public sealed class MigrationFailedException : Exception
+{
+    public MigrationFailedException(string message)
+        : base(message)
+    {
+    }
+
+    public MigrationFailedException()
+    {
+    }
+
+    public MigrationFailedException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}

@@ -1,0 +1,172 @@
+using System.Buffers;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Transport;
+
+namespace Migration.Source.Transport;
+
+/// <summary>
+/// One migration channel: its own HTTP/2 connection, one long-lived <c>SendPages</c> stream, and a worker that
+/// encodes queued page lists straight from guest RAM into the outgoing message and writes them.
+/// </summary>
+/// <remarks>
+/// Pages are read when the worker encodes them, which is after the engine cleared their migration-bitmap bit (and, in
+/// manual mode, their dirty-log chunk): a guest write after the read is logged and sent again in a later round.
+/// A barrier item lets the engine wait until everything queued before it is on the wire.
+/// </remarks>
+internal sealed class PageChannel : IAsyncDisposable
+{
+    private readonly GrpcChannel _grpc;
+    private readonly AsyncClientStreamingCall<PageBatch, PageStreamSummary> _call;
+    private readonly Channel<WorkItem> _queue = Channel.CreateBounded<WorkItem>(new BoundedChannelOptions(4) { SingleReader = true });
+    private readonly GuestRam _ram;
+    private readonly bool _compress;
+    private readonly BandwidthLimiter _limiter;
+    private readonly TransferCounters _counters;
+    private readonly byte[] _buffer;
+    private readonly Task _worker;
+
+    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<PageBatch, PageStreamSummary> call, GuestRam ram, bool compress,
+        int pagesPerBatch, BandwidthLimiter limiter, TransferCounters counters)
+    {
+        _grpc = grpc;
+        _call = call;
+        _ram = ram;
+        _compress = compress;
+        _limiter = limiter;
+        _counters = counters;
+        _buffer = GC.AllocateUninitializedArray<byte>(pagesPerBatch * PageCodec.MaxEncodedLength, pinned: true);
+        _worker = Task.Run(RunAsync);
+    }
+
+    /// <summary>A list of pages to send in a round, or (with <see cref="Barrier"/>) a marker to acknowledge.</summary>
+    public readonly record struct WorkItem(long[]? Pfns, int Count, uint Round, TaskCompletionSource? Barrier);
+
+    public static GrpcChannel CreateGrpcChannel(Uri target) => GrpcChannel.ForAddress(target, new GrpcChannelOptions
+    {
+        // One handler per channel = one TCP connection per channel; HTTP/2 windows sized for bulk transfer.
+        HttpHandler = new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = false,
+            InitialHttp2StreamWindowSize = 16 << 20,
+            ConnectTimeout = TimeSpan.FromSeconds(10),
+            KeepAlivePingDelay = TimeSpan.FromSeconds(10),
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
+        },
+        MaxSendMessageSize = 64 << 20,
+        MaxReceiveMessageSize = 64 << 20,
+    });
+
+    public static PageChannel Open(Uri target, string migrationId, GuestRam ram, bool compress, int pagesPerBatch,
+        BandwidthLimiter limiter, TransferCounters counters, CancellationToken ct)
+    {
+        var grpc = CreateGrpcChannel(target);
+        var client = new Protocol.Migration.MigrationClient(grpc);
+        var call = client.SendPages(new Metadata { { "migration-id", migrationId } }, cancellationToken: ct);
+        return new PageChannel(grpc, call, ram, compress, pagesPerBatch, limiter, counters);
+    }
+
+    public ValueTask EnqueueAsync(WorkItem item, CancellationToken ct) => _queue.Writer.WriteAsync(item, ct);
+
+    /// <summary>Completes once everything queued so far has been written to the stream (or faults with the channel's error).</summary>
+    public async Task BarrierAsync(CancellationToken ct)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await _queue.Writer.WriteAsync(new WorkItem(null, 0, 0, tcs), ct).ConfigureAwait(false);
+        await tcs.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Ends the stream and returns the target's summary of it.</summary>
+    public async Task<PageStreamSummary> CompleteAsync(CancellationToken ct)
+    {
+        _queue.Writer.TryComplete();
+        await _worker.WaitAsync(ct).ConfigureAwait(false);
+        await _call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
+        return await _call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    private async Task RunAsync()
+    {
+        try
+        {
+            await foreach (var item in _queue.Reader.ReadAllAsync().ConfigureAwait(false))
+            {
+                if (item.Barrier is not null)
+                {
+                    item.Barrier.TrySetResult();
+                    continue;
+                }
+
+                try
+                {
+                    var batch = Encode(item, out long zero, out long raw, out long lz4);
+                    long bytes = batch.CalculateSize() + 5; // + gRPC message header
+                    await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
+                    await _call.RequestStream.WriteAsync(batch).ConfigureAwait(false);
+                    _counters.Add(bytes, zero, raw, lz4);
+                }
+                finally
+                {
+                    ArrayPool<long>.Shared.Return(item.Pfns!);
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            // Fail every waiter: the engine sees the error at its next barrier or enqueue.
+            _queue.Writer.TryComplete(ex);
+            while (_queue.Reader.TryRead(out var pending))
+            {
+                pending.Barrier?.TrySetException(ex);
+            }
+
+            throw;
+        }
+    }
+
+    private PageBatch Encode(WorkItem item, out long zero, out long raw, out long lz4)
+    {
+        zero = raw = lz4 = 0;
+        var batch = new PageBatch { Round = item.Round };
+        int offset = 0;
+        for (int i = 0; i < item.Count; i++)
+        {
+            long pfn = item.Pfns![i];
+            var (kind, length) = PageCodec.Encode(_ram.Page(pfn), _buffer.AsSpan(offset), _compress);
+            batch.Pfns.Add((ulong)pfn);
+            batch.Encodings.Add((PageEncoding)(int)kind);
+            batch.Lengths.Add((uint)length);
+            offset += length;
+            switch (kind)
+            {
+                case PageEncodingKind.Zero: zero++; break;
+                case PageEncodingKind.Raw: raw++; break;
+                default: lz4++; break;
+            }
+        }
+
+        // The buffer is reused only after WriteAsync returns, by which time the message has been serialised.
+        batch.Payload = UnsafeByteOperations.UnsafeWrap(_buffer.AsMemory(0, offset));
+        return batch;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        try
+        {
+            await _worker.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RpcException or TimeoutException or IOException or OperationCanceledException or InvalidOperationException)
+        {
+            // Already reported through the engine.
+        }
+
+        _call.Dispose();
+        _grpc.Dispose();
+    }
+}

@@ -1,0 +1,205 @@
+using Grpc.Core;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Transport;
+
+namespace Migration.Target.Receiving;
+
+/// <summary>
+/// One migration being received: the guest's RAM (not yet a VM), the newest round applied to each page, and counters.
+/// Several channel streams apply batches concurrently.
+/// </summary>
+/// <remarks>
+/// Race R11 (parallel channels deliver an older copy after a newer one): each page remembers the round of the copy it
+/// holds, and a copy from an older round is dropped. The check and the copy happen under a per-page stripe lock, so
+/// two channels writing the same page cannot interleave.
+/// </remarks>
+internal sealed class IncomingMigration : IDisposable
+{
+    private const int StripeCount = 1024;
+    private readonly uint[] _pageRound; // round + 1 of the copy held; 0 = never written (still zero)
+    private readonly object[] _stripes;
+    private long _batches;
+    private long _pagesReceived;
+    private long _pagesApplied;
+    private long _bytesReceived;
+    private int _openStreams;
+    private int _maxRound;
+    private GuestRam? _ram;
+
+    // Streams apply under the read side; discarding or handing over RAM takes the write side, so native memory is
+    // never unmapped under a copy in flight.
+    private readonly ReaderWriterLockSlim _ramGuard = new(LockRecursionPolicy.NoRecursion);
+
+    public IncomingMigration(string id, GuestConfig config)
+    {
+        Id = id;
+        Config = config;
+        _ram = GuestRam.Allocate(config.RamBytes);
+        _pageRound = new uint[_ram.PageCount];
+        _stripes = new object[StripeCount];
+        for (int i = 0; i < StripeCount; i++)
+        {
+            _stripes[i] = new object();
+        }
+    }
+
+    public string Id { get; }
+
+    public GuestConfig Config { get; }
+
+    public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
+
+    public long PagesReceived => Interlocked.Read(ref _pagesReceived);
+
+    public long PagesApplied => Interlocked.Read(ref _pagesApplied);
+
+    public long BytesReceived => Interlocked.Read(ref _bytesReceived);
+
+    public int MaxRound => Volatile.Read(ref _maxRound);
+
+    public int OpenStreams => Volatile.Read(ref _openStreams);
+
+    /// <summary>The received RAM; null once handed to a VM or discarded.</summary>
+    public GuestRam Ram => _ram ?? throw new ObjectDisposedException(nameof(IncomingMigration), "The migration's RAM was handed over or discarded.");
+
+    public void StreamOpened() => Interlocked.Increment(ref _openStreams);
+
+    public void StreamClosed() => Interlocked.Decrement(ref _openStreams);
+
+    /// <summary>
+    /// Validates a batch as a whole, then applies its pages. Throws <see cref="RpcException"/> with
+    /// <see cref="StatusCode.InvalidArgument"/> naming the problem; nothing is applied from a batch whose framing is
+    /// wrong.
+    /// </summary>
+    public (long Pages, long Applied) Apply(PageBatch batch)
+    {
+        _ramGuard.EnterReadLock();
+        try
+        {
+            var ram = _ram ?? throw new RpcException(new Status(StatusCode.FailedPrecondition, $"migration {Id} was discarded"));
+            return ApplyTo(ram, batch);
+        }
+        finally
+        {
+            _ramGuard.ExitReadLock();
+        }
+    }
+
+    private (long Pages, long Applied) ApplyTo(GuestRam ram, PageBatch batch)
+    {
+        int n = batch.Pfns.Count;
+        if (batch.Encodings.Count != n || batch.Lengths.Count != n)
+        {
+            throw Invalid($"batch has {n} page numbers, {batch.Encodings.Count} encodings and {batch.Lengths.Count} lengths");
+        }
+
+        long total = 0;
+        for (int i = 0; i < n; i++)
+        {
+            ulong pfn = batch.Pfns[i];
+            if (pfn >= (ulong)ram.PageCount)
+            {
+                throw Invalid($"page {pfn} is outside guest RAM ({ram.PageCount} pages)");
+            }
+
+            if (batch.Lengths[i] > PageCodec.MaxEncodedLength)
+            {
+                throw Invalid($"page {pfn} claims a {batch.Lengths[i]}-byte payload");
+            }
+
+            total += batch.Lengths[i];
+        }
+
+        if (total != batch.Payload.Length)
+        {
+            throw Invalid($"page lengths add up to {total} bytes, the payload has {batch.Payload.Length}");
+        }
+
+        uint tag = batch.Round + 1;
+        ReadOnlySpan<byte> payload = batch.Payload.Span;
+        long applied = 0;
+        int offset = 0;
+        for (int i = 0; i < n; i++)
+        {
+            long pfn = (long)batch.Pfns[i];
+            int length = (int)batch.Lengths[i];
+            var kind = (PageEncodingKind)batch.Encodings[i];
+            ReadOnlySpan<byte> data = payload.Slice(offset, length);
+            offset += length;
+            lock (_stripes[pfn & (StripeCount - 1)])
+            {
+                uint held = _pageRound[pfn];
+                if (tag < held)
+                {
+                    continue; // an older copy arriving late on another channel (R11)
+                }
+
+                if (kind == PageEncodingKind.Zero && held == 0)
+                {
+                    // Fresh RAM already reads as zero; not touching it keeps untouched guest memory unallocated.
+                    if (!data.IsEmpty)
+                    {
+                        throw Invalid($"page {pfn}: zero page carries {data.Length} payload bytes");
+                    }
+                }
+                else
+                {
+                    string? error = PageCodec.Decode(kind, data, ram.Page(pfn));
+                    if (error is not null)
+                    {
+                        throw Invalid($"page {pfn}: {error}");
+                    }
+                }
+
+                _pageRound[pfn] = tag;
+                applied++;
+            }
+        }
+
+        Interlocked.Increment(ref _batches);
+        Interlocked.Add(ref _pagesReceived, n);
+        Interlocked.Add(ref _pagesApplied, applied);
+        Interlocked.Add(ref _bytesReceived, batch.Payload.Length);
+        int round = (int)batch.Round;
+        int seen;
+        while (round > (seen = Volatile.Read(ref _maxRound)) && Interlocked.CompareExchange(ref _maxRound, round, seen) != seen)
+        {
+        }
+
+        return (n, applied);
+    }
+
+    /// <summary>Gives the RAM to a VM (which then owns it).</summary>
+    public GuestRam TakeRam()
+    {
+        _ramGuard.EnterWriteLock();
+        try
+        {
+            var ram = Ram;
+            _ram = null;
+            return ram;
+        }
+        finally
+        {
+            _ramGuard.ExitWriteLock();
+        }
+    }
+
+    /// <summary>Discards the partial guest: RAM is released once no stream is copying into it.</summary>
+    public void Dispose()
+    {
+        _ramGuard.EnterWriteLock();
+        try
+        {
+            _ram?.Dispose();
+            _ram = null;
+        }
+        finally
+        {
+            _ramGuard.ExitWriteLock();
+        }
+    }
+
+    private static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
+}

@@ -1,0 +1,25 @@
+namespace Migration.Target;
+
+/// <summary>Command-line settings of the target process.</summary>
+public sealed record TargetOptions
+{
+    /// <summary>Where to listen; port 0 picks a free port (printed on start). Loopback by default.</summary>
+    public string Listen { get; init; } = "http://127.0.0.1:50051";
+
+    /// <summary>Exit after the first migration ends (resumed guest finished its run-after, or failure).</summary>
+    public bool Once { get; init; }
+
+    public string? ReportPath { get; init; }
+
+    /// <summary>Write the received RAM image (page p at offset p*4096) at switchover, before the vCPUs resume.</summary>
+    public string? DumpRamPath { get; init; }
+
+    /// <summary>Let the resumed guest run this long, then stop it and run its self-check. Null: run until exit.</summary>
+    public double? RunAfterSeconds { get; init; }
+
+    /// <summary>
+    /// Largest gRPC message accepted. Batches are a few MiB; the completion message carries 8 bytes of digest per
+    /// in-use page (16 MiB for a fully used 8 GiB guest), so 64 MiB leaves headroom without inviting abuse.
+    /// </summary>
+    public int MaxMessageBytes { get; init; } = 64 << 20;
+}

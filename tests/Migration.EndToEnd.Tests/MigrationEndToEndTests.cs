@@ -1,0 +1,173 @@
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest;
+using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Reporting;
+using Migration.Source.Cli;
+using Migration.Source.Precopy;
+
+namespace Migration.EndToEnd.Tests;
+
+/// <summary>
+/// Real target processes on free loopback ports; the source engine runs in the test process against them.
+/// Small guests keep each case to a few seconds.
+/// </summary>
+public class MigrationEndToEndTests
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+
+    public static TheoryData<WorkloadKind, DirtyLogMode, int, bool, byte?> Matrix => new()
+    {
+        { WorkloadKind.Idle, DirtyLogMode.Eager, 1, false, null },
+        { WorkloadKind.Memhog, DirtyLogMode.Manual, 2, true, null },
+        { WorkloadKind.Busy, DirtyLogMode.Eager, 3, true, null },
+        { WorkloadKind.Busy, DirtyLogMode.Manual, 2, false, (byte)0xAA },
+        { WorkloadKind.Churn, DirtyLogMode.Eager, 2, false, (byte)0x5A },
+        { WorkloadKind.Churn, DirtyLogMode.Manual, 1, true, null },
+        { WorkloadKind.Ab, DirtyLogMode.Eager, 2, true, null },
+        { WorkloadKind.Ab, DirtyLogMode.Manual, 3, false, null },
+    };
+
+    [Theory]
+    [MemberData(nameof(Matrix))]
+    public async Task Migration_CompletesVerified_WithNoMismatchedPages(WorkloadKind kind, DirtyLogMode mode, int channels, bool lz4, byte? poison)
+    {
+        string targetReport = Path.GetTempFileName();
+        try
+        {
+            await using var target = await TargetProcess.StartAsync(["--once", "--run-after", "0.3", "--report", targetReport], StartTimeout);
+            var guest = new GuestConfig
+            {
+                RamBytes = 64L << 20,
+                Vcpus = 2,
+                DirtyLogMode = mode,
+                ClearChunkPages = 4096, // several chunks in a small guest, so chunk clearing is exercised
+                PoisonValue = poison,
+                Workload = new WorkloadOptions { Kind = kind, Seed = 5, AbMib = 8, BusyDirtyPagesPerSecond = 4000 },
+            };
+            var report = await MigrateAsync(guest, new MigrationOptions { Target = target.Address, Channels = channels, Compress = lz4 });
+
+            Assert.True(report.Status == "completed", $"{report.Status}: {report.Error}");
+            Assert.True(report.Verified);
+            Assert.Equal(0, report.Verification.MismatchedPages);
+            Assert.True(report.Verification.PagesCompared > 0);
+            Assert.StartsWith("ok", report.Verification.GuestSelfCheck, StringComparison.Ordinal);
+            Assert.Contains(report.Rounds, r => r.Final);
+            Assert.Equal(0, await target.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Contains(target.Output, l => l.StartsWith("run-after: self-check ok", StringComparison.Ordinal));
+            if (lz4 && kind != WorkloadKind.Idle)
+            {
+                Assert.True(report.Transfer.PagesCompressed > 0 || report.Transfer.PagesNormal > 0);
+            }
+        }
+        finally
+        {
+            File.Delete(targetReport);
+        }
+    }
+
+    [Fact]
+    public async Task Ab_TargetRamImage_PassesQemusCheck()
+    {
+        string dump = Path.GetTempFileName();
+        try
+        {
+            await using var target = await TargetProcess.StartAsync(["--once", "--dump-ram", dump], StartTimeout);
+            var guest = new GuestConfig { RamBytes = 32L << 20, Vcpus = 1, Workload = new WorkloadOptions { Kind = WorkloadKind.Ab, AbMib = 8 } };
+            var report = await MigrateAsync(guest, new MigrationOptions { Target = target.Address, Channels = 2 });
+            Assert.Equal("completed", report.Status);
+            await target.WaitForExitAsync(TimeSpan.FromSeconds(30));
+
+            using var image = GuestRam.Allocate(guest.RamBytes);
+            byte[] bytes = await File.ReadAllBytesAsync(dump);
+            Assert.Equal(guest.RamBytes, bytes.Length);
+            bytes.CopyTo(image.Pages(0, (int)image.PageCount));
+            Assert.Null(AbWorkload.Verify(image, guest.Workload.AbFirstPfn, guest.Workload.AbPages));
+            Assert.NotEqual(0, image.Page(guest.Workload.AbFirstPfn)[0]);
+        }
+        finally
+        {
+            File.Delete(dump);
+        }
+    }
+
+    [Fact]
+    public async Task TargetKilledMidMigration_SourceGuestKeepsRunning_AndARetrySucceeds()
+    {
+        var guest = new GuestConfig
+        {
+            RamBytes = 128L << 20,
+            Vcpus = 2,
+            Workload = new WorkloadOptions { Kind = WorkloadKind.Busy, Seed = 9, BusyDirtyPagesPerSecond = 2000 },
+        };
+        using var vm = VirtualMachine.Boot(guest);
+        vm.Start();
+        SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(30));
+
+        await using (var doomed = await TargetProcess.StartAsync([], StartTimeout))
+        {
+            // A slow link keeps round 0 going long enough to kill the target in the middle of it.
+            var engine = new PrecopyEngine(vm, new MigrationOptions { Target = doomed.Address, Channels = 2, MaxBandwidthBytesPerSecond = 40e6 });
+            var migration = engine.MigrateAsync();
+            await Task.Delay(700);
+            doomed.Kill();
+            var failed = await migration.WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.Equal("failed", failed.Status);
+            Assert.False(string.IsNullOrEmpty(failed.Error));
+        }
+
+        Assert.Equal(VmRunState.Running, vm.State);
+        long writes = vm.PageWrites;
+        Assert.True(SpinWait.SpinUntil(() => vm.PageWrites > writes + 100, TimeSpan.FromSeconds(20)), "source guest stopped running");
+
+        await using var target = await TargetProcess.StartAsync(["--once"], StartTimeout);
+        var retry = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, Channels = 2 }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        Assert.True(retry.Status == "completed", retry.Error);
+        Assert.True(retry.Verified);
+        Assert.Equal(0, retry.Verification.MismatchedPages);
+        Assert.Equal(VmRunState.ShutDown, vm.State);
+    }
+
+    [Fact]
+    public async Task NoTarget_FailsCleanly_AndGuestKeepsRunning()
+    {
+        using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 1, Workload = new WorkloadOptions { Kind = WorkloadKind.Churn } });
+        vm.Start();
+        int port;
+        using (var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            l.Start();
+            port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+        }
+
+        var report = await new PrecopyEngine(vm, new MigrationOptions { Target = new Uri($"http://127.0.0.1:{port}") }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal("failed", report.Status);
+        Assert.Contains("Unavailable", report.Error, StringComparison.Ordinal);
+        Assert.Equal(VmRunState.Running, vm.State);
+    }
+
+    [Fact]
+    public async Task NeverConverging_FailsWithAClearReason()
+    {
+        await using var target = await TargetProcess.StartAsync([], StartTimeout);
+        var guest = new GuestConfig { RamBytes = 64L << 20, Vcpus = 2, Workload = new WorkloadOptions { Kind = WorkloadKind.Churn, Seed = 2 } };
+        // 2 MB/s cannot keep up with an unthrottled churn guest under a 1 ms downtime limit.
+        var report = await MigrateAsync(guest, new MigrationOptions
+        {
+            Target = target.Address,
+            MaxRounds = 3,
+            DowntimeLimit = TimeSpan.FromMilliseconds(1),
+            MaxBandwidthBytesPerSecond = 20e6,
+        });
+        Assert.Equal("failed", report.Status);
+        Assert.Contains("did not converge", report.Error, StringComparison.Ordinal);
+    }
+
+    private static async Task<MigrationReport> MigrateAsync(GuestConfig guest, MigrationOptions options)
+    {
+        using var vm = VirtualMachine.Boot(guest);
+        vm.Start();
+        Assert.True(SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(60)), "guest did not warm up");
+        Thread.Sleep(200);
+        return await new PrecopyEngine(vm, options).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
+    }
+}

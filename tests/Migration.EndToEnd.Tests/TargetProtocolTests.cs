@@ -1,0 +1,158 @@
+using System.Text.Json;
+using Google.Protobuf;
+using Grpc.Core;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+using Migration.Source.Cli;
+using Migration.Source.Transport;
+using ProtocolClient = Migration.Protocol.Migration.MigrationClient;
+
+namespace Migration.EndToEnd.Tests;
+
+/// <summary>Bad input against a real target process: a clear gRPC status, and the target stays up for the next migration.</summary>
+public sealed class TargetProtocolTests : IAsyncLifetime
+{
+    private TargetProcess _target = null!;
+    private Grpc.Net.Client.GrpcChannel _channel = null!;
+    private ProtocolClient _client = null!;
+
+    public async Task InitializeAsync()
+    {
+        _target = await TargetProcess.StartAsync([], TimeSpan.FromSeconds(60));
+        _channel = PageChannel.CreateGrpcChannel(_target.Address);
+        _client = new ProtocolClient(_channel);
+    }
+
+    public async Task DisposeAsync()
+    {
+        _channel.Dispose();
+        await _target.DisposeAsync();
+    }
+
+    private static BeginRequest Begin(string id, long ramBytes = 16L << 20)
+    {
+        var config = new GuestConfig { RamBytes = ramBytes, Vcpus = 1 };
+        return new BeginRequest
+        {
+            MigrationId = id,
+            RamBytes = (ulong)ramBytes,
+            PageSize = 4096,
+            Vcpus = 1,
+            GuestConfigJson = JsonSerializer.Serialize(config, MigrationReport.JsonOptions),
+        };
+    }
+
+    private async Task<RpcException> SendAsync(string id, PageBatch batch)
+    {
+        using var call = _client.SendPages(new Metadata { { "migration-id", id } });
+        return await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await call.RequestStream.WriteAsync(batch);
+            await call.RequestStream.CompleteAsync();
+            await call.ResponseAsync;
+        });
+    }
+
+    private static PageBatch Batch(ulong pfn, PageEncoding encoding, byte[] payload) => new()
+    {
+        Round = 0,
+        Pfns = { pfn },
+        Encodings = { encoding },
+        Lengths = { (uint)payload.Length },
+        Payload = ByteString.CopyFrom(payload),
+    };
+
+    private async Task AssertTargetAcceptsANewMigration()
+    {
+        string id = Guid.NewGuid().ToString("n");
+        await _client.BeginAsync(Begin(id));
+        Assert.True((await _client.CancelAsync(new CancelRequest { MigrationId = id, Reason = "test" })).Cancelled);
+    }
+
+    [Fact]
+    public async Task PagesBeforeBegin_AreRejected()
+    {
+        var ex = await SendAsync("nobody", Batch(0, PageEncoding.Zero, []));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+        Assert.Contains("Begin", ex.Status.Detail, StringComparison.Ordinal);
+        await AssertTargetAcceptsANewMigration();
+    }
+
+    [Theory]
+    [InlineData(4096UL, 1, 4096, "outside guest RAM")]
+    [InlineData(5UL, 1, 100, "raw page has 100 bytes")]
+    [InlineData(5UL, 2, 64, "LZ4 payload is corrupt")]
+    [InlineData(5UL, 0, 10, "zero page carries 10 payload bytes")]
+    public async Task BadPage_FailsTheMigrationWithInvalidArgument(ulong pfn, int encoding, int payloadBytes, string expected)
+    {
+        string id = Guid.NewGuid().ToString("n");
+        await _client.BeginAsync(Begin(id));
+        var payload = new byte[payloadBytes];
+        new Random(1).NextBytes(payload);
+
+        var ex = await SendAsync(id, Batch(pfn, (PageEncoding)encoding, payload));
+
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
+        Assert.Contains(expected, ex.Status.Detail, StringComparison.Ordinal);
+        var status = await _client.StatusAsync(new StatusRequest());
+        Assert.Equal("failed", status.State);
+        await AssertTargetAcceptsANewMigration();
+    }
+
+    [Fact]
+    public async Task MismatchedFraming_IsRejected()
+    {
+        string id = Guid.NewGuid().ToString("n");
+        await _client.BeginAsync(Begin(id));
+        var batch = Batch(1, PageEncoding.Raw, new byte[4096]);
+        batch.Lengths.Add(5);
+        var ex = await SendAsync(id, batch);
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
+        await AssertTargetAcceptsANewMigration();
+    }
+
+    [Fact]
+    public async Task SecondConcurrentMigration_IsRefused()
+    {
+        string first = Guid.NewGuid().ToString("n");
+        await _client.BeginAsync(Begin(first));
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await _client.BeginAsync(Begin("second")));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+        Assert.Contains(first, ex.Status.Detail, StringComparison.Ordinal);
+        await _client.CancelAsync(new CancelRequest { MigrationId = first, Reason = "test" });
+        await AssertTargetAcceptsANewMigration();
+    }
+
+    [Fact]
+    public async Task GeometryItCannotHost_IsRejected()
+    {
+        var tooBig = Begin("big", 64L << 30);
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await _client.BeginAsync(tooBig));
+        Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
+        Assert.Contains("between", ex.Status.Detail, StringComparison.Ordinal);
+
+        var badPage = Begin("page");
+        badPage.PageSize = 65536;
+        Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(async () => await _client.BeginAsync(badPage))).StatusCode);
+        await AssertTargetAcceptsANewMigration();
+    }
+
+    [Fact]
+    public async Task CompleteBeforeBegin_AndAfterCompletion_AreRejected()
+    {
+        var ex = await Assert.ThrowsAsync<RpcException>(async () => await _client.CompleteAsync(new CompleteRequest { MigrationId = "x" }));
+        Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
+
+        // A completion with wrong digests: verification fails, the guest is not resumed, the target takes the next one.
+        string id = Guid.NewGuid().ToString("n");
+        await _client.BeginAsync(Begin(id));
+        var reply = await _client.CompleteAsync(new CompleteRequest { MigrationId = id, DigestPages = 0 });
+        Assert.False(reply.Verified);
+        Assert.False(reply.Resumed);
+        Assert.NotEmpty(reply.Error);
+        var again = await Assert.ThrowsAsync<RpcException>(async () => await _client.CompleteAsync(new CompleteRequest { MigrationId = id }));
+        Assert.Equal(StatusCode.FailedPrecondition, again.StatusCode);
+        await AssertTargetAcceptsANewMigration();
+    }
+}
