@@ -14,12 +14,15 @@ namespace Migration.Shared.Verification;
 /// </summary>
 public static class PageDigests
 {
-    /// <summary>Computes the digest list. Pages are hashed in parallel segments; the list order is page order.</summary>
-    public static ulong[] Compute(GuestKernel kernel)
+    /// <summary>
+    /// Computes the digest list of the pages not set in <paramref name="free"/> (the kernel's
+    /// <see cref="GuestKernel.FreePageMap"/>, taken once by the caller, who usually needs it too).
+    /// Pages are hashed in parallel segments; the list order is page order.
+    /// </summary>
+    public static ulong[] Compute(GuestRam ram, PageBitmap free)
     {
-        ArgumentNullException.ThrowIfNull(kernel);
-        var free = kernel.FreePageMap();
-        var ram = kernel.Memory.Ram;
+        ArgumentNullException.ThrowIfNull(ram);
+        ArgumentNullException.ThrowIfNull(free);
         long pages = ram.PageCount;
         int segments = Math.Max(1, Environment.ProcessorCount * 4);
         long perSegment = (pages + segments - 1) / segments;
@@ -57,9 +60,10 @@ public static class PageDigests
 
     /// <summary>
     /// Compares the source's digests with the target's. Returns the number of mismatched positions (a length
-    /// difference counts every missing or extra digest) and the first few mismatching pages of the target's list.
+    /// difference counts every missing or extra digest) and the first few mismatching pages of the target's list,
+    /// located with the free-page map the target's digests were computed from.
     /// </summary>
-    public static (long Mismatched, List<long> FirstMismatchedPages) Compare(ulong[] expected, ulong[] actual, GuestKernel targetKernel, int keep = 10)
+    public static (long Mismatched, List<long> FirstMismatchedPages) Compare(ulong[] expected, ulong[] actual, PageBitmap targetFree, int keep = 10)
     {
         ArgumentNullException.ThrowIfNull(expected);
         ArgumentNullException.ThrowIfNull(actual);
@@ -74,7 +78,7 @@ public static class PageDigests
                 mismatched++;
                 if (first.Count < keep)
                 {
-                    inUse ??= InUsePages(targetKernel);
+                    inUse ??= InUsePages(targetFree);
                     first.Add(inUse[i]);
                 }
             }
@@ -83,9 +87,8 @@ public static class PageDigests
         return (mismatched, first);
     }
 
-    private static long[] InUsePages(GuestKernel kernel)
+    private static long[] InUsePages(PageBitmap free)
     {
-        var free = kernel.FreePageMap();
         var list = new List<long>();
         for (long p = 0; p < free.PageCount; p++)
         {

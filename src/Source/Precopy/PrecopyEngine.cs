@@ -155,7 +155,7 @@ public sealed class PrecopyEngine
             var free = _vm.Kernel.FreePageMap();
             report.Guest.FreePages = free.Count;
             report.Guest.InUsePages = _vm.Ram.PageCount - free.Count;
-            ulong[] digests = PageDigests.Compute(_vm.Kernel);
+            ulong[] digests = PageDigests.Compute(_vm.Ram, free);
             var complete = new CompleteRequest
             {
                 MigrationId = id,
@@ -185,8 +185,7 @@ public sealed class PrecopyEngine
         }
         catch (Exception ex) when (ex is MigrationFailedException or RpcException or IOException or OperationCanceledException or InvalidOperationException or HttpRequestException)
         {
-            bool cancelled = ct.IsCancellationRequested || ex is RpcException { StatusCode: StatusCode.Cancelled } && ct.IsCancellationRequested;
-            report.Status = cancelled ? "cancelled" : "failed";
+            report.Status = ct.IsCancellationRequested ? "cancelled" : "failed";
             report.Error = Describe(ex);
             await linked.CancelAsync().ConfigureAwait(false);
             await TryCancelOnTargetAsync(client, id, report.Error).ConfigureAwait(false);

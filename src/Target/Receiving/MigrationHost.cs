@@ -234,8 +234,9 @@ internal sealed class MigrationHost : IDisposable
         {
             var sw = Stopwatch.StartNew();
             ulong[] expected = PageDigests.FromBytes(request.PageDigests.Span);
-            ulong[] actual = PageDigests.Compute(vm.Kernel);
-            var (mismatched, first) = PageDigests.Compare(expected, actual, vm.Kernel);
+            var free = vm.Kernel.FreePageMap();
+            ulong[] actual = PageDigests.Compute(vm.Ram, free);
+            var (mismatched, first) = PageDigests.Compare(expected, actual, free);
             reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
             reply.MismatchedPages = (ulong)mismatched;
             reply.FirstMismatches.AddRange(first.Select(p => (ulong)p));
