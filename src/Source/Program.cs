@@ -1,3 +1,4 @@
+using Migration.Shared;
 using System.CommandLine;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
@@ -108,7 +109,7 @@ demo.SetAction(async (parse, ct) =>
 {
     string targetReport = Path.Combine(Path.GetTempPath(), $"migration-demo-target-{Environment.ProcessId}.json");
     Console.WriteLine("demo: starting a target process on a free loopback port");
-    await using var child = await TargetProcess.StartAsync(["--once", "--run-after", "1", "--report", targetReport], TimeSpan.FromSeconds(60), ct);
+    await using var child = await TargetProcess.StartAsync(["--once", "--run-after", "1", "--report", targetReport, "--prealloc", "1GiB"], TimeSpan.FromSeconds(60), ct);
     Console.WriteLine($"demo: target listening on {child.Address}");
     var guest = new GuestConfig
     {

@@ -2,6 +2,8 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Migration.Shared;
+using Migration.Shared.Guest;
 using Migration.Target;
 using Migration.Target.Receiving;
 using Migration.Target.Services;
@@ -11,7 +13,8 @@ var once = new Option<bool>("--once") { Description = "Exit after the first migr
 var report = new Option<string?>("--report") { Description = "Write a JSON report of the migration to FILE" };
 var dumpRam = new Option<string?>("--dump-ram") { Description = "Write the received RAM image to FILE at switchover, before the vCPUs resume" };
 var runAfter = new Option<double?>("--run-after") { Description = "Let the resumed guest run SECONDS, then stop it and run its self-check" };
-var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.") { listen, once, report, dumpRam, runAfter };
+var prealloc = new Option<string?>("--prealloc") { Description = "Map and back this much guest RAM (e.g. 8GiB) before listening, like QEMU's -mem-prealloc; used by a migration of exactly that size" };
+var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.") { listen, once, report, dumpRam, runAfter, prealloc };
 root.SetAction(parse =>
 {
     string url = parse.GetValue(listen)!;
@@ -28,8 +31,24 @@ root.SetAction(parse =>
         return 2;
     }
 
+    long? preallocBytes = null;
+    if (parse.GetValue(prealloc) is string size)
+    {
+        try
+        {
+            preallocBytes = Units.ParseBytes(size);
+            PageGeometry.ValidateRamBytes(preallocBytes.Value);
+        }
+        catch (Exception ex) when (ex is FormatException or ArgumentException or OverflowException)
+        {
+            Console.Error.WriteLine($"error: --prealloc: {ex.Message}");
+            return 2;
+        }
+    }
+
     var options = new TargetOptions
     {
+        PreallocBytes = preallocBytes,
         Listen = url,
         Once = parse.GetValue(once),
         ReportPath = parse.GetValue(report),
@@ -71,7 +90,9 @@ static int RunServer(TargetOptions options)
     builder.Services.AddGrpcReflection();
 
     var app = builder.Build();
+    _ = app.Services.GetRequiredService<MigrationHost>(); // now, not at the first call: --prealloc happens before listening
     app.MapGrpcService<MigrationService>();
+    app.MapGrpcService<PageStreamService>();
     app.MapGrpcHealthChecksService();
     app.MapGrpcReflectionService();
     app.Lifetime.ApplicationStarted.Register(() =>

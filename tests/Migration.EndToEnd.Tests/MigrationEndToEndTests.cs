@@ -3,6 +3,7 @@ using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Reporting;
 using Migration.Source.Cli;
+using Migration.Source.Transport;
 using Migration.Source.Precopy;
 
 namespace Migration.EndToEnd.Tests;
@@ -125,6 +126,39 @@ public class MigrationEndToEndTests
         Assert.True(retry.Verified);
         Assert.Equal(0, retry.Verification.MismatchedPages);
         Assert.Equal(VmRunState.ShutDown, vm.State);
+    }
+
+    [Fact]
+    public async Task Cancel_EndsCancelled_GuestKeepsRunning_AndTheTargetDiscardsThePartialGuest()
+    {
+        await using var target = await TargetProcess.StartAsync([], StartTimeout);
+        using var vm = VirtualMachine.Boot(new GuestConfig
+        {
+            RamBytes = 128L << 20,
+            Vcpus = 2,
+            Workload = new WorkloadOptions { Kind = WorkloadKind.Busy, Seed = 4, BusyDirtyPagesPerSecond = 2000 },
+        });
+        vm.Start();
+        using var cts = new CancellationTokenSource();
+        // 20 MB/s: round 0 alone takes seconds, so the cancel lands mid-round.
+        var migration = new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, MaxBandwidthBytesPerSecond = 20e6 }).MigrateAsync(cts.Token);
+        await Task.Delay(800);
+        await cts.CancelAsync();
+        var report = await migration.WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal("cancelled", report.Status);
+        Assert.False(report.Verified);
+        Assert.Equal(VmRunState.Running, vm.State);
+        Assert.False(vm.DirtyLog.Enabled);
+        using var channel = PageChannel.CreateGrpcChannel(target.Address);
+        var status = await new Protocol.Migration.MigrationClient(channel).StatusAsync(new Protocol.StatusRequest());
+        Assert.Equal("failed", status.State);
+        Assert.Contains("cancelled", status.Error, StringComparison.Ordinal);
+
+        // The target takes the next attempt, which completes.
+        var retry = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        Assert.True(retry.Status == "completed", retry.Error);
+        Assert.True(retry.Verified);
     }
 
     [Fact]

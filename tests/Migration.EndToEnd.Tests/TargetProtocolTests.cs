@@ -16,12 +16,14 @@ public sealed class TargetProtocolTests : IAsyncLifetime
     private TargetProcess _target = null!;
     private Grpc.Net.Client.GrpcChannel _channel = null!;
     private ProtocolClient _client = null!;
+    private PageStream.PageStreamClient _pages = null!; // the protobuf-generated client: proves the hand-written codecs speak plain PageBatch
 
     public async Task InitializeAsync()
     {
         _target = await TargetProcess.StartAsync([], TimeSpan.FromSeconds(60));
         _channel = PageChannel.CreateGrpcChannel(_target.Address);
         _client = new ProtocolClient(_channel);
+        _pages = new PageStream.PageStreamClient(_channel);
     }
 
     public async Task DisposeAsync()
@@ -45,7 +47,7 @@ public sealed class TargetProtocolTests : IAsyncLifetime
 
     private async Task<RpcException> SendAsync(string id, PageBatch batch)
     {
-        using var call = _client.SendPages(new Metadata { { "migration-id", id } });
+        using var call = _pages.SendPages(new Metadata { { "migration-id", id } });
         return await Assert.ThrowsAsync<RpcException>(async () =>
         {
             await call.RequestStream.WriteAsync(batch);

@@ -54,12 +54,34 @@ public sealed unsafe partial class GuestRam : IDisposable
                 throw new OutOfMemoryException($"Could not map {bytes} bytes of guest RAM (errno {Marshal.GetLastPInvokeError()}).");
             }
 
+            // Transparent huge pages where the host allows them: one fault per 2 MiB instead of 512, and no TLB
+            // shootdown per 4 KiB copy-on-write of the zero page when a page is first read, then written.
+            _ = Native.madvise(p, (nuint)bytes, Native.MadvHugePage);
             return new GuestRam((byte*)p, pages, mapped: true);
         }
 
         var block = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, PageGeometry.PageSize);
         NativeMemory.Clear(block, (nuint)bytes);
         return new GuestRam(block, pages, mapped: false);
+    }
+
+    /// <summary>
+    /// Backs every page with memory now (what QEMU's <c>-mem-prealloc</c> does), so receiving a guest does not pay a
+    /// page fault per first write. Contents stay zero. Returns the milliseconds it took.
+    /// </summary>
+    public double Populate()
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (!_mapped || Native.madvise((nint)_base, (nuint)SizeBytes, Native.MadvPopulateWrite) != 0)
+        {
+            // Kernels before 5.14 lack MADV_POPULATE_WRITE: touch each page (writing zero keeps it zero).
+            for (long p = 0; p < PageCount; p++)
+            {
+                Volatile.Write(ref _base[p << PageGeometry.PageShift], (byte)0);
+            }
+        }
+
+        return System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
     }
 
     /// <summary>Host view of one page.</summary>
@@ -142,6 +164,8 @@ public sealed unsafe partial class GuestRam : IDisposable
         public const int MapAnonymous = 0x20;
         public const int MapNoReserve = 0x4000;
         public const int MadvDontNeed = 4;
+        public const int MadvHugePage = 14;
+        public const int MadvPopulateWrite = 23;
 
         [LibraryImport("libc", SetLastError = true)]
         public static partial nint mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);

@@ -66,6 +66,13 @@ public sealed class MigrationReport
         public double DowntimeMs { get; set; }
 
         public double ExpectedDowntimeMs { get; set; }
+
+        /// <summary>
+        /// Where the downtime went, in order: pause (vCPUs parked), finalSync, finalSend (last pages written and every
+        /// stream closed and acknowledged), sourceDigests, then the target's restore, compare, selfCheck and resume,
+        /// and rpc (the Complete round trip minus the target's own work).
+        /// </summary>
+        public Dictionary<string, double> DowntimePhasesMs { get; set; } = [];
     }
 
     public sealed class TransferSection

@@ -41,6 +41,7 @@ internal static class MigrationRunner
             ("guest", $"{r.Guest.RamBytes >> 20} MiB, {r.Guest.Workload}, {r.Guest.InUsePages:N0} pages in use, {r.Guest.FreePages:N0} free"),
             ("total time", string.Create(inv, $"{r.Timing.TotalMs:F0} ms (setup {r.Timing.SetupMs:F0} ms)")),
             ("downtime", string.Create(inv, $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms)")),
+            ("downtime split", string.Join(", ", r.Timing.DowntimePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
             ("rounds", $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
             ("pages", $"{r.Transfer.PagesNormal:N0} raw, {r.Transfer.PagesCompressed:N0} lz4, {r.Transfer.PagesZero:N0} zero"),

@@ -55,12 +55,14 @@ public sealed class PrecopyEngine
         bool paused = false;
         long downtimeStart = 0;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        // The streams get a token of their own: on cancel the target hears why (Cancel) before the streams reset.
+        using var streams = new CancellationTokenSource();
         try
         {
             await client.BeginAsync(BeginRequest(id), deadline: Deadline(30), cancellationToken: ct).ConfigureAwait(false);
             for (int i = 0; i < _options.Channels; i++)
             {
-                channels.Add(PageChannel.Open(_options.Target, id, _vm.Ram, _options.Compress, _options.PagesPerBatch, limiter, counters, linked.Token));
+                channels.Add(PageChannel.Open(_options.Target, id, _vm.Ram, _options.Compress, _options.PagesPerBatch, limiter, counters, streams.Token));
             }
 
             // H1/setup: logging on, everything to send, and the setup sync (which the hinting issue wraps in STOP/START).
@@ -71,8 +73,7 @@ public sealed class PrecopyEngine
             log.SyncInto(bitmap);
             report.Timing.SetupMs = _time.GetElapsedTime(start).TotalMilliseconds;
 
-            double bandwidth = 0;  // bytes per second, last round
-            double pageRate = 0;   // pages per second, last round: what the downtime estimate uses
+            double bandwidth = 0;  // wire bytes per second, last round: what the downtime estimate uses
             long lastLogged = log.PagesLogged;
             long lastSync = _time.GetTimestamp();
             for (int round = 0; ; round++)
@@ -84,10 +85,9 @@ public sealed class PrecopyEngine
                 double roundSeconds = _time.GetElapsedTime(roundStart).TotalSeconds;
                 long roundBytes = counters.BytesOnWire - bytesBefore;
                 // Rates from rounds of at least 64 pages; a tiny round's timing is mostly fixed overhead.
-                if (sent >= 64 || pageRate == 0)
+                if (sent >= 64 || bandwidth == 0)
                 {
                     bandwidth = roundBytes / Math.Max(roundSeconds, 1e-6);
-                    pageRate = sent / Math.Max(roundSeconds, 1e-6);
                 }
 
                 // Sync: what did the guest dirty while we sent?
@@ -97,9 +97,9 @@ public sealed class PrecopyEngine
                 double dirtyRate = (logged - lastLogged) / Math.Max(_time.GetElapsedTime(lastSync, now).TotalSeconds, 1e-6);
                 lastLogged = logged;
                 lastSync = now;
-                // Remaining pages at the rate pages actually moved last round. Unlike QEMU's bytes-based estimate this
-                // credits zero and compressed pages with what they really cost on the wire.
-                double expectedMs = bitmap.Count / Math.Max(pageRate, 1) * 1000;
+                // QEMU's estimate: remaining pages as full pages over the measured bandwidth. Crediting zero pages with
+                // what they cost in round 0 underestimates: the pages still dirty at the end are the written ones.
+                double expectedMs = bitmap.Count * (double)PageGeometry.PageSize / Math.Max(bandwidth, 1) * 1000;
                 report.Rounds.Add(new MigrationReport.RoundSection
                 {
                     Round = round,
@@ -121,25 +121,34 @@ public sealed class PrecopyEngine
                 {
                     throw new MigrationFailedException(
                         $"did not converge: after {round + 1} rounds {bitmap.Count} pages are still dirty (guest dirties {dirtyRate:F0} pages/s, " +
-                        $"link moves {pageRate:F0} pages/s); expected downtime {expectedMs:F0} ms exceeds the {_options.DowntimeLimit.TotalMilliseconds:F0} ms limit");
+                        $"link moves {bandwidth / 1e6:F0} MB/s); expected downtime {expectedMs:F0} ms exceeds the {_options.DowntimeLimit.TotalMilliseconds:F0} ms limit");
                 }
             }
 
             // Stop-and-copy.
+            var phases = report.Timing.DowntimePhasesMs;
             downtimeStart = _time.GetTimestamp();
+            long lap = downtimeStart;
             _vm.Pause();
             paused = true;
+            phases["pause"] = Lap(ref lap);
             _progress?.Report(new RoundProgress(report.Rounds.Count, true, bitmap.Count, counters.PagesSent, bandwidth / 1e6, report.Timing.ExpectedDowntimeMs, "stop-and-copy"));
             long finalStart = _time.GetTimestamp();
             log.SyncInto(bitmap);
+            phases["finalSync"] = Lap(ref lap);
             long finalDirty = bitmap.Count;
             long finalBytesBefore = counters.BytesOnWire;
             uint finalRound = (uint)report.Rounds.Count;
+            // RAM is frozen now: hash it on the thread pool while the channels push the last pages out.
+            var free = _vm.Kernel.FreePageMap();
+            var digestTask = Task.Run(() => PageDigests.Compute(_vm.Ram, free), linked.Token);
             long finalSent = await SendRoundAsync(bitmap, log, channels, finalRound, linked.Token).ConfigureAwait(false);
             foreach (var channel in channels)
             {
                 await channel.CompleteAsync(linked.Token).ConfigureAwait(false);
             }
+
+            phases["finalSend"] = Lap(ref lap);
 
             report.Rounds.Add(new MigrationReport.RoundSection
             {
@@ -152,10 +161,9 @@ public sealed class PrecopyEngine
             });
 
             // Device and vCPU state plus digests of every page the guest does not consider free.
-            var free = _vm.Kernel.FreePageMap();
             report.Guest.FreePages = free.Count;
             report.Guest.InUsePages = _vm.Ram.PageCount - free.Count;
-            ulong[] digests = PageDigests.Compute(_vm.Ram, free);
+            ulong[] digests = await digestTask.ConfigureAwait(false);
             var complete = new CompleteRequest
             {
                 MigrationId = id,
@@ -166,8 +174,17 @@ public sealed class PrecopyEngine
                 PagesSent = (ulong)counters.PagesSent,
             };
             complete.VcpuStates.AddRange(_vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
+            phases["sourceDigests"] = Lap(ref lap); // what hashing added beyond the final send
             var reply = await client.CompleteAsync(complete, deadline: Deadline(120), cancellationToken: ct).ConfigureAwait(false);
             report.Timing.DowntimeMs = _time.GetElapsedTime(downtimeStart).TotalMilliseconds;
+            double rpc = Lap(ref lap);
+            foreach (var (name, ms) in reply.PhasesMs)
+            {
+                phases["target" + char.ToUpperInvariant(name[0]) + name[1..]] = ms;
+                rpc -= ms;
+            }
+
+            phases["rpc"] = Math.Max(rpc, 0);
             report.Verification.PagesCompared = (long)reply.PagesCompared;
             report.Verification.MismatchedPages = (long)reply.MismatchedPages;
             report.Verification.GuestSelfCheck = reply.GuestSelfCheck;
@@ -186,9 +203,10 @@ public sealed class PrecopyEngine
         catch (Exception ex) when (ex is MigrationFailedException or RpcException or IOException or OperationCanceledException or InvalidOperationException or HttpRequestException)
         {
             report.Status = ct.IsCancellationRequested ? "cancelled" : "failed";
-            report.Error = Describe(ex);
+            report.Error = ct.IsCancellationRequested ? "cancelled on request" : Describe(ex);
             await linked.CancelAsync().ConfigureAwait(false);
             await TryCancelOnTargetAsync(client, id, report.Error).ConfigureAwait(false);
+            await streams.CancelAsync().ConfigureAwait(false);
             _vm.DirtyLog.Disable();
             if (paused && _vm.State == VmRunState.Paused)
             {
@@ -306,6 +324,14 @@ public sealed class PrecopyEngine
         {
             // The target is gone or never knew the migration; nothing to undo there.
         }
+    }
+
+    private double Lap(ref long since)
+    {
+        long now = _time.GetTimestamp();
+        double ms = _time.GetElapsedTime(since, now).TotalMilliseconds;
+        since = now;
+        return ms;
     }
 
     private static DateTime Deadline(int seconds) => DateTime.UtcNow.AddSeconds(seconds);

@@ -21,16 +21,25 @@ namespace Migration.Source.Transport;
 internal sealed class PageChannel : IAsyncDisposable
 {
     private readonly GrpcChannel _grpc;
-    private readonly AsyncClientStreamingCall<PageBatch, PageStreamSummary> _call;
+    private static readonly Method<OutgoingBatch, PageStreamSummary> SendPagesMethod = new(
+        MethodType.ClientStreaming,
+        PageBatchWire.ServiceName,
+        PageBatchWire.SendPagesMethod,
+        Marshallers.Create<OutgoingBatch>(
+            (batch, context) => batch.WriteTo(context),
+            _ => throw new NotSupportedException("the source only sends page batches")),
+        Marshallers.Create(summary => summary.ToByteArray(), PageStreamSummary.Parser.ParseFrom));
+
+    private readonly AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> _call;
     private readonly Channel<WorkItem> _queue = Channel.CreateBounded<WorkItem>(new BoundedChannelOptions(4) { SingleReader = true });
     private readonly GuestRam _ram;
     private readonly bool _compress;
     private readonly BandwidthLimiter _limiter;
     private readonly TransferCounters _counters;
-    private readonly byte[] _buffer;
+    private readonly OutgoingBatch _batch;
     private readonly Task _worker;
 
-    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<PageBatch, PageStreamSummary> call, GuestRam ram, bool compress,
+    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call, GuestRam ram, bool compress,
         int pagesPerBatch, BandwidthLimiter limiter, TransferCounters counters)
     {
         _grpc = grpc;
@@ -39,7 +48,7 @@ internal sealed class PageChannel : IAsyncDisposable
         _compress = compress;
         _limiter = limiter;
         _counters = counters;
-        _buffer = GC.AllocateUninitializedArray<byte>(pagesPerBatch * PageCodec.MaxEncodedLength, pinned: true);
+        _batch = new OutgoingBatch(pagesPerBatch);
         _worker = Task.Run(RunAsync);
     }
 
@@ -65,8 +74,8 @@ internal sealed class PageChannel : IAsyncDisposable
         BandwidthLimiter limiter, TransferCounters counters, CancellationToken ct)
     {
         var grpc = CreateGrpcChannel(target);
-        var client = new Protocol.Migration.MigrationClient(grpc);
-        var call = client.SendPages(new Metadata { { "migration-id", migrationId } }, cancellationToken: ct);
+        var call = grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
+            new CallOptions(new Metadata { { "migration-id", migrationId } }, cancellationToken: ct));
         return new PageChannel(grpc, call, ram, compress, pagesPerBatch, limiter, counters);
     }
 
@@ -103,10 +112,11 @@ internal sealed class PageChannel : IAsyncDisposable
 
                 try
                 {
-                    var batch = Encode(item, out long zero, out long raw, out long lz4);
-                    long bytes = batch.CalculateSize() + 5; // + gRPC message header
+                    var (zero, raw, lz4) = _batch.Encode(_ram, item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
+                    long bytes = _batch.MessageLength + 5; // + gRPC message header
                     await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
-                    await _call.RequestStream.WriteAsync(batch).ConfigureAwait(false);
+                    // The batch's buffers are reused only after WriteAsync returns, by which time it has been serialised.
+                    await _call.RequestStream.WriteAsync(_batch).ConfigureAwait(false);
                     _counters.Add(bytes, zero, raw, lz4);
                 }
                 finally
@@ -126,32 +136,6 @@ internal sealed class PageChannel : IAsyncDisposable
 
             throw;
         }
-    }
-
-    private PageBatch Encode(WorkItem item, out long zero, out long raw, out long lz4)
-    {
-        zero = raw = lz4 = 0;
-        var batch = new PageBatch { Round = item.Round };
-        int offset = 0;
-        for (int i = 0; i < item.Count; i++)
-        {
-            long pfn = item.Pfns![i];
-            var (kind, length) = PageCodec.Encode(_ram.Page(pfn), _buffer.AsSpan(offset), _compress);
-            batch.Pfns.Add((ulong)pfn);
-            batch.Encodings.Add((PageEncoding)(int)kind);
-            batch.Lengths.Add((uint)length);
-            offset += length;
-            switch (kind)
-            {
-                case PageEncodingKind.Zero: zero++; break;
-                case PageEncodingKind.Raw: raw++; break;
-                default: lz4++; break;
-            }
-        }
-
-        // The buffer is reused only after WriteAsync returns, by which time the message has been serialised.
-        batch.Payload = UnsafeByteOperations.UnsafeWrap(_buffer.AsMemory(0, offset));
-        return batch;
     }
 
     public async ValueTask DisposeAsync()

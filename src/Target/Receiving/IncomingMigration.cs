@@ -1,5 +1,4 @@
 using Grpc.Core;
-using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Transport;
 
@@ -31,11 +30,13 @@ internal sealed class IncomingMigration : IDisposable
     // never unmapped under a copy in flight.
     private readonly ReaderWriterLockSlim _ramGuard = new(LockRecursionPolicy.NoRecursion);
 
-    public IncomingMigration(string id, GuestConfig config)
+    /// <summary>Takes ownership of <paramref name="ram"/>: fresh (all zero) RAM of the configuration's size.</summary>
+    public IncomingMigration(string id, GuestConfig config, GuestRam ram)
     {
+        ArgumentNullException.ThrowIfNull(ram);
         Id = id;
         Config = config;
-        _ram = GuestRam.Allocate(config.RamBytes);
+        _ram = ram;
         _pageRound = new uint[_ram.PageCount];
         _stripes = new object[StripeCount];
         for (int i = 0; i < StripeCount; i++)
@@ -72,8 +73,13 @@ internal sealed class IncomingMigration : IDisposable
     /// <see cref="StatusCode.InvalidArgument"/> naming the problem; nothing is applied from a batch whose framing is
     /// wrong.
     /// </summary>
-    public (long Pages, long Applied) Apply(PageBatch batch)
+    public (long Pages, long Applied) Apply(ReceivedBatch batch)
     {
+        if (batch.ParseError is string error)
+        {
+            throw Invalid($"malformed page batch: {error}");
+        }
+
         _ramGuard.EnterReadLock();
         try
         {
@@ -86,45 +92,43 @@ internal sealed class IncomingMigration : IDisposable
         }
     }
 
-    private (long Pages, long Applied) ApplyTo(GuestRam ram, PageBatch batch)
+    private (long Pages, long Applied) ApplyTo(GuestRam ram, ReceivedBatch batch)
     {
-        int n = batch.Pfns.Count;
-        if (batch.Encodings.Count != n || batch.Lengths.Count != n)
-        {
-            throw Invalid($"batch has {n} page numbers, {batch.Encodings.Count} encodings and {batch.Lengths.Count} lengths");
-        }
-
+        int n = batch.Count;
+        ReadOnlySpan<ulong> pfns = batch.Pfns;
+        ReadOnlySpan<byte> kinds = batch.Kinds;
+        ReadOnlySpan<uint> lengths = batch.Lengths;
         long total = 0;
         for (int i = 0; i < n; i++)
         {
-            ulong pfn = batch.Pfns[i];
+            ulong pfn = pfns[i];
             if (pfn >= (ulong)ram.PageCount)
             {
                 throw Invalid($"page {pfn} is outside guest RAM ({ram.PageCount} pages)");
             }
 
-            if (batch.Lengths[i] > PageCodec.MaxEncodedLength)
+            if (lengths[i] > PageCodec.MaxEncodedLength)
             {
-                throw Invalid($"page {pfn} claims a {batch.Lengths[i]}-byte payload");
+                throw Invalid($"page {pfn} claims a {lengths[i]}-byte payload");
             }
 
-            total += batch.Lengths[i];
+            total += lengths[i];
         }
 
-        if (total != batch.Payload.Length)
+        if (total != batch.PayloadLength)
         {
-            throw Invalid($"page lengths add up to {total} bytes, the payload has {batch.Payload.Length}");
+            throw Invalid($"page lengths add up to {total} bytes, the payload has {batch.PayloadLength}");
         }
 
         uint tag = batch.Round + 1;
-        ReadOnlySpan<byte> payload = batch.Payload.Span;
+        ReadOnlySpan<byte> payload = batch.Payload;
         long applied = 0;
         int offset = 0;
         for (int i = 0; i < n; i++)
         {
-            long pfn = (long)batch.Pfns[i];
-            int length = (int)batch.Lengths[i];
-            var kind = (PageEncodingKind)batch.Encodings[i];
+            long pfn = (long)pfns[i];
+            int length = (int)lengths[i];
+            var kind = (PageEncodingKind)kinds[i];
             ReadOnlySpan<byte> data = payload.Slice(offset, length);
             offset += length;
             lock (_stripes[pfn & (StripeCount - 1)])
@@ -160,7 +164,7 @@ internal sealed class IncomingMigration : IDisposable
         Interlocked.Increment(ref _batches);
         Interlocked.Add(ref _pagesReceived, n);
         Interlocked.Add(ref _pagesApplied, applied);
-        Interlocked.Add(ref _bytesReceived, batch.Payload.Length);
+        Interlocked.Add(ref _bytesReceived, batch.PayloadLength);
         int round = (int)batch.Round;
         int seen;
         while (round > (seen = Volatile.Read(ref _maxRound)) && Interlocked.CompareExchange(ref _maxRound, round, seen) != seen)

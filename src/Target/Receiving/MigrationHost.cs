@@ -20,6 +20,7 @@ internal sealed class MigrationHost : IDisposable
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger<MigrationHost> _log;
     private IncomingMigration? _current;
+    private GuestRam? _preallocated;
     private VirtualMachine? _resumed;
     private string _state = "idle";
     private string? _lastId;
@@ -30,6 +31,12 @@ internal sealed class MigrationHost : IDisposable
         _options = options;
         _lifetime = lifetime;
         _log = log;
+        if (options.PreallocBytes is long bytes)
+        {
+            _preallocated = GuestRam.Allocate(bytes);
+            double ms = _preallocated.Populate();
+            TargetLog.Preallocated(_log, bytes >> 20, (long)ms);
+        }
     }
 
     public BeginReply Begin(BeginRequest request)
@@ -76,7 +83,13 @@ internal sealed class MigrationHost : IDisposable
 
             try
             {
-                _current = new IncomingMigration(request.MigrationId, config);
+                GuestRam? ram = null;
+                if (_preallocated is not null && _preallocated.SizeBytes == config.RamBytes)
+                {
+                    (ram, _preallocated) = (_preallocated, null);
+                }
+
+                _current = new IncomingMigration(request.MigrationId, config, ram ?? GuestRam.Allocate(config.RamBytes));
             }
             catch (OutOfMemoryException ex)
             {
@@ -140,6 +153,7 @@ internal sealed class MigrationHost : IDisposable
 
     public CompleteReply Complete(CompleteRequest request)
     {
+        long entered = Stopwatch.GetTimestamp();
         var migration = Require(request.MigrationId);
         lock (_lock)
         {
@@ -163,6 +177,7 @@ internal sealed class MigrationHost : IDisposable
         }
 
         WriteReport(migration.Id, vm is not null ? "resumed" : "failed", reply, reply.Error);
+        reply.PhasesMs["other"] = Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
         if (vm is not null)
         {
             _ = RunAfterAsync(migration.Id, vm, reply);
@@ -218,6 +233,7 @@ internal sealed class MigrationHost : IDisposable
             return reply;
         }
 
+        var phase = Stopwatch.StartNew();
         VirtualMachine vm;
         try
         {
@@ -230,9 +246,9 @@ internal sealed class MigrationHost : IDisposable
             return reply;
         }
 
+        reply.PhasesMs["restore"] = Lap(phase);
         try
         {
-            var sw = Stopwatch.StartNew();
             ulong[] expected = PageDigests.FromBytes(request.PageDigests.Span);
             var free = vm.Kernel.FreePageMap();
             ulong[] actual = PageDigests.Compute(vm.Ram, free);
@@ -240,9 +256,11 @@ internal sealed class MigrationHost : IDisposable
             reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
             reply.MismatchedPages = (ulong)mismatched;
             reply.FirstMismatches.AddRange(first.Select(p => (ulong)p));
+            reply.PhasesMs["compare"] = Lap(phase);
             var check = vm.Kernel.SelfCheck();
             reply.GuestSelfCheck = check.ToString();
-            TargetLog.Verified(_log, migration.Id, reply.PagesCompared, sw.ElapsedMilliseconds, mismatched, reply.GuestSelfCheck);
+            reply.PhasesMs["selfCheck"] = Lap(phase);
+            TargetLog.Verified(_log, migration.Id, reply.PagesCompared, (long)(reply.PhasesMs["compare"] + reply.PhasesMs["selfCheck"]), mismatched, reply.GuestSelfCheck);
 
             if (expected.LongLength != (long)request.DigestPages)
             {
@@ -267,10 +285,12 @@ internal sealed class MigrationHost : IDisposable
             if (_options.DumpRamPath is not null)
             {
                 DumpRam(vm.Ram, _options.DumpRamPath);
+                reply.PhasesMs["dumpRam"] = Lap(phase);
             }
 
             vm.Start();
             reply.Resumed = true;
+            reply.PhasesMs["resume"] = Lap(phase);
             resumed = vm;
             return reply;
         }
@@ -282,6 +302,13 @@ internal sealed class MigrationHost : IDisposable
             reply.Error = $"verification failed: {ex.Message}";
             return reply;
         }
+    }
+
+    private static double Lap(Stopwatch phase)
+    {
+        double ms = phase.Elapsed.TotalMilliseconds;
+        phase.Restart();
+        return ms;
     }
 
     private static unsafe void DumpRam(GuestRam ram, string path)
@@ -350,6 +377,8 @@ internal sealed class MigrationHost : IDisposable
         {
             _current?.Dispose();
             _current = null;
+            _preallocated?.Dispose();
+            _preallocated = null;
             _resumed?.Dispose();
             _resumed = null;
         }

@@ -17,4 +17,7 @@ internal static partial class TargetLog
 
     [LoggerMessage(5, LogLevel.Warning, "migration {Id}: page stream broke: {Message}")]
     public static partial void StreamBroke(ILogger logger, string id, string message);
+
+    [LoggerMessage(6, LogLevel.Information, "preallocated {Mib} MiB of guest RAM in {Ms} ms")]
+    public static partial void Preallocated(ILogger logger, long mib, long ms);
 }

@@ -62,14 +62,20 @@ public sealed partial class GuestKernel
                 var d = kernel.ReadDescriptor(pfn);
                 if (Layout.IsKernelPage(pfn))
                 {
-                    Expect(pfn, d.State == PageState.Kernel, $"kernel page has state {d.State}");
+                    if (d.State != PageState.Kernel)
+                    {
+                        Report($"page {pfn}: kernel page has state {d.State}.");
+                    }
                     pfn++;
                     continue;
                 }
 
                 if (Layout.IsReservedPage(pfn))
                 {
-                    Expect(pfn, d.State == PageState.Reserved, $"reserved page has state {d.State}");
+                    if (d.State != PageState.Reserved)
+                    {
+                        Report($"page {pfn}: reserved page has state {d.State}.");
+                    }
                     pfn++;
                     continue;
                 }
@@ -92,7 +98,10 @@ public sealed partial class GuestKernel
                 for (long t = pfn + 1; t < pfn + size; t++)
                 {
                     var td = kernel.ReadDescriptor(t);
-                    Expect(t, td.State == PageState.Tail, $"inside the order-{d.Order} block at {pfn} but has state {td.State}");
+                    if (td.State != PageState.Tail)
+                    {
+                        Report($"page {t}: inside the order-{d.Order} block at {pfn} but has state {td.State}.");
+                    }
                 }
 
                 if (d.State == PageState.FreeHead)
@@ -152,7 +161,10 @@ public sealed partial class GuestKernel
                         break;
                     }
 
-                    Expect(node, d.Prev == prev, $"free list {order} back link is {FormatLink(d.Prev)}, expected {FormatLink(prev)}");
+                    if (d.Prev != prev)
+                    {
+                        Report($"page {node}: free list {order} back link is {FormatLink(d.Prev)}, expected {FormatLink(prev)}.");
+                    }
                     prev = node;
                     node = d.Next;
                 }
@@ -202,14 +214,6 @@ public sealed partial class GuestKernel
         }
 
         private static string FormatLink(uint link) => link == PageDescriptor.NoPage ? "none" : link.ToString(System.Globalization.CultureInfo.InvariantCulture);
-
-        private void Expect(long pfn, bool ok, string what)
-        {
-            if (!ok)
-            {
-                Report($"page {pfn}: {what}.");
-            }
-        }
 
         private void Report(string finding)
         {

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace Migration.Source.Cli;
+namespace Migration.Shared;
 
 /// <summary>Parses sizes ("1GiB", "512M", "4096") and rates ("10Gbit", "1.25GB/s", "100MiB/s") from the command line.</summary>
 public static partial class Units

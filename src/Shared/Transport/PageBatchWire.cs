@@ -1,0 +1,397 @@
+using System.Buffers;
+
+namespace Migration.Shared.Transport;
+
+/// <summary>
+/// Hand-written codec for the <c>PageBatch</c> protobuf message (see <c>proto/migration.proto</c>), the only message
+/// on the bulk path. Writing and reading it by hand lets the source encode pages straight into the gRPC write buffer
+/// and the target read them out of the received buffer with no protobuf object graph and no per-message allocation.
+/// </summary>
+/// <remarks>
+/// The writer emits canonical protobuf (fields 1-5 in order, packed repeated fields). The reader accepts anything a
+/// protobuf parser would: fields in any order, packed or unpacked repeated fields, unknown fields (skipped). It
+/// reports malformed input as a message, never an exception, so the target can answer with a clear status.
+/// </remarks>
+public static class PageBatchWire
+{
+    /// <summary>gRPC method path pieces of <c>PageStream.SendPages</c>.</summary>
+    public const string ServiceName = "migration.v1.PageStream";
+
+    public const string SendPagesMethod = "SendPages";
+
+    /// <summary>Upper bound on pages in one batch a target accepts (bounds the reader's arrays).</summary>
+    public const int MaxPagesPerBatch = 65536;
+
+    private const byte RoundTag = (1 << 3) | 0;        // varint
+    private const byte PfnsTag = (2 << 3) | 2;         // packed varints
+    private const byte EncodingsTag = (3 << 3) | 2;    // packed varints
+    private const byte LengthsTag = (4 << 3) | 2;      // packed varints
+    private const byte PayloadTag = (5 << 3) | 2;      // bytes
+
+    /// <summary>Bytes the message takes on the wire (without gRPC's 5-byte frame header).</summary>
+    public static int MeasureLength(uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths, int payloadLength)
+    {
+        int pfnBytes = 0;
+        int lengthBytes = 0;
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            pfnBytes += VarintLength((ulong)pfns[i]);
+            lengthBytes += VarintLength((uint)lengths[i]);
+        }
+
+        int total = round == 0 ? 0 : 1 + VarintLength(round);
+        if (pfns.Length > 0)
+        {
+            total += 1 + VarintLength((uint)pfnBytes) + pfnBytes;
+            total += 1 + VarintLength((uint)kinds.Length) + kinds.Length; // encodings 0..2 are one byte each
+            total += 1 + VarintLength((uint)lengthBytes) + lengthBytes;
+        }
+
+        if (payloadLength > 0)
+        {
+            total += 1 + VarintLength((uint)payloadLength) + payloadLength;
+        }
+
+        return total;
+    }
+
+    /// <summary>Writes one batch; <paramref name="output"/> must have room for <see cref="MeasureLength"/> bytes.</summary>
+    public static int Write(Span<byte> output, uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths,
+        ReadOnlySpan<byte> payload)
+    {
+        int pos = 0;
+        if (round != 0)
+        {
+            output[pos++] = RoundTag;
+            pos += WriteVarint(output[pos..], round);
+        }
+
+        if (pfns.Length > 0)
+        {
+            int pfnBytes = 0;
+            int lengthBytes = 0;
+            for (int i = 0; i < pfns.Length; i++)
+            {
+                pfnBytes += VarintLength((ulong)pfns[i]);
+                lengthBytes += VarintLength((uint)lengths[i]);
+            }
+
+            output[pos++] = PfnsTag;
+            pos += WriteVarint(output[pos..], (uint)pfnBytes);
+            foreach (long pfn in pfns)
+            {
+                pos += WriteVarint(output[pos..], (ulong)pfn);
+            }
+
+            output[pos++] = EncodingsTag;
+            pos += WriteVarint(output[pos..], (uint)kinds.Length);
+            kinds.CopyTo(output[pos..]);
+            pos += kinds.Length;
+
+            output[pos++] = LengthsTag;
+            pos += WriteVarint(output[pos..], (uint)lengthBytes);
+            foreach (int length in lengths)
+            {
+                pos += WriteVarint(output[pos..], (uint)length);
+            }
+        }
+
+        if (!payload.IsEmpty)
+        {
+            output[pos++] = PayloadTag;
+            pos += WriteVarint(output[pos..], (uint)payload.Length);
+            payload.CopyTo(output[pos..]);
+            pos += payload.Length;
+        }
+
+        return pos;
+    }
+
+    /// <summary>
+    /// Parses one message into <paramref name="batch"/> (whose buffers it reuses). Returns null, or what is wrong
+    /// with the message. Page-level checks (ranges, payload lengths per encoding) are the receiver's job.
+    /// </summary>
+    public static string? Read(ReadOnlySequence<byte> message, ReceivedBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        batch.Reset();
+        var reader = new SequenceReader<byte>(message);
+        bool havePayload = false;
+        while (!reader.End)
+        {
+            if (!TryReadVarint(ref reader, out ulong key))
+            {
+                return "truncated field key";
+            }
+
+            int field = (int)(key >> 3);
+            int wireType = (int)(key & 7);
+            switch (field, wireType)
+            {
+                case (1, 0):
+                    if (!TryReadVarint(ref reader, out ulong round) || round > uint.MaxValue)
+                    {
+                        return "bad round";
+                    }
+
+                    batch.Round = (uint)round;
+                    break;
+                case (2, 0) or (3, 0) or (4, 0):
+                    if (!TryReadVarint(ref reader, out ulong value))
+                    {
+                        return $"truncated field {field}";
+                    }
+
+                    if (batch.Add(field, value) is string error)
+                    {
+                        return error;
+                    }
+
+                    break;
+                case (2, 2) or (3, 2) or (4, 2):
+                    if (!TryReadLength(ref reader, out int packedLength))
+                    {
+                        return $"bad length of packed field {field}";
+                    }
+
+                    var packed = new SequenceReader<byte>(reader.UnreadSequence.Slice(0, packedLength));
+                    reader.Advance(packedLength);
+                    while (!packed.End)
+                    {
+                        if (!TryReadVarint(ref packed, out ulong item))
+                        {
+                            return $"truncated packed field {field}";
+                        }
+
+                        if (batch.Add(field, item) is string packedError)
+                        {
+                            return packedError;
+                        }
+                    }
+
+                    break;
+                case (5, 2):
+                    if (havePayload)
+                    {
+                        return "payload appears twice";
+                    }
+
+                    if (!TryReadLength(ref reader, out int payloadLength))
+                    {
+                        return "bad payload length";
+                    }
+
+                    batch.SetPayload(reader.UnreadSequence.Slice(0, payloadLength));
+                    reader.Advance(payloadLength);
+                    havePayload = true;
+                    break;
+                case (_, 0):
+                    if (!TryReadVarint(ref reader, out _))
+                    {
+                        return $"truncated unknown field {field}";
+                    }
+
+                    break;
+                case (_, 1) or (_, 5):
+                    int width = wireType == 1 ? 8 : 4;
+                    if (reader.Remaining < width)
+                    {
+                        return $"truncated unknown field {field}";
+                    }
+
+                    reader.Advance(width);
+                    break;
+                case (_, 2):
+                    if (!TryReadLength(ref reader, out int skip))
+                    {
+                        return $"bad length of unknown field {field}";
+                    }
+
+                    reader.Advance(skip);
+                    break;
+                default:
+                    return $"unsupported wire type {wireType} for field {field}";
+            }
+        }
+
+        return batch.CheckShape();
+    }
+
+    public static int VarintLength(ulong value)
+    {
+        int n = 1;
+        while (value >= 0x80)
+        {
+            value >>= 7;
+            n++;
+        }
+
+        return n;
+    }
+
+    private static int WriteVarint(Span<byte> output, ulong value)
+    {
+        int n = 0;
+        while (value >= 0x80)
+        {
+            output[n++] = (byte)(value | 0x80);
+            value >>= 7;
+        }
+
+        output[n++] = (byte)value;
+        return n;
+    }
+
+    private static bool TryReadVarint(ref SequenceReader<byte> reader, out ulong value)
+    {
+        value = 0;
+        for (int shift = 0; shift < 70; shift += 7)
+        {
+            if (!reader.TryRead(out byte b))
+            {
+                return false;
+            }
+
+            value |= (ulong)(b & 0x7f) << shift;
+            if (b < 0x80)
+            {
+                return true;
+            }
+        }
+
+        return false; // more than 10 bytes
+    }
+
+    private static bool TryReadLength(ref SequenceReader<byte> reader, out int length)
+    {
+        length = 0;
+        if (!TryReadVarint(ref reader, out ulong raw) || raw > (ulong)reader.Remaining)
+        {
+            return false;
+        }
+
+        length = (int)raw;
+        return true;
+    }
+}
+
+/// <summary>
+/// One received <c>PageBatch</c>, parsed by <see cref="PageBatchWire.Read"/> into reusable buffers: page numbers,
+/// encodings and lengths side by side, and the concatenated payload copied once out of the transport's buffer.
+/// </summary>
+/// <remarks>Rent one per stream and reuse it for every message; <see cref="Dispose"/> returns the payload buffer.</remarks>
+public sealed class ReceivedBatch : IDisposable
+{
+    private ulong[] _pfns = new ulong[256];
+    private byte[] _kinds = new byte[256];
+    private uint[] _lengths = new uint[256];
+    private int _pfnCount;
+    private int _kindCount;
+    private int _lengthCount;
+    private byte[] _payload = [];
+
+    public uint Round { get; internal set; }
+
+    /// <summary>Why the last message could not be parsed, or null (set by the transport that owns the batch).</summary>
+    public string? ParseError { get; set; }
+
+    /// <summary>Pages in the batch (valid after a successful read).</summary>
+    public int Count => _pfnCount;
+
+    public ReadOnlySpan<ulong> Pfns => _pfns.AsSpan(0, _pfnCount);
+
+    public ReadOnlySpan<byte> Kinds => _kinds.AsSpan(0, _kindCount);
+
+    public ReadOnlySpan<uint> Lengths => _lengths.AsSpan(0, _lengthCount);
+
+    public int PayloadLength { get; private set; }
+
+    public ReadOnlySpan<byte> Payload => _payload.AsSpan(0, PayloadLength);
+
+    internal void Reset()
+    {
+        Round = 0;
+        _pfnCount = _kindCount = _lengthCount = 0;
+        PayloadLength = 0;
+    }
+
+    internal string? Add(int field, ulong value)
+    {
+        switch (field)
+        {
+            case 2:
+                if (_pfnCount == PageBatchWire.MaxPagesPerBatch)
+                {
+                    return $"more than {PageBatchWire.MaxPagesPerBatch} pages in one batch";
+                }
+
+                Grow(ref _pfns, _pfnCount);
+                _pfns[_pfnCount++] = value;
+                return null;
+            case 3:
+                if (_kindCount == PageBatchWire.MaxPagesPerBatch)
+                {
+                    return $"more than {PageBatchWire.MaxPagesPerBatch} encodings in one batch";
+                }
+
+                Grow(ref _kinds, _kindCount);
+                _kinds[_kindCount++] = value > 2 ? byte.MaxValue : (byte)value; // unknown encodings are rejected per page
+                return null;
+            default:
+                if (_lengthCount == PageBatchWire.MaxPagesPerBatch)
+                {
+                    return $"more than {PageBatchWire.MaxPagesPerBatch} lengths in one batch";
+                }
+
+                if (value > uint.MaxValue)
+                {
+                    return $"page length {value} is out of range";
+                }
+
+                Grow(ref _lengths, _lengthCount);
+                _lengths[_lengthCount++] = (uint)value;
+                return null;
+        }
+    }
+
+    internal void SetPayload(ReadOnlySequence<byte> payload)
+    {
+        int length = (int)payload.Length;
+        if (_payload.Length < length)
+        {
+            if (_payload.Length > 0)
+            {
+                ArrayPool<byte>.Shared.Return(_payload);
+            }
+
+            _payload = ArrayPool<byte>.Shared.Rent(length);
+        }
+
+        payload.CopyTo(_payload);
+        PayloadLength = length;
+    }
+
+    internal string? CheckShape() =>
+        _kindCount == _pfnCount && _lengthCount == _pfnCount
+            ? null
+            : $"batch has {_pfnCount} page numbers, {_kindCount} encodings and {_lengthCount} lengths";
+
+    private static void Grow<T>(ref T[] array, int count)
+    {
+        if (count == array.Length)
+        {
+            Array.Resize(ref array, Math.Min(array.Length * 2, PageBatchWire.MaxPagesPerBatch));
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_payload.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_payload);
+            _payload = [];
+        }
+
+        PayloadLength = 0;
+    }
+}

@@ -1,0 +1,93 @@
+using System.Buffers;
+using Migration.Shared.Transport;
+
+namespace Migration.Shared.Tests.Transport;
+
+public sealed class PageBatchWireTests
+{
+    private static byte[] Encode(uint round, long[] pfns, byte[] kinds, int[] lengths, byte[] payload)
+    {
+        var buffer = new byte[PageBatchWire.MeasureLength(round, pfns, kinds, lengths, payload.Length)];
+        int written = PageBatchWire.Write(buffer, round, pfns, kinds, lengths, payload);
+        Assert.Equal(buffer.Length, written);
+        return buffer;
+    }
+
+    private static ReadOnlySequence<byte> Split(byte[] bytes, int at)
+    {
+        // Two segments, as Kestrel hands over a message that spans buffers.
+        var first = new Segment(bytes.AsMemory(0, at), 0);
+        var second = first.Append(bytes.AsMemory(at));
+        return new ReadOnlySequence<byte>(first, 0, second, second.Memory.Length);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(300)]
+    public void RoundTrip_AcrossSegmentBoundaries(int splitAt)
+    {
+        var payload = new byte[4096 + 100];
+        new Random(3).NextBytes(payload);
+        byte[] message = Encode(5, [0, 300, 1L << 30], [0, 1, 2], [0, 4096, 100], payload);
+
+        using var batch = new ReceivedBatch();
+        Assert.Null(PageBatchWire.Read(Split(message, Math.Min(splitAt, message.Length - 1)), batch));
+        Assert.Equal(5u, batch.Round);
+        Assert.Equal([0ul, 300ul, 1ul << 30], batch.Pfns.ToArray());
+        Assert.Equal([(byte)0, (byte)1, (byte)2], batch.Kinds.ToArray());
+        Assert.Equal([0u, 4096u, 100u], batch.Lengths.ToArray());
+        Assert.True(batch.Payload.SequenceEqual(payload));
+    }
+
+    [Fact]
+    public void UnpackedRepeatedFields_AndUnknownFields_AreAccepted()
+    {
+        // field 2 varint 9, field 3 varint 0, field 4 varint 0, unknown field 9 (bytes "xy"), unknown field 10 fixed32.
+        byte[] message = [0x10, 9, 0x18, 0, 0x20, 0, 0x4A, 2, (byte)'x', (byte)'y', 0x55, 1, 2, 3, 4];
+        using var batch = new ReceivedBatch();
+        Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(message), batch));
+        Assert.Equal([9ul], batch.Pfns.ToArray());
+        Assert.Equal(0, batch.PayloadLength);
+    }
+
+    [Theory]
+    [InlineData(new byte[] { 0x12, 5, 1, 2 }, "packed field 2")]             // packed length beyond the message
+    [InlineData(new byte[] { 0x2A, 0x80 }, "payload length")]                 // truncated varint length
+    [InlineData(new byte[] { 0x10, 1, 0x18, 1 }, "1 page numbers, 1 encodings and 0 lengths")]
+    [InlineData(new byte[] { 0x0B }, "wire type 3")]                         // groups are not protobuf 3
+    [InlineData(new byte[] { 0x2A, 1, 0, 0x2A, 1, 0 }, "payload appears twice")]
+    public void MalformedMessages_AreDescribed(byte[] message, string expected)
+    {
+        using var batch = new ReceivedBatch();
+        string? error = PageBatchWire.Read(new ReadOnlySequence<byte>(message), batch);
+        Assert.NotNull(error);
+        Assert.Contains(expected, error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ReusedBatch_ForgetsThePreviousMessage()
+    {
+        using var batch = new ReceivedBatch();
+        Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(Encode(3, [1, 2], [0, 0], [0, 0], [])), batch));
+        Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(Encode(0, [7], [0], [0], [])), batch));
+        Assert.Equal(0u, batch.Round);
+        Assert.Equal([7ul], batch.Pfns.ToArray());
+    }
+
+    private sealed class Segment : ReadOnlySequenceSegment<byte>
+    {
+        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
+        {
+            Memory = memory;
+            RunningIndex = runningIndex;
+        }
+
+        public Segment Append(ReadOnlyMemory<byte> memory)
+        {
+            var next = new Segment(memory, RunningIndex + Memory.Length);
+            Next = next;
+            return next;
+        }
+    }
+}
