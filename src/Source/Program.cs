@@ -26,12 +26,15 @@ var abMib = new Option<int>("--ab-mib") { Description = "ab: MiB incremented at 
 var busyRate = new Option<string>("--busy-dirty-rate") { Description = "busy: page writes per second over all vCPUs, as a rate (e.g. 100MiB/s)", DefaultValueFactory = _ => "100MiB/s" };
 var busySet = new Option<double>("--busy-working-set") { Description = "busy: share of RAM allocated", DefaultValueFactory = _ => 0.25 };
 var memhogShare = new Option<double>("--memhog-share") { Description = "memhog: share of RAM filled then freed", DefaultValueFactory = _ => 0.9 };
+var hints = new Option<string>("--hints") { Description = "Free page hinting: on | off", DefaultValueFactory = _ => "on" };
+var waitOnAck = new Option<string>("--wait-on-ack") { Description = "Guest driver waits for the device before reusing a hinted block: on | off", DefaultValueFactory = _ => "on" };
+var allowUnsafe = new Option<bool>("--allow-unsafe") { Description = "Permit manual dirty-log mode with hints and wait-on-ack off (can lose writes; for demonstrations)" };
 var idleRate = new Option<double>("--idle-dirty-pages") { Description = "idle: pages written per second", DefaultValueFactory = _ => 64 };
 
 var migrate = new Command("migrate", "Boot a guest and migrate it to a running target.")
 {
     target, ram, vcpus, workload, warmup, downtime, bandwidth, channels, compress, dirtyLog, poison, seed, report, maxRounds, timeout,
-    abMib, busyRate, busySet, memhogShare, idleRate,
+    abMib, busyRate, busySet, memhogShare, idleRate, hints, waitOnAck, allowUnsafe,
 };
 migrate.SetAction(async (parse, ct) =>
 {
@@ -44,6 +47,7 @@ migrate.SetAction(async (parse, ct) =>
             RamBytes = Units.ParseBytes(parse.GetValue(ram)!),
             Vcpus = parse.GetValue(vcpus),
             DirtyLogMode = ParseChoice<DirtyLogMode>(parse.GetValue(dirtyLog)!, "--dirty-log"),
+            WaitOnAck = ParseSwitch(parse.GetValue(waitOnAck)!, "--wait-on-ack"),
             PoisonValue = ParsePoison(parse.GetValue(poison)!),
             Workload = new WorkloadOptions
             {
@@ -83,8 +87,11 @@ migrate.SetAction(async (parse, ct) =>
             Compress = comp == "lz4",
             MaxRounds = parse.GetValue(maxRounds),
             Timeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
+            Hints = ParseSwitch(parse.GetValue(hints)!, "--hints"),
+            AllowUnsafe = parse.GetValue(allowUnsafe),
         };
         options.Validate();
+        options.ValidateFor(guest);
         settings = (guest, options);
     }
     catch (Exception ex) when (ex is ArgumentException or FormatException or OverflowException)
@@ -144,6 +151,13 @@ static T ParseChoice<T>(string value, string option)
     Enum.TryParse<T>(value, ignoreCase: true, out var parsed) && Enum.IsDefined(parsed)
         ? parsed
         : throw new ArgumentException($"{option} must be one of {string.Join(", ", Enum.GetNames<T>().Select(n => n.ToLowerInvariant()))}; got '{value}'.");
+
+static bool ParseSwitch(string value, string option) => value.ToLowerInvariant() switch
+{
+    "on" => true,
+    "off" => false,
+    _ => throw new ArgumentException($"{option} must be on or off; got '{value}'."),
+};
 
 static byte? ParsePoison(string value)
 {

@@ -1,4 +1,5 @@
 using System.Numerics;
+using Migration.Shared.Concurrency;
 using Migration.Shared.Internal;
 
 namespace Migration.Shared.DirtyTracking;
@@ -36,11 +37,13 @@ public sealed class DirtyLog
     private readonly int[]? _chunkNeedsClear;
     private readonly int _wordsPerChunk;
     private readonly StripedCounter _pagesLogged = new();
+    private readonly RaceHooks _hooks;
     private volatile bool _enabled;
     private long _syncs;
 
-    public DirtyLog(long pageCount, DirtyLogMode mode, long clearChunkPages = DefaultClearChunkPages)
+    public DirtyLog(long pageCount, DirtyLogMode mode, long clearChunkPages = DefaultClearChunkPages, RaceHooks? hooks = null)
     {
+        _hooks = hooks ?? RaceHooks.None;
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pageCount);
         if (clearChunkPages <= 0 || (clearChunkPages & 63) != 0)
         {
@@ -151,7 +154,13 @@ public sealed class DirtyLog
             }
 
             ulong bits;
-            if (Mode == DirtyLogMode.Eager)
+            if (Mode == DirtyLogMode.Eager && _hooks.Has(Mutation.NonAtomicSync))
+            {
+                bits = Volatile.Read(ref log[i]);
+                _hooks.Yield(); // a mark landing here is wiped by the write below without being reported
+                Volatile.Write(ref log[i], 0);
+            }
+            else if (Mode == DirtyLogMode.Eager)
             {
                 // One atomic fetch-and-clear per word: a mark landing between a separate read and clear would be
                 // wiped without being reported (race R8).
@@ -166,6 +175,7 @@ public sealed class DirtyLog
 
             reported += BitOperations.PopCount(bits);
             target.OrWord(i, bits);
+            _hooks.Yield(); // writers run on during a sync
         }
 
         Interlocked.Increment(ref _syncs);
@@ -224,6 +234,35 @@ public sealed class DirtyLog
     }
 
     public int ChunkOf(long pfn) => (int)(pfn / ClearChunkPages);
+
+    /// <summary>Manual mode: <see cref="ClearChunk"/> for every chunk overlapping the range. Returns log bits cleared.</summary>
+    public long ClearChunksCovering(long firstPfn, long count)
+    {
+        if (Mode == DirtyLogMode.Eager || count <= 0)
+        {
+            return 0;
+        }
+
+        long cleared = 0;
+        for (int chunk = ChunkOf(firstPfn); chunk <= ChunkOf(firstPfn + count - 1); chunk++)
+        {
+            cleared += ClearChunk(chunk);
+        }
+
+        return cleared;
+    }
+
+    /// <summary>
+    /// Drops the log bits of a range without reporting them. Nothing correct does this; it exists for mutant R4
+    /// (a hint that wipes the write log).
+    /// </summary>
+    internal void WipeRange(long firstPfn, long count)
+    {
+        for (long pfn = firstPfn; pfn < firstPfn + count; pfn++)
+        {
+            Interlocked.And(ref _log[pfn >> 6], ~(1UL << (int)(pfn & 63)));
+        }
+    }
 
     /// <summary>Overwrites the raw log words (benchmarks set up a dirty pattern without paying the write path).</summary>
     internal void LoadRawWords(ReadOnlySpan<ulong> words) => words.CopyTo(_log);

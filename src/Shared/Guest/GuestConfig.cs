@@ -17,6 +17,12 @@ public sealed record GuestConfig
 
     public DirtyLogMode DirtyLogMode { get; init; } = DirtyLogMode.Eager;
 
+    /// <summary>
+    /// The balloon driver's wait-on-ack feature (H8): a hinted block is not reused before the device used its buffer.
+    /// On by default; without it manual dirty-log mode can lose a write (race R5).
+    /// </summary>
+    public bool WaitOnAck { get; init; } = true;
+
     /// <summary>Manual mode's clear granularity in pages (QEMU: 1 GiB).</summary>
     public long ClearChunkPages { get; init; } = DirtyLog.DefaultClearChunkPages;
 

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Internal;
 
@@ -17,8 +18,10 @@ public sealed unsafe class GuestMemory
 {
     private readonly byte* _base;
     private readonly long _size;
+    private readonly RaceHooks _hooks;
+    private readonly bool _markBeforeStore; // mutant R7
 
-    public GuestMemory(GuestRam ram, DirtyLog log)
+    public GuestMemory(GuestRam ram, DirtyLog log, RaceHooks? hooks = null)
     {
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentNullException.ThrowIfNull(log);
@@ -31,7 +34,11 @@ public sealed unsafe class GuestMemory
         Log = log;
         _base = ram.BasePointer;
         _size = ram.SizeBytes;
+        _hooks = hooks ?? RaceHooks.None;
+        _markBeforeStore = _hooks.Has(Mutation.MarkBeforeStore);
     }
+
+    public RaceHooks Hooks => _hooks;
 
     public GuestRam Ram { get; }
 
@@ -42,22 +49,25 @@ public sealed unsafe class GuestMemory
     public void WriteByte(long gpa, byte value)
     {
         Check(gpa, 1);
+        BeforeStore(gpa >> PageGeometry.PageShift);
         _base[gpa] = value;
-        Log.MarkDirty(gpa >> PageGeometry.PageShift);
+        AfterStore(gpa >> PageGeometry.PageShift);
     }
 
     public void WriteUInt32(long gpa, uint value)
     {
         Check(gpa, 4);
+        BeforeStore(gpa >> PageGeometry.PageShift);
         Unsafe.WriteUnaligned(_base + gpa, value);
-        Log.MarkDirty(gpa >> PageGeometry.PageShift);
+        AfterStore(gpa >> PageGeometry.PageShift);
     }
 
     public void WriteUInt64(long gpa, ulong value)
     {
         Check(gpa, 8);
+        BeforeStore(gpa >> PageGeometry.PageShift);
         Unsafe.WriteUnaligned(_base + gpa, value);
-        Log.MarkDirty(gpa >> PageGeometry.PageShift);
+        AfterStore(gpa >> PageGeometry.PageShift);
     }
 
     public byte ReadByte(long gpa)
@@ -86,8 +96,9 @@ public sealed unsafe class GuestMemory
         {
             int inPage = PageGeometry.PageSize - (int)(gpa & (PageGeometry.PageSize - 1));
             int n = Math.Min(inPage, data.Length);
+            BeforeStore(gpa >> PageGeometry.PageShift);
             data[..n].CopyTo(new Span<byte>(_base + gpa, n));
-            Log.MarkDirty(gpa >> PageGeometry.PageShift);
+            AfterStore(gpa >> PageGeometry.PageShift);
             data = data[n..];
             gpa += n;
         }
@@ -99,8 +110,9 @@ public sealed unsafe class GuestMemory
         Ram.CheckRange(firstPfn, count);
         for (long pfn = firstPfn; pfn < firstPfn + count; pfn++)
         {
+            BeforeStore(pfn);
             new Span<byte>(_base + (pfn << PageGeometry.PageShift), PageGeometry.PageSize).Fill(value);
-            Log.MarkDirty(pfn);
+            AfterStore(pfn);
         }
     }
 
@@ -111,6 +123,7 @@ public sealed unsafe class GuestMemory
     public void FillPagePattern(long pfn, ulong seed, int skipBytes)
     {
         Ram.CheckPage(pfn);
+        BeforeStore(pfn);
         var words = new Span<ulong>(_base + (pfn << PageGeometry.PageShift), PageGeometry.PageSize / sizeof(ulong));
         ulong x = seed | 1;
         for (int i = (skipBytes + 7) / 8; i < words.Length; i++)
@@ -122,11 +135,32 @@ public sealed unsafe class GuestMemory
             words[i] = x;
         }
 
-        Log.MarkDirty(pfn);
+        AfterStore(pfn);
     }
 
     /// <summary>Read-only view of one page (for checks; the host migration path uses <see cref="GuestRam"/> directly).</summary>
     public ReadOnlySpan<byte> ReadPage(long pfn) => Ram.Page(pfn);
+
+    // Store first, then mark (R7). The yield point between the two is where a sync and a send may run.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void BeforeStore(long pfn)
+    {
+        if (_markBeforeStore)
+        {
+            Log.MarkDirty(pfn);
+            _hooks.Yield();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void AfterStore(long pfn)
+    {
+        if (!_markBeforeStore)
+        {
+            _hooks.Yield();
+            Log.MarkDirty(pfn);
+        }
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Check(long gpa, int length)

@@ -1,3 +1,5 @@
+using Migration.Shared.Balloon;
+using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
@@ -32,13 +34,25 @@ public sealed class VirtualMachine : IDisposable
     private int _parked;
     private int _live;
 
-    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads)
+    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads, RaceHooks hooks)
     {
         Config = config;
         Ram = ram;
         Kernel = kernel;
         Workloads = workloads;
+        HintDevice = new FreePageHintDevice(ram.PageCount, hooks: hooks)
+        {
+            PoisonVal = config.PoisonValue ?? 0,
+            FeatureBits = Features.FreePageHint | (config.PoisonValue is null ? 0 : Features.PagePoison) | (config.WaitOnAck ? Features.HintWaitOnAck : 0),
+        };
+        BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, hooks);
     }
+
+    /// <summary>The virtio-balloon device's free-page-hint part (host side).</summary>
+    public FreePageHintDevice HintDevice { get; }
+
+    /// <summary>The guest's balloon driver; runs on its own guest thread beside the vCPUs.</summary>
+    public BalloonDriver BalloonDriver { get; }
 
     public GuestConfig Config { get; }
 
@@ -72,14 +86,16 @@ public sealed class VirtualMachine : IDisposable
     }
 
     /// <summary>Allocates RAM, boots the kernel and creates each vCPU's workload. Threads start at <see cref="Start"/>.</summary>
-    public static VirtualMachine Boot(GuestConfig config, TimeProvider? time = null)
+    /// <param name="hooks">Mutations and scheduling points for the race fuzzer; null in production.</param>
+    public static VirtualMachine Boot(GuestConfig config, TimeProvider? time = null, RaceHooks? hooks = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
+        hooks ??= RaceHooks.None;
         var ram = GuestRam.Allocate(config.RamBytes);
         try
         {
-            var memory = new GuestMemory(ram, new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages));
+            var memory = new GuestMemory(ram, new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages, hooks), hooks);
             bool ab = config.Workload.Kind == WorkloadKind.Ab;
             var kernel = GuestKernel.Boot(memory, new KernelBootOptions
             {
@@ -89,7 +105,7 @@ public sealed class VirtualMachine : IDisposable
             });
             var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
             var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Create(context, i)).ToArray();
-            return new VirtualMachine(config, ram, kernel, workloads);
+            return new VirtualMachine(config, ram, kernel, workloads, hooks);
         }
         catch
         {
@@ -102,7 +118,9 @@ public sealed class VirtualMachine : IDisposable
     /// Rebuilds a VM around RAM that already holds a guest (the target after migration): attaches to the kernel in RAM
     /// and restores each vCPU from its state. Takes ownership of <paramref name="ram"/>.
     /// </summary>
-    public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates, TimeProvider? time = null)
+    /// <param name="hint">The migrated free-page-hint device state (status, id, poison value, features), if any.</param>
+    public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates, TimeProvider? time = null,
+        (HintStatus Status, uint CommandId, uint PoisonVal, ulong Features)? hint = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(ram);
@@ -122,7 +140,13 @@ public sealed class VirtualMachine : IDisposable
         var kernel = GuestKernel.Attach(memory);
         var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
         var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Restore(context, i, vcpuStates[i])).ToArray();
-        return new VirtualMachine(config, ram, kernel, workloads);
+        var vm = new VirtualMachine(config, ram, kernel, workloads, RaceHooks.None);
+        if (hint is var (status, id, poison, features))
+        {
+            vm.HintDevice.Restore(status, id, poison, features);
+        }
+
+        return vm;
     }
 
     /// <summary>Starts one thread per vCPU.</summary>
@@ -135,13 +159,16 @@ public sealed class VirtualMachine : IDisposable
                 throw new InvalidOperationException($"Cannot start a VM that is {State}.");
             }
 
-            _live = Workloads.Count;
-            _threads = new Thread[Workloads.Count];
-            for (int i = 0; i < _threads.Length; i++)
+            _live = Workloads.Count + 1;
+            _threads = new Thread[Workloads.Count + 1];
+            for (int i = 0; i < Workloads.Count; i++)
             {
                 int vcpu = i;
-                _threads[i] = new Thread(() => RunVcpu(vcpu)) { IsBackground = true, Name = $"vcpu-{vcpu}" };
+                _threads[i] = new Thread(() => RunGuestThread($"vCPU {vcpu}", Workloads[vcpu].Step)) { IsBackground = true, Name = $"vcpu-{vcpu}" };
             }
+
+            // The balloon driver's work item runs on a guest thread of its own (a kernel worker in Linux).
+            _threads[^1] = new Thread(() => RunGuestThread("balloon driver", BalloonDriver.Step)) { IsBackground = true, Name = "balloon" };
 
             State = VmRunState.Running;
         }
@@ -170,6 +197,8 @@ public sealed class VirtualMachine : IDisposable
 
             State = VmRunState.Paused;
         }
+
+        HintDevice.SetVmRunning(false); // H5: the hint thread applies nothing while the VM is stopped
     }
 
     public void Resume()
@@ -185,6 +214,8 @@ public sealed class VirtualMachine : IDisposable
             State = VmRunState.Running;
             Monitor.PulseAll(_gate);
         }
+
+        HintDevice.SetVmRunning(true);
     }
 
     /// <summary>Advances one vCPU by one step, for a VM driven by a scheduler instead of threads.</summary>
@@ -195,7 +226,33 @@ public sealed class VirtualMachine : IDisposable
             throw new InvalidOperationException("StepVcpu drives a VM whose vCPU threads were never started.");
         }
 
-        return Workloads[vcpu].Step();
+        return StoppedByScheduler ? StepResult.Idle : Workloads[vcpu].Step();
+    }
+
+    /// <summary>A scheduler-driven VM was stopped for stop-and-copy: its vCPUs and driver take no more steps.</summary>
+    public bool StoppedByScheduler { get; private set; }
+
+    /// <summary>The scheduler-driven counterpart of <see cref="Pause"/> (the race fuzzer's stop-and-copy).</summary>
+    public void MarkStoppedByScheduler()
+    {
+        if (State != VmRunState.Created)
+        {
+            throw new InvalidOperationException("Only a VM driven by a scheduler is stopped this way.");
+        }
+
+        StoppedByScheduler = true;
+        HintDevice.SetVmRunning(false);
+    }
+
+    /// <summary>Advances the balloon driver by one step, for a VM driven by a scheduler.</summary>
+    public StepResult StepBalloonDriver()
+    {
+        if (State != VmRunState.Created)
+        {
+            throw new InvalidOperationException("StepBalloonDriver drives a VM whose threads were never started.");
+        }
+
+        return StoppedByScheduler ? StepResult.Idle : BalloonDriver.Step();
     }
 
     /// <summary>vCPU state of every vCPU. Only while paused (or never started).</summary>
@@ -238,9 +295,8 @@ public sealed class VirtualMachine : IDisposable
         Ram.Dispose();
     }
 
-    private void RunVcpu(int vcpu)
+    private void RunGuestThread(string name, Func<StepResult> step)
     {
-        var workload = Workloads[vcpu];
         while (!Volatile.Read(ref _stopRequested))
         {
             if (Volatile.Read(ref _pauseRequested))
@@ -252,11 +308,11 @@ public sealed class VirtualMachine : IDisposable
             StepResult result;
             try
             {
-                result = workload.Step();
+                result = step();
             }
             catch (Exception ex) when (ex is GuestKernelException or GuestOutOfMemoryException or InvalidOperationException or ArgumentException or InvalidDataException)
             {
-                Halt(vcpu, ex);
+                Halt(name, ex);
                 return;
             }
 
@@ -282,11 +338,11 @@ public sealed class VirtualMachine : IDisposable
         }
     }
 
-    private void Halt(int vcpu, Exception ex)
+    private void Halt(string name, Exception ex)
     {
         lock (_gate)
         {
-            _crashes.Add($"vCPU {vcpu} halted: {ex.Message}");
+            _crashes.Add($"{name} halted: {ex.Message}");
             _live--;
             Monitor.PulseAll(_gate);
         }

@@ -37,6 +37,9 @@ public sealed class MigrationReport
 
     public VerificationSection Verification { get; set; } = new();
 
+    /// <summary>Free page hinting; null when hints were off.</summary>
+    public HintsSection? Hints { get; set; }
+
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     public static MigrationReport FromJson(string json) =>
@@ -85,7 +88,30 @@ public sealed class MigrationReport
 
         public long PagesCompressed { get; set; }
 
+        /// <summary>Migration-bitmap bits cleared by free-page hints: page sends the hints saved.</summary>
+        public long PagesSkippedByHints { get; set; }
+
         public double ThroughputMBps { get; set; }
+    }
+
+    public sealed class HintsSection
+    {
+        public bool WaitOnAck { get; set; }
+
+        public long CmdIds { get; set; }
+
+        public long BlocksReceived { get; set; }
+
+        public long BlocksApplied { get; set; }
+
+        public long BlocksDroppedStale { get; set; }
+
+        public long PagesCleared { get; set; }
+
+        public long DeviceErrors { get; set; }
+
+        /// <summary>The device error that stopped hinting for this migration, if any.</summary>
+        public string? DeviceError { get; set; }
     }
 
     public sealed class RoundSection

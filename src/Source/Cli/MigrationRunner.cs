@@ -46,6 +46,8 @@ internal static class MigrationRunner
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
             ("pages", $"{r.Transfer.PagesNormal:N0} raw, {r.Transfer.PagesCompressed:N0} lz4, {r.Transfer.PagesZero:N0} zero"),
             ("throughput", string.Create(inv, $"{r.Transfer.ThroughputMBps:F1} MB/s")),
+            ("hints", r.Hints is not { } h ? "off" : $"{r.Transfer.PagesSkippedByHints:N0} pages skipped; {h.CmdIds} command ids, {h.BlocksReceived:N0} blocks received, " +
+                $"{h.BlocksApplied:N0} applied, {h.BlocksDroppedStale:N0} dropped as stale, {h.DeviceErrors} device errors{(h.DeviceError is null ? string.Empty : " (" + h.DeviceError + ")")}; wait-on-ack {(h.WaitOnAck ? "on" : "off")}"),
             ("verification", $"{r.Verification.PagesCompared:N0} pages compared, {r.Verification.MismatchedPages:N0} mismatched; self-check {r.Verification.GuestSelfCheck}"),
         };
         if (r.Error is not null)

@@ -1,3 +1,7 @@
+using Migration.Shared.Concurrency;
+using Migration.Shared.Guest;
+using Migration.Source.Transport;
+
 namespace Migration.Source.Precopy;
 
 /// <summary>How a migration is run. Defaults carry their reason.</summary>
@@ -24,6 +28,39 @@ public sealed record MigrationOptions
 
     /// <summary>Pages per message: 256 pages = 1 MiB raw, big enough to amortise framing, small enough to interleave channels.</summary>
     public int PagesPerBatch { get; init; } = 256;
+
+    /// <summary>Free page hinting through the balloon device (the product's optimisation). On by default.</summary>
+    public bool Hints { get; init; } = true;
+
+    /// <summary>
+    /// Permit manual dirty-log mode with hints but without wait-on-ack, which can lose a write (race R5). For the
+    /// fuzzer and for demonstrations only.
+    /// </summary>
+    public bool AllowUnsafe { get; init; }
+
+    /// <summary>Mutations and scheduling points (race fuzzer only).</summary>
+    internal RaceHooks Hooks { get; init; } = RaceHooks.None;
+
+    /// <summary>Replaces the gRPC transport (race fuzzer only).</summary>
+    internal Func<VirtualMachine, TransferCounters, IMigrationTransport>? TransportFactory { get; init; }
+
+    /// <summary>Someone else runs the device's hint thread (the fuzzer's scheduler); the engine starts none.</summary>
+    internal bool ExternalHintThread { get; init; }
+
+    /// <summary>Throws <see cref="ArgumentException"/> when these options and the guest cannot be migrated safely.</summary>
+    public void ValidateFor(GuestConfig guest)
+    {
+        ArgumentNullException.ThrowIfNull(guest);
+        if (Hints && guest.DirtyLogMode == Shared.DirtyTracking.DirtyLogMode.Manual && !guest.WaitOnAck && !AllowUnsafe
+            && !Hooks.Has(Mutation.ManualWithoutWaitOnAck))
+        {
+            throw new ArgumentException(
+                "refusing free page hinting with manual dirty-log mode and wait-on-ack off: a guest that reuses a hinted " +
+                "block before the device has processed it writes a page whose dirty bit the hint's chunk clear then wipes, " +
+                "and that write is lost (race R5). Use --wait-on-ack on, --dirty-log eager or --hints off; " +
+                "--allow-unsafe exists for demonstrations.");
+        }
+    }
 
     public void Validate()
     {

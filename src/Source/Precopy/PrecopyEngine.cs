@@ -4,6 +4,8 @@ using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
 using Migration.Protocol;
+using Migration.Shared.Balloon;
+using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
@@ -30,12 +32,14 @@ public sealed class PrecopyEngine
     private readonly MigrationOptions _options;
     private readonly TimeProvider _time;
     private readonly IProgress<RoundProgress>? _progress;
+    private readonly object _bitmapLock = new(); // QEMU's bitmap_mutex: the send path, syncs and hint application
 
     public PrecopyEngine(VirtualMachine vm, MigrationOptions options, IProgress<RoundProgress>? progress = null, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(vm);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        options.ValidateFor(vm.Config);
         _vm = vm;
         _options = options;
         _progress = progress;
@@ -47,30 +51,52 @@ public sealed class PrecopyEngine
         var report = NewReport();
         string id = report.MigrationId!;
         long start = _time.GetTimestamp();
+        var hooks = _options.Hooks;
         var counters = new TransferCounters();
         var limiter = new BandwidthLimiter(_options.MaxBandwidthBytesPerSecond, _time);
-        var channels = new List<PageChannel>();
-        using var control = PageChannel.CreateGrpcChannel(_options.Target);
-        var client = new Protocol.Migration.MigrationClient(control);
+        await using var transport = _options.TransportFactory?.Invoke(_vm, counters)
+            ?? new GrpcMigrationTransport(_options.Target, _vm.Ram, _options.Compress, _options.PagesPerBatch, limiter, counters);
+        var channels = new List<IPageSink>();
+        var device = _options.Hints ? _vm.HintDevice : null;
+        using var hintThreadStop = new CancellationTokenSource();
+        Thread? hintThread = null;
         bool paused = false;
         long downtimeStart = 0;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct);
         // The streams get a token of their own: on cancel the target hears why (Cancel) before the streams reset.
         using var streams = new CancellationTokenSource();
+        var log = _vm.DirtyLog;
+        var bitmap = new PageBitmap(_vm.Ram.PageCount);
         try
         {
-            await client.BeginAsync(BeginRequest(id), deadline: Deadline(30), cancellationToken: ct).ConfigureAwait(false);
+            await transport.BeginAsync(BeginRequest(id), ct).ConfigureAwait(false);
             for (int i = 0; i < _options.Channels; i++)
             {
-                channels.Add(PageChannel.Open(_options.Target, id, _vm.Ram, _options.Compress, _options.PagesPerBatch, limiter, counters, streams.Token));
+                channels.Add(transport.OpenChannel(id, streams.Token));
             }
 
-            // H1/setup: logging on, everything to send, and the setup sync (which the hinting issue wraps in STOP/START).
-            var log = _vm.DirtyLog;
-            var bitmap = new PageBitmap(_vm.Ram.PageCount);
-            log.Enable();
+            // Setup (H1): logging on, everything to send, then the setup sync, which issues the first command id.
             bitmap.SetAll();
-            log.SyncInto(bitmap);
+            if (device is not null && hooks.Has(Mutation.HintBeforeLogging))
+            {
+                device.BeginMigration(bitmap, _bitmapLock, log);
+                device.AfterSync(vmRunning: true); // mutant R3: hints flow before writes are logged
+                hooks.Yield();
+            }
+
+            log.Enable();
+            if (device is not null && !hooks.Has(Mutation.HintBeforeLogging))
+            {
+                device.BeginMigration(bitmap, _bitmapLock, log);
+            }
+
+            if (device is not null && !_options.ExternalHintThread)
+            {
+                hintThread = new Thread(() => device.Run(hintThreadStop.Token)) { IsBackground = true, Name = "hint thread" };
+                hintThread.Start();
+            }
+
+            Sync(bitmap, device, vmRunning: true, wrap: true);
             report.Timing.SetupMs = _time.GetElapsedTime(start).TotalMilliseconds;
 
             double bandwidth = 0;  // wire bytes per second, last round: what the downtime estimate uses
@@ -80,7 +106,7 @@ public sealed class PrecopyEngine
             {
                 long roundStart = _time.GetTimestamp();
                 long bytesBefore = counters.BytesOnWire;
-                long dirtyAtStart = bitmap.Count;
+                long dirtyAtStart = Remaining(bitmap);
                 long sent = await SendRoundAsync(bitmap, log, channels, (uint)round, linked.Token).ConfigureAwait(false);
                 double roundSeconds = _time.GetElapsedTime(roundStart).TotalSeconds;
                 long roundBytes = counters.BytesOnWire - bytesBefore;
@@ -91,15 +117,16 @@ public sealed class PrecopyEngine
                 }
 
                 // Sync: what did the guest dirty while we sent?
-                log.SyncInto(bitmap);
+                Sync(bitmap, device, vmRunning: true, wrap: !hooks.Has(Mutation.SkipStopBeforeSync));
                 long now = _time.GetTimestamp();
                 long logged = log.PagesLogged;
                 double dirtyRate = (logged - lastLogged) / Math.Max(_time.GetElapsedTime(lastSync, now).TotalSeconds, 1e-6);
                 lastLogged = logged;
                 lastSync = now;
+                long remaining = Remaining(bitmap);
                 // QEMU's estimate: remaining pages as full pages over the measured bandwidth. Crediting zero pages with
                 // what they cost in round 0 underestimates: the pages still dirty at the end are the written ones.
-                double expectedMs = bitmap.Count * (double)PageGeometry.PageSize / Math.Max(bandwidth, 1) * 1000;
+                double expectedMs = remaining * (double)PageGeometry.PageSize / Math.Max(bandwidth, 1) * 1000;
                 report.Rounds.Add(new MigrationReport.RoundSection
                 {
                     Round = round,
@@ -109,7 +136,7 @@ public sealed class PrecopyEngine
                     Ms = roundSeconds * 1000,
                     DirtyRatePagesPerSec = dirtyRate,
                 });
-                _progress?.Report(new RoundProgress(round, false, bitmap.Count, counters.PagesSent, bandwidth / 1e6, expectedMs, "precopy"));
+                _progress?.Report(new RoundProgress(round, false, remaining, counters.PagesSent, bandwidth / 1e6, expectedMs, "precopy"));
 
                 if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds)
                 {
@@ -120,28 +147,33 @@ public sealed class PrecopyEngine
                 if (round + 1 >= _options.MaxRounds || _time.GetElapsedTime(start) > _options.Timeout)
                 {
                     throw new MigrationFailedException(
-                        $"did not converge: after {round + 1} rounds {bitmap.Count} pages are still dirty (guest dirties {dirtyRate:F0} pages/s, " +
+                        $"did not converge: after {round + 1} rounds {remaining} pages are still dirty (guest dirties {dirtyRate:F0} pages/s, " +
                         $"link moves {bandwidth / 1e6:F0} MB/s); expected downtime {expectedMs:F0} ms exceeds the {_options.DowntimeLimit.TotalMilliseconds:F0} ms limit");
                 }
             }
 
-            // Stop-and-copy.
+            // Stop-and-copy. Pausing the VM also blocks the hint thread (H5); the final sync is wrapped like the others
+            // and ends hinting with DONE because the VM is not running.
             var phases = report.Timing.DowntimePhasesMs;
             downtimeStart = _time.GetTimestamp();
             long lap = downtimeStart;
-            _vm.Pause();
+            PauseGuest();
             paused = true;
             phases["pause"] = Lap(ref lap);
-            _progress?.Report(new RoundProgress(report.Rounds.Count, true, bitmap.Count, counters.PagesSent, bandwidth / 1e6, report.Timing.ExpectedDowntimeMs, "stop-and-copy"));
+            _progress?.Report(new RoundProgress(report.Rounds.Count, true, Remaining(bitmap), counters.PagesSent, bandwidth / 1e6, report.Timing.ExpectedDowntimeMs, "stop-and-copy"));
             long finalStart = _time.GetTimestamp();
-            log.SyncInto(bitmap);
+            Sync(bitmap, device, vmRunning: false, wrap: !hooks.Has(Mutation.ApplyWhileStopped));
             phases["finalSync"] = Lap(ref lap);
-            long finalDirty = bitmap.Count;
+            long finalDirty = Remaining(bitmap);
             long finalBytesBefore = counters.BytesOnWire;
             uint finalRound = (uint)report.Rounds.Count;
-            // RAM is frozen now: hash it on the thread pool while the channels push the last pages out.
+
+            // RAM is frozen now: hash it while the channels push the last pages out (on the thread pool in production;
+            // on this thread under the fuzzer's scheduler, which owns every thread that touches the guest).
             var free = _vm.Kernel.FreePageMap();
-            var digestTask = Task.Run(() => PageDigests.Compute(_vm.Ram, free), linked.Token);
+            var digestTask = hooks.YieldPoint is null
+                ? Task.Run(() => PageDigests.Compute(_vm.Ram, free), linked.Token)
+                : Task.FromResult(PageDigests.Compute(_vm.Ram, free));
             long finalSent = await SendRoundAsync(bitmap, log, channels, finalRound, linked.Token).ConfigureAwait(false);
             foreach (var channel in channels)
             {
@@ -149,7 +181,6 @@ public sealed class PrecopyEngine
             }
 
             phases["finalSend"] = Lap(ref lap);
-
             report.Rounds.Add(new MigrationReport.RoundSection
             {
                 Round = (int)finalRound,
@@ -164,10 +195,17 @@ public sealed class PrecopyEngine
             report.Guest.FreePages = free.Count;
             report.Guest.InUsePages = _vm.Ram.PageCount - free.Count;
             ulong[] digests = await digestTask.ConfigureAwait(false);
+            var hint = _vm.HintDevice;
             var complete = new CompleteRequest
             {
                 MigrationId = id,
-                Device = new DeviceState { PoisonVal = _vm.Config.PoisonValue ?? 0 },
+                Device = new DeviceState
+                {
+                    HintStatus = (uint)hint.Status,
+                    HintCmdId = hint.CommandId,
+                    PoisonVal = hint.PoisonVal,
+                    Features = hint.FeatureBits,
+                },
                 PageDigests = UnsafeByteOperations.UnsafeWrap(PageDigests.ToBytes(digests)),
                 DigestPages = (ulong)digests.LongLength,
                 FinalRound = finalRound,
@@ -175,7 +213,7 @@ public sealed class PrecopyEngine
             };
             complete.VcpuStates.AddRange(_vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
             phases["sourceDigests"] = Lap(ref lap); // what hashing added beyond the final send
-            var reply = await client.CompleteAsync(complete, deadline: Deadline(120), cancellationToken: ct).ConfigureAwait(false);
+            var reply = await transport.CompleteAsync(complete, ct).ConfigureAwait(false);
             report.Timing.DowntimeMs = _time.GetElapsedTime(downtimeStart).TotalMilliseconds;
             double rpc = Lap(ref lap);
             foreach (var (name, ms) in reply.PhasesMs)
@@ -196,8 +234,13 @@ public sealed class PrecopyEngine
             }
 
             // The guest now runs on the target; this copy must never run again.
+            device?.EndMigration();
             log.Disable();
-            _vm.Shutdown();
+            if (hooks.YieldPoint is null)
+            {
+                _vm.Shutdown();
+            }
+
             report.Status = "completed";
         }
         catch (Exception ex) when (ex is MigrationFailedException or RpcException or IOException or OperationCanceledException or InvalidOperationException or HttpRequestException)
@@ -205,9 +248,10 @@ public sealed class PrecopyEngine
             report.Status = ct.IsCancellationRequested ? "cancelled" : "failed";
             report.Error = ct.IsCancellationRequested ? "cancelled on request" : Describe(ex);
             await linked.CancelAsync().ConfigureAwait(false);
-            await TryCancelOnTargetAsync(client, id, report.Error).ConfigureAwait(false);
+            await transport.CancelAsync(id, report.Error).ConfigureAwait(false);
             await streams.CancelAsync().ConfigureAwait(false);
-            _vm.DirtyLog.Disable();
+            device?.EndMigration(); // H6: DONE, so the guest gives its held blocks back
+            log.Disable();
             if (paused && _vm.State == VmRunState.Paused)
             {
                 _vm.Resume(); // the source guest keeps running
@@ -220,6 +264,8 @@ public sealed class PrecopyEngine
         }
         finally
         {
+            await hintThreadStop.CancelAsync().ConfigureAwait(false);
+            hintThread?.Join();
             foreach (var channel in channels)
             {
                 await channel.DisposeAsync().ConfigureAwait(false);
@@ -232,37 +278,118 @@ public sealed class PrecopyEngine
         report.Transfer.PagesNormal = counters.PagesRaw;
         report.Transfer.PagesCompressed = counters.PagesLz4;
         report.Transfer.ThroughputMBps = counters.BytesOnWire / 1e6 / Math.Max(report.Timing.TotalMs / 1000, 1e-6);
+        if (device is not null)
+        {
+            var stats = device.Stats;
+            report.Transfer.PagesSkippedByHints = stats.PagesCleared;
+            report.Hints = new MigrationReport.HintsSection
+            {
+                WaitOnAck = _vm.Config.WaitOnAck,
+                CmdIds = stats.CmdIds,
+                BlocksReceived = stats.BlocksReceived,
+                BlocksApplied = stats.BlocksApplied,
+                BlocksDroppedStale = stats.BlocksDroppedStale,
+                PagesCleared = stats.PagesCleared,
+                DeviceErrors = stats.DeviceErrors,
+                DeviceError = stats.Error,
+            };
+        }
+
         return report;
     }
 
     /// <summary>
-    /// Sends every page set in the bitmap, clearing each bit (and, in manual mode, its dirty-log chunk first) before
-    /// the page is queued, then waits until all channels have written the round.
+    /// A dirty-log sync into the migration bitmap, wrapped for hinting (H2): stop hinting before, a new command id
+    /// after (or DONE when the VM is stopped). <paramref name="wrap"/> false is a mutant (R2, R9) that skips the stop.
     /// </summary>
-    private async Task<long> SendRoundAsync(PageBitmap bitmap, DirtyLog log, List<PageChannel> channels, uint round, CancellationToken ct)
+    private void Sync(PageBitmap bitmap, FreePageHintDevice? device, bool vmRunning, bool wrap)
     {
+        var hooks = _options.Hooks;
+        if (device is not null && wrap)
+        {
+            device.StopHinting();
+            hooks.Yield();
+        }
+
+        using (hooks.Lock(_bitmapLock))
+        {
+            _vm.DirtyLog.SyncInto(bitmap);
+        }
+
+        hooks.Yield();
+        device?.AfterSync(vmRunning);
+        hooks.Yield();
+    }
+
+    private long Remaining(PageBitmap bitmap)
+    {
+        using (_options.Hooks.Lock(_bitmapLock))
+        {
+            return bitmap.Count;
+        }
+    }
+
+    private void PauseGuest()
+    {
+        if (_options.Hooks.YieldPoint is null)
+        {
+            _vm.Pause();
+        }
+        else
+        {
+            // Under the fuzzer the guest has no threads: the scheduler stops stepping vCPUs once the VM says stopped.
+            _vm.MarkStoppedByScheduler();
+        }
+    }
+
+    /// <summary>
+    /// Sends every page set in the bitmap, clearing each bit (and, in manual mode, its dirty-log chunk first) before
+    /// the page is queued, then waits until all channels have written the round (R11).
+    /// </summary>
+    private async Task<long> SendRoundAsync(PageBitmap bitmap, DirtyLog log, List<IPageSink> channels, uint round, CancellationToken ct)
+    {
+        var hooks = _options.Hooks;
         long sent = 0;
         int next = 0;
-        long pfn = bitmap.FindNextSet(0);
-        while (pfn >= 0)
+        long pfn = 0;
+        while (true)
         {
             long[] batch = ArrayPool<long>.Shared.Rent(_options.PagesPerBatch);
             int count = 0;
-            while (pfn >= 0 && count < _options.PagesPerBatch)
+            using (hooks.Lock(_bitmapLock))
             {
-                // Manual mode: re-arm the chunk before reading any page in it, or writes made since the sync are lost.
-                log.ClearChunkContaining(pfn);
-                bitmap.Clear(pfn);
-                batch[count++] = pfn;
-                pfn = bitmap.FindNextSet(pfn + 1);
+                pfn = bitmap.FindNextSet(pfn);
+                while (pfn >= 0 && count < _options.PagesPerBatch)
+                {
+                    // Manual mode: re-arm the chunk before reading any page in it, or writes made since the sync are lost.
+                    log.ClearChunkContaining(pfn);
+                    bitmap.Clear(pfn);
+                    batch[count++] = pfn;
+                    pfn = bitmap.FindNextSet(pfn + 1);
+                }
             }
 
-            await channels[next].EnqueueAsync(new PageChannel.WorkItem(batch, count, round, null), ct).ConfigureAwait(false);
+            if (count == 0)
+            {
+                ArrayPool<long>.Shared.Return(batch);
+                break;
+            }
+
+            await channels[next].EnqueueAsync(new PageWorkItem(batch, count, round), ct).ConfigureAwait(false);
             next = (next + 1) % channels.Count;
             sent += count;
+            hooks.Yield();
+            if (pfn < 0)
+            {
+                break;
+            }
         }
 
-        await Task.WhenAll(channels.Select(c => c.BarrierAsync(ct))).ConfigureAwait(false);
+        if (!hooks.Has(Mutation.OutOfOrderChannels))
+        {
+            await Task.WhenAll(channels.Select(c => c.BarrierAsync(ct))).ConfigureAwait(false);
+        }
+
         return sent;
     }
 
@@ -278,6 +405,11 @@ public sealed class PrecopyEngine
             Channels = (uint)_options.Channels,
         };
         request.Features.Add("round-tags");
+        if (_options.Hints)
+        {
+            request.Features.Add("free-page-hint");
+        }
+
         if (_options.Compress)
         {
             request.Features.Add("lz4");
@@ -303,6 +435,8 @@ public sealed class PrecopyEngine
                 ["poison"] = c.PoisonValue is byte b ? $"0x{b:x2}" : "off",
                 ["seed"] = c.Workload.Seed,
                 ["maxRounds"] = _options.MaxRounds,
+                ["hints"] = _options.Hints ? "on" : "off",
+                ["waitOnAck"] = c.WaitOnAck ? "on" : "off",
             },
             Guest = new MigrationReport.GuestSection
             {
@@ -314,18 +448,6 @@ public sealed class PrecopyEngine
         };
     }
 
-    private static async Task TryCancelOnTargetAsync(Protocol.Migration.MigrationClient client, string id, string reason)
-    {
-        try
-        {
-            await client.CancelAsync(new CancelRequest { MigrationId = id, Reason = reason }, deadline: Deadline(2)).ConfigureAwait(false);
-        }
-        catch (RpcException)
-        {
-            // The target is gone or never knew the migration; nothing to undo there.
-        }
-    }
-
     private double Lap(ref long since)
     {
         long now = _time.GetTimestamp();
@@ -333,8 +455,6 @@ public sealed class PrecopyEngine
         since = now;
         return ms;
     }
-
-    private static DateTime Deadline(int seconds) => DateTime.UtcNow.AddSeconds(seconds);
 
     private static string Describe(Exception ex) => ex switch
     {

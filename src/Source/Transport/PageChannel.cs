@@ -18,7 +18,7 @@ namespace Migration.Source.Transport;
 /// manual mode, their dirty-log chunk): a guest write after the read is logged and sent again in a later round.
 /// A barrier item lets the engine wait until everything queued before it is on the wire.
 /// </remarks>
-internal sealed class PageChannel : IAsyncDisposable
+internal sealed class PageChannel : IPageSink
 {
     private readonly GrpcChannel _grpc;
     private static readonly Method<OutgoingBatch, PageStreamSummary> SendPagesMethod = new(
@@ -53,7 +53,7 @@ internal sealed class PageChannel : IAsyncDisposable
     }
 
     /// <summary>A list of pages to send in a round, or (with <see cref="Barrier"/>) a marker to acknowledge.</summary>
-    public readonly record struct WorkItem(long[]? Pfns, int Count, uint Round, TaskCompletionSource? Barrier);
+    private readonly record struct WorkItem(long[]? Pfns, int Count, uint Round, TaskCompletionSource? Barrier);
 
     public static GrpcChannel CreateGrpcChannel(Uri target) => GrpcChannel.ForAddress(target, new GrpcChannelOptions
     {
@@ -79,7 +79,7 @@ internal sealed class PageChannel : IAsyncDisposable
         return new PageChannel(grpc, call, ram, compress, pagesPerBatch, limiter, counters);
     }
 
-    public ValueTask EnqueueAsync(WorkItem item, CancellationToken ct) => _queue.Writer.WriteAsync(item, ct);
+    public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) => _queue.Writer.WriteAsync(new WorkItem(item.Pfns, item.Count, item.Round, null), ct);
 
     /// <summary>Completes once everything queued so far has been written to the stream (or faults with the channel's error).</summary>
     public async Task BarrierAsync(CancellationToken ct)
@@ -90,12 +90,12 @@ internal sealed class PageChannel : IAsyncDisposable
     }
 
     /// <summary>Ends the stream and returns the target's summary of it.</summary>
-    public async Task<PageStreamSummary> CompleteAsync(CancellationToken ct)
+    public async Task CompleteAsync(CancellationToken ct)
     {
         _queue.Writer.TryComplete();
         await _worker.WaitAsync(ct).ConfigureAwait(false);
         await _call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
-        return await _call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+        await _call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
     }
 
     private async Task RunAsync()

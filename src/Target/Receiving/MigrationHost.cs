@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Grpc.Core;
 using Migration.Protocol;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
 using Migration.Shared.Verification;
@@ -237,7 +238,9 @@ internal sealed class MigrationHost : IDisposable
         VirtualMachine vm;
         try
         {
-            vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(), [.. request.VcpuStates.Select(s => s.ToByteArray())]);
+            var device = request.Device;
+            vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(), [.. request.VcpuStates.Select(s => s.ToByteArray())],
+                hint: device is null ? null : ((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal, device.Features));
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidDataException or EndOfStreamException or Shared.Guest.Kernel.GuestKernelException)
         {

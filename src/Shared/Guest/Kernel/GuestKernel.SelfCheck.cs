@@ -1,3 +1,4 @@
+using Migration.Shared.Concurrency;
 namespace Migration.Shared.Guest.Kernel;
 
 /// <summary>What the guest's self-check found. <see cref="Ok"/> only when there are no findings.</summary>
@@ -24,6 +25,7 @@ public sealed partial class GuestKernel
     {
         lock (_zoneLock)
         {
+            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
             return new SelfCheckWalk(this).Run();
         }
     }

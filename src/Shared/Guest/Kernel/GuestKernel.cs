@@ -1,3 +1,4 @@
+using Migration.Shared.Concurrency;
 using Migration.Shared.Internal;
 
 namespace Migration.Shared.Guest.Kernel;
@@ -87,6 +88,7 @@ public sealed partial class GuestKernel
         {
             lock (_zoneLock)
             {
+                using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
                 return [.. _poisonViolations];
             }
         }
@@ -144,11 +146,31 @@ public sealed partial class GuestKernel
     /// <param name="stamp">Write a <see cref="PageStamp"/> into every page of the block (workload data).</param>
     public long TryAllocate(int order, PageOwner owner, bool stamp = false)
     {
+        long pfn = TryAllocateOnce(order, owner, stamp);
+        // Memory pressure: let the shrinker (the balloon driver's held blocks) give memory back, then try once more.
+        // The balloon's own allocations never shrink the balloon.
+        if (pfn < 0 && owner != PageOwner.Balloon && Shrinker is { } shrink && shrink(order))
+        {
+            pfn = TryAllocateOnce(order, owner, stamp);
+        }
+
+        return pfn;
+    }
+
+    /// <summary>
+    /// Called when an allocation fails, outside the zone lock, with the order wanted; returns whether it freed
+    /// anything (Linux's shrinker interface, used by the balloon driver to hand back held blocks).
+    /// </summary>
+    public Func<int, bool>? Shrinker { get; set; }
+
+    private long TryAllocateOnce(int order, PageOwner owner, bool stamp)
+    {
         CheckOrder(order);
         long pfn;
         uint generation;
         lock (_zoneLock)
         {
+            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
             int from = order;
             while (from <= MaxOrder && FreeHead(from) == PageDescriptor.NoPage)
             {
@@ -211,12 +233,19 @@ public sealed partial class GuestKernel
     /// merging it with free buddies. Throws <see cref="GuestKernelException"/> naming the page for a double free or a
     /// page that is not the head of an allocated block of that order.
     /// </summary>
-    public void Free(long pfn, int order)
+    public void Free(long pfn, int order) => Free(pfn, order, initialise: true);
+
+    /// <summary>
+    /// <see cref="Free(long, int)"/>; <paramref name="initialise"/> false skips the poison fill, which only a broken
+    /// balloon driver does (mutant R12).
+    /// </summary>
+    public void Free(long pfn, int order, bool initialise)
     {
         CheckOrder(order);
         _memory.Ram.CheckPage(pfn);
         lock (_zoneLock)
         {
+            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
             var d = ReadDescriptor(pfn);
             if (d.State == PageState.FreeHead)
             {
@@ -233,7 +262,7 @@ public sealed partial class GuestKernel
                 throw new GuestKernelException($"page {pfn}: freed as order {order}, allocated as order {d.Order}.", pfn);
             }
 
-            if (PoisonEnabled)
+            if (PoisonEnabled && initialise)
             {
                 _memory.FillPages(pfn, 1L << order, PoisonValue);
             }
@@ -256,7 +285,8 @@ public sealed partial class GuestKernel
     }
 
     /// <summary>
-    /// A bitmap of the pages the guest considers free (inside a free buddy block), read from the descriptors. What is
+    /// A bitmap of the pages the guest considers free (inside a free buddy block or a block the balloon holds), read
+    /// from the descriptors. What is
     /// not free is what migration must deliver byte for byte. Call with the vCPUs paused.
     /// </summary>
     public DirtyTracking.PageBitmap FreePageMap()
@@ -264,12 +294,16 @@ public sealed partial class GuestKernel
         var map = new DirtyTracking.PageBitmap(Layout.PageCount);
         lock (_zoneLock)
         {
+            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
             long pfn = 0;
             while (pfn < Layout.PageCount)
             {
                 var d = ReadDescriptor(pfn);
                 long size = d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder ? 1L << d.Order : 1;
-                if (d.State == PageState.FreeHead && pfn + size <= Layout.PageCount)
+                // Blocks the balloon driver holds are free memory lent to the device: their content does not matter
+                // (the driver initialises them when it gives them back), so migration neither sends nor checks them.
+                bool free = d.State == PageState.FreeHead || (d.State == PageState.AllocatedHead && d.Owner == PageOwner.Balloon);
+                if (free && pfn + size <= Layout.PageCount)
                 {
                     for (long p = pfn; p < pfn + size; p++)
                     {
@@ -282,6 +316,29 @@ public sealed partial class GuestKernel
         }
 
         return map;
+    }
+
+    /// <summary>Head pages of the allocated blocks recorded with <paramref name="owner"/>, in page order.</summary>
+    public List<long> BlocksOwnedBy(PageOwner owner)
+    {
+        var heads = new List<long>();
+        lock (_zoneLock)
+        {
+            using var noYield = RaceHooks.NoYield();
+            long pfn = 0;
+            while (pfn < Layout.PageCount)
+            {
+                var d = ReadDescriptor(pfn);
+                if (d.State == PageState.AllocatedHead && d.Owner == owner)
+                {
+                    heads.Add(pfn);
+                }
+
+                pfn += d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder ? 1L << d.Order : 1;
+            }
+        }
+
+        return heads;
     }
 
     /// <summary>Number of free blocks of each order, from the header counters.</summary>
@@ -324,6 +381,7 @@ public sealed partial class GuestKernel
     {
         lock (_zoneLock)
         {
+            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
             foreach (var (first, count) in Layout.ManagedExtents())
             {
                 if (poison is byte value)
