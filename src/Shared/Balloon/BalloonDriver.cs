@@ -20,10 +20,8 @@ namespace Migration.Shared.Balloon;
 /// </remarks>
 public sealed class BalloonDriver
 {
-    /// <summary>Hinted blocks are order 10: 1024 pages, 4 MiB.</summary>
-    public const int BlockOrder = 10;
-
-    public const long BlockPages = 1L << BlockOrder;
+    /// <summary>Linux hints order-10 blocks (MAX_ORDER - 1 on x86): 1024 pages, 4 MiB.</summary>
+    public const int DefaultBlockOrder = 10;
 
     private readonly GuestKernel _kernel;
     private readonly FreePageHintDevice _device;
@@ -33,10 +31,13 @@ public sealed class BalloonDriver
     private uint _lastId = HintCommandId.Stop;
     private bool _running;
 
-    public BalloonDriver(GuestKernel kernel, FreePageHintDevice device, bool waitOnAck, RaceHooks? hooks = null)
+    public BalloonDriver(GuestKernel kernel, FreePageHintDevice device, bool waitOnAck, RaceHooks? hooks = null, int blockOrder = DefaultBlockOrder)
     {
         ArgumentNullException.ThrowIfNull(kernel);
         ArgumentNullException.ThrowIfNull(device);
+        ArgumentOutOfRangeException.ThrowIfNegative(blockOrder);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(blockOrder, GuestKernel.MaxOrder);
+        BlockOrder = blockOrder;
         _kernel = kernel;
         _device = device;
         _hooks = hooks ?? RaceHooks.None;
@@ -50,6 +51,11 @@ public sealed class BalloonDriver
     }
 
     public bool WaitOnAck { get; }
+
+    /// <summary>Order of the blocks it hints (a guest setting, like MAX_ORDER in Linux).</summary>
+    public int BlockOrder { get; }
+
+    public long BlockPages => 1L << BlockOrder;
 
     public int HeldBlocks
     {

@@ -127,6 +127,9 @@ public sealed class FreePageHintDevice
     /// <summary>Called after each applied block with its range and the bitmap bits it cleared (fuzzer bookkeeping).</summary>
     public Action<long, long, long>? Applied { get; set; }
 
+    /// <summary>Called for every buffer the guest adds (fuzzer bookkeeping).</summary>
+    public Action<HintBuffer>? Added { get; set; }
+
     /// <summary>The id the guest reads: the current id while REQUESTED or START, 0 when stopped, 1 when done.</summary>
     public uint ConfigCommandId
     {
@@ -155,16 +158,10 @@ public sealed class FreePageHintDevice
         }
     }
 
-    public int Queued
-    {
-        get
-        {
-            using (_hooks.Lock(_gate))
-            {
-                return _queue.Count;
-            }
-        }
-    }
+    /// <summary>Buffers waiting for the hint thread. Read without the lock (a scheduler polls it while actors hold it).</summary>
+    public int Queued => Volatile.Read(ref _queuedCount);
+
+    private int _queuedCount;
 
     /// <summary>A copy of this migration's counters.</summary>
     public HintStats Stats
@@ -208,6 +205,8 @@ public sealed class FreePageHintDevice
 
             long seq = _nextSeq++;
             _queue.Enqueue((seq, buffer));
+            Added?.Invoke(buffer);
+            Volatile.Write(ref _queuedCount, _queue.Count);
             Monitor.PulseAll(_gate);
             return seq;
         }
@@ -339,6 +338,7 @@ public sealed class FreePageHintDevice
         }
 
         var (seq, buffer) = _queue.Dequeue();
+        Volatile.Write(ref _queuedCount, _queue.Count);
         if (buffer.Kind == HintBufferKind.CommandId)
         {
             HandleCommandId(buffer);
@@ -361,8 +361,13 @@ public sealed class FreePageHintDevice
             return;
         }
 
-        bool replayAllowed = _hooks.Has(Mutation.HonourReplayedStart) && Status != HintStatus.Done;
-        if (buffer.CommandId == CommandId && (Status == HintStatus.Requested || replayAllowed))
+        // H3: only REQUESTED moves to START, and only for the current id. Mutant R10 lets the current id restart hinting
+        // from STOP (a replayed START); mutant R1 lets any run id start it (an old run's START arriving late).
+        bool idMatches = buffer.CommandId == CommandId
+            || (_hooks.Has(Mutation.AcceptStaleIds) && HintCommandId.IsRunId(buffer.CommandId));
+        bool stateAllows = Status == HintStatus.Requested
+            || (_hooks.Has(Mutation.HonourReplayedStart) && Status == HintStatus.Stop && buffer.CommandId == CommandId);
+        if (idMatches && stateAllows)
         {
             Status = HintStatus.Start;
         }
@@ -438,6 +443,8 @@ public sealed class FreePageHintDevice
         {
             _usedUpTo = Math.Max(_usedUpTo, item.Seq);
         }
+
+        Volatile.Write(ref _queuedCount, 0);
     }
 }
 

@@ -9,7 +9,7 @@ public enum Mutation : long
 {
     None = 0,
 
-    /// <summary>R1: the device applies free-block hints whose command id is not the current one.</summary>
+    /// <summary>R1: the device does not compare command ids: an old run's START starts hinting and its blocks apply.</summary>
     AcceptStaleIds = 1 << 0,
 
     /// <summary>R2: the engine does not stop hinting before the precopy syncs (it still issues a new id after).</summary>
@@ -33,7 +33,10 @@ public enum Mutation : long
     /// <summary>R8: an eager sync reads a log word and clears it in two steps.</summary>
     NonAtomicSync = 1 << 7,
 
-    /// <summary>R9: the hint thread keeps applying while the VM is stopped and the final sync is not wrapped.</summary>
+    /// <summary>
+    /// R9: the hint thread keeps applying while the VM is stopped, and the final sync is not wrapped (no STOP before;
+    /// DONE only after the final send), so hints flow during stop-and-copy.
+    /// </summary>
     ApplyWhileStopped = 1 << 8,
 
     /// <summary>R10: an id buffer equal to the current id restarts hinting from any state, not only REQUESTED.</summary>
@@ -66,16 +69,52 @@ public sealed class RaceHooks
 
     public Mutation Mutations { get; init; }
 
-    /// <summary>Called at every scheduling point; set by the fuzzer's scheduler.</summary>
-    public Action? YieldPoint { get; init; }
+    /// <summary>
+    /// Called at every scheduling point with whether it is a phase boundary (always a chance to switch actors) rather
+    /// than a fine-grained point the scheduler may skip; set by the fuzzer's scheduler.
+    /// </summary>
+    public Action<bool>? YieldPoint { get; init; }
+
+    /// <summary>Blocks the current actor until a condition holds; set by the fuzzer's scheduler (which then runs others).</summary>
+    public Action<Func<bool>>? WaitPoint { get; init; }
+
+    /// <summary>Observer: a guest store to this page has landed (the fuzzer's write bookkeeping).</summary>
+    public Action<long>? Stored { get; init; }
+
+    /// <summary>Observer: a dirty-log sync starts (true) or ends (false).</summary>
+    public Action<bool>? Syncing { get; init; }
 
     public bool Has(Mutation mutation) => (Mutations & mutation) != 0;
 
+    /// <summary>A fine-grained scheduling point (between a store and its mark, between words of a sync).</summary>
     public void Yield()
     {
         if (YieldPoint is { } yield && t_noYield == 0)
         {
-            yield();
+            yield(false);
+        }
+    }
+
+    /// <summary>A phase boundary (between a sync and the next command id, inside a race window a mutant opens).</summary>
+    public void Preempt()
+    {
+        if (YieldPoint is { } yield && t_noYield == 0)
+        {
+            yield(true);
+        }
+    }
+
+    /// <summary>Waits until <paramref name="ready"/> holds: under a scheduler by letting other actors run.</summary>
+    public void WaitUntil(Func<bool> ready)
+    {
+        ArgumentNullException.ThrowIfNull(ready);
+        if (WaitPoint is { } wait)
+        {
+            wait(ready);
+        }
+        else
+        {
+            SpinWait.SpinUntil(ready);
         }
     }
 
@@ -90,7 +129,7 @@ public sealed class RaceHooks
 
         while (!Monitor.TryEnter(gate))
         {
-            yield();
+            yield(true);
         }
     }
 

@@ -144,6 +144,7 @@ public sealed class DirtyLog
             throw new ArgumentException($"Bitmap covers {target.PageCount} pages, the log {PageCount}.", nameof(target));
         }
 
+        _hooks.Syncing?.Invoke(true);
         long reported = 0;
         Span<ulong> log = _log;
         for (int i = 0; i < log.Length; i++)
@@ -157,7 +158,7 @@ public sealed class DirtyLog
             if (Mode == DirtyLogMode.Eager && _hooks.Has(Mutation.NonAtomicSync))
             {
                 bits = Volatile.Read(ref log[i]);
-                _hooks.Yield(); // a mark landing here is wiped by the write below without being reported
+                _hooks.Preempt(); // a mark landing here is wiped by the write below without being reported
                 Volatile.Write(ref log[i], 0);
             }
             else if (Mode == DirtyLogMode.Eager)
@@ -179,6 +180,7 @@ public sealed class DirtyLog
         }
 
         Interlocked.Increment(ref _syncs);
+        _hooks.Syncing?.Invoke(false);
         return reported;
     }
 

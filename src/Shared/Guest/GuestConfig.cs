@@ -23,6 +23,9 @@ public sealed record GuestConfig
     /// </summary>
     public bool WaitOnAck { get; init; } = true;
 
+    /// <summary>Order of the free blocks the balloon driver hints (Linux on x86: 10, 4 MiB).</summary>
+    public int HintBlockOrder { get; init; } = Balloon.BalloonDriver.DefaultBlockOrder;
+
     /// <summary>Manual mode's clear granularity in pages (QEMU: 1 GiB).</summary>
     public long ClearChunkPages { get; init; } = DirtyLog.DefaultClearChunkPages;
 
@@ -37,6 +40,11 @@ public sealed record GuestConfig
         if (Vcpus is < 1 or > MaxVcpus)
         {
             throw new ArgumentException($"A guest has 1..{MaxVcpus} vCPUs; got {Vcpus}.");
+        }
+
+        if (HintBlockOrder is < 0 or > 10)
+        {
+            throw new ArgumentException($"HintBlockOrder must be 0..10; got {HintBlockOrder}.");
         }
 
         Workload.Validate(RamBytes);

@@ -20,6 +20,7 @@ public sealed unsafe class GuestMemory
     private readonly long _size;
     private readonly RaceHooks _hooks;
     private readonly bool _markBeforeStore; // mutant R7
+    private readonly Action<long>? _stored;
 
     public GuestMemory(GuestRam ram, DirtyLog log, RaceHooks? hooks = null)
     {
@@ -36,6 +37,7 @@ public sealed unsafe class GuestMemory
         _size = ram.SizeBytes;
         _hooks = hooks ?? RaceHooks.None;
         _markBeforeStore = _hooks.Has(Mutation.MarkBeforeStore);
+        _stored = _hooks.Stored;
     }
 
     public RaceHooks Hooks => _hooks;
@@ -148,13 +150,14 @@ public sealed unsafe class GuestMemory
         if (_markBeforeStore)
         {
             Log.MarkDirty(pfn);
-            _hooks.Yield();
+            _hooks.Preempt(); // R7: the window between the early mark and the store
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void AfterStore(long pfn)
     {
+        _stored?.Invoke(pfn);
         if (!_markBeforeStore)
         {
             _hooks.Yield();

@@ -45,7 +45,7 @@ public sealed class VirtualMachine : IDisposable
             PoisonVal = config.PoisonValue ?? 0,
             FeatureBits = Features.FreePageHint | (config.PoisonValue is null ? 0 : Features.PagePoison) | (config.WaitOnAck ? Features.HintWaitOnAck : 0),
         };
-        BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, hooks);
+        BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, hooks, config.HintBlockOrder);
     }
 
     /// <summary>The virtio-balloon device's free-page-hint part (host side).</summary>
@@ -120,7 +120,7 @@ public sealed class VirtualMachine : IDisposable
     /// </summary>
     /// <param name="hint">The migrated free-page-hint device state (status, id, poison value, features), if any.</param>
     public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates, TimeProvider? time = null,
-        (HintStatus Status, uint CommandId, uint PoisonVal, ulong Features)? hint = null)
+        (HintStatus Status, uint CommandId, uint PoisonVal, ulong Features)? hint = null, RaceHooks? hooks = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(ram);
@@ -140,7 +140,7 @@ public sealed class VirtualMachine : IDisposable
         var kernel = GuestKernel.Attach(memory);
         var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
         var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Restore(context, i, vcpuStates[i])).ToArray();
-        var vm = new VirtualMachine(config, ram, kernel, workloads, RaceHooks.None);
+        var vm = new VirtualMachine(config, ram, kernel, workloads, hooks ?? RaceHooks.None);
         if (hint is var (status, id, poison, features))
         {
             vm.HintDevice.Restore(status, id, poison, features);
@@ -226,13 +226,48 @@ public sealed class VirtualMachine : IDisposable
             throw new InvalidOperationException("StepVcpu drives a VM whose vCPU threads were never started.");
         }
 
-        return StoppedByScheduler ? StepResult.Idle : Workloads[vcpu].Step();
+        return StoppedByScheduler ? StepResult.Idle : Scheduled(() => Workloads[vcpu].Step());
+    }
+
+    /// <summary>
+    /// One pass of memory reclaim (Linux's kswapd calling the shrinkers), for a VM driven by a scheduler: the balloon
+    /// driver may hand a held block back, which the workloads then reuse.
+    /// </summary>
+    public StepResult StepReclaim()
+    {
+        if (State != VmRunState.Created)
+        {
+            throw new InvalidOperationException("StepReclaim drives a VM whose threads were never started.");
+        }
+
+        return StoppedByScheduler ? StepResult.Idle : Scheduled(() => Kernel.Shrinker?.Invoke(0) == true ? StepResult.Progress : StepResult.Idle);
+    }
+
+    /// <summary>Scheduler-driven steps under way (a vCPU parked at a scheduling point in the middle of a step).</summary>
+    public int StepsInFlight => Volatile.Read(ref _stepsInFlight);
+
+    private int _stepsInFlight;
+
+    private StepResult Scheduled(Func<StepResult> step)
+    {
+        Interlocked.Increment(ref _stepsInFlight);
+        try
+        {
+            return step();
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _stepsInFlight);
+        }
     }
 
     /// <summary>A scheduler-driven VM was stopped for stop-and-copy: its vCPUs and driver take no more steps.</summary>
     public bool StoppedByScheduler { get; private set; }
 
-    /// <summary>The scheduler-driven counterpart of <see cref="Pause"/> (the race fuzzer's stop-and-copy).</summary>
+    /// <summary>
+    /// The scheduler-driven counterpart of <see cref="Pause"/> (the race fuzzer's stop-and-copy): no new steps start;
+    /// the caller waits for <see cref="StepsInFlight"/> to reach zero, as Pause waits for every vCPU to park.
+    /// </summary>
     public void MarkStoppedByScheduler()
     {
         if (State != VmRunState.Created)
@@ -252,7 +287,7 @@ public sealed class VirtualMachine : IDisposable
             throw new InvalidOperationException("StepBalloonDriver drives a VM whose threads were never started.");
         }
 
-        return StoppedByScheduler ? StepResult.Idle : BalloonDriver.Step();
+        return StoppedByScheduler ? StepResult.Idle : Scheduled(BalloonDriver.Step);
     }
 
     /// <summary>vCPU state of every vCPU. Only while paused (or never started).</summary>

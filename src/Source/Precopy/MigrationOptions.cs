@@ -44,6 +44,9 @@ public sealed record MigrationOptions
     /// <summary>Replaces the gRPC transport (race fuzzer only).</summary>
     internal Func<VirtualMachine, TransferCounters, IMigrationTransport>? TransportFactory { get; init; }
 
+    /// <summary>Rounds to run before stop-and-copy even if the estimate fits (race fuzzer only: more syncs to race).</summary>
+    internal int MinRounds { get; init; }
+
     /// <summary>Someone else runs the device's hint thread (the fuzzer's scheduler); the engine starts none.</summary>
     internal bool ExternalHintThread { get; init; }
 

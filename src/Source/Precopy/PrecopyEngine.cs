@@ -81,7 +81,10 @@ public sealed class PrecopyEngine
             {
                 device.BeginMigration(bitmap, _bitmapLock, log);
                 device.AfterSync(vmRunning: true); // mutant R3: hints flow before writes are logged
-                hooks.Yield();
+                for (int i = 0; i < 16; i++)
+                {
+                    hooks.Preempt(); // the rest of setup takes a while: the window the bug opens
+                }
             }
 
             log.Enable();
@@ -96,7 +99,7 @@ public sealed class PrecopyEngine
                 hintThread.Start();
             }
 
-            Sync(bitmap, device, vmRunning: true, wrap: true);
+            Sync(bitmap, device, vmRunning: true);
             report.Timing.SetupMs = _time.GetElapsedTime(start).TotalMilliseconds;
 
             double bandwidth = 0;  // wire bytes per second, last round: what the downtime estimate uses
@@ -117,7 +120,7 @@ public sealed class PrecopyEngine
                 }
 
                 // Sync: what did the guest dirty while we sent?
-                Sync(bitmap, device, vmRunning: true, wrap: !hooks.Has(Mutation.SkipStopBeforeSync));
+                Sync(bitmap, device, vmRunning: true, stopBefore: !hooks.Has(Mutation.SkipStopBeforeSync));
                 long now = _time.GetTimestamp();
                 long logged = log.PagesLogged;
                 double dirtyRate = (logged - lastLogged) / Math.Max(_time.GetElapsedTime(lastSync, now).TotalSeconds, 1e-6);
@@ -138,7 +141,7 @@ public sealed class PrecopyEngine
                 });
                 _progress?.Report(new RoundProgress(round, false, remaining, counters.PagesSent, bandwidth / 1e6, expectedMs, "precopy"));
 
-                if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds)
+                if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds && round + 1 >= _options.MinRounds)
                 {
                     report.Timing.ExpectedDowntimeMs = expectedMs;
                     break;
@@ -162,7 +165,8 @@ public sealed class PrecopyEngine
             phases["pause"] = Lap(ref lap);
             _progress?.Report(new RoundProgress(report.Rounds.Count, true, Remaining(bitmap), counters.PagesSent, bandwidth / 1e6, report.Timing.ExpectedDowntimeMs, "stop-and-copy"));
             long finalStart = _time.GetTimestamp();
-            Sync(bitmap, device, vmRunning: false, wrap: !hooks.Has(Mutation.ApplyWhileStopped));
+            bool unwrapped = hooks.Has(Mutation.ApplyWhileStopped);
+            Sync(bitmap, device, vmRunning: false, stopBefore: !unwrapped, notifyAfter: !unwrapped);
             phases["finalSync"] = Lap(ref lap);
             long finalDirty = Remaining(bitmap);
             long finalBytesBefore = counters.BytesOnWire;
@@ -178,6 +182,11 @@ public sealed class PrecopyEngine
             foreach (var channel in channels)
             {
                 await channel.CompleteAsync(linked.Token).ConfigureAwait(false);
+            }
+
+            if (unwrapped)
+            {
+                device?.AfterSync(vmRunning: false); // mutant R9: DONE only once the last pages are out
             }
 
             phases["finalSend"] = Lap(ref lap);
@@ -300,15 +309,16 @@ public sealed class PrecopyEngine
 
     /// <summary>
     /// A dirty-log sync into the migration bitmap, wrapped for hinting (H2): stop hinting before, a new command id
-    /// after (or DONE when the VM is stopped). <paramref name="wrap"/> false is a mutant (R2, R9) that skips the stop.
+    /// after (or DONE when the VM is stopped). <paramref name="stopBefore"/> and <paramref name="notifyAfter"/> false are
+    /// mutants (R2 skips the stop; R9 leaves the final sync unwrapped, so hints keep flowing after it).
     /// </summary>
-    private void Sync(PageBitmap bitmap, FreePageHintDevice? device, bool vmRunning, bool wrap)
+    private void Sync(PageBitmap bitmap, FreePageHintDevice? device, bool vmRunning, bool stopBefore = true, bool notifyAfter = true)
     {
         var hooks = _options.Hooks;
-        if (device is not null && wrap)
+        if (device is not null && stopBefore)
         {
             device.StopHinting();
-            hooks.Yield();
+            hooks.Preempt();
         }
 
         using (hooks.Lock(_bitmapLock))
@@ -316,9 +326,13 @@ public sealed class PrecopyEngine
             _vm.DirtyLog.SyncInto(bitmap);
         }
 
-        hooks.Yield();
-        device?.AfterSync(vmRunning);
-        hooks.Yield();
+        hooks.Preempt();
+        if (notifyAfter)
+        {
+            device?.AfterSync(vmRunning);
+        }
+
+        hooks.Preempt();
     }
 
     private long Remaining(PageBitmap bitmap)
@@ -337,8 +351,15 @@ public sealed class PrecopyEngine
         }
         else
         {
-            // Under the fuzzer the guest has no threads: the scheduler stops stepping vCPUs once the VM says stopped.
+            // Under the fuzzer the guest has no threads. Stopping takes a moment (vCPUs notice the request at their next
+            // exit), then no step starts and we wait for the steps under way, as Pause waits for every vCPU to park.
+            for (int i = 0; i < 8; i++)
+            {
+                _options.Hooks.Preempt();
+            }
+
             _vm.MarkStoppedByScheduler();
+            _options.Hooks.WaitUntil(() => _vm.StepsInFlight == 0);
         }
     }
 

@@ -36,7 +36,7 @@ public sealed class ChurnWorkload : Workload
             return StepResult.Progress;
         }
 
-        int order = (int)Random.Next(3);
+        int order = (int)Random.Next(Options.ChurnMaxOrder + 1);
         long pfn = AllocateData(order, PageOwner.Anonymous);
         if (pfn >= 0)
         {

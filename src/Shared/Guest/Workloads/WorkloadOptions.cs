@@ -55,6 +55,12 @@ public sealed record WorkloadOptions
     /// <summary>Churn: blocks each vCPU holds before it frees one.</summary>
     public int ChurnHeldBlocks { get; init; } = 64;
 
+    /// <summary>
+    /// Churn: largest block order it allocates (0..10). Small orders keep to the small free lists; up to 10 it also takes
+    /// whole 4 MiB blocks, which is what reuses a block the balloon just gave back.
+    /// </summary>
+    public int ChurnMaxOrder { get; init; } = 2;
+
     /// <summary>Churn: page writes per second per VM; 0 = as fast as the vCPU runs.</summary>
     public double ChurnPagesPerSecond { get; init; }
 
@@ -99,6 +105,11 @@ public sealed record WorkloadOptions
         if (MemhogOrder is < 0 or > Kernel.GuestKernel.MaxOrder)
         {
             throw new ArgumentException($"MemhogOrder must be 0..{Kernel.GuestKernel.MaxOrder}.");
+        }
+
+        if (ChurnMaxOrder is < 0 or > 10)
+        {
+            throw new ArgumentException($"ChurnMaxOrder must be 0..10, got {ChurnMaxOrder}.");
         }
 
         if (ChurnHeldBlocks < 1)

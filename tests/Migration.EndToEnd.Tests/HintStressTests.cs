@@ -1,0 +1,47 @@
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest;
+using Migration.Shared.Guest.Workloads;
+using Migration.Source.Cli;
+using Migration.Source.Precopy;
+
+namespace Migration.EndToEnd.Tests;
+
+/// <summary>
+/// Real threads, real gRPC, real processes: a churning guest with hints on, migrated again and again (each attempt to a
+/// fresh target), every one verified. The fuzzer explores interleavings; this checks the threaded build agrees.
+/// </summary>
+public sealed class HintStressTests
+{
+    [Theory]
+    [InlineData(DirtyLogMode.Eager, false)]
+    [InlineData(DirtyLogMode.Eager, true)]
+    [InlineData(DirtyLogMode.Manual, true)]
+    public async Task ManyShortMigrations_OfAChurningGuest_AllVerify(DirtyLogMode mode, bool waitOnAck)
+    {
+        for (int i = 0; i < 4; i++)
+        {
+            var guest = new GuestConfig
+            {
+                RamBytes = 48L << 20,
+                Vcpus = 2,
+                DirtyLogMode = mode,
+                WaitOnAck = waitOnAck,
+                PoisonValue = 0x5A,
+                ClearChunkPages = 1024,
+                Workload = new WorkloadOptions { Kind = WorkloadKind.Churn, Seed = (ulong)(100 + i), ChurnHeldBlocks = 1500 },
+            };
+            await using var target = await TargetProcess.StartAsync(["--once", "--run-after", "0.2"], TimeSpan.FromSeconds(60));
+            using var vm = VirtualMachine.Boot(guest);
+            vm.Start();
+            await Task.Delay(150 + (i * 50)); // different phases of the churn at migration time
+            var report = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, Hints = true }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
+
+            Assert.True(report.Status == "completed", $"attempt {i}: {report.Error}");
+            Assert.True(report.Verified, $"attempt {i}: not verified");
+            Assert.Equal(0, report.Verification.MismatchedPages);
+            Assert.True(report.Hints!.BlocksApplied > 0, $"attempt {i}: no hint was applied");
+            Assert.Equal(0, await target.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+            Assert.Contains(target.Output, l => l.StartsWith("run-after: self-check ok", StringComparison.Ordinal));
+        }
+    }
+}

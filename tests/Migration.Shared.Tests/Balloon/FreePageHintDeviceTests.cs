@@ -1,0 +1,256 @@
+using Migration.Shared.Balloon;
+using Migration.Shared.Concurrency;
+using Migration.Shared.DirtyTracking;
+
+namespace Migration.Shared.Tests.Balloon;
+
+public sealed class FreePageHintDeviceTests
+{
+    private const long Pages = 4096;
+
+    private static (FreePageHintDevice Device, PageBitmap Bitmap, DirtyLog Log) Attached(DirtyLogMode mode = DirtyLogMode.Eager, Mutation mutation = Mutation.None)
+    {
+        var device = new FreePageHintDevice(Pages, queueCapacity: 8, new RaceHooks { Mutations = mutation });
+        var bitmap = new PageBitmap(Pages);
+        bitmap.SetAll();
+        var log = new DirtyLog(Pages, mode, clearChunkPages: 1024);
+        log.Enable();
+        device.BeginMigration(bitmap, new object(), log);
+        device.AfterSync(vmRunning: true); // first id, REQUESTED
+        return (device, bitmap, log);
+    }
+
+    private static void Drain(FreePageHintDevice device)
+    {
+        while (device.ProcessOne())
+        {
+        }
+    }
+
+    [Fact]
+    public void HintingNeedsDirtyLoggingOn_H1()
+    {
+        var device = new FreePageHintDevice(Pages);
+        var log = new DirtyLog(Pages, DirtyLogMode.Eager);
+        var ex = Assert.Throws<InvalidOperationException>(() => device.BeginMigration(new PageBitmap(Pages), new object(), log));
+        Assert.Contains("H1", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void CurrentIdStartsHinting_AndABlockClearsItsBits()
+    {
+        var (device, bitmap, _) = Attached();
+        uint id = device.ConfigCommandId;
+        Assert.True(HintCommandId.IsRunId(id));
+        Assert.Equal(HintStatus.Requested, device.Status);
+
+        device.AddBuffer(HintBuffer.Id(id));
+        device.AddBuffer(HintBuffer.Block(id, 1024, 1024));
+        Drain(device);
+
+        Assert.Equal(HintStatus.Start, device.Status);
+        Assert.Equal(Pages - 1024, bitmap.Count);
+        Assert.Equal(0, bitmap.CountRange(1024, 1024));
+        var stats = device.Stats;
+        Assert.Equal((1, 1, 1024L), (stats.BlocksReceived, stats.BlocksApplied, stats.PagesCleared));
+    }
+
+    [Fact]
+    public void BlocksOutsideStart_OrWithAnOldId_AreDroppedAsStale_R1()
+    {
+        var (device, bitmap, _) = Attached();
+        uint first = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Block(first, 0, 1024)); // before START: dropped
+        Drain(device);
+        device.AddBuffer(HintBuffer.Id(first));
+        Drain(device);
+        device.StopHinting();
+        device.AfterSync(vmRunning: true);
+        uint second = device.ConfigCommandId;
+        Assert.NotEqual(first, second);
+        device.AddBuffer(HintBuffer.Id(first));               // an old run's START: ignored
+        device.AddBuffer(HintBuffer.Block(first, 1024, 1024)); // an old run's block: dropped
+        Drain(device);
+
+        Assert.Equal(HintStatus.Requested, device.Status);
+        Assert.Equal(Pages, bitmap.Count);
+        Assert.Equal(2, device.Stats.BlocksDroppedStale);
+    }
+
+    [Fact]
+    public void ReplayedStartAfterStop_DoesNotRestartHinting_R10()
+    {
+        var (device, bitmap, _) = Attached();
+        uint id = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Id(id));
+        Drain(device);
+        device.StopHinting(); // the engine is about to sync
+        Assert.Equal(HintCommandId.Stop, device.ConfigCommandId);
+
+        device.AddBuffer(HintBuffer.Id(id)); // the guest replays the current id
+        device.AddBuffer(HintBuffer.Block(id, 0, 1024));
+        Drain(device);
+
+        Assert.Equal(HintStatus.Stop, device.Status);
+        Assert.Equal(Pages, bitmap.Count);
+    }
+
+    /// <summary>The scripted schedule of R10: with the mutation the replayed START re-opens hinting and a block applies mid-sync.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ReplayedStart_DuringTheSyncWindow_ClearsBitsOnlyWithoutTheDefence_R10(bool mutant)
+    {
+        var (device, bitmap, log) = Attached(mutation: mutant ? Mutation.HonourReplayedStart : Mutation.None);
+        uint id = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Id(id));
+        Drain(device);
+        log.MarkDirty(1100);                           // the guest reused a hinted page and wrote it
+        device.StopHinting();                          // the engine stops hinting, then syncs
+        log.SyncInto(bitmap);
+        device.AddBuffer(HintBuffer.Id(id));           // a replayed START arrives before the new id
+        device.AddBuffer(HintBuffer.Block(id, 1024, 1024));
+        Drain(device);
+
+        Assert.Equal(!mutant, bitmap.Get(1100)); // the write survives only with the defence
+    }
+
+    /// <summary>The scripted schedule of R9: while the VM is stopped the hint thread must not apply anything.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void BlockQueuedAtStop_IsAppliedDuringStopAndCopyOnlyWithoutTheDefence_R9(bool mutant)
+    {
+        var (device, bitmap, log) = Attached(mutation: mutant ? Mutation.ApplyWhileStopped : Mutation.None);
+        uint id = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Id(id));
+        Drain(device);
+        device.AddBuffer(HintBuffer.Block(id, 1024, 1024)); // queued before the stop, the hint thread lags
+        log.MarkDirty(1100);                                 // the guest reused the block early (no wait-on-ack)
+        device.SetVmRunning(false);                          // stop-and-copy
+        log.SyncInto(bitmap);                                // the final sync picks the write up
+        Drain(device);
+
+        Assert.Equal(!mutant, bitmap.Get(1100));
+    }
+
+    [Fact]
+    public void StopBufferDuringStart_StopsHinting()
+    {
+        var (device, _, _) = Attached();
+        uint id = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Id(id));
+        device.AddBuffer(HintBuffer.Id(HintCommandId.Stop));
+        Drain(device);
+        Assert.Equal(HintStatus.Stop, device.Status);
+    }
+
+    [Fact]
+    public void NothingIsProcessedWhileTheVmIsStopped_H5()
+    {
+        var (device, bitmap, _) = Attached();
+        uint id = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Id(id));
+        Drain(device);
+        device.SetVmRunning(false);
+        long seq = device.AddBuffer(HintBuffer.Block(id, 0, 1024));
+        Assert.False(device.ProcessOne());
+        Assert.False(device.IsUsed(seq));
+        Assert.Equal(Pages, bitmap.Count);
+        device.SetVmRunning(true);
+        Assert.True(device.ProcessOne());
+        Assert.True(device.IsUsed(seq));
+    }
+
+    [Fact]
+    public void ManualMode_ReArmsTheLogChunkBeforeClearingBits_R6()
+    {
+        var (device, bitmap, log) = Attached(DirtyLogMode.Manual);
+        log.MarkDirty(1500);
+        log.SyncInto(bitmap); // fetched, not cleared: the page's log bit stays set until its chunk is cleared
+        Assert.True(log.IsLogged(1500));
+        uint id = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Id(id));
+        device.AddBuffer(HintBuffer.Block(id, 1024, 1024));
+        Drain(device);
+
+        Assert.False(log.IsLogged(1500)); // re-armed, so the next sync does not bring the page back
+        var next = new PageBitmap(Pages);
+        log.SyncInto(next);
+        Assert.Equal(0, next.Count);
+    }
+
+    [Fact]
+    public void EagerMode_NeverTouchesTheWriteLog_R4()
+    {
+        var (device, bitmap, log) = Attached();
+        uint id = device.ConfigCommandId;
+        device.AddBuffer(HintBuffer.Id(id));
+        Drain(device);
+        log.MarkDirty(1500); // a write after the hint was issued (the guest reused the page early)
+        device.AddBuffer(HintBuffer.Block(id, 1024, 1024));
+        Drain(device);
+
+        Assert.True(log.IsLogged(1500));
+        log.SyncInto(bitmap);
+        Assert.True(bitmap.Get(1500)); // the write comes back at the next sync and is sent
+    }
+
+    public static TheoryData<HintBuffer, string> BadBuffers(uint id) => new()
+    {
+        { new HintBuffer(HintBufferKind.CommandId, id, Length: 8), "command-id buffer of 8 bytes" },
+        { HintBuffer.Block(id, Pages, 1024), "outside guest RAM" },
+        { HintBuffer.Block(id, -1024, 1024), "outside guest RAM" },
+        { HintBuffer.Block(id, 512, 1024), "misaligned" },
+        { HintBuffer.Block(id, 1024, 1000), "misaligned" },
+        { HintBuffer.Block(id, 1024, 0), "free block of 0 pages" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadBuffers), 0x80000001u)]
+    public void MalformedBuffer_IsADeviceError_AndHintingStopsForTheMigration_H9(HintBuffer bad, string expected)
+    {
+        var (device, bitmap, _) = Attached();
+        uint id = device.ConfigCommandId;
+        Assert.Equal(0x80000001u, id);
+        device.AddBuffer(HintBuffer.Id(id));
+        device.AddBuffer(bad);
+        device.AddBuffer(HintBuffer.Block(id, 0, 1024)); // queued after the error: dropped with it
+        Drain(device);
+
+        var stats = device.Stats;
+        Assert.Equal(1, stats.DeviceErrors);
+        Assert.Contains(expected, stats.Error, StringComparison.Ordinal);
+        Assert.Equal(HintStatus.Done, device.Status);
+        Assert.Equal(Pages, bitmap.Count); // nothing applied
+
+        device.StopHinting();
+        device.AfterSync(vmRunning: true); // later syncs do not restart hinting
+        Assert.Equal(HintCommandId.Done, device.ConfigCommandId);
+    }
+
+    [Fact]
+    public void FloodingTheQueue_IsADeviceError()
+    {
+        var (device, _, _) = Attached();
+        uint id = device.ConfigCommandId;
+        for (int i = 0; i < device.QueueCapacity; i++)
+        {
+            Assert.True(device.AddBuffer(HintBuffer.Block(id, 0, 1024)) >= 0);
+        }
+
+        Assert.Equal(-1, device.AddBuffer(HintBuffer.Block(id, 0, 1024)));
+        Assert.Contains("overflow", device.Stats.Error, StringComparison.Ordinal);
+        Assert.Equal(0, device.Queued); // dropped, and the driver sees its buffers used
+    }
+
+    [Fact]
+    public void EndMigration_ReportsDone_AndDropsWhatIsQueued_H6()
+    {
+        var (device, _, _) = Attached();
+        long seq = device.AddBuffer(HintBuffer.Id(device.ConfigCommandId));
+        device.EndMigration();
+        Assert.Equal(HintCommandId.Done, device.ConfigCommandId);
+        Assert.True(device.IsUsed(seq));
+    }
+}
