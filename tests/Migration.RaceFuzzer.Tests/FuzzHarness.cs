@@ -205,7 +205,9 @@ public static class FuzzHarness
                 seenIds.Add(id);
             }
 
-            if (seenIds.Count > 0 && random.NextDouble() < replayRate && vm.HintDevice.FreeSlots > 2 && !vm.StoppedByScheduler)
+            // It pounces when the device says STOP (the moment a replay could restart hinting inside a sync).
+            double rate = id == HintCommandId.Stop ? Math.Min(1, replayRate * 10) : replayRate;
+            if (seenIds.Count > 0 && random.NextDouble() < rate && vm.HintDevice.FreeSlots > 2 && !vm.StoppedByScheduler)
             {
                 // Mostly the newest id it has seen (a late duplicate of its own START), sometimes an older one.
                 uint replay = random.Next(10) < 7 ? seenIds[^1] : seenIds[random.Next(seenIds.Count)];
