@@ -2,6 +2,7 @@ using System.Buffers;
 using BenchmarkDotNet.Attributes;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
+using Migration.Shared.Tests.TestSupport;
 using Migration.Shared.Transport;
 
 namespace Migration.Benchmarks;
@@ -23,6 +24,7 @@ public class DataPathBenchmarks
     private byte[] _kinds = [];
     private int[] _lengths = [];
     private int _payloadLength;
+    private PageBatchLayout _layout;
     private int _messageLength;
     private ReadOnlySequence<byte> _received;
     private readonly ReceivedBatch _batch = new();
@@ -61,12 +63,11 @@ public class DataPathBenchmarks
         _lengths = new int[BatchPages];
         _staging = new byte[BatchPages * PageCodec.MaxEncodedLength];
         EncodeBatch();
-        _message = new byte[PageBatchWire.MeasureLength(1, _pfns, _kinds, _lengths, _payloadLength)];
+        _layout = PageBatchWire.Measure(1, _pfns, _kinds, _lengths, _payloadLength);
+        _message = new byte[_layout.MessageLength];
         _messageLength = WriteMessage();
         // Kestrel hands a message over as a sequence of buffer segments; split it in two to take the slow path.
-        var first = new Segment(_message.AsMemory(0, _messageLength / 2), 0);
-        var second = first.Append(_message.AsMemory(_messageLength / 2, _messageLength - (_messageLength / 2)));
-        _received = new ReadOnlySequence<byte>(first, 0, second, second.Memory.Length);
+        _received = SegmentedSequence.Split(_message.AsMemory(0, _messageLength), _messageLength / 2);
     }
 
     [GlobalCleanup]
@@ -106,7 +107,7 @@ public class DataPathBenchmarks
     }
 
     [Benchmark]
-    public int WriteMessage() => PageBatchWire.Write(_message, 1, _pfns, _kinds, _lengths, _staging.AsSpan(0, _payloadLength));
+    public int WriteMessage() => PageBatchWire.Write(_message, _layout, 1, _pfns, _kinds, _lengths, _staging.AsSpan(0, _payloadLength));
 
     [Benchmark]
     public int ParseAndDecode()
@@ -126,22 +127,6 @@ public class DataPathBenchmarks
         }
 
         return offset;
-    }
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
-        {
-            Memory = memory;
-            RunningIndex = runningIndex;
-        }
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory, RunningIndex + Memory.Length);
-            Next = next;
-            return next;
-        }
     }
 }
 

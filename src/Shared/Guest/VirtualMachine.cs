@@ -27,6 +27,7 @@ public enum VmRunState
 public sealed class VirtualMachine : IDisposable
 {
     private readonly object _gate = new();
+    private readonly RaceHooks _hooks;
     private readonly List<string> _crashes = [];
     private Thread[] _threads = [];
     private bool _pauseRequested;
@@ -40,6 +41,7 @@ public sealed class VirtualMachine : IDisposable
         Ram = ram;
         Kernel = kernel;
         Workloads = workloads;
+        _hooks = hooks;
         HintDevice = new FreePageHintDevice(ram.PageCount, hooks: hooks)
         {
             PoisonVal = config.PoisonValue ?? 0,
@@ -179,9 +181,18 @@ public sealed class VirtualMachine : IDisposable
         }
     }
 
-    /// <summary>Stops every vCPU between two steps and returns when all are parked.</summary>
+    /// <summary>
+    /// Stops every vCPU between two steps and returns when all are parked. A VM driven by the race fuzzer's scheduler
+    /// (never started) stops the scheduled way instead.
+    /// </summary>
     public void Pause()
     {
+        if (State == VmRunState.Created && _hooks.YieldPoint is not null)
+        {
+            StopScheduled();
+            return;
+        }
+
         lock (_gate)
         {
             if (State != VmRunState.Running)
@@ -219,37 +230,39 @@ public sealed class VirtualMachine : IDisposable
     }
 
     /// <summary>Advances one vCPU by one step, for a VM driven by a scheduler instead of threads.</summary>
-    public StepResult StepVcpu(int vcpu)
-    {
-        if (State != VmRunState.Created)
-        {
-            throw new InvalidOperationException("StepVcpu drives a VM whose vCPU threads were never started.");
-        }
+    public StepResult StepVcpu(int vcpu) => Scheduled(nameof(StepVcpu), () => Workloads[vcpu].Step());
 
-        return StoppedByScheduler ? StepResult.Idle : Scheduled(() => Workloads[vcpu].Step());
-    }
+    /// <summary>Advances the balloon driver by one step, for a VM driven by a scheduler.</summary>
+    public StepResult StepBalloonDriver() => Scheduled(nameof(StepBalloonDriver), BalloonDriver.Step);
 
     /// <summary>
     /// One pass of memory reclaim (Linux's kswapd calling the shrinkers), for a VM driven by a scheduler: the balloon
     /// driver may hand a held block back, which the workloads then reuse.
     /// </summary>
-    public StepResult StepReclaim()
-    {
-        if (State != VmRunState.Created)
-        {
-            throw new InvalidOperationException("StepReclaim drives a VM whose threads were never started.");
-        }
+    public StepResult StepReclaim() =>
+        Scheduled(nameof(StepReclaim), () => Kernel.Shrinker?.Invoke(0) == true ? StepResult.Progress : StepResult.Idle);
 
-        return StoppedByScheduler ? StepResult.Idle : Scheduled(() => Kernel.Shrinker?.Invoke(0) == true ? StepResult.Progress : StepResult.Idle);
-    }
-
-    /// <summary>Scheduler-driven steps under way (a vCPU parked at a scheduling point in the middle of a step).</summary>
-    public int StepsInFlight => Volatile.Read(ref _stepsInFlight);
+    /// <summary>A scheduler-driven VM was stopped for stop-and-copy: its vCPUs and driver take no more steps.</summary>
+    public bool StoppedByScheduler { get; private set; }
 
     private int _stepsInFlight;
 
-    private StepResult Scheduled(Func<StepResult> step)
+    /// <summary>
+    /// One step of a guest thread for a VM driven by a scheduler (never started): nothing once stopped, and counted
+    /// while under way, since a step can be parked at a scheduling point when the stop comes.
+    /// </summary>
+    private StepResult Scheduled(string caller, Func<StepResult> step)
     {
+        if (State != VmRunState.Created)
+        {
+            throw new InvalidOperationException($"{caller} drives a VM whose threads were never started.");
+        }
+
+        if (StoppedByScheduler)
+        {
+            return StepResult.Idle;
+        }
+
         Interlocked.Increment(ref _stepsInFlight);
         try
         {
@@ -261,33 +274,21 @@ public sealed class VirtualMachine : IDisposable
         }
     }
 
-    /// <summary>A scheduler-driven VM was stopped for stop-and-copy: its vCPUs and driver take no more steps.</summary>
-    public bool StoppedByScheduler { get; private set; }
-
     /// <summary>
-    /// The scheduler-driven counterpart of <see cref="Pause"/> (the race fuzzer's stop-and-copy): no new steps start;
-    /// the caller waits for <see cref="StepsInFlight"/> to reach zero, as Pause waits for every vCPU to park.
+    /// <see cref="Pause"/> for a VM driven by the race fuzzer's scheduler. Stopping takes a moment (vCPUs notice the
+    /// request at their next exit), then no step starts and it waits for the steps under way, as Pause waits for every
+    /// vCPU to park between two steps.
     /// </summary>
-    public void MarkStoppedByScheduler()
+    private void StopScheduled()
     {
-        if (State != VmRunState.Created)
+        for (int i = 0; i < 8; i++)
         {
-            throw new InvalidOperationException("Only a VM driven by a scheduler is stopped this way.");
+            _hooks.Preempt();
         }
 
         StoppedByScheduler = true;
         HintDevice.SetVmRunning(false);
-    }
-
-    /// <summary>Advances the balloon driver by one step, for a VM driven by a scheduler.</summary>
-    public StepResult StepBalloonDriver()
-    {
-        if (State != VmRunState.Created)
-        {
-            throw new InvalidOperationException("StepBalloonDriver drives a VM whose threads were never started.");
-        }
-
-        return StoppedByScheduler ? StepResult.Idle : Scheduled(BalloonDriver.Step);
+        _hooks.WaitUntil(() => Volatile.Read(ref _stepsInFlight) == 0);
     }
 
     /// <summary>vCPU state of every vCPU. Only while paused (or never started).</summary>

@@ -28,8 +28,11 @@ public static class PageBatchWire
     private const byte LengthsTag = (4 << 3) | 2;      // packed varints
     private const byte PayloadTag = (5 << 3) | 2;      // bytes
 
-    /// <summary>Bytes the message takes on the wire (without gRPC's 5-byte frame header).</summary>
-    public static int MeasureLength(uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths, int payloadLength)
+    /// <summary>
+    /// Sizes one batch: the packed sections' lengths (needed again by <see cref="Write"/>, so computed once) and the
+    /// message's length on the wire without gRPC's 5-byte frame header.
+    /// </summary>
+    public static PageBatchLayout Measure(uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths, int payloadLength)
     {
         int pfnBytes = 0;
         int lengthBytes = 0;
@@ -52,12 +55,15 @@ public static class PageBatchWire
             total += 1 + VarintLength((uint)payloadLength) + payloadLength;
         }
 
-        return total;
+        return new PageBatchLayout(pfnBytes, lengthBytes, total);
     }
 
-    /// <summary>Writes one batch; <paramref name="output"/> must have room for <see cref="MeasureLength"/> bytes.</summary>
-    public static int Write(Span<byte> output, uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths,
-        ReadOnlySpan<byte> payload)
+    /// <summary>
+    /// Writes one batch measured by <see cref="Measure"/> with the same arguments; <paramref name="output"/> must have
+    /// room for <see cref="PageBatchLayout.MessageLength"/> bytes.
+    /// </summary>
+    public static int Write(Span<byte> output, PageBatchLayout layout, uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds,
+        ReadOnlySpan<int> lengths, ReadOnlySpan<byte> payload)
     {
         int pos = 0;
         if (round != 0)
@@ -68,16 +74,8 @@ public static class PageBatchWire
 
         if (pfns.Length > 0)
         {
-            int pfnBytes = 0;
-            int lengthBytes = 0;
-            for (int i = 0; i < pfns.Length; i++)
-            {
-                pfnBytes += VarintLength((ulong)pfns[i]);
-                lengthBytes += VarintLength((uint)lengths[i]);
-            }
-
             output[pos++] = PfnsTag;
-            pos += WriteVarint(output[pos..], (uint)pfnBytes);
+            pos += WriteVarint(output[pos..], (uint)layout.PfnBytes);
             foreach (long pfn in pfns)
             {
                 pos += WriteVarint(output[pos..], (ulong)pfn);
@@ -89,7 +87,7 @@ public static class PageBatchWire
             pos += kinds.Length;
 
             output[pos++] = LengthsTag;
-            pos += WriteVarint(output[pos..], (uint)lengthBytes);
+            pos += WriteVarint(output[pos..], (uint)layout.LengthBytes);
             foreach (int length in lengths)
             {
                 pos += WriteVarint(output[pos..], (uint)length);
@@ -274,6 +272,9 @@ public static class PageBatchWire
         return true;
     }
 }
+
+/// <summary>The sizes <see cref="PageBatchWire.Measure"/> found: both packed sections and the whole message.</summary>
+public readonly record struct PageBatchLayout(int PfnBytes, int LengthBytes, int MessageLength);
 
 /// <summary>
 /// One received <c>PageBatch</c>, parsed by <see cref="PageBatchWire.Read"/> into reusable buffers: page numbers,

@@ -160,7 +160,7 @@ public sealed class PrecopyEngine
             var phases = report.Timing.DowntimePhasesMs;
             downtimeStart = _time.GetTimestamp();
             long lap = downtimeStart;
-            PauseGuest();
+            _vm.Pause(); // under the fuzzer's scheduler, the VM's own scheduled stop
             paused = true;
             phases["pause"] = Lap(ref lap);
             _progress?.Report(new RoundProgress(report.Rounds.Count, true, Remaining(bitmap), counters.PagesSent, bandwidth / 1e6, report.Timing.ExpectedDowntimeMs, "stop-and-copy"));
@@ -340,26 +340,6 @@ public sealed class PrecopyEngine
         using (_options.Hooks.Lock(_bitmapLock))
         {
             return bitmap.Count;
-        }
-    }
-
-    private void PauseGuest()
-    {
-        if (_options.Hooks.YieldPoint is null)
-        {
-            _vm.Pause();
-        }
-        else
-        {
-            // Under the fuzzer the guest has no threads. Stopping takes a moment (vCPUs notice the request at their next
-            // exit), then no step starts and we wait for the steps under way, as Pause waits for every vCPU to park.
-            for (int i = 0; i < 8; i++)
-            {
-                _options.Hooks.Preempt();
-            }
-
-            _vm.MarkStoppedByScheduler();
-            _options.Hooks.WaitUntil(() => _vm.StepsInFlight == 0);
         }
     }
 

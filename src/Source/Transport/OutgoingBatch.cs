@@ -27,8 +27,10 @@ internal sealed class OutgoingBatch
         _payload = GC.AllocateUninitializedArray<byte>(maxPages * PageCodec.MaxEncodedLength, pinned: true);
     }
 
+    private PageBatchLayout _layout;
+
     /// <summary>Serialized length of the current batch (what the marshaller will write).</summary>
-    public int MessageLength { get; private set; }
+    public int MessageLength => _layout.MessageLength;
 
     /// <summary>Encodes <paramref name="pfns"/> as they are in RAM now; returns how many went zero, raw and LZ4.</summary>
     public (long Zero, long Raw, long Lz4) Encode(GuestRam ram, ReadOnlySpan<long> pfns, uint round, bool compress)
@@ -54,7 +56,7 @@ internal sealed class OutgoingBatch
         _count = pfns.Length;
         _payloadLength = offset;
         _round = round;
-        MessageLength = PageBatchWire.MeasureLength(round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), offset);
+        _layout = PageBatchWire.Measure(round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), offset);
         return (zero, raw, lz4);
     }
 
@@ -62,7 +64,7 @@ internal sealed class OutgoingBatch
     {
         context.SetPayloadLength(MessageLength);
         var writer = context.GetBufferWriter();
-        int written = PageBatchWire.Write(writer.GetSpan(MessageLength), _round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count),
+        int written = PageBatchWire.Write(writer.GetSpan(MessageLength), _layout, _round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count),
             _lengths.AsSpan(0, _count), _payload.AsSpan(0, _payloadLength));
         writer.Advance(written);
         context.Complete();

@@ -1,4 +1,5 @@
 using System.Buffers;
+using Migration.Shared.Tests.TestSupport;
 using Migration.Shared.Transport;
 
 namespace Migration.Shared.Tests.Transport;
@@ -7,18 +8,11 @@ public sealed class PageBatchWireTests
 {
     private static byte[] Encode(uint round, long[] pfns, byte[] kinds, int[] lengths, byte[] payload)
     {
-        var buffer = new byte[PageBatchWire.MeasureLength(round, pfns, kinds, lengths, payload.Length)];
-        int written = PageBatchWire.Write(buffer, round, pfns, kinds, lengths, payload);
+        var layout = PageBatchWire.Measure(round, pfns, kinds, lengths, payload.Length);
+        var buffer = new byte[layout.MessageLength];
+        int written = PageBatchWire.Write(buffer, layout, round, pfns, kinds, lengths, payload);
         Assert.Equal(buffer.Length, written);
         return buffer;
-    }
-
-    private static ReadOnlySequence<byte> Split(byte[] bytes, int at)
-    {
-        // Two segments, as Kestrel hands over a message that spans buffers.
-        var first = new Segment(bytes.AsMemory(0, at), 0);
-        var second = first.Append(bytes.AsMemory(at));
-        return new ReadOnlySequence<byte>(first, 0, second, second.Memory.Length);
     }
 
     [Theory]
@@ -32,7 +26,7 @@ public sealed class PageBatchWireTests
         byte[] message = Encode(5, [0, 300, 1L << 30], [0, 1, 2], [0, 4096, 100], payload);
 
         using var batch = new ReceivedBatch();
-        Assert.Null(PageBatchWire.Read(Split(message, Math.Min(splitAt, message.Length - 1)), batch));
+        Assert.Null(PageBatchWire.Read(SegmentedSequence.Split(message, Math.Min(splitAt, message.Length - 1)), batch));
         Assert.Equal(5u, batch.Round);
         Assert.Equal([0ul, 300ul, 1ul << 30], batch.Pfns.ToArray());
         Assert.Equal([(byte)0, (byte)1, (byte)2], batch.Kinds.ToArray());
@@ -73,21 +67,5 @@ public sealed class PageBatchWireTests
         Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(Encode(0, [7], [0], [0], [])), batch));
         Assert.Equal(0u, batch.Round);
         Assert.Equal([7ul], batch.Pfns.ToArray());
-    }
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
-        {
-            Memory = memory;
-            RunningIndex = runningIndex;
-        }
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory, RunningIndex + Memory.Length);
-            Next = next;
-            return next;
-        }
     }
 }

@@ -292,6 +292,42 @@ public sealed partial class GuestKernel
     public DirtyTracking.PageBitmap FreePageMap()
     {
         var map = new DirtyTracking.PageBitmap(Layout.PageCount);
+        WalkBlocks((pfn, d, size) =>
+        {
+            // Blocks the balloon driver holds are free memory lent to the device: their content does not matter
+            // (the driver initialises them when it gives them back), so migration neither sends nor checks them.
+            bool free = d.State == PageState.FreeHead || (d.State == PageState.AllocatedHead && d.Owner == PageOwner.Balloon);
+            if (free && pfn + size <= Layout.PageCount)
+            {
+                for (long p = pfn; p < pfn + size; p++)
+                {
+                    map.Set(p);
+                }
+            }
+        });
+        return map;
+    }
+
+    /// <summary>Head pages of the allocated blocks recorded with <paramref name="owner"/>, in page order.</summary>
+    public List<long> BlocksOwnedBy(PageOwner owner)
+    {
+        var heads = new List<long>();
+        WalkBlocks((pfn, d, _) =>
+        {
+            if (d.State == PageState.AllocatedHead && d.Owner == owner)
+            {
+                heads.Add(pfn);
+            }
+        });
+        return heads;
+    }
+
+    /// <summary>
+    /// Visits every block head (and any page that is not part of a block) in page order, with its descriptor and the
+    /// number of pages it spans, under the zone lock.
+    /// </summary>
+    private void WalkBlocks(Action<long, PageDescriptor, long> visit)
+    {
         lock (_zoneLock)
         {
             using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
@@ -300,45 +336,10 @@ public sealed partial class GuestKernel
             {
                 var d = ReadDescriptor(pfn);
                 long size = d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder ? 1L << d.Order : 1;
-                // Blocks the balloon driver holds are free memory lent to the device: their content does not matter
-                // (the driver initialises them when it gives them back), so migration neither sends nor checks them.
-                bool free = d.State == PageState.FreeHead || (d.State == PageState.AllocatedHead && d.Owner == PageOwner.Balloon);
-                if (free && pfn + size <= Layout.PageCount)
-                {
-                    for (long p = pfn; p < pfn + size; p++)
-                    {
-                        map.Set(p);
-                    }
-                }
-
+                visit(pfn, d, size);
                 pfn += Math.Min(size, Layout.PageCount - pfn);
             }
         }
-
-        return map;
-    }
-
-    /// <summary>Head pages of the allocated blocks recorded with <paramref name="owner"/>, in page order.</summary>
-    public List<long> BlocksOwnedBy(PageOwner owner)
-    {
-        var heads = new List<long>();
-        lock (_zoneLock)
-        {
-            using var noYield = RaceHooks.NoYield();
-            long pfn = 0;
-            while (pfn < Layout.PageCount)
-            {
-                var d = ReadDescriptor(pfn);
-                if (d.State == PageState.AllocatedHead && d.Owner == owner)
-                {
-                    heads.Add(pfn);
-                }
-
-                pfn += d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder ? 1L << d.Order : 1;
-            }
-        }
-
-        return heads;
     }
 
     /// <summary>Number of free blocks of each order, from the header counters.</summary>
