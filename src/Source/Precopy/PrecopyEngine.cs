@@ -102,21 +102,28 @@ public sealed class PrecopyEngine
             Sync(bitmap, device, vmRunning: true);
             report.Timing.SetupMs = _time.GetElapsedTime(start).TotalMilliseconds;
 
-            double bandwidth = 0;  // wire bytes per second, last round: what the downtime estimate uses
+            double bandwidth = 0;     // wire bytes per second, last round (progress and the non-convergence message)
+            double dataPageRate = 0;  // non-zero pages per second, last round: what the downtime estimate uses
             long lastLogged = log.PagesLogged;
             long lastSync = _time.GetTimestamp();
             for (int round = 0; ; round++)
             {
                 long roundStart = _time.GetTimestamp();
                 long bytesBefore = counters.BytesOnWire;
+                long dataBefore = counters.PagesRaw + counters.PagesLz4;
                 long dirtyAtStart = Remaining(bitmap);
                 long sent = await SendRoundAsync(bitmap, log, channels, (uint)round, linked.Token).ConfigureAwait(false);
                 double roundSeconds = _time.GetElapsedTime(roundStart).TotalSeconds;
                 long roundBytes = counters.BytesOnWire - bytesBefore;
                 // Rates from rounds of at least 64 pages; a tiny round's timing is mostly fixed overhead.
+                long dataSent = counters.PagesRaw + counters.PagesLz4 - dataBefore;
                 if (sent >= 64 || bandwidth == 0)
                 {
                     bandwidth = roundBytes / Math.Max(roundSeconds, 1e-6);
+                    if (dataSent > 0 || dataPageRate == 0)
+                    {
+                        dataPageRate = Math.Max(dataSent, 1) / Math.Max(roundSeconds, 1e-6);
+                    }
                 }
 
                 // Sync: what did the guest dirty while we sent?
@@ -127,9 +134,11 @@ public sealed class PrecopyEngine
                 lastLogged = logged;
                 lastSync = now;
                 long remaining = Remaining(bitmap);
-                // QEMU's estimate: remaining pages as full pages over the measured bandwidth. Crediting zero pages with
-                // what they cost in round 0 underestimates: the pages still dirty at the end are the written ones.
-                double expectedMs = remaining * (double)PageGeometry.PageSize / Math.Max(bandwidth, 1) * 1000;
+                // Remaining pages at the rate the last round moved pages that carry data. The pages still dirty at the end
+                // are written ones, so zero pages (an index each) must not speed the estimate up, as they would in a
+                // plain page rate; and a page costs what it cost on the wire, so LZ4 is credited, which QEMU's
+                // full-page-over-bandwidth estimate is not (with compressible pages it never converges).
+                double expectedMs = remaining / Math.Max(dataPageRate, 1) * 1000;
                 report.Rounds.Add(new MigrationReport.RoundSection
                 {
                     Round = round,
