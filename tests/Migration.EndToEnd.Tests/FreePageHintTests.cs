@@ -94,11 +94,11 @@ public sealed class FreePageHintTests
                 case "zero": device.AddBuffer(HintBuffer.Block(id, 1024, 0)); break;
                 case "id-size": device.AddBuffer(new HintBuffer(HintBufferKind.CommandId, id, Length: 2)); break;
                 default:
-                    for (int i = 0; i <= device.QueueCapacity; i++)
-                    {
-                        device.AddBuffer(HintBuffer.Block(id, 0, 1024));
-                    }
-
+                    // One more than the queue holds, added before a single kick, so the hint thread cannot drain
+                    // the queue in between and hide the overflow.
+                    var flood = new HintBuffer[device.QueueCapacity + 1];
+                    Array.Fill(flood, HintBuffer.Block(id, 0, 1024));
+                    Assert.True(device.AddBuffers(flood) < flood.Length, "the flood did not overflow the queue");
                     break;
             }
         });

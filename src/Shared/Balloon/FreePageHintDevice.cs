@@ -197,18 +197,33 @@ public sealed class FreePageHintDevice
     {
         using (_hooks.Lock(_gate))
         {
-            if (_queue.Count >= QueueCapacity)
-            {
-                Fail($"free-page queue overflow: the guest added a buffer with all {QueueCapacity} slots in use");
-                return -1;
-            }
-
-            long seq = _nextSeq++;
-            _queue.Enqueue((seq, buffer));
-            Added?.Invoke(buffer);
-            Volatile.Write(ref _queuedCount, _queue.Count);
+            long seq = AddLocked(buffer);
             Monitor.PulseAll(_gate);
             return seq;
+        }
+    }
+
+    /// <summary>
+    /// Adds several buffers and kicks once, as a driver that fills descriptors before notifying does: the hint thread
+    /// sees none of them until all are queued. Stops at the first overflow (a device error); returns how many went in.
+    /// </summary>
+    public int AddBuffers(ReadOnlySpan<HintBuffer> buffers)
+    {
+        using (_hooks.Lock(_gate))
+        {
+            int added = 0;
+            foreach (var buffer in buffers)
+            {
+                if (AddLocked(buffer) < 0)
+                {
+                    break;
+                }
+
+                added++;
+            }
+
+            Monitor.PulseAll(_gate);
+            return added;
         }
     }
 
@@ -328,6 +343,21 @@ public sealed class FreePageHintDevice
                 }
             }
         }
+    }
+
+    private long AddLocked(HintBuffer buffer)
+    {
+        if (_queue.Count >= QueueCapacity)
+        {
+            Fail($"free-page queue overflow: the guest added a buffer with all {QueueCapacity} slots in use");
+            return -1;
+        }
+
+        long seq = _nextSeq++;
+        _queue.Enqueue((seq, buffer));
+        Added?.Invoke(buffer);
+        Volatile.Write(ref _queuedCount, _queue.Count);
+        return seq;
     }
 
     private bool ProcessOneLocked()

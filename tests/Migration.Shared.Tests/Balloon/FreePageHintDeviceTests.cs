@@ -245,6 +245,18 @@ public sealed class FreePageHintDeviceTests
     }
 
     [Fact]
+    public void ABatchAddedBeforeOneKick_StopsAtTheOverflow()
+    {
+        var (device, _, _) = Attached();
+        var batch = new HintBuffer[device.QueueCapacity + 5];
+        Array.Fill(batch, HintBuffer.Block(device.ConfigCommandId, 0, 1024));
+        Assert.Equal(device.QueueCapacity, device.AddBuffers(batch));
+        Assert.Equal(1, device.Stats.DeviceErrors);
+        Assert.Contains("overflow", device.Stats.Error, StringComparison.Ordinal);
+        Assert.Equal(0, device.Queued);
+    }
+
+    [Fact]
     public void EndMigration_ReportsDone_AndDropsWhatIsQueued_H6()
     {
         var (device, _, _) = Attached();
