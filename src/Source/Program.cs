@@ -25,16 +25,19 @@ var timeout = new Option<double>("--timeout-seconds") { Description = "Fail if p
 var abMib = new Option<int>("--ab-mib") { Description = "ab: MiB incremented at 1 MiB", DefaultValueFactory = _ => 64 };
 var busyRate = new Option<string>("--busy-dirty-rate") { Description = "busy: page writes per second over all vCPUs, as a rate (e.g. 100MiB/s)", DefaultValueFactory = _ => "100MiB/s" };
 var busySet = new Option<double>("--busy-working-set") { Description = "busy: share of RAM allocated", DefaultValueFactory = _ => 0.25 };
+var busyStale = new Option<double>("--busy-stale-share") { Description = "busy: share of RAM earlier jobs filled and freed before the load (stale free memory)", DefaultValueFactory = _ => 0 };
+var busyHot = new Option<double>("--busy-hot-set") { Description = "busy: share of the working set that takes 90% of the writes", DefaultValueFactory = _ => 0.1 };
 var memhogShare = new Option<double>("--memhog-share") { Description = "memhog: share of RAM filled then freed", DefaultValueFactory = _ => 0.9 };
 var hints = new Option<string>("--hints") { Description = "Free page hinting: on | off", DefaultValueFactory = _ => "on" };
 var waitOnAck = new Option<string>("--wait-on-ack") { Description = "Guest driver waits for the device before reusing a hinted block: on | off", DefaultValueFactory = _ => "on" };
 var allowUnsafe = new Option<bool>("--allow-unsafe") { Description = "Permit manual dirty-log mode with hints and wait-on-ack off (can lose writes; for demonstrations)" };
+var pageCache = new Option<double>("--page-cache-share") { Description = "idle, memhog: share of RAM the kernel and page cache keep in use", DefaultValueFactory = _ => 0.05 };
 var idleRate = new Option<double>("--idle-dirty-pages") { Description = "idle: pages written per second", DefaultValueFactory = _ => 64 };
 
 var migrate = new Command("migrate", "Boot a guest and migrate it to a running target.")
 {
     target, ram, vcpus, workload, warmup, downtime, bandwidth, channels, compress, dirtyLog, poison, seed, report, maxRounds, timeout,
-    abMib, busyRate, busySet, memhogShare, idleRate, hints, waitOnAck, allowUnsafe,
+    abMib, busyRate, busySet, busyStale, busyHot, memhogShare, pageCache, idleRate, hints, waitOnAck, allowUnsafe,
 };
 migrate.SetAction(async (parse, ct) =>
 {
@@ -56,8 +59,11 @@ migrate.SetAction(async (parse, ct) =>
                 AbMib = parse.GetValue(abMib),
                 BusyDirtyPagesPerSecond = Units.ParseRate(parse.GetValue(busyRate)!) / PageGeometry.PageSize,
                 BusyWorkingSetShare = parse.GetValue(busySet),
+                BusyStaleShare = parse.GetValue(busyStale),
+                BusyHotSetShare = parse.GetValue(busyHot),
                 MemhogShare = parse.GetValue(memhogShare),
                 IdleDirtyPagesPerSecond = parse.GetValue(idleRate),
+                PageCacheShare = parse.GetValue(pageCache),
             },
         };
         guest.Validate();
@@ -143,7 +149,31 @@ demo.SetAction(async (parse, ct) =>
     return result.Status == "completed" && result.Verified ? 0 : 1;
 });
 
-var root = new RootCommand("Live-migration source: hosts a simulated VM and migrates it over gRPC.") { migrate, demo };
+var quick = new Option<bool>("--quick") { Description = "1 GiB guests instead of 8 GiB: a smoke check in a few minutes" };
+var outDir = new Option<string>("--out") { Description = "Directory for results.json, results.md, charts and run logs", DefaultValueFactory = _ => "bench-results" };
+var repeat = new Option<int?>("--repeat") { Description = "Runs per scenario, link and hints setting (default 3; 1 with --quick)" };
+var only = new Option<string[]>("--only") { Description = "Run only these scenarios (e.g. idle-8g stale-8g raw); default all", AllowMultipleArgumentsPerToken = true };
+var bench = new Command("bench", "Benchmark hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) and the raw page stream against iperf3, on loopback.")
+{
+    quick, outDir, repeat, only,
+};
+bench.SetAction(async (parse, ct) =>
+{
+    bool isQuick = parse.GetValue(quick);
+    int repeats = parse.GetValue(repeat) ?? (isQuick ? 1 : 3);
+    string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
+    var known = Migration.Source.Bench.BenchScenario.All(isQuick).Select(x => x.Name).Append("raw").ToList();
+    if (repeats is < 1 or > 50 || names?.FirstOrDefault(n => !known.Contains(n)) is string unknown && unknown.Length > 0)
+    {
+        Console.Error.WriteLine($"error: --repeat must be 1..50 and --only takes {string.Join(", ", known)}");
+        return 2;
+    }
+
+    var runner = new Migration.Source.Bench.BenchRunner(new(isQuick, parse.GetValue(outDir)!, repeats, names), Console.Out);
+    return await runner.RunAsync(ct);
+});
+
+var root = new RootCommand("Live-migration source: hosts a simulated VM and migrates it over gRPC.") { migrate, demo, bench };
 return await root.Parse(args).InvokeAsync();
 
 static T ParseChoice<T>(string value, string option)

@@ -40,6 +40,9 @@ public sealed class MigrationReport
     /// <summary>Free page hinting; null when hints were off.</summary>
     public HintsSection? Hints { get; set; }
 
+    /// <summary>CPU time and peak RSS of the process that wrote the report, taken as it wrote it.</summary>
+    public ProcessStats? Process { get; set; }
+
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     public static MigrationReport FromJson(string json) =>
@@ -76,6 +79,9 @@ public sealed class MigrationReport
         /// and rpc (the Complete round trip minus the target's own work).
         /// </summary>
         public Dictionary<string, double> DowntimePhasesMs { get; set; } = [];
+
+        /// <summary>Where setup went: begin (connect and the Begin call), openChannels, startLogging, setupSync.</summary>
+        public Dictionary<string, double> SetupPhasesMs { get; set; } = [];
     }
 
     public sealed class TransferSection

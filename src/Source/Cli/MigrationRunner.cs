@@ -3,6 +3,8 @@ using System.Globalization;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
 using Migration.Source.Precopy;
+using Migration.Source.Transport;
+using Grpc.Core;
 
 namespace Migration.Source.Cli;
 
@@ -11,6 +13,20 @@ internal static class MigrationRunner
 {
     public static async Task<MigrationReport> RunAsync(GuestConfig guest, MigrationOptions options, TimeSpan warmup, TextWriter output, CancellationToken ct)
     {
+        // Is the target there and free? Asked before booting, so a wrong URL costs a second, not a guest's boot.
+        try
+        {
+            var status = await GrpcMigrationTransport.ProbeAsync(options.Target, ct).ConfigureAwait(false);
+            if (status.State is "receiving" or "verifying")
+            {
+                return NotStarted(guest, $"the target at {options.Target} is busy with migration {status.MigrationId} ({status.State})");
+            }
+        }
+        catch (RpcException ex)
+        {
+            return NotStarted(guest, $"the target at {options.Target} is not reachable: {ex.Status.StatusCode}: {ex.Status.Detail}");
+        }
+
         output.WriteLine($"source: booting a {guest.RamBytes >> 20} MiB guest, {guest.Vcpus} vCPUs, workload {guest.Workload.Kind.ToString().ToLowerInvariant()}, seed {guest.Workload.Seed}");
         using var vm = VirtualMachine.Boot(guest);
         vm.Start();
@@ -23,7 +39,9 @@ internal static class MigrationRunner
 
         output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s ({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
         var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole());
+        double cpuAtStart = ProcessStats.CpuNow();
         var report = await engine.MigrateAsync(ct).ConfigureAwait(false);
+        report.Process = ProcessStats.Capture(cpuAtStart);
         if (report.Status != "completed")
         {
             output.WriteLine($"source: the guest keeps running here (state {vm.State}).");
@@ -32,8 +50,21 @@ internal static class MigrationRunner
         return report;
     }
 
+    private static MigrationReport NotStarted(GuestConfig guest, string error) => new()
+    {
+        Status = "failed",
+        Error = error,
+        Guest = { RamBytes = guest.RamBytes, PageSize = PageGeometry.PageSize, Workload = guest.Workload.Kind.ToString().ToLowerInvariant(), Vcpus = guest.Vcpus },
+    };
+
     public static void PrintSummary(MigrationReport r, TextWriter output)
     {
+        if (r.Rounds.Count == 0 && r.Error is not null)
+        {
+            output.WriteLine($"source: migration {r.Status}: {r.Error}");
+            return;
+        }
+
         var inv = CultureInfo.InvariantCulture;
         var rows = new List<(string, string)>
         {

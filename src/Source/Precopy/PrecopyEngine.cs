@@ -69,11 +69,16 @@ public sealed class PrecopyEngine
         var bitmap = new PageBitmap(_vm.Ram.PageCount);
         try
         {
+            var setup = report.Timing.SetupPhasesMs;
+            long setupLap = start;
             await transport.BeginAsync(BeginRequest(id), ct).ConfigureAwait(false);
+            setup["begin"] = Lap(ref setupLap);
             for (int i = 0; i < _options.Channels; i++)
             {
                 channels.Add(transport.OpenChannel(id, streams.Token));
             }
+
+            setup["openChannels"] = Lap(ref setupLap);
 
             // Setup (H1): logging on, everything to send, then the setup sync, which issues the first command id.
             bitmap.SetAll();
@@ -99,7 +104,9 @@ public sealed class PrecopyEngine
                 hintThread.Start();
             }
 
+            setup["startLogging"] = Lap(ref setupLap);
             Sync(bitmap, device, vmRunning: true);
+            setup["setupSync"] = Lap(ref setupLap);
             report.Timing.SetupMs = _time.GetElapsedTime(start).TotalMilliseconds;
 
             double bandwidth = 0;     // wire bytes per second, last round (progress and the non-convergence message)
@@ -411,7 +418,7 @@ public sealed class PrecopyEngine
             RamBytes = (ulong)_vm.Config.RamBytes,
             PageSize = PageGeometry.PageSize,
             Vcpus = (uint)_vm.Config.Vcpus,
-            GuestConfigJson = JsonSerializer.Serialize(_vm.Config, MigrationReport.JsonOptions),
+            GuestConfigJson = JsonSerializer.Serialize(_vm.Config, WireJson.Default.GuestConfig),
             Channels = (uint)_options.Channels,
         };
         request.Features.Add("round-tags");

@@ -29,6 +29,17 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         _client = new Protocol.Migration.MigrationClient(_control);
     }
 
+    /// <summary>
+    /// Asks the target for its status before anything else happens: a clear error now (unreachable, or busy with
+    /// another migration) instead of after booting a large guest. Returns the target's state.
+    /// </summary>
+    public static async Task<StatusReply> ProbeAsync(Uri target, CancellationToken ct)
+    {
+        using var channel = PageChannel.CreateGrpcChannel(target);
+        var client = new Protocol.Migration.MigrationClient(channel);
+        return await client.StatusAsync(new StatusRequest(), deadline: Deadline(10), cancellationToken: ct).ConfigureAwait(false);
+    }
+
     public async Task BeginAsync(BeginRequest request, CancellationToken ct) =>
         await _client.BeginAsync(request, deadline: Deadline(30), cancellationToken: ct).ConfigureAwait(false);
 

@@ -1,5 +1,6 @@
 using Grpc.Core;
 using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 
 namespace Migration.Target.Receiving;
@@ -50,6 +51,9 @@ internal sealed class IncomingMigration : IDisposable
     public GuestConfig Config { get; }
 
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
+
+    /// <summary>This process's CPU time when the migration began (its report counts the migration's share).</summary>
+    public double CpuAtStart { get; } = ProcessStats.CpuNow();
 
     public long PagesReceived => Interlocked.Read(ref _pagesReceived);
 

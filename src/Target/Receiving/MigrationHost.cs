@@ -55,7 +55,7 @@ internal sealed class MigrationHost : IDisposable
         GuestConfig config;
         try
         {
-            config = JsonSerializer.Deserialize<GuestConfig>(request.GuestConfigJson, MigrationReport.JsonOptions)
+            config = JsonSerializer.Deserialize(request.GuestConfigJson, WireJson.Default.GuestConfig)
                 ?? throw new ArgumentException("guest_config_json is empty");
             config.Validate();
         }
@@ -148,7 +148,7 @@ internal sealed class MigrationHost : IDisposable
 
         migration.Dispose();
         TargetLog.Failed(_log, migration.Id, reason);
-        WriteReport(migration.Id, "failed", null, reason);
+        WriteReport(migration.Id, migration.CpuAtStart, "failed", null, reason);
         StopIfOnce();
     }
 
@@ -177,11 +177,11 @@ internal sealed class MigrationHost : IDisposable
             }
         }
 
-        WriteReport(migration.Id, vm is not null ? "resumed" : "failed", reply, reply.Error);
+        WriteReport(migration.Id, migration.CpuAtStart, vm is not null ? "resumed" : "failed", reply, reply.Error);
         reply.PhasesMs["other"] = Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
         if (vm is not null)
         {
-            _ = RunAfterAsync(migration.Id, vm, reply);
+            _ = RunAfterAsync(migration.Id, migration.CpuAtStart, vm, reply);
         }
         else
         {
@@ -324,7 +324,7 @@ internal sealed class MigrationHost : IDisposable
         }
     }
 
-    private async Task RunAfterAsync(string id, VirtualMachine vm, CompleteReply reply)
+    private async Task RunAfterAsync(string id, double cpuAtStart, VirtualMachine vm, CompleteReply reply)
     {
         if (_options.RunAfterSeconds is not double seconds)
         {
@@ -338,11 +338,11 @@ internal sealed class MigrationHost : IDisposable
         string crashes = string.Join("; ", vm.Crashes);
         TargetLog.RanAfter(_log, id, seconds, check.ToString(), crashes);
         Console.WriteLine($"run-after: self-check {(check.Ok && crashes.Length == 0 ? "ok" : "FAILED")}: {check}{(crashes.Length > 0 ? "; " + crashes : string.Empty)}");
-        WriteReport(id, check.Ok && crashes.Length == 0 ? "resumed" : "failed-after-resume", reply, check.Ok ? null : check.ToString(), check.ToString());
+        WriteReport(id, cpuAtStart, check.Ok && crashes.Length == 0 ? "resumed" : "failed-after-resume", reply, check.Ok ? null : check.ToString(), check.ToString());
         StopIfOnce();
     }
 
-    private void WriteReport(string id, string status, CompleteReply? reply, string? error, string? runAfterCheck = null)
+    private void WriteReport(string id, double cpuAtStart, string status, CompleteReply? reply, string? error, string? runAfterCheck = null)
     {
         if (_options.ReportPath is null)
         {
@@ -362,6 +362,7 @@ internal sealed class MigrationHost : IDisposable
                 guestSelfCheck = reply.GuestSelfCheck,
             },
             runAfterSelfCheck = runAfterCheck,
+            process = ProcessStats.Capture(cpuAtStart),
         };
         File.WriteAllText(_options.ReportPath, JsonSerializer.Serialize(report, MigrationReport.JsonOptions));
     }

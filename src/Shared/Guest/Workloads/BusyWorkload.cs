@@ -4,7 +4,9 @@ namespace Migration.Shared.Guest.Workloads;
 
 /// <summary>
 /// A steady dirtying load shaped like a parallel build: each vCPU's processes hold a working set of small blocks, write
-/// pages at the configured rate (most writes to a hot set), and now and then one exits and another starts.
+/// pages at the configured rate (most writes to a hot set), and now and then one exits and another starts. With
+/// <see cref="WorkloadOptions.BusyStaleShare"/>, vCPU 0 first runs the history of a build that has been going for a
+/// while: earlier jobs filled that share of RAM and exited, leaving stale data in free memory.
 /// </summary>
 public sealed class BusyWorkload : Workload
 {
@@ -12,21 +14,30 @@ public sealed class BusyWorkload : Workload
     private TaskTable? _set;
     private long _setPages;
     private bool _warm;
+    private readonly StaleFill _history;
 
     public BusyWorkload(WorkloadContext context, int vcpu)
         : base(context, vcpu)
     {
         _pacer = NewPacer();
+        long stalePages = vcpu == 0 ? (long)(Options.BusyStaleShare * Kernel.Layout.PageCount) : 0;
+        _history = new StaleFill(Kernel, order => AllocateData(order, PageOwner.Anonymous), stalePages, order: 9);
     }
 
     public override WorkloadKind Kind => WorkloadKind.Busy;
 
-    public override bool IsWarm => _warm;
+    public override bool IsWarm => _warm && _history.IsDone;
 
     private long WorkingSetTarget => Math.Max(1, (long)(Options.BusyWorkingSetShare * Kernel.Layout.PageCount / Context.VcpuCount));
 
     public override StepResult Step()
     {
+        if (!_history.IsDone)
+        {
+            _history.Step();
+            return StepResult.Progress;
+        }
+
         _set ??= TaskTable.Create(Kernel, WorkingSetTarget);
         if (!_warm)
         {
@@ -84,6 +95,7 @@ public sealed class BusyWorkload : Workload
         writer.Write(_setPages);
         writer.Write(_warm);
         writer.Write(_pacer.Tokens);
+        _history.Save(writer);
     }
 
     protected override void LoadState(BinaryReader reader)
@@ -94,5 +106,6 @@ public sealed class BusyWorkload : Workload
         _warm = reader.ReadBoolean();
         _pacer = NewPacer();
         _pacer.Tokens = reader.ReadDouble();
+        _history.Load(reader);
     }
 }

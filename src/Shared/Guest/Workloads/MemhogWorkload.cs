@@ -10,96 +10,39 @@ namespace Migration.Shared.Guest.Workloads;
 /// </summary>
 public sealed class MemhogWorkload : IdleWorkload
 {
-    private enum Phase : byte
-    {
-        Fill,
-        Free,
-        Done,
-    }
-
-    private Phase _phase;
-    private TaskTable? _hog;
-    private long _hogPages;
+    private readonly StaleFill _hog;
 
     public MemhogWorkload(WorkloadContext context, int vcpu)
         : base(context, vcpu)
     {
+        _hog = new StaleFill(Kernel, order => AllocateData(order, PageOwner.Anonymous), (long)(Options.MemhogShare * Kernel.Layout.PageCount), Options.MemhogOrder);
     }
 
     public override WorkloadKind Kind => WorkloadKind.Memhog;
 
-    public override bool IsWarm => (Vcpu != 0 || _phase == Phase.Done) && base.IsWarm;
-
-    private long HogTarget => (long)(Options.MemhogShare * Kernel.Layout.PageCount);
+    public override bool IsWarm => (Vcpu != 0 || _hog.IsDone) && base.IsWarm;
 
     public override StepResult Step()
     {
         // vCPU 0 builds the page cache first, so the hog cannot crowd it out.
-        if (Vcpu != 0 || !PageCacheFilled || _phase == Phase.Done)
+        if (Vcpu != 0 || !PageCacheFilled || _hog.IsDone)
         {
             return base.Step();
         }
 
-        return _phase == Phase.Fill ? FillStep() : FreeStep();
-    }
-
-    private StepResult FillStep()
-    {
-        _hog ??= TaskTable.Create(Kernel, Math.Max(1, (HogTarget >> Options.MemhogOrder) * 2));
-        if (_hogPages >= HogTarget || _hog.IsFull)
-        {
-            _phase = Phase.Free;
-            return StepResult.Progress;
-        }
-
-        // Fall back to smaller blocks when huge ones run out, as the kernel does when THP allocation fails.
-        for (int order = Options.MemhogOrder; order >= 0; order--)
-        {
-            long pfn = AllocateData(order, PageOwner.Anonymous);
-            if (pfn >= 0)
-            {
-                _hog.Add(pfn, order);
-                _hogPages += 1L << order;
-                return StepResult.Progress;
-            }
-        }
-
-        _phase = Phase.Free; // RAM is full: the job "finishes" early
-        return StepResult.Progress;
-    }
-
-    private StepResult FreeStep()
-    {
-        if (_hog is null || _hog.Count == 0)
-        {
-            if (_hog is not null)
-            {
-                Kernel.Free(_hog.Pfn, _hog.Order);
-                _hog = null;
-            }
-
-            _phase = Phase.Done;
-            return StepResult.Progress;
-        }
-
-        var (pfn, order) = _hog.RemoveAt(_hog.Count - 1);
-        Kernel.Free(pfn, order);
+        _hog.Step();
         return StepResult.Progress;
     }
 
     protected override void SaveState(BinaryWriter writer)
     {
         base.SaveState(writer);
-        writer.Write((byte)_phase);
-        writer.Write(_hog?.Pfn ?? -1);
-        writer.Write(_hogPages);
+        _hog.Save(writer);
     }
 
     protected override void LoadState(BinaryReader reader)
     {
         base.LoadState(reader);
-        _phase = (Phase)reader.ReadByte();
-        _hog = OpenTable(ReadTablePfn(reader));
-        _hogPages = reader.ReadInt64();
+        _hog.Load(reader);
     }
 }

@@ -49,6 +49,12 @@ public sealed record WorkloadOptions
     /// <summary>Busy: share of writes that go to the hot set.</summary>
     public double BusyHotWriteShare { get; init; } = 0.9;
 
+    /// <summary>
+    /// Busy: share of RAM earlier jobs filled and freed before the steady load (a build that has been running for a
+    /// while leaves stale data in free memory). 0 = free memory was never touched.
+    /// </summary>
+    public double BusyStaleShare { get; init; }
+
     /// <summary>Busy: chance per step that a process exits (frees a block) and another starts (allocates one).</summary>
     public double BusyExitChance { get; init; } = 1.0 / 256;
 
@@ -95,6 +101,7 @@ public sealed record WorkloadOptions
 
         Share(PageCacheShare, nameof(PageCacheShare));
         Share(MemhogShare, nameof(MemhogShare));
+        Share(BusyStaleShare, nameof(BusyStaleShare));
         Share(BusyWorkingSetShare, nameof(BusyWorkingSetShare));
         Share(BusyHotSetShare, nameof(BusyHotSetShare));
         Share(BusyHotWriteShare, nameof(BusyHotWriteShare));

@@ -1,0 +1,49 @@
+using System.Diagnostics;
+using System.Runtime;
+
+namespace Migration.Shared.Reporting;
+
+/// <summary>
+/// What a process cost, measured by the process itself when it writes its report: CPU time of all its threads (vCPUs,
+/// hint thread, channels, GC) and the high-water mark of its resident memory (VmHWM on Linux).
+/// </summary>
+public sealed record ProcessStats
+{
+    public double CpuSeconds { get; init; }
+
+    /// <summary>CPU time from the start of the migration to the report (boot, warm-up or preallocation excluded).</summary>
+    public double? MigrationCpuSeconds { get; init; }
+
+    public long PeakRssBytes { get; init; }
+
+    /// <summary>workstation | server, with concurrent or not: the GC settings the figures were measured under.</summary>
+    public string GcMode { get; init; } = string.Empty;
+
+    public int ProcessorCount { get; init; }
+
+    /// <summary>CPU time of this process so far, in seconds.</summary>
+    public static double CpuNow()
+    {
+        using var self = Process.GetCurrentProcess();
+        return self.TotalProcessorTime.TotalSeconds;
+    }
+
+    /// <param name="cpuAtMigrationStart">What <see cref="CpuNow"/> said when the migration began, if known.</param>
+    public static ProcessStats Capture(double? cpuAtMigrationStart = null)
+    {
+        using var self = Process.GetCurrentProcess();
+        double cpu = self.TotalProcessorTime.TotalSeconds;
+        return new ProcessStats
+        {
+            CpuSeconds = cpu,
+            MigrationCpuSeconds = cpu - cpuAtMigrationStart,
+            PeakRssBytes = self.PeakWorkingSet64,
+            GcMode = Describe(),
+            ProcessorCount = Environment.ProcessorCount,
+        };
+    }
+
+    /// <summary>The GC mode in words, e.g. "workstation, concurrent".</summary>
+    public static string Describe() =>
+        (GCSettings.IsServerGC ? "server" : "workstation") + (GCSettings.LatencyMode == GCLatencyMode.Batch ? ", non-concurrent" : ", concurrent");
+}
