@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Migration.Shared;
 using Migration.Shared.Guest;
+using Migration.Shared.Verification;
 using Migration.Target;
 using Migration.Target.Receiving;
 using Migration.Target.Services;
@@ -14,7 +15,8 @@ var report = new Option<string?>("--report") { Description = "Write a JSON repor
 var dumpRam = new Option<string?>("--dump-ram") { Description = "Write the received RAM image to FILE at switchover, before the vCPUs resume" };
 var runAfter = new Option<double?>("--run-after") { Description = "Let the resumed guest run SECONDS, then stop it and run its self-check" };
 var prealloc = new Option<string?>("--prealloc") { Description = "Map and back this much guest RAM (e.g. 8GiB) before listening, like QEMU's -mem-prealloc; used by a migration of exactly that size" };
-var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.") { listen, once, report, dumpRam, runAfter, prealloc };
+var verify = new Option<string>("--verify") { Description = "Switchover digests: incremental (taken as pages arrive) or full (rehash all in-use RAM)", DefaultValueFactory = _ => "incremental" };
+var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.") { listen, once, report, dumpRam, runAfter, prealloc, verify };
 root.SetAction(parse =>
 {
     string url = parse.GetValue(listen)!;
@@ -46,8 +48,16 @@ root.SetAction(parse =>
         }
     }
 
+    string verifyMode = parse.GetValue(verify)!;
+    if (verifyMode is not ("incremental" or "full"))
+    {
+        Console.Error.WriteLine($"error: --verify must be incremental or full, got '{verifyMode}'");
+        return 2;
+    }
+
     var options = new TargetOptions
     {
+        FullRehash = verifyMode == "full",
         PreallocBytes = preallocBytes,
         Listen = url,
         Once = parse.GetValue(once),
@@ -91,6 +101,7 @@ static int RunServer(TargetOptions options)
 
     var app = builder.Build();
     _ = app.Services.GetRequiredService<MigrationHost>(); // now, not at the first call: --prealloc happens before listening
+    SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
     app.MapGrpcService<MigrationService>();
     app.MapGrpcService<PageStreamService>();
     app.MapGrpcHealthChecksService();

@@ -25,6 +25,13 @@ public sealed record TargetOptions
     public long? PreallocBytes { get; init; }
 
     /// <summary>
+    /// Rehash every in-use page of RAM at switchover instead of using the digests taken as pages were written. Slower
+    /// (the hashing lands in the downtime); for when RAM could have been written by something other than the receive
+    /// path.
+    /// </summary>
+    public bool FullRehash { get; init; }
+
+    /// <summary>
     /// Largest gRPC message accepted. Batches are a few MiB; the completion message carries 8 bytes of digest per
     /// in-use page (16 MiB for a fully used 8 GiB guest), so 64 MiB leaves headroom without inviting abuse.
     /// </summary>

@@ -8,7 +8,7 @@ namespace Migration.Shared.Verification;
 
 /// <summary>
 /// Digests of every page the guest does not consider free (in use, kernel, descriptors, reserved), in ascending page
-/// order: XxHash64 of the page seeded with its page number, so identical content at the wrong address still differs.
+/// order: XXH3 (64-bit) of the page seeded with its page number, so identical content at the wrong address still differs.
 /// Source and target compute the same list from their own RAM and kernel; DESIGN section 7's invariant is that they
 /// are equal.
 /// </summary>
@@ -36,7 +36,7 @@ public static class PageDigests
             {
                 if (!free.Get(p))
                 {
-                    list.Add(XxHash64.HashToUInt64(ram.Page(p), p));
+                    list.Add(Hash(ram.Page(p), p));
                 }
             }
 
@@ -44,6 +44,40 @@ public static class PageDigests
         });
 
         return [.. parts.SelectMany(x => x)];
+    }
+
+    /// <summary>
+    /// The digest of one page: XXH3 of its bytes seeded with its page number. XXH3 over XxHash64: about 25% less time per
+    /// 4 KiB page once optimised (16 against 21 ms per 256 MiB here); its first calls are slower, which
+    /// <see cref="SwitchoverWarmup"/> pays before any migration.
+    /// </summary>
+    public static ulong Hash(ReadOnlySpan<byte> page, long pfn) => XxHash3.HashToUInt64(page, pfn);
+
+    /// <summary>
+    /// <see cref="Compute"/> for a receiver that hashed pages as it wrote them: where <paramref name="known"/> is non-zero,
+    /// <paramref name="digests"/> holds the digest of the page as it is in <paramref name="ram"/> (nothing has written the
+    /// page since); other pages are hashed now. Same list, without rehashing all of RAM inside the downtime.
+    /// </summary>
+    public static ulong[] Compute(GuestRam ram, PageBitmap free, ReadOnlySpan<ulong> digests, ReadOnlySpan<byte> known)
+    {
+        ArgumentNullException.ThrowIfNull(ram);
+        ArgumentNullException.ThrowIfNull(free);
+        long pages = ram.PageCount;
+        if (digests.Length != pages || known.Length != pages)
+        {
+            throw new ArgumentException($"digests for {digests.Length} pages, RAM has {pages}", nameof(digests));
+        }
+
+        var list = new List<ulong>((int)Math.Min(int.MaxValue, pages - free.Count));
+        for (long p = 0; p < pages; p++)
+        {
+            if (!free.Get(p))
+            {
+                list.Add(known[(int)p] != 0 ? digests[(int)p] : Hash(ram.Page(p), p));
+            }
+        }
+
+        return [.. list];
     }
 
     public static byte[] ToBytes(ulong[] digests) => MemoryMarshal.AsBytes(digests.AsSpan()).ToArray();

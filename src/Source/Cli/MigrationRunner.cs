@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
+using Migration.Shared.Verification;
 using Migration.Source.Precopy;
 using Migration.Source.Transport;
 using Grpc.Core;
@@ -30,6 +31,7 @@ internal static class MigrationRunner
         output.WriteLine($"source: booting a {guest.RamBytes >> 20} MiB guest, {guest.Vcpus} vCPUs, workload {guest.Workload.Kind.ToString().ToLowerInvariant()}, seed {guest.Workload.Seed}");
         using var vm = VirtualMachine.Boot(guest);
         vm.Start();
+        var verifyWarmup = Task.Run(() => SwitchoverWarmup.Run(), ct); // digests at stop-and-copy then run optimised code
         var sw = Stopwatch.StartNew();
         // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed).
         while ((sw.Elapsed < warmup || !vm.IsWarm) && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
@@ -37,6 +39,7 @@ internal static class MigrationRunner
             await Task.Delay(50, ct).ConfigureAwait(false);
         }
 
+        await verifyWarmup.ConfigureAwait(false);
         output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s ({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
         var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole());
         double cpuAtStart = ProcessStats.CpuNow();

@@ -1,7 +1,9 @@
 using Grpc.Core;
+using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
+using Migration.Shared.Verification;
 
 namespace Migration.Target.Receiving;
 
@@ -18,6 +20,12 @@ internal sealed class IncomingMigration : IDisposable
 {
     private const int StripeCount = 1024;
     private readonly uint[] _pageRound; // round + 1 of the copy held; 0 = never written (still zero)
+
+    // The digest of each page as last written (PageDigests.Hash), taken while the page is hot in cache, so switchover
+    // compares instead of rehashing every in-use page inside the downtime. _digestKnown[p] = 0: hash at switchover
+    // (never written, or written as zero, which is rarely in use). Only the apply path writes RAM before the VM exists.
+    private readonly ulong[] _digests;
+    private readonly byte[] _digestKnown;
     private readonly object[] _stripes;
     private long _batches;
     private long _pagesReceived;
@@ -39,6 +47,8 @@ internal sealed class IncomingMigration : IDisposable
         Config = config;
         _ram = ram;
         _pageRound = new uint[_ram.PageCount];
+        _digests = new ulong[_ram.PageCount];
+        _digestKnown = new byte[_ram.PageCount];
         _stripes = new object[StripeCount];
         for (int i = 0; i < StripeCount; i++)
         {
@@ -153,10 +163,21 @@ internal sealed class IncomingMigration : IDisposable
                 }
                 else
                 {
-                    string? error = PageCodec.Decode(kind, data, ram.Page(pfn));
+                    var page = ram.Page(pfn);
+                    string? error = PageCodec.Decode(kind, data, page);
                     if (error is not null)
                     {
                         throw Invalid($"page {pfn}: {error}");
+                    }
+
+                    if (kind != PageEncodingKind.Zero)
+                    {
+                        _digests[pfn] = PageDigests.Hash(page, pfn);
+                        _digestKnown[pfn] = 1;
+                    }
+                    else
+                    {
+                        _digestKnown[pfn] = 0;
                     }
                 }
 
@@ -177,6 +198,12 @@ internal sealed class IncomingMigration : IDisposable
 
         return (n, applied);
     }
+
+    /// <summary>
+    /// The digest list of the received guest (<see cref="PageDigests"/>): digests taken as pages were written, the rest
+    /// hashed now. Call after the streams closed, with the RAM handed to the VM and its free-page map.
+    /// </summary>
+    public ulong[] Digests(GuestRam ram, PageBitmap free) => PageDigests.Compute(ram, free, _digests, _digestKnown);
 
     /// <summary>Gives the RAM to a VM (which then owns it).</summary>
     public GuestRam TakeRam()

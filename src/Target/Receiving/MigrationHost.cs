@@ -254,7 +254,7 @@ internal sealed class MigrationHost : IDisposable
         {
             ulong[] expected = PageDigests.FromBytes(request.PageDigests.Span);
             var free = vm.Kernel.FreePageMap();
-            ulong[] actual = PageDigests.Compute(vm.Ram, free);
+            ulong[] actual = _options.FullRehash ? PageDigests.Compute(vm.Ram, free) : migration.Digests(vm.Ram, free);
             var (mismatched, first) = PageDigests.Compare(expected, actual, free);
             reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
             reply.MismatchedPages = (ulong)mismatched;

@@ -44,7 +44,8 @@ public class IdleWorkload : Workload
             return FillPageCacheStep();
         }
 
-        if (Vcpu != 0 || _cache is null || _cache.Count == 0 || !_pacer.TryTake())
+        // A rate of 0 means a guest that writes nothing (for a pacer, 0 would mean unlimited).
+        if (Vcpu != 0 || _cache is null || _cache.Count == 0 || Options.IdleDirtyPagesPerSecond <= 0 || !_pacer.TryTake())
         {
             return StepResult.Idle;
         }
