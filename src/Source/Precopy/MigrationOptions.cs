@@ -47,6 +47,12 @@ public sealed record MigrationOptions
     /// <summary>Rounds to run before stop-and-copy even if the estimate fits (race fuzzer only: more syncs to race).</summary>
     internal int MinRounds { get; init; }
 
+    /// <summary>
+    /// While this returns true the engine keeps running precopy rounds even if the estimate fits (tests only: hold the
+    /// guest in precopy until something the test injected has been seen, whatever the machine's speed).
+    /// </summary>
+    internal Func<bool>? HoldPrecopy { get; init; }
+
     /// <summary>Someone else runs the device's hint thread (the fuzzer's scheduler); the engine starts none.</summary>
     internal bool ExternalHintThread { get; init; }
 

@@ -157,7 +157,7 @@ public sealed class PrecopyEngine
                 });
                 _progress?.Report(new RoundProgress(round, false, remaining, counters.PagesSent, bandwidth / 1e6, expectedMs, "precopy"));
 
-                if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds && round + 1 >= _options.MinRounds)
+                if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds && round + 1 >= _options.MinRounds && _options.HoldPrecopy?.Invoke() != true)
                 {
                     report.Timing.ExpectedDowntimeMs = expectedMs;
                     break;
