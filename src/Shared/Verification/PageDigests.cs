@@ -8,7 +8,7 @@ namespace Migration.Shared.Verification;
 
 /// <summary>
 /// Digests of every page the guest does not consider free (in use, kernel, descriptors, reserved), in ascending page
-/// order: XXH3 (64-bit) of the page seeded with its page number, so identical content at the wrong address still differs.
+/// order: XxHash64 of the page seeded with its page number, so identical content at the wrong address still differs.
 /// Source and target compute the same list from their own RAM and kernel; DESIGN section 7's invariant is that they
 /// are equal.
 /// </summary>
@@ -47,11 +47,10 @@ public static class PageDigests
     }
 
     /// <summary>
-    /// The digest of one page: XXH3 of its bytes seeded with its page number. XXH3 over XxHash64: about 25% less time per
-    /// 4 KiB page once optimised (16 against 21 ms per 256 MiB here); its first calls are slower, which
-    /// <see cref="SwitchoverWarmup"/> pays before any migration.
+    /// The digest of one page: XxHash64 of its bytes seeded with its page number. (XXH3 is faster once optimised, but
+    /// its first calls in a fresh process are about twice as slow, and each process here hashes in its first seconds.)
     /// </summary>
-    public static ulong Hash(ReadOnlySpan<byte> page, long pfn) => XxHash3.HashToUInt64(page, pfn);
+    public static ulong Hash(ReadOnlySpan<byte> page, long pfn) => XxHash64.HashToUInt64(page, pfn);
 
     /// <summary>
     /// <see cref="Compute"/> for a receiver that hashed pages as it wrote them: where <paramref name="known"/> is non-zero,
