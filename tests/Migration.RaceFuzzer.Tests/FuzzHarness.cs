@@ -54,6 +54,8 @@ public static class FuzzHarness
     public static FuzzOutcome Run(int seed, Family family, Mutation mutation = Mutation.None)
     {
         var random = new Random(seed * 7919 + (int)family);
+        // How the host runs QEMU's threads, drawn from a stream of its own (the guest's draws above are independent of it).
+        var host = new Random(seed * 104729 + (int)family);
         var time = new ManualTimeProvider();
         using var scheduler = new SeededScheduler(seed);
         var violations = new List<string>();
@@ -68,6 +70,10 @@ public static class FuzzHarness
 
         var hooks = new RaceHooks
         {
+            // Stopping is not instant: QEMU's completion takes its locks and kicks the vCPUs, which stop at their next
+            // exit while the guest runs on. A few scheduling points on half the seeds, up to a few hundred on the others
+            // (a busy host, vCPUs in long guest stretches).
+            StopLatency = host.Next(2) == 0 ? host.Next(2, 16) : host.Next(16, 300),
             Mutations = mutation,
             YieldPoint = scheduler.Yield,
             WaitPoint = scheduler.WaitUntil,
@@ -173,18 +179,51 @@ public static class FuzzHarness
         MigrationReport? report = null;
         bool done = false;
         var engine = new PrecopyEngine(vm, options, time: time);
-        scheduler.Add("vcpu0", () => { vm.StepVcpu(0); return !done; });
-        scheduler.Add("vcpu1", () => { vm.StepVcpu(1); return !done; });
-        scheduler.Add("balloon driver", () => { vm.StepBalloonDriver(); return !done; });
+        // Guest threads (vCPUs, the balloon driver, reclaim, a replaying guest) take no host CPU once the VM is stopped:
+        // they are scheduled only to finish a step under way, which the stop waits for, and leave the CPUs to the
+        // migration, hint and channel threads.
+        void AddGuestThread(string name, Action step)
+        {
+            bool inStep = false;
+            scheduler.Add(
+                name,
+                () =>
+                {
+                    inStep = true;
+                    step();
+                    inStep = false;
+                    return !done;
+                },
+                ready: () => inStep || !vm.StoppedByScheduler);
+        }
+
+        AddGuestThread("vcpu0", () => vm.StepVcpu(0));
+        AddGuestThread("vcpu1", () => vm.StepVcpu(1));
+        AddGuestThread("balloon driver", () => vm.StepBalloonDriver());
         // The hint thread (QEMU's iothread) is sometimes descheduled by the host for a long stretch: hints pile up while
-        // the guest reuses blocks and the migration thread syncs, which is where the hint races live.
+        // the guest reuses blocks and the migration thread syncs, which is where the hint races live. On most seeds that
+        // is the guest's vCPU threads holding the host CPUs, so it ends once they are parked for the stop, after the
+        // host scheduler's wake-up delay; on the others it is unrelated load and lasts its drawn time.
         long hintThreadWakesAt = 0;
+        long stoppedAt = long.MaxValue;
         double descheduleChance = random.NextDouble() * 0.2;
+        bool starvedByGuest = host.Next(4) != 0;
+        int wakeDelay = host.Next(10);
+        // QEMU's hint thread pops buffers in a loop while any are queued, each in microseconds. While the guest runs it
+        // shares the host CPUs with the vCPUs and takes one buffer per step; once they are parked it has a CPU to itself
+        // and one step drains up to a seed-drawn number of buffers (a send batch meanwhile costs a network round).
+        int hintBurst = host.Next(1, FreePageHintDevice.DefaultQueueCapacity + 1);
         scheduler.Add(
             "hint thread",
             () =>
             {
-                vm.HintDevice.ProcessOne();
+                int processed = 0;
+                int burst = vm.StoppedByScheduler ? hintBurst : 1;
+                while (processed < burst && vm.HintDevice.ProcessOne())
+                {
+                    processed++;
+                }
+
                 if (random.NextDouble() < descheduleChance)
                 {
                     hintThreadWakesAt = scheduler.Steps + random.Next(50, 3000);
@@ -192,12 +231,13 @@ public static class FuzzHarness
 
                 return !done;
             },
-            ready: () => done || (vm.HintDevice.Queued > 0 && scheduler.Steps >= hintThreadWakesAt));
+            ready: () => done || (vm.HintDevice.Queued > 0
+                && (scheduler.Steps >= hintThreadWakesAt || (starvedByGuest && scheduler.Steps - wakeDelay >= stoppedAt))));
         // A guest that misbehaves now and then: it replays a START with a command id it has seen (the device must not
         // restart hinting for it, H3). Seeds without it model a well-behaved driver.
         double replayRate = random.Next(3) == 0 ? 0 : random.NextDouble() * 0.3;
         var seenIds = new List<uint>();
-        scheduler.Add("guest replay", () =>
+        AddGuestThread("guest replay", () =>
         {
             uint id = vm.HintDevice.ConfigCommandId;
             if (HintCommandId.IsRunId(id) && !seenIds.Contains(id))
@@ -213,20 +253,16 @@ public static class FuzzHarness
                 uint replay = random.Next(10) < 7 ? seenIds[^1] : seenIds[random.Next(seenIds.Count)];
                 vm.HintDevice.AddBuffer(HintBuffer.Id(replay));
             }
-
-            return !done;
         });
 
         // Memory pressure: kswapd-style reclaim asks the balloon's shrinker for a block now and then (seed-drawn rate).
         double reclaimRate = random.NextDouble();
-        scheduler.Add("reclaim", () =>
+        AddGuestThread("reclaim", () =>
         {
             if (random.NextDouble() < reclaimRate)
             {
                 vm.StepReclaim();
             }
-
-            return !done;
         });
         scheduler.Add("migration", () => { report = engine.MigrateAsync().GetAwaiter().GetResult(); done = true; return false; }, steady: true);
         for (int c = 0; c < options.Channels; c++)
@@ -236,7 +272,14 @@ public static class FuzzHarness
                 ready: () => done || (target?.Sinks.ElementAtOrDefault(channel)?.HasWork ?? false));
         }
 
-        scheduler.AfterStep = _ => time.Advance(TimeSpan.FromMicroseconds(50));
+        scheduler.AfterStep = step =>
+        {
+            time.Advance(TimeSpan.FromMicroseconds(50));
+            if (stoppedAt == long.MaxValue && vm.StoppedByScheduler)
+            {
+                stoppedAt = step;
+            }
+        };
         bool finished = scheduler.Run(MaxSteps, () => done);
         violations.AddRange(scheduler.Errors);
         if (target is not null)

@@ -84,6 +84,14 @@ public sealed class RaceHooks
     /// <summary>Observer: a dirty-log sync starts (true) or ends (false).</summary>
     public Action<bool>? Syncing { get; init; }
 
+    /// <summary>
+    /// Phase boundaries a scheduler-driven stop takes between the request and the vCPUs being parked, during which the
+    /// guest keeps running. Real stops are not instant: QEMU's completion takes its locks and kicks every vCPU out of
+    /// the guest, and a vCPU only notices at its next exit, so the fuzzer draws this per seed (mostly short, sometimes
+    /// long). Only read under a scheduler (<see cref="YieldPoint"/> set).
+    /// </summary>
+    public int StopLatency { get; init; } = 8;
+
     public bool Has(Mutation mutation) => (Mutations & mutation) != 0;
 
     /// <summary>A fine-grained scheduling point (between a store and its mark, between words of a sync).</summary>

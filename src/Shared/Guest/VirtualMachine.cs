@@ -275,13 +275,13 @@ public sealed class VirtualMachine : IDisposable
     }
 
     /// <summary>
-    /// <see cref="Pause"/> for a VM driven by the race fuzzer's scheduler. Stopping takes a moment (vCPUs notice the
-    /// request at their next exit), then no step starts and it waits for the steps under way, as Pause waits for every
-    /// vCPU to park between two steps.
+    /// <see cref="Pause"/> for a VM driven by the race fuzzer's scheduler. Stopping takes a moment
+    /// (<see cref="RaceHooks.StopLatency"/>: vCPUs notice the request at their next exit, and the guest runs meanwhile),
+    /// then no step starts and it waits for the steps under way, as Pause waits for every vCPU to park between two steps.
     /// </summary>
     private void StopScheduled()
     {
-        for (int i = 0; i < 8; i++)
+        for (int i = 0; i < _hooks.StopLatency; i++)
         {
             _hooks.Preempt();
         }
