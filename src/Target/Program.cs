@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -89,6 +90,10 @@ static int RunServer(TargetOptions options)
         http2.MaxFrameSize = 1 << 20;
         kestrel.Limits.MaxRequestBodySize = null; // streams are long; gRPC enforces per-message limits
     });
+    // Receive straight into a buffer rather than waiting for data first (one system call per read instead of two), into
+    // 64 KiB pool blocks rather than 4 KiB (see LargeBlockMemoryPool): 820-860 -> 1340-1510 MB/s on a raw page stream.
+    builder.WebHost.UseSockets(sockets => sockets.WaitForDataBeforeAllocatingBuffer = false);
+    builder.Services.AddSingleton<IMemoryPoolFactory<byte>, LargeBlockMemoryPoolFactory>();
     builder.Services.AddSingleton(options);
     builder.Services.AddSingleton<MigrationHost>();
     builder.Services.AddGrpc(grpc =>
