@@ -177,7 +177,10 @@ internal sealed class MigrationHost : IDisposable
             }
         }
 
-        WriteReport(migration.Id, migration.CpuAtStart, vm is not null ? "resumed" : "failed", reply, reply.Error);
+        // The report file is written off the reply path: it is not part of the switchover, and serialising it in a fresh
+        // process cost tens of milliseconds of downtime. StopIfOnce waits for it.
+        var written = reply.Clone();
+        QueueReport(() => WriteReport(migration.Id, migration.CpuAtStart, vm is not null ? "resumed" : "failed", written, written.Error));
         reply.PhasesMs["other"] = Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
         if (vm is not null)
         {
@@ -338,7 +341,7 @@ internal sealed class MigrationHost : IDisposable
         string crashes = string.Join("; ", vm.Crashes);
         TargetLog.RanAfter(_log, id, seconds, check.ToString(), crashes);
         Console.WriteLine($"run-after: self-check {(check.Ok && crashes.Length == 0 ? "ok" : "FAILED")}: {check}{(crashes.Length > 0 ? "; " + crashes : string.Empty)}");
-        WriteReport(id, cpuAtStart, check.Ok && crashes.Length == 0 ? "resumed" : "failed-after-resume", reply, check.Ok ? null : check.ToString(), check.ToString());
+        QueueReport(() => WriteReport(id, cpuAtStart, check.Ok && crashes.Length == 0 ? "resumed" : "failed-after-resume", reply, check.Ok ? null : check.ToString(), check.ToString()));
         StopIfOnce();
     }
 
@@ -371,7 +374,26 @@ internal sealed class MigrationHost : IDisposable
     {
         if (_options.Once)
         {
+            Task pending;
+            lock (_reportGate)
+            {
+                pending = _reportWrites;
+            }
+
+            pending.Wait(TimeSpan.FromSeconds(30));
             _lifetime.StopApplication();
+        }
+    }
+
+    private readonly object _reportGate = new();
+    private Task _reportWrites = Task.CompletedTask;
+
+    /// <summary>Writes reports in order on the thread pool.</summary>
+    private void QueueReport(Action write)
+    {
+        lock (_reportGate)
+        {
+            _reportWrites = _reportWrites.ContinueWith(_ => write(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
         }
     }
 
