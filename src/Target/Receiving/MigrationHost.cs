@@ -331,7 +331,8 @@ internal sealed class MigrationHost : IDisposable
     {
         if (_options.RunAfterSeconds is not double seconds)
         {
-            StopIfOnce();
+            // Not on the Complete call's thread: stopping waits for the report file, and the reply should not.
+            _ = Task.Run(StopIfOnce);
             return;
         }
 
