@@ -113,6 +113,7 @@ public sealed class PrecopyEngine
             double dataPageRate = 0;  // non-zero pages per second, last round: what the downtime estimate uses
             long lastLogged = log.PagesLogged;
             long lastSync = _time.GetTimestamp();
+            long previousRemaining = _vm.Ram.PageCount;
             for (int round = 0; ; round++)
             {
                 long roundStart = _time.GetTimestamp();
@@ -157,7 +158,13 @@ public sealed class PrecopyEngine
                 });
                 _progress?.Report(new RoundProgress(round, false, remaining, counters.PagesSent, bandwidth / 1e6, expectedMs, "precopy"));
 
-                if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds && round + 1 >= _options.MinRounds && _options.HoldPrecopy?.Invoke() != true)
+                // Stop once the transfer fits the limit, but not while rounds still cut what is left by a quarter or more
+                // (unless that would run into the round limit): stop-and-copy also hashes every in-use page and waits
+                // for the target's verification, which the estimate does not see, so a smaller final set is worth a
+                // few short rounds. A hot set that keeps the remainder level ends this at once.
+                bool shrinking = remaining < previousRemaining * 3 / 4 && round + 2 < _options.MaxRounds;
+                previousRemaining = remaining;
+                if (expectedMs <= _options.DowntimeLimit.TotalMilliseconds && !shrinking && round + 1 >= _options.MinRounds && _options.HoldPrecopy?.Invoke() != true)
                 {
                     report.Timing.ExpectedDowntimeMs = expectedMs;
                     break;
