@@ -77,11 +77,12 @@ internal static class BenchCharts
             double[] xs = [.. rounds.Select(r => (double)r.Round)];
             var color = run.Hints ? On : Off;
             string side = run.Hints ? "hints on" : "hints off";
-            var dirty = plot.Add.Scatter(xs, [.. rounds.Select(r => (double)r.DirtyPages)]);
+            // Pages on a log scale (an empty round drawn at 1): round 0 is millions, the last rounds tens.
+            var dirty = plot.Add.Scatter(xs, [.. rounds.Select(r => Math.Log10(Math.Max(1, r.DirtyPages)))]);
             dirty.Color = color;
             dirty.LinePattern = LinePattern.Dashed;
             dirty.LegendText = $"{side}: dirty at round start";
-            var sent = plot.Add.Scatter(xs, [.. rounds.Select(r => (double)r.PagesSent)]);
+            var sent = plot.Add.Scatter(xs, [.. rounds.Select(r => Math.Log10(Math.Max(1, r.PagesSent)))]);
             sent.Color = color;
             sent.MarkerSize = 8;
             sent.LegendText = $"{side}: pages sent";
@@ -89,7 +90,14 @@ internal static class BenchCharts
 
         plot.Title($"{scenario}, uncapped: pages per round (last = stop-and-copy)");
         plot.XLabel("round");
-        plot.YLabel("pages");
+        plot.YLabel("pages (log scale)");
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
+        {
+            LabelFormatter = y => $"{Math.Pow(10, y):N0}",
+            MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+            IntegerTicksOnly = true,
+        };
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
         plot.ShowLegend();
         string file = $"rounds-{scenario}.png";
         plot.SavePng(Path.Combine(dir, file), 800, 480);

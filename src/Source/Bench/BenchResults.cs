@@ -43,6 +43,7 @@ internal sealed record MachineInfo
     /// <summary>GC mode of the benchmark process; each child's own is in its report (process.gcMode).</summary>
     public string GcMode { get; init; } = string.Empty;
 
+    /// <summary>Tiered compilation in the benchmark process itself (on or off).</summary>
     public string TieredCompilation { get; init; } = string.Empty;
 
     public static MachineInfo Capture()
@@ -75,6 +76,8 @@ internal sealed record MachineInfo
         };
     }
 
+    /// <summary>One line for the reader. The JIT modes are the two processes' (their project files set them).</summary>
     public string Describe() =>
-        $"{Cpu}, {Cores} cores, {MemoryBytes / (1L << 30)} GiB RAM; {Os}; {Runtime}; GC {GcMode}; tiered JIT {TieredCompilation}";
+        $"{Cpu}, {Cores} cores, {MemoryBytes / (1L << 30)} GiB RAM; {Os}; {Runtime}; GC {GcMode}; JIT tiered in the source, " +
+        "optimised at first call in the target";
 }
