@@ -16,26 +16,29 @@ public class MigrationEndToEndTests
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
-    public static TheoryData<WorkloadKind, DirtyLogMode, int, bool, byte?> Matrix => new()
+    // The last column: the target rehashes all in-use RAM at switchover (--verify full) instead of using the digests it
+    // took while receiving; both must verify the same guests.
+    public static TheoryData<WorkloadKind, DirtyLogMode, int, bool, byte?, bool> Matrix => new()
     {
-        { WorkloadKind.Idle, DirtyLogMode.Eager, 1, false, null },
-        { WorkloadKind.Memhog, DirtyLogMode.Manual, 2, true, null },
-        { WorkloadKind.Busy, DirtyLogMode.Eager, 3, true, null },
-        { WorkloadKind.Busy, DirtyLogMode.Manual, 2, false, (byte)0xAA },
-        { WorkloadKind.Churn, DirtyLogMode.Eager, 2, false, (byte)0x5A },
-        { WorkloadKind.Churn, DirtyLogMode.Manual, 1, true, null },
-        { WorkloadKind.Ab, DirtyLogMode.Eager, 2, true, null },
-        { WorkloadKind.Ab, DirtyLogMode.Manual, 3, false, null },
+        { WorkloadKind.Idle, DirtyLogMode.Eager, 1, false, null, false },
+        { WorkloadKind.Memhog, DirtyLogMode.Manual, 2, true, null, false },
+        { WorkloadKind.Busy, DirtyLogMode.Eager, 3, true, null, false },
+        { WorkloadKind.Busy, DirtyLogMode.Manual, 2, false, (byte)0xAA, true },
+        { WorkloadKind.Churn, DirtyLogMode.Eager, 2, false, (byte)0x5A, false },
+        { WorkloadKind.Churn, DirtyLogMode.Manual, 1, true, null, true },
+        { WorkloadKind.Ab, DirtyLogMode.Eager, 2, true, null, false },
+        { WorkloadKind.Ab, DirtyLogMode.Manual, 3, false, null, false },
     };
 
     [Theory]
     [MemberData(nameof(Matrix))]
-    public async Task Migration_CompletesVerified_WithNoMismatchedPages(WorkloadKind kind, DirtyLogMode mode, int channels, bool lz4, byte? poison)
+    public async Task Migration_CompletesVerified_WithNoMismatchedPages(WorkloadKind kind, DirtyLogMode mode, int channels, bool lz4, byte? poison, bool fullRehash)
     {
         string targetReport = Path.GetTempFileName();
         try
         {
-            await using var target = await TargetProcess.StartAsync(["--once", "--run-after", "0.3", "--report", targetReport], StartTimeout);
+            string[] args = ["--once", "--run-after", "0.3", "--report", targetReport, "--verify", fullRehash ? "full" : "incremental"];
+            await using var target = await TargetProcess.StartAsync(args, StartTimeout);
             var guest = new GuestConfig
             {
                 RamBytes = 64L << 20,
@@ -55,6 +58,11 @@ public class MigrationEndToEndTests
             Assert.Contains(report.Rounds, r => r.Final);
             Assert.Equal(0, await target.WaitForExitAsync(TimeSpan.FromSeconds(30)));
             Assert.Contains(target.Output, l => l.StartsWith("run-after: self-check ok", StringComparison.Ordinal));
+
+            // The target's report is written after its reply, and the process waits for it before exiting.
+            using var written = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(targetReport));
+            Assert.Equal("resumed", written.RootElement.GetProperty("status").GetString());
+            Assert.True(written.RootElement.GetProperty("process").GetProperty("peakRssBytes").GetInt64() > 0);
             if (lz4 && kind != WorkloadKind.Idle)
             {
                 Assert.True(report.Transfer.PagesCompressed > 0 || report.Transfer.PagesNormal > 0);
