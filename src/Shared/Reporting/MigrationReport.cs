@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Migration.Shared.Guest;
 
 namespace Migration.Shared.Reporting;
 
@@ -50,6 +51,19 @@ public sealed class MigrationReport
 
     public sealed class GuestSection
     {
+        /// <summary>The section as far as the configuration tells (page counts are filled in at stop-and-copy).</summary>
+        public static GuestSection Of(GuestConfig config)
+        {
+            ArgumentNullException.ThrowIfNull(config);
+            return new GuestSection
+            {
+                RamBytes = config.RamBytes,
+                PageSize = PageGeometry.PageSize,
+                Workload = config.Workload.Kind.ToString().ToLowerInvariant(),
+                Vcpus = config.Vcpus,
+            };
+        }
+
         public long RamBytes { get; set; }
 
         public int PageSize { get; set; }

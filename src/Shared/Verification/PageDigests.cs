@@ -19,32 +19,7 @@ public static class PageDigests
     /// <see cref="GuestKernel.FreePageMap"/>, taken once by the caller, who usually needs it too).
     /// Pages are hashed in parallel segments; the list order is page order.
     /// </summary>
-    public static ulong[] Compute(GuestRam ram, PageBitmap free)
-    {
-        ArgumentNullException.ThrowIfNull(ram);
-        ArgumentNullException.ThrowIfNull(free);
-        long pages = ram.PageCount;
-        int segments = Math.Max(1, Environment.ProcessorCount * 4);
-        long perSegment = (pages + segments - 1) / segments;
-        var parts = new ulong[segments][];
-        Parallel.For(0, segments, s =>
-        {
-            long first = s * perSegment;
-            long end = Math.Min(pages, first + perSegment);
-            var list = new List<ulong>();
-            for (long p = first; p < end; p++)
-            {
-                if (!free.Get(p))
-                {
-                    list.Add(Hash(ram.Page(p), p));
-                }
-            }
-
-            parts[s] = [.. list];
-        });
-
-        return [.. parts.SelectMany(x => x)];
-    }
+    public static ulong[] Compute(GuestRam ram, PageBitmap free) => ComputeList(ram, free, null, null);
 
     /// <summary>
     /// The digest of one page: XxHash64 of its bytes seeded with its page number. (XXH3 is faster once optimised, but
@@ -57,26 +32,43 @@ public static class PageDigests
     /// <paramref name="digests"/> holds the digest of the page as it is in <paramref name="ram"/> (nothing has written the
     /// page since); other pages are hashed now. Same list, without rehashing all of RAM inside the downtime.
     /// </summary>
-    public static ulong[] Compute(GuestRam ram, PageBitmap free, ReadOnlySpan<ulong> digests, ReadOnlySpan<byte> known)
+    public static ulong[] Compute(GuestRam ram, PageBitmap free, ulong[] digests, byte[] known)
+    {
+        ArgumentNullException.ThrowIfNull(digests);
+        ArgumentNullException.ThrowIfNull(known);
+        return ComputeList(ram, free, digests, known);
+    }
+
+    private static ulong[] ComputeList(GuestRam ram, PageBitmap free, ulong[]? digests, byte[]? known)
     {
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentNullException.ThrowIfNull(free);
         long pages = ram.PageCount;
-        if (digests.Length != pages || known.Length != pages)
+        if (known is not null && (digests!.LongLength != pages || known.LongLength != pages))
         {
-            throw new ArgumentException($"digests for {digests.Length} pages, RAM has {pages}", nameof(digests));
+            throw new ArgumentException($"digests for {digests.LongLength} pages, RAM has {pages}", nameof(digests));
         }
 
-        var list = new List<ulong>((int)Math.Min(int.MaxValue, pages - free.Count));
-        for (long p = 0; p < pages; p++)
+        int segments = Math.Max(1, Environment.ProcessorCount * 4);
+        long perSegment = (pages + segments - 1) / segments;
+        var parts = new ulong[segments][];
+        Parallel.For(0, segments, s =>
         {
-            if (!free.Get(p))
+            long first = s * perSegment;
+            long end = Math.Min(pages, first + perSegment);
+            var list = new List<ulong>();
+            for (long p = first; p < end; p++)
             {
-                list.Add(known[(int)p] != 0 ? digests[(int)p] : Hash(ram.Page(p), p));
+                if (!free.Get(p))
+                {
+                    list.Add(known is not null && known[p] != 0 ? digests![p] : Hash(ram.Page(p), p));
+                }
             }
-        }
 
-        return [.. list];
+            parts[s] = [.. list];
+        });
+
+        return [.. parts.SelectMany(x => x)];
     }
 
     public static byte[] ToBytes(ulong[] digests) => MemoryMarshal.AsBytes(digests.AsSpan()).ToArray();

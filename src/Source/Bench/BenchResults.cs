@@ -43,8 +43,6 @@ internal sealed record MachineInfo
     /// <summary>GC mode of the benchmark process; each child's own is in its report (process.gcMode).</summary>
     public string GcMode { get; init; } = string.Empty;
 
-    /// <summary>Tiered compilation in the benchmark process itself (on or off).</summary>
-    public string TieredCompilation { get; init; } = string.Empty;
 
     public static MachineInfo Capture()
     {
@@ -72,7 +70,6 @@ internal sealed record MachineInfo
             Os = RuntimeInformation.OSDescription,
             Runtime = RuntimeInformation.FrameworkDescription,
             GcMode = ProcessStats.Describe(),
-            TieredCompilation = AppContext.TryGetSwitch("System.Runtime.TieredCompilation", out bool tc) && !tc ? "off" : "on",
         };
     }
 

@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
+using Grpc.Core;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
 using Migration.Shared.Verification;
 using Migration.Source.Precopy;
 using Migration.Source.Transport;
-using Grpc.Core;
 
 namespace Migration.Source.Cli;
 
@@ -57,7 +57,7 @@ internal static class MigrationRunner
     {
         Status = "failed",
         Error = error,
-        Guest = { RamBytes = guest.RamBytes, PageSize = PageGeometry.PageSize, Workload = guest.Workload.Kind.ToString().ToLowerInvariant(), Vcpus = guest.Vcpus },
+        Guest = MigrationReport.GuestSection.Of(guest),
     };
 
     public static void PrintSummary(MigrationReport r, TextWriter output)

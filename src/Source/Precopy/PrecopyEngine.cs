@@ -462,13 +462,7 @@ public sealed class PrecopyEngine
                 ["hints"] = _options.Hints ? "on" : "off",
                 ["waitOnAck"] = c.WaitOnAck ? "on" : "off",
             },
-            Guest = new MigrationReport.GuestSection
-            {
-                RamBytes = c.RamBytes,
-                PageSize = PageGeometry.PageSize,
-                Workload = c.Workload.Kind.ToString().ToLowerInvariant(),
-                Vcpus = c.Vcpus,
-            },
+            Guest = MigrationReport.GuestSection.Of(c),
         };
     }
 
