@@ -2,7 +2,7 @@ using System.Buffers;
 using BenchmarkDotNet.Attributes;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
-using Migration.Shared.Tests.TestSupport;
+using Migration.TestSupport;
 using Migration.Shared.Transport;
 
 namespace Migration.Benchmarks;
@@ -112,10 +112,9 @@ public class DataPathBenchmarks
     [Benchmark]
     public int ParseAndDecode()
     {
-        string? error = PageBatchWire.Read(_received, _batch);
-        if (error is not null)
+        if (PageBatchWire.Read(_received, _batch) is { } error)
         {
-            throw new InvalidDataException(error);
+            throw new InvalidDataException(error.Detail);
         }
 
         int offset = 0;
@@ -127,62 +126,5 @@ public class DataPathBenchmarks
         }
 
         return offset;
-    }
-}
-
-/// <summary>
-/// The migration bitmap of a 1 GiB guest: scanning for the next dirty page (the send path) at two densities, and a
-/// free-page hint clearing a 4 MiB block (the hint thread's apply: chunk clear in manual mode, then the bits).
-/// </summary>
-[MemoryDiagnoser]
-public class BitmapAndHintBenchmarks
-{
-    private const long Pages = (1L << 30) >> PageGeometry.PageShift;
-    private PageBitmap _bitmap = null!;
-    private PageBitmap _hinted = null!;
-    private DirtyLog _log = null!;
-
-    [Params(1, 50)]
-    public int DirtyPercent { get; set; }
-
-    [GlobalSetup]
-    public void Setup()
-    {
-        _bitmap = new PageBitmap(Pages);
-        var rng = new Random(3);
-        for (long i = 0; i < Pages * DirtyPercent / 100; i++)
-        {
-            _bitmap.Set(rng.NextInt64(Pages));
-        }
-
-        _hinted = new PageBitmap(Pages);
-        _log = new DirtyLog(Pages, DirtyLogMode.Manual, clearChunkPages: 1L << 18);
-        _log.Enable();
-    }
-
-    /// <summary>Walks every set bit, as a round's send loop does (without clearing, so every run sees the same map).</summary>
-    [Benchmark]
-    public long ScanAllDirty()
-    {
-        long n = 0;
-        for (long p = _bitmap.FindNextSet(0); p >= 0; p = _bitmap.FindNextSet(p + 1))
-        {
-            n++;
-        }
-
-        return n;
-    }
-
-    /// <summary>One 4 MiB hint applied (bits set again first): manual-mode chunk clear (already clear: the common case) and 1024 bits.</summary>
-    [Benchmark]
-    public long ApplyHintBlock()
-    {
-        for (int w = 4096 / 64; w < (4096 + 1024) / 64; w++)
-        {
-            _hinted.OrWord(w, ulong.MaxValue);
-        }
-
-        _log.ClearChunksCovering(4096, 1024);
-        return _hinted.ClearRange(4096, 1024);
     }
 }

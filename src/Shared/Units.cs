@@ -64,4 +64,20 @@ public static partial class Units
 
         return bytesPerSecond;
     }
+
+    /// <summary>A size the way <see cref="ParseBytes"/> reads it back: the largest binary unit it divides exactly.</summary>
+    public static string FormatBytes(long bytes) => bytes switch
+    {
+        0 => "0",
+        _ when bytes % (1L << 30) == 0 => $"{bytes >> 30}GiB",
+        _ when bytes % (1L << 20) == 0 => $"{bytes >> 20}MiB",
+        _ when bytes % (1L << 10) == 0 => $"{bytes >> 10}KiB",
+        _ => bytes.ToString(CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>A rate the way <see cref="ParseRate"/> reads it back (binary units when exact, else bytes per second).</summary>
+    public static string FormatRate(double bytesPerSecond) =>
+        bytesPerSecond == Math.Floor(bytesPerSecond) && bytesPerSecond < long.MaxValue
+            ? FormatBytes((long)bytesPerSecond) + "/s"
+            : string.Create(CultureInfo.InvariantCulture, $"{bytesPerSecond:R}/s");
 }

@@ -1,8 +1,20 @@
 namespace Migration.Target;
 
-/// <summary>Command-line settings of the target process.</summary>
+/// <summary>How the target gets its side of the switchover digests.</summary>
+public enum VerifyMode
+{
+    /// <summary>Digests taken as each page is written while receiving (the page is in cache then).</summary>
+    Incremental,
+
+    /// <summary>Rehash every in-use page inside the downtime.</summary>
+    Full,
+}
+
+/// <summary>Command-line settings of the target process. Each default is set here once, with its reason.</summary>
 public sealed record TargetOptions
 {
+    public static readonly TargetOptions Defaults = new();
+
     /// <summary>Where to listen; port 0 picks a free port (printed on start). Loopback by default.</summary>
     public string Listen { get; init; } = "http://127.0.0.1:50051";
 
@@ -25,11 +37,11 @@ public sealed record TargetOptions
     public long? PreallocBytes { get; init; }
 
     /// <summary>
-    /// Rehash every in-use page of RAM at switchover instead of using the digests taken as pages were written. Slower
-    /// (the hashing lands in the downtime); for when RAM could have been written by something other than the receive
-    /// path.
+    /// Incremental by default: only the receive path writes target RAM before the VM exists, so a digest taken as a page
+    /// is written is its digest at switchover, and hashing leaves the downtime. Full rehashes, for when RAM could have
+    /// been written by something else.
     /// </summary>
-    public bool FullRehash { get; init; }
+    public VerifyMode Verify { get; init; } = VerifyMode.Incremental;
 
     /// <summary>
     /// Largest gRPC message accepted. Batches are a few MiB; the completion message carries 8 bytes of digest per

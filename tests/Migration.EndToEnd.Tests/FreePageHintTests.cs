@@ -21,12 +21,14 @@ public sealed class FreePageHintTests
         vm.Start();
         Assert.True(SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(60)), "guest did not warm up");
         var options = new MigrationOptions { Target = target.Address, Hints = hints };
+        var seams = EngineSeams.Production;
         if (holdPrecopy is not null)
         {
-            options = options with { HoldPrecopy = holdPrecopy(vm), MaxRounds = 100_000, Timeout = TimeSpan.FromSeconds(60) };
+            options = options with { MaxRounds = 100_000, Timeout = TimeSpan.FromSeconds(60) };
+            seams = seams with { Convergence = policy => new HoldWhile(policy, holdPrecopy(vm)) };
         }
 
-        var migration = new PrecopyEngine(vm, options).MigrateAsync();
+        var migration = new PrecopyEngine(vm, options, seams).MigrateAsync();
         whileMigrating?.Invoke(vm);
         var report = await migration.WaitAsync(TimeSpan.FromSeconds(120));
         Assert.Equal(0, await target.WaitForExitAsync(TimeSpan.FromSeconds(60)));
@@ -53,7 +55,7 @@ public sealed class FreePageHintTests
 
         foreach (var r in new[] { off, on })
         {
-            Assert.True(r.Status == "completed", r.Error);
+            Assert.True(r.Status == MigrationStatus.Completed, r.Error);
             Assert.True(r.Verified);
             Assert.Equal(0, r.Verification.MismatchedPages);
         }
@@ -112,7 +114,7 @@ public sealed class FreePageHintTests
         // Precopy goes on until the device has seen the garbage, however fast this machine migrates 64 MiB.
         holdPrecopy: vm => () => vm.HintDevice.Stats.DeviceErrors == 0);
 
-        Assert.True(report.Status == "completed", report.Error);
+        Assert.True(report.Status == MigrationStatus.Completed, report.Error);
         Assert.True(report.Verified);
         Assert.Equal(0, report.Verification.MismatchedPages);
         Assert.NotNull(report.Hints);
@@ -129,5 +131,15 @@ public sealed class FreePageHintTests
         Assert.Contains("R5", ex.Message, StringComparison.Ordinal);
         _ = new PrecopyEngine(vm, options with { AllowUnsafe = true });
         _ = new PrecopyEngine(vm, options with { Hints = false });
+    }
+
+    /// <summary>Keeps precopy going while <paramref name="hold"/> says so, however fast this machine migrates.</summary>
+    private sealed class HoldWhile(IConvergencePolicy inner, Func<bool> hold) : IConvergencePolicy
+    {
+        public ConvergenceDecision Decide(RoundOutcome round)
+        {
+            var decision = inner.Decide(round);
+            return decision is ConvergenceDecision.StopAndCopy && hold() ? ConvergenceDecision.Continue : decision;
+        }
     }
 }

@@ -1,3 +1,4 @@
+using Migration.Shared.Reporting;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
@@ -36,7 +37,7 @@ public sealed class HintStressTests
             await Task.Delay(150 + (i * 50)); // different phases of the churn at migration time
             var report = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, Hints = true }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
 
-            Assert.True(report.Status == "completed", $"attempt {i}: {report.Error}");
+            Assert.True(report.Status == MigrationStatus.Completed, $"attempt {i}: {report.Error}");
             Assert.True(report.Verified, $"attempt {i}: not verified");
             Assert.Equal(0, report.Verification.MismatchedPages);
             Assert.True(report.Hints!.BlocksApplied > 0, $"attempt {i}: no hint was applied");

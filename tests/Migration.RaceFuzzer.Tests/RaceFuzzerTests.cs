@@ -1,5 +1,7 @@
 using System.Diagnostics;
-using Migration.Shared.Concurrency;
+using System.Globalization;
+using Migration.RaceFuzzer.Tests.Harness;
+using Migration.RaceFuzzer.Tests.Mutants;
 using Xunit.Abstractions;
 
 namespace Migration.RaceFuzzer.Tests;
@@ -22,63 +24,60 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
         }
 
         var parts = fixedSeeds.Split('-');
-        int first = int.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture);
-        int last = parts.Length > 1 ? int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture) : first;
+        int first = int.Parse(parts[0], CultureInfo.InvariantCulture);
+        int last = parts.Length > 1 ? int.Parse(parts[1], CultureInfo.InvariantCulture) : first;
         return Enumerable.Range(first, last - first + 1);
     }
 
     [Theory]
-    [InlineData(Family.EagerNoAck)]
-    [InlineData(Family.EagerWaitOnAck)]
-    [InlineData(Family.ManualWaitOnAck)]
-    public void CorrectEngine_SurvivesManySeeds(Family family)
+    [InlineData(FuzzProfile.EagerNoAck)]
+    [InlineData(FuzzProfile.EagerWaitOnAck)]
+    [InlineData(FuzzProfile.ManualWaitOnAck)]
+    public void CorrectEngine_SurvivesManySeeds(FuzzProfile profile)
     {
         var sw = Stopwatch.StartNew();
         int runs = 0;
         long unfinished = 0;
         foreach (int seed in Seeds(120))
         {
-            var outcome = FuzzHarness.Run(seed, family);
+            var outcome = FuzzHarness.Run(seed, profile);
             runs++;
             Assert.False(outcome.Caught, $"correct engine failed: {outcome}");
             unfinished += outcome.Finished ? 0 : 1;
         }
 
-        output.WriteLine($"{family}: {runs} seeds survived in {sw.Elapsed.TotalSeconds:F1} s ({runs / sw.Elapsed.TotalSeconds:F1} seeds/s), {unfinished} hit the step limit");
+        output.WriteLine($"{profile}: {runs} seeds survived in {sw.Elapsed.TotalSeconds:F1} s " +
+            $"({runs / sw.Elapsed.TotalSeconds:F1} seeds/s), {unfinished} hit the step limit");
         Assert.True(unfinished <= runs / 10, $"{unfinished} of {runs} seeds did not finish: the harness is not exercising migrations");
     }
 
-    public static TheoryData<Mutation, Family> Mutants => new()
+    public static TheoryData<Mutant> Mutants()
     {
-        { Mutation.AcceptStaleIds, Family.EagerNoAck },
-        { Mutation.SkipStopBeforeSync, Family.EagerNoAck },
-        { Mutation.HintBeforeLogging, Family.EagerNoAck },
-        { Mutation.HintClearsWriteLog, Family.EagerNoAck },
-        { Mutation.ApplyWhileStopped, Family.EagerNoAck },
-        { Mutation.ManualWithoutWaitOnAck, Family.ManualNoAck },
-        { Mutation.HintWithoutChunkClear, Family.ManualWaitOnAck },
-        { Mutation.MarkBeforeStore, Family.EagerWaitOnAck },
-        { Mutation.NonAtomicSync, Family.EagerWaitOnAck },
-        { Mutation.HonourReplayedStart, Family.EagerNoAck },
-        { Mutation.OutOfOrderChannels, Family.EagerWaitOnAck },
-        { Mutation.ReleaseWithoutPoison, Family.EagerWaitOnAck },
-    };
+        var data = new TheoryData<Mutant>();
+        foreach (var mutant in Mutant.All)
+        {
+            data.Add(mutant);
+        }
+
+        return data;
+    }
 
     [Theory]
     [MemberData(nameof(Mutants))]
-    public void Mutant_IsCaughtWithinBoundedSeeds(Mutation mutation, Family family)
+    public void Mutant_IsCaughtWithinBoundedSeeds(Mutant mutant)
     {
+        ArgumentNullException.ThrowIfNull(mutant);
         var sw = Stopwatch.StartNew();
         foreach (int seed in Seeds(MutantSeedBound))
         {
-            var outcome = FuzzHarness.Run(seed, family, mutation);
+            var outcome = FuzzHarness.Run(seed, mutant.Profile, mutant);
             if (outcome.Caught)
             {
-                output.WriteLine($"{mutation}: caught at seed {seed} ({seed} seeds, {sw.Elapsed.TotalSeconds:F1} s): {outcome}");
+                output.WriteLine($"{mutant}: caught at seed {seed} ({sw.Elapsed.TotalSeconds:F1} s): {outcome}");
                 return;
             }
         }
 
-        Assert.Fail($"mutant {mutation} survived {MutantSeedBound} seeds of {family}");
+        Assert.Fail($"mutant {mutant} survived {MutantSeedBound} seeds of {mutant.Profile}");
     }
 }

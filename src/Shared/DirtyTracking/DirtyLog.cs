@@ -37,13 +37,24 @@ public sealed class DirtyLog
     private readonly int[]? _chunkNeedsClear;
     private readonly int _wordsPerChunk;
     private readonly StripedCounter _pagesLogged = new();
-    private readonly RaceHooks _hooks;
+    private readonly SchedulingPoints _scheduling;
+    private readonly bool _atomicFetch;
+    private readonly Action<bool>? _syncObserver;
     private volatile bool _enabled;
     private long _syncs;
 
-    public DirtyLog(long pageCount, DirtyLogMode mode, long clearChunkPages = DefaultClearChunkPages, RaceHooks? hooks = null)
+    public DirtyLog(long pageCount, DirtyLogMode mode, long clearChunkPages = DefaultClearChunkPages)
+        : this(pageCount, mode, clearChunkPages, SchedulingPoints.None, HotPathDefences.Production, syncObserver: null)
     {
-        _hooks = hooks ?? RaceHooks.None;
+    }
+
+    /// <param name="syncObserver">Told when a sync starts (true) and ends (false): the race fuzzer's bookkeeping.</param>
+    internal DirtyLog(long pageCount, DirtyLogMode mode, long clearChunkPages, SchedulingPoints scheduling,
+        HotPathDefences defences, Action<bool>? syncObserver)
+    {
+        _scheduling = scheduling;
+        _atomicFetch = defences.AtomicLogFetch;
+        _syncObserver = syncObserver;
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pageCount);
         if (clearChunkPages <= 0 || (clearChunkPages & 63) != 0)
         {
@@ -144,7 +155,7 @@ public sealed class DirtyLog
             throw new ArgumentException($"Bitmap covers {target.PageCount} pages, the log {PageCount}.", nameof(target));
         }
 
-        _hooks.Syncing?.Invoke(true);
+        _syncObserver?.Invoke(true);
         long reported = 0;
         Span<ulong> log = _log;
         for (int i = 0; i < log.Length; i++)
@@ -155,17 +166,15 @@ public sealed class DirtyLog
             }
 
             ulong bits;
-            if (Mode == DirtyLogMode.Eager && _hooks.Has(Mutation.NonAtomicSync))
-            {
-                bits = Volatile.Read(ref log[i]);
-                _hooks.Preempt(); // a mark landing here is wiped by the write below without being reported
-                Volatile.Write(ref log[i], 0);
-            }
-            else if (Mode == DirtyLogMode.Eager)
+            if (Mode == DirtyLogMode.Eager && _atomicFetch)
             {
                 // One atomic fetch-and-clear per word: a mark landing between a separate read and clear would be
                 // wiped without being reported (race R8).
                 bits = Interlocked.Exchange(ref log[i], 0);
+            }
+            else if (Mode == DirtyLogMode.Eager)
+            {
+                bits = FetchThenClear(ref log[i]);
             }
             else
             {
@@ -176,11 +185,11 @@ public sealed class DirtyLog
 
             reported += BitOperations.PopCount(bits);
             target.OrWord(i, bits);
-            _hooks.Yield(); // writers run on during a sync
+            _scheduling.Yield(); // writers run on during a sync
         }
 
         Interlocked.Increment(ref _syncs);
-        _hooks.Syncing?.Invoke(false);
+        _syncObserver?.Invoke(false);
         return reported;
     }
 
@@ -254,16 +263,13 @@ public sealed class DirtyLog
         return cleared;
     }
 
-    /// <summary>
-    /// Drops the log bits of a range without reporting them. Nothing correct does this; it exists for mutant R4
-    /// (a hint that wipes the write log).
-    /// </summary>
-    internal void WipeRange(long firstPfn, long count)
+    /// <summary>The R8 mutant's sync of one word (<see cref="HotPathDefences.AtomicLogFetch"/> false).</summary>
+    private ulong FetchThenClear(ref ulong word)
     {
-        for (long pfn = firstPfn; pfn < firstPfn + count; pfn++)
-        {
-            Interlocked.And(ref _log[pfn >> 6], ~(1UL << (int)(pfn & 63)));
-        }
+        ulong bits = Volatile.Read(ref word);
+        _scheduling.Preempt(); // a mark landing here is wiped by the write below without being reported
+        Volatile.Write(ref word, 0);
+        return bits;
     }
 
     /// <summary>Overwrites the raw log words (benchmarks set up a dirty pattern without paying the write path).</summary>

@@ -6,7 +6,8 @@ namespace Migration.Shared.Guest;
 /// <summary>Everything needed to boot a guest, and everything a target needs to host it.</summary>
 public sealed record GuestConfig
 {
-    public long RamBytes { get; init; } = 256L << 20;
+    /// <summary>Guest RAM; 1 GiB unless set (the CLI's default too).</summary>
+    public long RamBytes { get; init; } = 1L << 30;
 
     public int Vcpus { get; init; } = 2;
 

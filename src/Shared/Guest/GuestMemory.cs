@@ -18,11 +18,18 @@ public sealed unsafe class GuestMemory
 {
     private readonly byte* _base;
     private readonly long _size;
-    private readonly RaceHooks _hooks;
-    private readonly bool _markBeforeStore; // mutant R7
+    private readonly SchedulingPoints _scheduling;
+    private readonly bool _markBeforeStore; // R7's mutant (HotPathDefences.StoreBeforeMark false)
     private readonly Action<long>? _stored;
 
-    public GuestMemory(GuestRam ram, DirtyLog log, RaceHooks? hooks = null)
+    public GuestMemory(GuestRam ram, DirtyLog log)
+        : this(ram, log, SchedulingPoints.None, HotPathDefences.Production, storeObserver: null)
+    {
+    }
+
+    /// <param name="storeObserver">Told the page of every store once it landed: the race fuzzer's bookkeeping.</param>
+    internal GuestMemory(GuestRam ram, DirtyLog log, SchedulingPoints scheduling, HotPathDefences defences,
+        Action<long>? storeObserver)
     {
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentNullException.ThrowIfNull(log);
@@ -35,12 +42,12 @@ public sealed unsafe class GuestMemory
         Log = log;
         _base = ram.BasePointer;
         _size = ram.SizeBytes;
-        _hooks = hooks ?? RaceHooks.None;
-        _markBeforeStore = _hooks.Has(Mutation.MarkBeforeStore);
-        _stored = _hooks.Stored;
+        _scheduling = scheduling;
+        _markBeforeStore = !defences.StoreBeforeMark;
+        _stored = storeObserver;
     }
 
-    public RaceHooks Hooks => _hooks;
+    public SchedulingPoints Scheduling => _scheduling;
 
     public GuestRam Ram { get; }
 
@@ -150,7 +157,7 @@ public sealed unsafe class GuestMemory
         if (_markBeforeStore)
         {
             Log.MarkDirty(pfn);
-            _hooks.Preempt(); // R7: the window between the early mark and the store
+            _scheduling.Preempt(); // R7: the window between the early mark and the store
         }
     }
 
@@ -160,7 +167,7 @@ public sealed unsafe class GuestMemory
         _stored?.Invoke(pfn);
         if (!_markBeforeStore)
         {
-            _hooks.Yield();
+            _scheduling.Yield();
             Log.MarkDirty(pfn);
         }
     }

@@ -3,12 +3,13 @@ using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 
 namespace Migration.Shared.Guest;
 
 public enum VmRunState
 {
-    /// <summary>Booted or restored; vCPU threads not started.</summary>
+    /// <summary>Booted or restored; guest threads not started.</summary>
     Created,
     Running,
     Paused,
@@ -16,38 +17,35 @@ public enum VmRunState
 }
 
 /// <summary>
-/// A simulated VM: guest RAM with its in-RAM kernel, the dirty log, and one thread per vCPU running the workload.
+/// A simulated VM: guest RAM with its in-RAM kernel, the dirty log, its devices (the virtio-balloon's free page
+/// hinting), and guest threads: one per vCPU running the workload, one for the balloon driver.
 /// </summary>
 /// <remarks>
-/// <see cref="Pause"/> returns once every vCPU is parked between two steps, so guest memory is quiescent (the "stopped
-/// VM" of stop-and-copy). A vCPU whose step throws is halted and its error kept in <see cref="Crashes"/>, like a guest
-/// panic; the other vCPUs go on. For the race fuzzer, a VM that is never <see cref="Start"/>ed is driven one step at a
-/// time with <see cref="StepVcpu"/>.
+/// <see cref="Pause"/> returns once every guest thread is parked between two steps, so guest memory is quiescent (the
+/// "stopped VM" of stop-and-copy). A guest thread whose step throws is halted and its error kept in
+/// <see cref="Crashes"/>, like a guest panic; the others go on.
 /// </remarks>
 public sealed class VirtualMachine : IDisposable
 {
     private readonly object _gate = new();
-    private readonly RaceHooks _hooks;
-    private readonly List<string> _crashes = [];
-    private Thread[] _threads = [];
-    private bool _pauseRequested;
-    private bool _stopRequested;
-    private int _parked;
-    private int _live;
+    private readonly IGuestThreadHost _threads;
 
-    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads, RaceHooks hooks)
+    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads, GuestSeams seams)
     {
         Config = config;
         Ram = ram;
         Kernel = kernel;
         Workloads = workloads;
-        _hooks = hooks;
-        HintDevice = new FreePageHintDevice(ram.PageCount, hooks: hooks)
+        Scheduling = seams.Scheduling;
+        _threads = seams.ThreadHost();
+        HintDevice = new FreePageHintDevice(ram.PageCount, FreePageHintDevice.DefaultQueueCapacity, seams.Scheduling,
+            seams.HintDefences, seams.DeviceThreads)
         {
             PoisonVal = config.PoisonValue ?? 0,
-            FeatureBits = Features.FreePageHint | (config.PoisonValue is null ? 0 : Features.PagePoison) | (config.WaitOnAck ? Features.HintWaitOnAck : 0),
+            FeatureBits = NegotiatedBalloonFeatures(config),
         };
-        BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, hooks, config.HintBlockOrder);
+        BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, config.HintBlockOrder, seams.Scheduling,
+            seams.BalloonInitialisesOnRelease);
     }
 
     /// <summary>The virtio-balloon device's free-page-hint part (host side).</summary>
@@ -55,6 +53,9 @@ public sealed class VirtualMachine : IDisposable
 
     /// <summary>The guest's balloon driver; runs on its own guest thread beside the vCPUs.</summary>
     public BalloonDriver BalloonDriver { get; }
+
+    /// <summary>The devices that take part in a migration of this VM (QEMU's precopy notifier list).</summary>
+    public IReadOnlyList<IPrecopyParticipant> PrecopyParticipants => [HintDevice];
 
     public GuestConfig Config { get; }
 
@@ -68,6 +69,13 @@ public sealed class VirtualMachine : IDisposable
 
     public IReadOnlyList<Workload> Workloads { get; }
 
+    /// <summary>The guest threads: one per vCPU, then the balloon driver's.</summary>
+    public IReadOnlyList<GuestThread> GuestThreads =>
+    [
+        .. Workloads.Select((w, i) => new GuestThread($"vcpu{i}", w.Step)),
+        new GuestThread("balloon driver", BalloonDriver.Step),
+    ];
+
     public VmRunState State { get; private set; }
 
     /// <summary>Every vCPU has finished its warm-up.</summary>
@@ -75,29 +83,27 @@ public sealed class VirtualMachine : IDisposable
 
     public long PageWrites => Workloads.Sum(w => w.PageWrites);
 
-    /// <summary>Errors that halted a vCPU.</summary>
-    public IReadOnlyList<string> Crashes
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return [.. _crashes];
-            }
-        }
-    }
+    /// <summary>Errors that halted a guest thread.</summary>
+    public IReadOnlyList<string> Crashes => _threads.Crashes;
+
+    /// <summary>The scheduling points this VM's components use (none in production).</summary>
+    internal SchedulingPoints Scheduling { get; }
 
     /// <summary>Allocates RAM, boots the kernel and creates each vCPU's workload. Threads start at <see cref="Start"/>.</summary>
-    /// <param name="hooks">Mutations and scheduling points for the race fuzzer; null in production.</param>
-    public static VirtualMachine Boot(GuestConfig config, TimeProvider? time = null, RaceHooks? hooks = null)
+    public static VirtualMachine Boot(GuestConfig config, TimeProvider? time = null) =>
+        Boot(config, time, GuestSeams.Production);
+
+    internal static VirtualMachine Boot(GuestConfig config, TimeProvider? time, GuestSeams seams)
     {
         ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(seams);
         config.Validate();
-        hooks ??= RaceHooks.None;
         var ram = GuestRam.Allocate(config.RamBytes);
         try
         {
-            var memory = new GuestMemory(ram, new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages, hooks), hooks);
+            var log = new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages, seams.Scheduling,
+                seams.HotPaths, seams.SyncObserver);
+            var memory = new GuestMemory(ram, log, seams.Scheduling, seams.HotPaths, seams.StoreObserver);
             bool ab = config.Workload.Kind == WorkloadKind.Ab;
             var kernel = GuestKernel.Boot(memory, new KernelBootOptions
             {
@@ -107,7 +113,7 @@ public sealed class VirtualMachine : IDisposable
             });
             var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
             var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Create(context, i)).ToArray();
-            return new VirtualMachine(config, ram, kernel, workloads, hooks);
+            return new VirtualMachine(config, ram, kernel, workloads, seams);
         }
         catch
         {
@@ -117,16 +123,21 @@ public sealed class VirtualMachine : IDisposable
     }
 
     /// <summary>
-    /// Rebuilds a VM around RAM that already holds a guest (the target after migration): attaches to the kernel in RAM
-    /// and restores each vCPU from its state. Takes ownership of <paramref name="ram"/>.
+    /// Rebuilds a VM around RAM that already holds a guest (the target after migration): attaches to the kernel in RAM,
+    /// restores each vCPU from its state and the devices from theirs. Takes ownership of <paramref name="ram"/>.
     /// </summary>
-    /// <param name="hint">The migrated free-page-hint device state (status, id, poison value, features), if any.</param>
-    public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates, TimeProvider? time = null,
-        (HintStatus Status, uint CommandId, uint PoisonVal, ulong Features)? hint = null, RaceHooks? hooks = null)
+    /// <param name="balloon">The migrated balloon state, if any; it must agree with the configuration.</param>
+    public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates,
+        TimeProvider? time = null, BalloonState? balloon = null) =>
+        Restore(config, ram, vcpuStates, time, balloon, GuestSeams.Production);
+
+    internal static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates,
+        TimeProvider? time, BalloonState? balloon, GuestSeams seams)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentNullException.ThrowIfNull(vcpuStates);
+        ArgumentNullException.ThrowIfNull(seams);
         config.Validate();
         if (ram.PageCount != config.PageCount)
         {
@@ -135,23 +146,36 @@ public sealed class VirtualMachine : IDisposable
 
         if (vcpuStates.Count != config.Vcpus)
         {
-            throw new ArgumentException($"Got state for {vcpuStates.Count} vCPUs, the guest has {config.Vcpus}.", nameof(vcpuStates));
+            throw new ArgumentException($"Got state for {vcpuStates.Count} vCPUs, the guest has {config.Vcpus}.",
+                nameof(vcpuStates));
         }
 
-        var memory = new GuestMemory(ram, new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages));
-        var kernel = GuestKernel.Attach(memory);
+        if (balloon is not null)
+        {
+            CheckBalloonState(config, balloon);
+        }
+
+        var log = new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages);
+        var kernel = GuestKernel.Attach(new GuestMemory(ram, log));
         var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
         var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Restore(context, i, vcpuStates[i])).ToArray();
-        var vm = new VirtualMachine(config, ram, kernel, workloads, hooks ?? RaceHooks.None);
-        if (hint is var (status, id, poison, features))
+        var vm = new VirtualMachine(config, ram, kernel, workloads, seams);
+        if (balloon is not null)
         {
-            vm.HintDevice.Restore(status, id, poison, features);
+            vm.HintDevice.Restore(balloon.HintStatus, balloon.HintCommandId);
         }
 
         return vm;
     }
 
-    /// <summary>Starts one thread per vCPU.</summary>
+    /// <summary>The devices' state that travels with the VM (only while paused or never started).</summary>
+    public BalloonState SaveDeviceState()
+    {
+        var (status, id) = HintDevice.SavedState;
+        return new BalloonState(status, id, HintDevice.PoisonVal, HintDevice.FeatureBits);
+    }
+
+    /// <summary>Starts the guest threads.</summary>
     public void Start()
     {
         lock (_gate)
@@ -161,38 +185,15 @@ public sealed class VirtualMachine : IDisposable
                 throw new InvalidOperationException($"Cannot start a VM that is {State}.");
             }
 
-            _live = Workloads.Count + 1;
-            _threads = new Thread[Workloads.Count + 1];
-            for (int i = 0; i < Workloads.Count; i++)
-            {
-                int vcpu = i;
-                _threads[i] = new Thread(() => RunGuestThread($"vCPU {vcpu}", Workloads[vcpu].Step)) { IsBackground = true, Name = $"vcpu-{vcpu}" };
-            }
-
-            // The balloon driver's work item runs on a guest thread of its own (a kernel worker in Linux).
-            _threads[^1] = new Thread(() => RunGuestThread("balloon driver", BalloonDriver.Step)) { IsBackground = true, Name = "balloon" };
-
             State = VmRunState.Running;
         }
 
-        foreach (var t in _threads)
-        {
-            t.Start();
-        }
+        _threads.Start(GuestThreads);
     }
 
-    /// <summary>
-    /// Stops every vCPU between two steps and returns when all are parked. A VM driven by the race fuzzer's scheduler
-    /// (never started) stops the scheduled way instead.
-    /// </summary>
+    /// <summary>Stops every guest thread between two steps and returns when all are parked.</summary>
     public void Pause()
     {
-        if (State == VmRunState.Created && _hooks.YieldPoint is not null)
-        {
-            StopScheduled();
-            return;
-        }
-
         lock (_gate)
         {
             if (State != VmRunState.Running)
@@ -200,15 +201,10 @@ public sealed class VirtualMachine : IDisposable
                 throw new InvalidOperationException($"Cannot pause a VM that is {State}.");
             }
 
-            _pauseRequested = true;
-            while (_parked < _live)
-            {
-                Monitor.Wait(_gate);
-            }
-
             State = VmRunState.Paused;
         }
 
+        _threads.Pause();
         HintDevice.SetVmRunning(false); // H5: the hint thread applies nothing while the VM is stopped
     }
 
@@ -221,74 +217,11 @@ public sealed class VirtualMachine : IDisposable
                 throw new InvalidOperationException($"Cannot resume a VM that is {State}.");
             }
 
-            _pauseRequested = false;
             State = VmRunState.Running;
-            Monitor.PulseAll(_gate);
         }
 
         HintDevice.SetVmRunning(true);
-    }
-
-    /// <summary>Advances one vCPU by one step, for a VM driven by a scheduler instead of threads.</summary>
-    public StepResult StepVcpu(int vcpu) => Scheduled(nameof(StepVcpu), () => Workloads[vcpu].Step());
-
-    /// <summary>Advances the balloon driver by one step, for a VM driven by a scheduler.</summary>
-    public StepResult StepBalloonDriver() => Scheduled(nameof(StepBalloonDriver), BalloonDriver.Step);
-
-    /// <summary>
-    /// One pass of memory reclaim (Linux's kswapd calling the shrinkers), for a VM driven by a scheduler: the balloon
-    /// driver may hand a held block back, which the workloads then reuse.
-    /// </summary>
-    public StepResult StepReclaim() =>
-        Scheduled(nameof(StepReclaim), () => Kernel.Shrinker?.Invoke(0) == true ? StepResult.Progress : StepResult.Idle);
-
-    /// <summary>A scheduler-driven VM was stopped for stop-and-copy: its vCPUs and driver take no more steps.</summary>
-    public bool StoppedByScheduler { get; private set; }
-
-    private int _stepsInFlight;
-
-    /// <summary>
-    /// One step of a guest thread for a VM driven by a scheduler (never started): nothing once stopped, and counted
-    /// while under way, since a step can be parked at a scheduling point when the stop comes.
-    /// </summary>
-    private StepResult Scheduled(string caller, Func<StepResult> step)
-    {
-        if (State != VmRunState.Created)
-        {
-            throw new InvalidOperationException($"{caller} drives a VM whose threads were never started.");
-        }
-
-        if (StoppedByScheduler)
-        {
-            return StepResult.Idle;
-        }
-
-        Interlocked.Increment(ref _stepsInFlight);
-        try
-        {
-            return step();
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _stepsInFlight);
-        }
-    }
-
-    /// <summary>
-    /// <see cref="Pause"/> for a VM driven by the race fuzzer's scheduler. Stopping takes a moment
-    /// (<see cref="RaceHooks.StopLatency"/>: vCPUs notice the request at their next exit, and the guest runs meanwhile),
-    /// then no step starts and it waits for the steps under way, as Pause waits for every vCPU to park between two steps.
-    /// </summary>
-    private void StopScheduled()
-    {
-        for (int i = 0; i < _hooks.StopLatency; i++)
-        {
-            _hooks.Preempt();
-        }
-
-        StoppedByScheduler = true;
-        HintDevice.SetVmRunning(false);
-        _hooks.WaitUntil(() => Volatile.Read(ref _stepsInFlight) == 0);
+        _threads.Resume();
     }
 
     /// <summary>vCPU state of every vCPU. Only while paused (or never started).</summary>
@@ -302,10 +235,10 @@ public sealed class VirtualMachine : IDisposable
         return [.. Workloads.Select(w => w.SaveState())];
     }
 
-    /// <summary>Stops the vCPU threads for good.</summary>
+    /// <summary>Stops the guest threads for good.</summary>
     public void Shutdown()
     {
-        Thread[] threads;
+        bool started;
         lock (_gate)
         {
             if (State == VmRunState.ShutDown)
@@ -313,15 +246,13 @@ public sealed class VirtualMachine : IDisposable
                 return;
             }
 
-            _stopRequested = true;
-            Monitor.PulseAll(_gate);
-            threads = _threads;
+            started = State != VmRunState.Created;
             State = VmRunState.ShutDown;
         }
 
-        foreach (var t in threads)
+        if (started)
         {
-            t.Join();
+            _threads.Shutdown();
         }
     }
 
@@ -331,56 +262,24 @@ public sealed class VirtualMachine : IDisposable
         Ram.Dispose();
     }
 
-    private void RunGuestThread(string name, Func<StepResult> step)
+    private static ulong NegotiatedBalloonFeatures(GuestConfig config) =>
+        BalloonFeatureBits.FreePageHint
+        | (config.PoisonValue is null ? 0 : BalloonFeatureBits.PagePoison)
+        | (config.WaitOnAck ? BalloonFeatureBits.HintWaitOnAck : 0);
+
+    /// <summary>The negotiated values are the configuration's; a state that disagrees was not made for this guest.</summary>
+    private static void CheckBalloonState(GuestConfig config, BalloonState state)
     {
-        while (!Volatile.Read(ref _stopRequested))
+        if (state.Features != NegotiatedBalloonFeatures(config) || state.PoisonVal != (config.PoisonValue ?? 0u))
         {
-            if (Volatile.Read(ref _pauseRequested))
-            {
-                Park();
-                continue;
-            }
-
-            StepResult result;
-            try
-            {
-                result = step();
-            }
-            catch (Exception ex) when (ex is GuestKernelException or GuestOutOfMemoryException or InvalidOperationException or ArgumentException or InvalidDataException)
-            {
-                Halt(name, ex);
-                return;
-            }
-
-            if (result == StepResult.Idle)
-            {
-                Thread.Sleep(1);
-            }
+            throw new InvalidDataException(
+                $"balloon state (features 0x{state.Features:x}, poison 0x{state.PoisonVal:x}) does not match the guest " +
+                $"configuration (features 0x{NegotiatedBalloonFeatures(config):x}, poison 0x{config.PoisonValue ?? 0:x})");
         }
-    }
 
-    private void Park()
-    {
-        lock (_gate)
+        if (!Enum.IsDefined(state.HintStatus))
         {
-            _parked++;
-            Monitor.PulseAll(_gate);
-            while (_pauseRequested && !_stopRequested)
-            {
-                Monitor.Wait(_gate);
-            }
-
-            _parked--;
-        }
-    }
-
-    private void Halt(string name, Exception ex)
-    {
-        lock (_gate)
-        {
-            _crashes.Add($"{name} halted: {ex.Message}");
-            _live--;
-            Monitor.PulseAll(_gate);
+            throw new InvalidDataException($"balloon state has an unknown hint status {(uint)state.HintStatus}");
         }
     }
 }

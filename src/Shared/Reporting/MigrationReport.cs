@@ -18,7 +18,7 @@ public sealed class MigrationReport
     };
 
     /// <summary>completed | failed | cancelled.</summary>
-    public string Status { get; set; } = "failed";
+    public MigrationStatus Status { get; set; } = MigrationStatus.Failed;
 
     public bool Verified { get; set; }
 

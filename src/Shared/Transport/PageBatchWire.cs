@@ -109,7 +109,7 @@ public static class PageBatchWire
     /// Parses one message into <paramref name="batch"/> (whose buffers it reuses). Returns null, or what is wrong
     /// with the message. Page-level checks (ranges, payload lengths per encoding) are the receiver's job.
     /// </summary>
-    public static string? Read(ReadOnlySequence<byte> message, ReceivedBatch batch)
+    public static ProtocolError? Read(ReadOnlySequence<byte> message, ReceivedBatch batch)
     {
         ArgumentNullException.ThrowIfNull(batch);
         batch.Reset();
@@ -119,7 +119,7 @@ public static class PageBatchWire
         {
             if (!TryReadVarint(ref reader, out ulong key))
             {
-                return "truncated field key";
+                return Error(ProtocolErrorKind.Truncated, "truncated field key");
             }
 
             int field = (int)(key >> 3);
@@ -129,7 +129,7 @@ public static class PageBatchWire
                 case (1, 0):
                     if (!TryReadVarint(ref reader, out ulong round) || round > uint.MaxValue)
                     {
-                        return "bad round";
+                        return Error(ProtocolErrorKind.BadLength, "bad round");
                     }
 
                     batch.Round = (uint)round;
@@ -137,10 +137,10 @@ public static class PageBatchWire
                 case (2, 0) or (3, 0) or (4, 0):
                     if (!TryReadVarint(ref reader, out ulong value))
                     {
-                        return $"truncated field {field}";
+                        return Error(ProtocolErrorKind.Truncated, $"truncated field {field}");
                     }
 
-                    if (batch.Add(field, value) is string error)
+                    if (batch.Add(field, value) is { } error)
                     {
                         return error;
                     }
@@ -149,7 +149,7 @@ public static class PageBatchWire
                 case (2, 2) or (3, 2) or (4, 2):
                     if (!TryReadLength(ref reader, out int packedLength))
                     {
-                        return $"bad length of packed field {field}";
+                        return Error(ProtocolErrorKind.BadLength, $"bad length of packed field {field}");
                     }
 
                     var packed = new SequenceReader<byte>(reader.UnreadSequence.Slice(0, packedLength));
@@ -158,10 +158,10 @@ public static class PageBatchWire
                     {
                         if (!TryReadVarint(ref packed, out ulong item))
                         {
-                            return $"truncated packed field {field}";
+                            return Error(ProtocolErrorKind.Truncated, $"truncated packed field {field}");
                         }
 
-                        if (batch.Add(field, item) is string packedError)
+                        if (batch.Add(field, item) is { } packedError)
                         {
                             return packedError;
                         }
@@ -171,12 +171,12 @@ public static class PageBatchWire
                 case (5, 2):
                     if (havePayload)
                     {
-                        return "payload appears twice";
+                        return Error(ProtocolErrorKind.Duplicate, "payload appears twice");
                     }
 
                     if (!TryReadLength(ref reader, out int payloadLength))
                     {
-                        return "bad payload length";
+                        return Error(ProtocolErrorKind.BadLength, "bad payload length");
                     }
 
                     batch.SetPayload(reader.UnreadSequence.Slice(0, payloadLength));
@@ -186,7 +186,7 @@ public static class PageBatchWire
                 case (_, 0):
                     if (!TryReadVarint(ref reader, out _))
                     {
-                        return $"truncated unknown field {field}";
+                        return Error(ProtocolErrorKind.Truncated, $"truncated unknown field {field}");
                     }
 
                     break;
@@ -194,7 +194,7 @@ public static class PageBatchWire
                     int width = wireType == 1 ? 8 : 4;
                     if (reader.Remaining < width)
                     {
-                        return $"truncated unknown field {field}";
+                        return Error(ProtocolErrorKind.Truncated, $"truncated unknown field {field}");
                     }
 
                     reader.Advance(width);
@@ -202,18 +202,20 @@ public static class PageBatchWire
                 case (_, 2):
                     if (!TryReadLength(ref reader, out int skip))
                     {
-                        return $"bad length of unknown field {field}";
+                        return Error(ProtocolErrorKind.BadLength, $"bad length of unknown field {field}");
                     }
 
                     reader.Advance(skip);
                     break;
                 default:
-                    return $"unsupported wire type {wireType} for field {field}";
+                    return Error(ProtocolErrorKind.UnsupportedWireType, $"unsupported wire type {wireType} for field {field}");
             }
         }
 
         return batch.CheckShape();
     }
+
+    private static ProtocolError Error(ProtocolErrorKind kind, string detail) => new(kind, detail);
 
     public static int VarintLength(ulong value)
     {
@@ -294,7 +296,7 @@ public sealed class ReceivedBatch : IDisposable
     public uint Round { get; internal set; }
 
     /// <summary>Why the last message could not be parsed, or null (set by the transport that owns the batch).</summary>
-    public string? ParseError { get; set; }
+    public ProtocolError? ParseError { get; set; }
 
     /// <summary>Pages in the batch (valid after a successful read).</summary>
     public int Count => _pfnCount;
@@ -316,14 +318,14 @@ public sealed class ReceivedBatch : IDisposable
         PayloadLength = 0;
     }
 
-    internal string? Add(int field, ulong value)
+    internal ProtocolError? Add(int field, ulong value)
     {
         switch (field)
         {
             case 2:
                 if (_pfnCount == PageBatchWire.MaxPagesPerBatch)
                 {
-                    return $"more than {PageBatchWire.MaxPagesPerBatch} pages in one batch";
+                    return new(ProtocolErrorKind.TooMany, $"more than {PageBatchWire.MaxPagesPerBatch} pages in one batch");
                 }
 
                 Grow(ref _pfns, _pfnCount);
@@ -332,7 +334,8 @@ public sealed class ReceivedBatch : IDisposable
             case 3:
                 if (_kindCount == PageBatchWire.MaxPagesPerBatch)
                 {
-                    return $"more than {PageBatchWire.MaxPagesPerBatch} encodings in one batch";
+                    return new(ProtocolErrorKind.TooMany,
+                        $"more than {PageBatchWire.MaxPagesPerBatch} encodings in one batch");
                 }
 
                 Grow(ref _kinds, _kindCount);
@@ -341,12 +344,12 @@ public sealed class ReceivedBatch : IDisposable
             default:
                 if (_lengthCount == PageBatchWire.MaxPagesPerBatch)
                 {
-                    return $"more than {PageBatchWire.MaxPagesPerBatch} lengths in one batch";
+                    return new(ProtocolErrorKind.TooMany, $"more than {PageBatchWire.MaxPagesPerBatch} lengths in one batch");
                 }
 
                 if (value > uint.MaxValue)
                 {
-                    return $"page length {value} is out of range";
+                    return new(ProtocolErrorKind.BadLength, $"page length {value} is out of range");
                 }
 
                 Grow(ref _lengths, _lengthCount);
@@ -372,10 +375,11 @@ public sealed class ReceivedBatch : IDisposable
         PayloadLength = length;
     }
 
-    internal string? CheckShape() =>
+    internal ProtocolError? CheckShape() =>
         _kindCount == _pfnCount && _lengthCount == _pfnCount
             ? null
-            : $"batch has {_pfnCount} page numbers, {_kindCount} encodings and {_lengthCount} lengths";
+            : new ProtocolError(ProtocolErrorKind.Inconsistent,
+                $"batch has {_pfnCount} page numbers, {_kindCount} encodings and {_lengthCount} lengths");
 
     private static void Grow<T>(ref T[] array, int count)
     {

@@ -51,14 +51,14 @@ public static class PageCodec
     /// Decodes one page's payload into <paramref name="page"/>. Returns null on success, else why the payload is bad
     /// (the caller turns that into a protocol error naming the page).
     /// </summary>
-    public static string? Decode(PageEncodingKind kind, ReadOnlySpan<byte> payload, Span<byte> page)
+    public static ProtocolError? Decode(PageEncodingKind kind, ReadOnlySpan<byte> payload, Span<byte> page)
     {
         switch (kind)
         {
             case PageEncodingKind.Zero:
                 if (!payload.IsEmpty)
                 {
-                    return $"zero page carries {payload.Length} payload bytes";
+                    return Bad($"zero page carries {payload.Length} payload bytes");
                 }
 
                 page.Clear();
@@ -66,7 +66,7 @@ public static class PageCodec
             case PageEncodingKind.Raw:
                 if (payload.Length != PageGeometry.PageSize)
                 {
-                    return $"raw page has {payload.Length} bytes, expected {PageGeometry.PageSize}";
+                    return Bad($"raw page has {payload.Length} bytes, expected {PageGeometry.PageSize}");
                 }
 
                 payload.CopyTo(page);
@@ -74,13 +74,17 @@ public static class PageCodec
             case PageEncodingKind.Lz4:
                 if (payload.IsEmpty || payload.Length > MaxEncodedLength)
                 {
-                    return $"LZ4 page has {payload.Length} bytes";
+                    return Bad($"LZ4 page has {payload.Length} bytes");
                 }
 
                 int n = LZ4Codec.Decode(payload, page);
-                return n == PageGeometry.PageSize ? null : $"LZ4 payload is corrupt (decoded to {n} bytes, expected {PageGeometry.PageSize})";
+                return n == PageGeometry.PageSize
+                    ? null
+                    : Bad($"LZ4 payload is corrupt (decoded to {n} bytes, expected {PageGeometry.PageSize})");
             default:
-                return $"unknown page encoding {(int)kind}";
+                return Bad($"unknown page encoding {(int)kind}");
         }
     }
+
+    private static ProtocolError Bad(string detail) => new(ProtocolErrorKind.BadPage, detail);
 }

@@ -1,9 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
 using Grpc.Core;
+using Microsoft.Extensions.Logging;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
-using Migration.Shared.Verification;
 using Migration.Source.Precopy;
 using Migration.Source.Transport;
 
@@ -12,13 +14,24 @@ namespace Migration.Source.Cli;
 /// <summary>Boots a guest, warms it up, migrates it and prints what happened. Shared by <c>migrate</c> and <c>demo</c>.</summary>
 internal static class MigrationRunner
 {
-    public static async Task<MigrationReport> RunAsync(GuestConfig guest, MigrationOptions options, TimeSpan warmup, TextWriter output, CancellationToken ct)
+    /// <summary>
+    /// One second of guest run before migrating: the workload reaches its steady state (and the wait also covers
+    /// memhog's fill and free, however long that takes).
+    /// </summary>
+    public static readonly TimeSpan DefaultWarmup = TimeSpan.FromSeconds(1);
+
+    public static async Task<MigrationReport> RunAsync(GuestConfig guest, MigrationOptions options, TimeSpan warmup,
+        TextWriter output, ILoggerFactory logging, CancellationToken ct)
     {
+        ArgumentNullException.ThrowIfNull(guest);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(logging);
         // Is the target there and free? Asked before booting, so a wrong URL costs a second, not a guest's boot.
         try
         {
             var status = await GrpcMigrationTransport.ProbeAsync(options.Target, ct).ConfigureAwait(false);
-            if (status.State is "receiving" or "verifying")
+            if (TargetStates.TryParse(status.State, out var state) && state.IsBusy())
             {
                 return NotStarted(guest, $"the target at {options.Target} is busy with migration {status.MigrationId} ({status.State})");
             }
@@ -41,11 +54,15 @@ internal static class MigrationRunner
 
         await verifyWarmup.ConfigureAwait(false);
         output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s ({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
-        var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole());
+        var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole(), logger: logging.CreateLogger("precopy"));
         double cpuAtStart = ProcessStats.CpuNow();
         var report = await engine.MigrateAsync(ct).ConfigureAwait(false);
         report.Process = ProcessStats.Capture(cpuAtStart);
-        if (report.Status != "completed")
+        if (report.Status == MigrationStatus.Completed)
+        {
+            vm.Shutdown(); // the guest runs on the target now; this copy never runs again
+        }
+        else
         {
             output.WriteLine($"source: the guest keeps running here (state {vm.State}).");
         }
@@ -55,7 +72,7 @@ internal static class MigrationRunner
 
     private static MigrationReport NotStarted(GuestConfig guest, string error) => new()
     {
-        Status = "failed",
+        Status = MigrationStatus.Failed,
         Error = error,
         Guest = MigrationReport.GuestSection.Of(guest),
     };
@@ -64,14 +81,14 @@ internal static class MigrationRunner
     {
         if (r.Rounds.Count == 0 && r.Error is not null)
         {
-            output.WriteLine($"source: migration {r.Status}: {r.Error}");
+            output.WriteLine($"source: migration {r.Status.ToString().ToLowerInvariant()}: {r.Error}");
             return;
         }
 
         var inv = CultureInfo.InvariantCulture;
         var rows = new List<(string, string)>
         {
-            ("status", r.Status + (r.Verified ? ", verified" : ", NOT verified")),
+            ("status", r.Status.ToString().ToLowerInvariant() + (r.Verified ? ", verified" : ", NOT verified")),
             ("guest", $"{r.Guest.RamBytes >> 20} MiB, {r.Guest.Workload}, {r.Guest.InUsePages:N0} pages in use, {r.Guest.FreePages:N0} free"),
             ("total time", string.Create(inv, $"{r.Timing.TotalMs:F0} ms (setup {r.Timing.SetupMs:F0} ms)")),
             ("downtime", string.Create(inv, $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms)")),

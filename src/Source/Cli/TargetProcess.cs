@@ -41,34 +41,7 @@ public sealed partial class TargetProcess : IAsyncDisposable
     private static partial Regex ListeningLine();
 
     /// <summary>Locates the built target next to this build (same configuration), or at MIGRATION_TARGET_DLL.</summary>
-    public static string LocateTargetDll()
-    {
-        string? overridePath = Environment.GetEnvironmentVariable("MIGRATION_TARGET_DLL");
-        if (!string.IsNullOrEmpty(overridePath))
-        {
-            return overridePath;
-        }
-
-        // This assembly lives in <repo>/src/Source/bin/<Configuration>/<tfm>/ (or a test's bin folder); find the repo
-        // root by its solution file and take the target from the same configuration.
-        string baseDir = AppContext.BaseDirectory;
-        string configuration = baseDir.Contains($"{Path.DirectorySeparatorChar}Debug{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Debug" : "Release";
-        for (var dir = new DirectoryInfo(baseDir); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Migration.sln")))
-            {
-                string dll = Path.Combine(dir.FullName, "src", "Target", "bin", configuration, "net10.0", "Migration.Target.dll");
-                if (File.Exists(dll))
-                {
-                    return dll;
-                }
-
-                throw new FileNotFoundException($"The target is not built at {dll}; build the solution first (dotnet build -c {configuration}).", dll);
-            }
-        }
-
-        throw new FileNotFoundException("Cannot find Migration.sln above " + baseDir + " to locate the target; set MIGRATION_TARGET_DLL.");
-    }
+    public static string LocateTargetDll() => BuiltPrograms.Locate("Target", "Migration.Target.dll", "MIGRATION_TARGET_DLL");
 
     /// <summary>Starts the target with <paramref name="arguments"/> (a --listen on loopback port 0 is added) and waits until it listens.</summary>
     public static async Task<TargetProcess> StartAsync(IEnumerable<string> arguments, TimeSpan timeout, CancellationToken ct = default)

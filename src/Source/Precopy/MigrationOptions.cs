@@ -1,12 +1,23 @@
-using Migration.Shared.Concurrency;
+using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
-using Migration.Source.Transport;
 
 namespace Migration.Source.Precopy;
 
-/// <summary>How a migration is run. Defaults carry their reason.</summary>
+/// <summary>How pages are encoded on the wire beyond zero-page detection.</summary>
+public enum Compression
+{
+    None,
+
+    /// <summary>LZ4 (K4os), kept only for pages it shrinks by at least an eighth.</summary>
+    Lz4,
+}
+
+/// <summary>How a migration is run: the user's options. Each default is set here once, with its reason.</summary>
 public sealed record MigrationOptions
 {
+    /// <summary>The defaults, for a target named later (the CLI reads its defaults from here).</summary>
+    public static readonly MigrationOptions Defaults = new() { Target = new Uri("http://127.0.0.1:50051") };
+
     public required Uri Target { get; init; }
 
     /// <summary>Stop-and-copy once the expected downtime fits this (QEMU and Cloud Hypervisor default to 300 ms).</summary>
@@ -18,7 +29,8 @@ public sealed record MigrationOptions
     /// <summary>Parallel channels, each its own HTTP/2 connection (QEMU multifd defaults to 2).</summary>
     public int Channels { get; init; } = 2;
 
-    public bool Compress { get; init; }
+    /// <summary>Off by default: on a fast link zero detection already takes what is cheap; LZ4 costs CPU per page.</summary>
+    public Compression Compression { get; init; } = Compression.None;
 
     /// <summary>A migration whose dirty set does not shrink below the limit in this many rounds fails as not converging.</summary>
     public int MaxRounds { get; init; } = 30;
@@ -33,35 +45,16 @@ public sealed record MigrationOptions
     public bool Hints { get; init; } = true;
 
     /// <summary>
-    /// Permit manual dirty-log mode with hints but without wait-on-ack, which can lose a write (race R5). For the
-    /// fuzzer and for demonstrations only.
+    /// Permit manual dirty-log mode with hints but without wait-on-ack, which can lose a write (race R5). For
+    /// demonstrations, and for the race fuzzer, which shows that the write is lost.
     /// </summary>
     public bool AllowUnsafe { get; init; }
-
-    /// <summary>Mutations and scheduling points (race fuzzer only).</summary>
-    internal RaceHooks Hooks { get; init; } = RaceHooks.None;
-
-    /// <summary>Replaces the gRPC transport (race fuzzer only).</summary>
-    internal Func<VirtualMachine, TransferCounters, IMigrationTransport>? TransportFactory { get; init; }
-
-    /// <summary>Rounds to run before stop-and-copy even if the estimate fits (race fuzzer only: more syncs to race).</summary>
-    internal int MinRounds { get; init; }
-
-    /// <summary>
-    /// While this returns true the engine keeps running precopy rounds even if the estimate fits (tests only: hold the
-    /// guest in precopy until something the test injected has been seen, whatever the machine's speed).
-    /// </summary>
-    internal Func<bool>? HoldPrecopy { get; init; }
-
-    /// <summary>Someone else runs the device's hint thread (the fuzzer's scheduler); the engine starts none.</summary>
-    internal bool ExternalHintThread { get; init; }
 
     /// <summary>Throws <see cref="ArgumentException"/> when these options and the guest cannot be migrated safely.</summary>
     public void ValidateFor(GuestConfig guest)
     {
         ArgumentNullException.ThrowIfNull(guest);
-        if (Hints && guest.DirtyLogMode == Shared.DirtyTracking.DirtyLogMode.Manual && !guest.WaitOnAck && !AllowUnsafe
-            && !Hooks.Has(Mutation.ManualWithoutWaitOnAck))
+        if (Hints && guest.DirtyLogMode == DirtyLogMode.Manual && !guest.WaitOnAck && !AllowUnsafe)
         {
             throw new ArgumentException(
                 "refusing free page hinting with manual dirty-log mode and wait-on-ack off: a guest that reuses a hinted " +
@@ -96,6 +89,11 @@ public sealed record MigrationOptions
         if (MaxRounds < 1)
         {
             throw new ArgumentException("--max-rounds must be at least 1.");
+        }
+
+        if (Timeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("--timeout-seconds must be positive.");
         }
 
         if (PagesPerBatch is < 1 or > 4096)

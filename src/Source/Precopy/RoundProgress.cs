@@ -1,4 +1,13 @@
 namespace Migration.Source.Precopy;
 
-/// <summary>A progress snapshot for the live display.</summary>
-public readonly record struct RoundProgress(int Round, bool Final, long RemainingPages, long PagesSent, double ThroughputMBps, double ExpectedDowntimeMs, string Phase);
+/// <summary>A progress snapshot for the live display: one per precopy round, and one as stop-and-copy starts.</summary>
+public readonly record struct RoundProgress(
+    MigrationPhase Phase,
+    int Round,
+    long RemainingPages,
+    long PagesSent,
+    double ThroughputMBps,
+    double ExpectedDowntimeMs)
+{
+    public bool Final => Phase != MigrationPhase.Precopy;
+}

@@ -2,6 +2,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Source.Precopy;
 
 namespace Migration.Source.Transport;
 
@@ -17,11 +18,12 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     private readonly GrpcChannel _control;
     private readonly Protocol.Migration.MigrationClient _client;
 
-    public GrpcMigrationTransport(Uri target, GuestRam ram, bool compress, int pagesPerBatch, BandwidthLimiter limiter, TransferCounters counters)
+    public GrpcMigrationTransport(Uri target, GuestRam ram, Compression compression, int pagesPerBatch,
+        BandwidthLimiter limiter, TransferCounters counters)
     {
         _target = target;
         _ram = ram;
-        _compress = compress;
+        _compress = compression == Compression.Lz4;
         _pagesPerBatch = pagesPerBatch;
         _limiter = limiter;
         _counters = counters;

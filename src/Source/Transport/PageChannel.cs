@@ -5,6 +5,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
 
 namespace Migration.Source.Transport;
@@ -75,7 +76,7 @@ internal sealed class PageChannel : IPageSink
     {
         var grpc = CreateGrpcChannel(target);
         var call = grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
-            new CallOptions(new Metadata { { "migration-id", migrationId } }, cancellationToken: ct));
+            new CallOptions(new Metadata { { WireNames.MigrationIdHeader, migrationId } }, cancellationToken: ct));
         return new PageChannel(grpc, call, ram, compress, pagesPerBatch, limiter, counters);
     }
 

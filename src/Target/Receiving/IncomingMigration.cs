@@ -89,15 +89,15 @@ internal sealed class IncomingMigration : IDisposable
     /// </summary>
     public (long Pages, long Applied) Apply(ReceivedBatch batch)
     {
-        if (batch.ParseError is string error)
+        if (batch.ParseError is { } error)
         {
-            throw Invalid($"malformed page batch: {error}");
+            throw RpcErrors.InvalidArgument($"malformed page batch: {error}");
         }
 
         _ramGuard.EnterReadLock();
         try
         {
-            var ram = _ram ?? throw new RpcException(new Status(StatusCode.FailedPrecondition, $"migration {Id} was discarded"));
+            var ram = _ram ?? throw RpcErrors.FailedPrecondition($"migration {Id} was discarded");
             return ApplyTo(ram, batch);
         }
         finally
@@ -118,12 +118,12 @@ internal sealed class IncomingMigration : IDisposable
             ulong pfn = pfns[i];
             if (pfn >= (ulong)ram.PageCount)
             {
-                throw Invalid($"page {pfn} is outside guest RAM ({ram.PageCount} pages)");
+                throw RpcErrors.InvalidArgument($"page {pfn} is outside guest RAM ({ram.PageCount} pages)");
             }
 
             if (lengths[i] > PageCodec.MaxEncodedLength)
             {
-                throw Invalid($"page {pfn} claims a {lengths[i]}-byte payload");
+                throw RpcErrors.InvalidArgument($"page {pfn} claims a {lengths[i]}-byte payload");
             }
 
             total += lengths[i];
@@ -131,7 +131,7 @@ internal sealed class IncomingMigration : IDisposable
 
         if (total != batch.PayloadLength)
         {
-            throw Invalid($"page lengths add up to {total} bytes, the payload has {batch.PayloadLength}");
+            throw RpcErrors.InvalidArgument($"page lengths add up to {total} bytes, the payload has {batch.PayloadLength}");
         }
 
         uint tag = batch.Round + 1;
@@ -158,16 +158,15 @@ internal sealed class IncomingMigration : IDisposable
                     // Fresh RAM already reads as zero; not touching it keeps untouched guest memory unallocated.
                     if (!data.IsEmpty)
                     {
-                        throw Invalid($"page {pfn}: zero page carries {data.Length} payload bytes");
+                        throw RpcErrors.InvalidArgument($"page {pfn}: zero page carries {data.Length} payload bytes");
                     }
                 }
                 else
                 {
                     var page = ram.Page(pfn);
-                    string? error = PageCodec.Decode(kind, data, page);
-                    if (error is not null)
+                    if (PageCodec.Decode(kind, data, page) is { } error)
                     {
-                        throw Invalid($"page {pfn}: {error}");
+                        throw RpcErrors.InvalidArgument($"page {pfn}: {error}");
                     }
 
                     if (kind != PageEncodingKind.Zero)
@@ -235,6 +234,4 @@ internal sealed class IncomingMigration : IDisposable
             _ramGuard.ExitWriteLock();
         }
     }
-
-    private static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
 }

@@ -9,7 +9,8 @@ internal static partial class TargetLog
     [LoggerMessage(2, LogLevel.Warning, "migration {Id} failed: {Reason}; partial guest discarded")]
     public static partial void Failed(ILogger logger, string id, string reason);
 
-    [LoggerMessage(3, LogLevel.Information, "migration {Id}: compared {Pages} pages in {Ms} ms, {Mismatched} mismatched, self-check {Check}")]
+    [LoggerMessage(3, LogLevel.Information,
+        "migration {Id}: compared {Pages} pages in {Ms} ms, {Mismatched} mismatched, self-check {Check}")]
     public static partial void Verified(ILogger logger, string id, ulong pages, long ms, long mismatched, string check);
 
     [LoggerMessage(4, LogLevel.Information, "migration {Id}: guest ran {Seconds} s after resume; self-check {Check} {Crashes}")]
@@ -20,4 +21,13 @@ internal static partial class TargetLog
 
     [LoggerMessage(6, LogLevel.Information, "preallocated {Mib} MiB of guest RAM in {Ms} ms")]
     public static partial void Preallocated(ILogger logger, long mib, long ms);
+
+    [LoggerMessage(7, LogLevel.Information, "migration {Id}: {From} -> {To}")]
+    public static partial void StateChanged(ILogger logger, string id, string from, string to);
+
+    [LoggerMessage(8, LogLevel.Warning, "report {Path} not written: {Reason}")]
+    public static partial void ReportNotWritten(ILogger logger, string path, string reason);
+
+    [LoggerMessage(9, LogLevel.Error, "migration {Id}: switchover failed unexpectedly; guest discarded")]
+    public static partial void SwitchoverCrashed(ILogger logger, string id, Exception exception);
 }

@@ -3,6 +3,7 @@ using Google.Protobuf;
 using ServiceDescriptor = Google.Protobuf.Reflection.ServiceDescriptor;
 using Grpc.Core;
 using Migration.Protocol;
+using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
 using Migration.Target.Receiving;
 
@@ -14,14 +15,14 @@ namespace Migration.Target.Services;
 /// <see cref="ReceivedBatch"/>: no protobuf parse, no megabyte allocation per message, no garbage for the GC to chase
 /// while the guest's RAM fills up.
 /// </summary>
-internal sealed class PageStreamService(MigrationHost host, ILogger<PageStreamService> log) : PageStreamServiceBase
+internal sealed class PageStreamService(IncomingMigrations migrations, ILogger<PageStreamService> log) : PageStreamServiceBase
 {
     public override async Task<PageStreamSummary> SendPages(IAsyncStreamReader<ReceivedBatch> requestStream, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(requestStream);
         ArgumentNullException.ThrowIfNull(context);
-        string? id = context.RequestHeaders.GetValue(MigrationService.MigrationIdHeader);
-        var migration = host.Require(id);
+        string? id = context.RequestHeaders.GetValue(WireNames.MigrationIdHeader);
+        var migration = migrations.RequireReceiving(id);
         var summary = new PageStreamSummary();
         migration.StreamOpened();
         try
@@ -45,15 +46,15 @@ internal sealed class PageStreamService(MigrationHost host, ILogger<PageStreamSe
         }
         catch (RpcException ex) when (ex.StatusCode == StatusCode.InvalidArgument)
         {
-            host.Fail(migration, ex.Status.Detail);
+            migrations.Fail(migration, ex.Status.Detail);
             throw;
         }
         catch (Exception ex) when (ex is IOException or OperationCanceledException)
         {
             // The source went away mid-stream. The migration cannot complete without it; discard the partial guest.
             TargetLog.StreamBroke(log, migration.Id, ex.Message);
-            host.Fail(migration, $"page stream broke: {ex.Message}");
-            throw new RpcException(new Status(StatusCode.Cancelled, "page stream broke"));
+            migrations.Fail(migration, $"page stream broke: {ex.Message}");
+            throw RpcErrors.Cancelled("page stream broke");
         }
         finally
         {

@@ -1,19 +1,27 @@
 using Migration.Shared.Balloon;
+using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Precopy;
+using Migration.Shared.Reporting;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Balloon;
 
 public sealed class BalloonDriverTests
 {
-    private static (VirtualMachine Vm, PageBitmap Bitmap) Migrating(bool waitOnAck, byte? poison = 0xAA)
+    /// <summary>A guest whose hint device the test drives by hand (no hint thread).</summary>
+    private static VirtualMachine Boot(GuestConfig config) =>
+        VirtualMachine.Boot(config, null, GuestSeams.Production with { DeviceThreads = NoDeviceThreads.Instance });
+
+    private static (VirtualMachine Vm, MigrationBitmap Bitmap) Migrating(bool waitOnAck, byte? poison = 0xAA)
     {
-        var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 32L << 20, Vcpus = 1, PoisonValue = poison, WaitOnAck = waitOnAck });
-        var bitmap = new PageBitmap(vm.Ram.PageCount);
+        var vm = Boot(new GuestConfig { RamBytes = 32L << 20, Vcpus = 1, PoisonValue = poison, WaitOnAck = waitOnAck });
+        var bitmap = new MigrationBitmap(vm.DirtyLog);
         bitmap.SetAll();
         vm.DirtyLog.Enable();
-        vm.HintDevice.BeginMigration(bitmap, new object(), vm.DirtyLog);
+        Assert.True(vm.HintDevice.Setup(new PrecopySetup(bitmap, new MigrationCapabilities { FreePageHinting = true })));
         vm.HintDevice.AfterSync(vmRunning: true);
         return (vm, bitmap);
     }
@@ -22,7 +30,7 @@ public sealed class BalloonDriverTests
     {
         for (int i = 0; i < steps; i++)
         {
-            vm.StepBalloonDriver();
+            vm.BalloonDriver.Step();
             vm.HintDevice.ProcessOne();
         }
     }
@@ -42,18 +50,18 @@ public sealed class BalloonDriverTests
         foreach (long head in vm.Kernel.BlocksOwnedBy(PageOwner.Balloon))
         {
             Assert.Equal(vm.BalloonDriver.BlockPages, free.CountRange(head, vm.BalloonDriver.BlockPages)); // not sent, not checked
-            Assert.Equal(0, bitmap.CountRange(head, vm.BalloonDriver.BlockPages));
+            Assert.Equal(0, bitmap.Pages.CountRange(head, vm.BalloonDriver.BlockPages));
         }
     }
 
     [Fact]
     public void OneSlotStaysFreeForStop()
     {
-        using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 32L << 20, Vcpus = 1 });
-        var device = new FreePageHintDevice(vm.Ram.PageCount, queueCapacity: 4);
-        var bitmap = new PageBitmap(vm.Ram.PageCount);
+        using var vm = Boot(new GuestConfig { RamBytes = 32L << 20, Vcpus = 1 });
+        var device = new FreePageHintDevice(vm.Ram.PageCount, queueCapacity: 4, SchedulingPoints.None,
+            StandardHintDefences.Instance, NoDeviceThreads.Instance);
         vm.DirtyLog.Enable();
-        device.BeginMigration(bitmap, new object(), vm.DirtyLog);
+        Assert.True(device.Setup(new PrecopySetup(new MigrationBitmap(vm.DirtyLog), new MigrationCapabilities { FreePageHinting = true })));
         device.AfterSync(vmRunning: true);
         var driver = new BalloonDriver(vm.Kernel, device, waitOnAck: true);
         for (int i = 0; i < 20; i++)
@@ -63,7 +71,7 @@ public sealed class BalloonDriverTests
 
         Assert.Equal(1, device.FreeSlots);
         Assert.Equal(2, driver.HeldBlocks); // START + 2 blocks, one slot left for STOP
-        device.StopHinting();
+        device.BeforeSync(vmRunning: true);
         driver.Step();
         Assert.Equal(0, device.FreeSlots); // the STOP went into the reserved slot
         Assert.Equal(0, device.Stats.DeviceErrors);
@@ -74,8 +82,8 @@ public sealed class BalloonDriverTests
     {
         var (vm, _) = Migrating(waitOnAck: true);
         using var _ = vm;
-        vm.StepBalloonDriver(); // START
-        vm.StepBalloonDriver(); // one block queued, not yet used by the device
+        vm.BalloonDriver.Step(); // START
+        vm.BalloonDriver.Step(); // one block queued, not yet used by the device
         Assert.Equal(1, vm.BalloonDriver.HeldBlocks);
         Assert.False(vm.Kernel.Shrinker!(0));
         Assert.Equal(1, vm.BalloonDriver.HeldBlocks);
@@ -94,8 +102,8 @@ public sealed class BalloonDriverTests
     {
         var (vm, _) = Migrating(waitOnAck: false);
         using var _ = vm;
-        vm.StepBalloonDriver();
-        vm.StepBalloonDriver();
+        vm.BalloonDriver.Step();
+        vm.BalloonDriver.Step();
         Assert.True(vm.Kernel.Shrinker!(0));
     }
 
@@ -113,7 +121,7 @@ public sealed class BalloonDriverTests
             vm.Ram.Pages(head, (int)vm.BalloonDriver.BlockPages).Clear();
         }
 
-        vm.HintDevice.EndMigration();
+        vm.HintDevice.Cleanup(MigrationStatus.Completed);
         Run(vm, (int)held + 2);
 
         Assert.Equal(0, vm.BalloonDriver.HeldBlocks);

@@ -1,6 +1,9 @@
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
+using Migration.Shared.Precopy;
+using Migration.Shared.Reporting;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Balloon;
 
@@ -8,14 +11,20 @@ public sealed class FreePageHintDeviceTests
 {
     private const long Pages = 4096;
 
-    private static (FreePageHintDevice Device, PageBitmap Bitmap, DirtyLog Log) Attached(DirtyLogMode mode = DirtyLogMode.Eager, Mutation mutation = Mutation.None)
+        internal static FreePageHintDevice NewDevice() =>
+        new(Pages, queueCapacity: 8, SchedulingPoints.None, StandardHintDefences.Instance, NoDeviceThreads.Instance);
+
+    private static PrecopySetup Hinting(MigrationBitmap bitmap) =>
+        new(bitmap, new MigrationCapabilities { FreePageHinting = true });
+
+    private static (FreePageHintDevice Device, MigrationBitmap Bitmap, DirtyLog Log) Attached(DirtyLogMode mode = DirtyLogMode.Eager)
     {
-        var device = new FreePageHintDevice(Pages, queueCapacity: 8, new RaceHooks { Mutations = mutation });
-        var bitmap = new PageBitmap(Pages);
-        bitmap.SetAll();
+        var device = NewDevice();
         var log = new DirtyLog(Pages, mode, clearChunkPages: 1024);
         log.Enable();
-        device.BeginMigration(bitmap, new object(), log);
+        var bitmap = new MigrationBitmap(log);
+        bitmap.SetAll();
+        Assert.True(device.Setup(Hinting(bitmap)));
         device.AfterSync(vmRunning: true); // first id, REQUESTED
         return (device, bitmap, log);
     }
@@ -30,10 +39,21 @@ public sealed class FreePageHintDeviceTests
     [Fact]
     public void HintingNeedsDirtyLoggingOn_H1()
     {
-        var device = new FreePageHintDevice(Pages);
+        var device = NewDevice();
         var log = new DirtyLog(Pages, DirtyLogMode.Eager);
-        var ex = Assert.Throws<InvalidOperationException>(() => device.BeginMigration(new PageBitmap(Pages), new object(), log));
+        var ex = Assert.Throws<InvalidOperationException>(() => device.Setup(Hinting(new MigrationBitmap(log))));
         Assert.Contains("H1", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AMigrationWithoutHinting_IsSatOut()
+    {
+        var device = NewDevice();
+        var log = new DirtyLog(Pages, DirtyLogMode.Eager);
+        log.Enable();
+        Assert.False(device.Setup(new PrecopySetup(new MigrationBitmap(log), new MigrationCapabilities())));
+        device.AfterSync(vmRunning: true);
+        Assert.Equal(HintCommandId.Done, device.ConfigCommandId);
     }
 
     [Fact]
@@ -49,8 +69,8 @@ public sealed class FreePageHintDeviceTests
         Drain(device);
 
         Assert.Equal(HintStatus.Start, device.Status);
-        Assert.Equal(Pages - 1024, bitmap.Count);
-        Assert.Equal(0, bitmap.CountRange(1024, 1024));
+        Assert.Equal(Pages - 1024, bitmap.Pages.Count);
+        Assert.Equal(0, bitmap.Pages.CountRange(1024, 1024));
         var stats = device.Stats;
         Assert.Equal((1, 1, 1024L), (stats.BlocksReceived, stats.BlocksApplied, stats.PagesCleared));
     }
@@ -64,7 +84,7 @@ public sealed class FreePageHintDeviceTests
         Drain(device);
         device.AddBuffer(HintBuffer.Id(first));
         Drain(device);
-        device.StopHinting();
+        device.BeforeSync(vmRunning: true);
         device.AfterSync(vmRunning: true);
         uint second = device.ConfigCommandId;
         Assert.NotEqual(first, second);
@@ -73,7 +93,7 @@ public sealed class FreePageHintDeviceTests
         Drain(device);
 
         Assert.Equal(HintStatus.Requested, device.Status);
-        Assert.Equal(Pages, bitmap.Count);
+        Assert.Equal(Pages, bitmap.Pages.Count);
         Assert.Equal(2, device.Stats.BlocksDroppedStale);
     }
 
@@ -84,7 +104,7 @@ public sealed class FreePageHintDeviceTests
         uint id = device.ConfigCommandId;
         device.AddBuffer(HintBuffer.Id(id));
         Drain(device);
-        device.StopHinting(); // the engine is about to sync
+        device.BeforeSync(vmRunning: true); // the engine is about to sync
         Assert.Equal(HintCommandId.Stop, device.ConfigCommandId);
 
         device.AddBuffer(HintBuffer.Id(id)); // the guest replays the current id
@@ -92,46 +112,7 @@ public sealed class FreePageHintDeviceTests
         Drain(device);
 
         Assert.Equal(HintStatus.Stop, device.Status);
-        Assert.Equal(Pages, bitmap.Count);
-    }
-
-    /// <summary>The scripted schedule of R10: with the mutation the replayed START re-opens hinting and a block applies mid-sync.</summary>
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void ReplayedStart_DuringTheSyncWindow_ClearsBitsOnlyWithoutTheDefence_R10(bool mutant)
-    {
-        var (device, bitmap, log) = Attached(mutation: mutant ? Mutation.HonourReplayedStart : Mutation.None);
-        uint id = device.ConfigCommandId;
-        device.AddBuffer(HintBuffer.Id(id));
-        Drain(device);
-        log.MarkDirty(1100);                           // the guest reused a hinted page and wrote it
-        device.StopHinting();                          // the engine stops hinting, then syncs
-        log.SyncInto(bitmap);
-        device.AddBuffer(HintBuffer.Id(id));           // a replayed START arrives before the new id
-        device.AddBuffer(HintBuffer.Block(id, 1024, 1024));
-        Drain(device);
-
-        Assert.Equal(!mutant, bitmap.Get(1100)); // the write survives only with the defence
-    }
-
-    /// <summary>The scripted schedule of R9: while the VM is stopped the hint thread must not apply anything.</summary>
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void BlockQueuedAtStop_IsAppliedDuringStopAndCopyOnlyWithoutTheDefence_R9(bool mutant)
-    {
-        var (device, bitmap, log) = Attached(mutation: mutant ? Mutation.ApplyWhileStopped : Mutation.None);
-        uint id = device.ConfigCommandId;
-        device.AddBuffer(HintBuffer.Id(id));
-        Drain(device);
-        device.AddBuffer(HintBuffer.Block(id, 1024, 1024)); // queued before the stop, the hint thread lags
-        log.MarkDirty(1100);                                 // the guest reused the block early (no wait-on-ack)
-        device.SetVmRunning(false);                          // stop-and-copy
-        log.SyncInto(bitmap);                                // the final sync picks the write up
-        Drain(device);
-
-        Assert.Equal(!mutant, bitmap.Get(1100));
+        Assert.Equal(Pages, bitmap.Pages.Count);
     }
 
     [Fact]
@@ -156,7 +137,7 @@ public sealed class FreePageHintDeviceTests
         long seq = device.AddBuffer(HintBuffer.Block(id, 0, 1024));
         Assert.False(device.ProcessOne());
         Assert.False(device.IsUsed(seq));
-        Assert.Equal(Pages, bitmap.Count);
+        Assert.Equal(Pages, bitmap.Pages.Count);
         device.SetVmRunning(true);
         Assert.True(device.ProcessOne());
         Assert.True(device.IsUsed(seq));
@@ -167,7 +148,7 @@ public sealed class FreePageHintDeviceTests
     {
         var (device, bitmap, log) = Attached(DirtyLogMode.Manual);
         log.MarkDirty(1500);
-        log.SyncInto(bitmap); // fetched, not cleared: the page's log bit stays set until its chunk is cleared
+        bitmap.SyncFromLog(); // fetched, not cleared: the page's log bit stays set until its chunk is cleared
         Assert.True(log.IsLogged(1500));
         uint id = device.ConfigCommandId;
         device.AddBuffer(HintBuffer.Id(id));
@@ -192,8 +173,8 @@ public sealed class FreePageHintDeviceTests
         Drain(device);
 
         Assert.True(log.IsLogged(1500));
-        log.SyncInto(bitmap);
-        Assert.True(bitmap.Get(1500)); // the write comes back at the next sync and is sent
+        bitmap.SyncFromLog();
+        Assert.True(bitmap.Pages.Get(1500)); // the write comes back at the next sync and is sent
     }
 
     public static TheoryData<HintBuffer, string> BadBuffers(uint id) => new()
@@ -222,9 +203,9 @@ public sealed class FreePageHintDeviceTests
         Assert.Equal(1, stats.DeviceErrors);
         Assert.Contains(expected, stats.Error, StringComparison.Ordinal);
         Assert.Equal(HintStatus.Done, device.Status);
-        Assert.Equal(Pages, bitmap.Count); // nothing applied
+        Assert.Equal(Pages, bitmap.Pages.Count); // nothing applied
 
-        device.StopHinting();
+        device.BeforeSync(vmRunning: true);
         device.AfterSync(vmRunning: true); // later syncs do not restart hinting
         Assert.Equal(HintCommandId.Done, device.ConfigCommandId);
     }
@@ -257,11 +238,11 @@ public sealed class FreePageHintDeviceTests
     }
 
     [Fact]
-    public void EndMigration_ReportsDone_AndDropsWhatIsQueued_H6()
+    public void Cleanup_ReportsDone_AndDropsWhatIsQueued_H6()
     {
         var (device, _, _) = Attached();
         long seq = device.AddBuffer(HintBuffer.Id(device.ConfigCommandId));
-        device.EndMigration();
+        device.Cleanup(MigrationStatus.Completed);
         Assert.Equal(HintCommandId.Done, device.ConfigCommandId);
         Assert.True(device.IsUsed(seq));
     }

@@ -1,5 +1,5 @@
 using System.Buffers;
-using Migration.Shared.Tests.TestSupport;
+using Migration.TestSupport;
 using Migration.Shared.Transport;
 
 namespace Migration.Shared.Tests.Transport;
@@ -46,17 +46,19 @@ public sealed class PageBatchWireTests
     }
 
     [Theory]
-    [InlineData(new byte[] { 0x12, 5, 1, 2 }, "packed field 2")]             // packed length beyond the message
-    [InlineData(new byte[] { 0x2A, 0x80 }, "payload length")]                 // truncated varint length
-    [InlineData(new byte[] { 0x10, 1, 0x18, 1 }, "1 page numbers, 1 encodings and 0 lengths")]
-    [InlineData(new byte[] { 0x0B }, "wire type 3")]                         // groups are not protobuf 3
-    [InlineData(new byte[] { 0x2A, 1, 0, 0x2A, 1, 0 }, "payload appears twice")]
-    public void MalformedMessages_AreDescribed(byte[] message, string expected)
+    [InlineData(new byte[] { 0x12, 5, 1, 2 }, ProtocolErrorKind.BadLength, "packed field 2")] // packed length beyond the end
+    [InlineData(new byte[] { 0x2A, 0x80 }, ProtocolErrorKind.BadLength, "payload length")]    // truncated varint length
+    [InlineData(new byte[] { 0x10, 1, 0x18, 1 }, ProtocolErrorKind.Inconsistent, "1 page numbers, 1 encodings and 0 lengths")]
+    [InlineData(new byte[] { 0x0B }, ProtocolErrorKind.UnsupportedWireType, "wire type 3")]  // groups are not protobuf 3
+    [InlineData(new byte[] { 0x2A, 1, 0, 0x2A, 1, 0 }, ProtocolErrorKind.Duplicate, "payload appears twice")]
+    [InlineData(new byte[] { 0x10 }, ProtocolErrorKind.Truncated, "truncated field 2")]
+    public void MalformedMessages_HaveAKindAndADetail(byte[] message, ProtocolErrorKind kind, string expected)
     {
         using var batch = new ReceivedBatch();
-        string? error = PageBatchWire.Read(new ReadOnlySequence<byte>(message), batch);
+        var error = PageBatchWire.Read(new ReadOnlySequence<byte>(message), batch);
         Assert.NotNull(error);
-        Assert.Contains(expected, error, StringComparison.Ordinal);
+        Assert.Equal(kind, error.Value.Kind);
+        Assert.Contains(expected, error.Value.Detail, StringComparison.Ordinal);
     }
 
     [Fact]

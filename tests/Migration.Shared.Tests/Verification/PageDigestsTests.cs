@@ -1,6 +1,6 @@
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
-using Migration.Shared.Tests.TestSupport;
+using Migration.TestSupport;
 using Migration.Shared.Verification;
 
 namespace Migration.Shared.Tests.Verification;

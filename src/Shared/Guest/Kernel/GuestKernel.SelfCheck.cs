@@ -25,7 +25,7 @@ public sealed partial class GuestKernel
     {
         lock (_zoneLock)
         {
-            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
+            using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
             return new SelfCheckWalk(this).Run();
         }
     }

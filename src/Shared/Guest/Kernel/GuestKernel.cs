@@ -88,7 +88,7 @@ public sealed partial class GuestKernel
         {
             lock (_zoneLock)
             {
-                using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
+                using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
                 return [.. _poisonViolations];
             }
         }
@@ -170,7 +170,7 @@ public sealed partial class GuestKernel
         uint generation;
         lock (_zoneLock)
         {
-            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
+            using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
             int from = order;
             while (from <= MaxOrder && FreeHead(from) == PageDescriptor.NoPage)
             {
@@ -245,7 +245,7 @@ public sealed partial class GuestKernel
         _memory.Ram.CheckPage(pfn);
         lock (_zoneLock)
         {
-            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
+            using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
             var d = ReadDescriptor(pfn);
             if (d.State == PageState.FreeHead)
             {
@@ -330,7 +330,7 @@ public sealed partial class GuestKernel
     {
         lock (_zoneLock)
         {
-            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
+            using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
             long pfn = 0;
             while (pfn < Layout.PageCount)
             {
@@ -382,7 +382,7 @@ public sealed partial class GuestKernel
     {
         lock (_zoneLock)
         {
-            using var noYield = RaceHooks.NoYield(); // no scheduling point while holding the zone lock
+            using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
             foreach (var (first, count) in Layout.ManagedExtents())
             {
                 if (poison is byte value)

@@ -1,6 +1,6 @@
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
-using Migration.Shared.Tests.TestSupport;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Guest.Kernel;
 

@@ -2,7 +2,7 @@ using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
-using Migration.Shared.Tests.TestSupport;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Guest.Workloads;
 
@@ -21,7 +21,7 @@ public class WorkloadTests
     {
         for (int i = 0; i < steps; i++)
         {
-            vm.StepVcpu(i % vm.Config.Vcpus);
+            vm.Workloads[i % vm.Config.Vcpus].Step();
         }
     }
 
@@ -31,7 +31,7 @@ public class WorkloadTests
         while (!vm.IsWarm)
         {
             Assert.True(i++ < maxSteps, "workload did not finish warming up");
-            vm.StepVcpu(i % vm.Config.Vcpus);
+            vm.Workloads[i % vm.Config.Vcpus].Step();
         }
     }
 
@@ -112,7 +112,7 @@ public class WorkloadTests
             clock.Advance(TimeSpan.FromMilliseconds(1));
             for (int v = 0; v < vm.Config.Vcpus; v++)
             {
-                while (vm.StepVcpu(v) == StepResult.Progress)
+                while (vm.Workloads[v].Step() == StepResult.Progress)
                 {
                 }
             }

@@ -1,0 +1,106 @@
+using ScottPlot;
+
+namespace Migration.Bench;
+
+/// <summary>PNG charts: time and bytes per scenario (hints off against on), and per-round pages of one run of each.</summary>
+internal static class BenchCharts
+{
+    private static readonly Color Off = new(0x8c, 0x8c, 0x8c);
+    private static readonly Color On = new(0x1f, 0x77, 0xb4);
+
+    /// <summary>Writes the charts into <paramref name="dir"/>; returns their file names.</summary>
+    public static IReadOnlyList<string> Write(BenchResults results, IReadOnlyList<BenchScenario> scenarios, string dir)
+    {
+        var written = new List<string>();
+        if (results.Summary is { Rows.Count: > 0 } summary)
+        {
+            written.Add(Grouped(summary, dir, "time.png", "Total migration time (median)", "ms", s => s.TotalMs));
+            written.Add(Grouped(summary, dir, "bytes.png", "Bytes on the wire (median)", "MB", s => s.BytesOnWire / 1e6));
+        }
+
+        foreach (var scenario in scenarios)
+        {
+            var runs = results.Runs.Where(r => r.Scenario == scenario.Name && r.Link == BenchScenario.Uncapped.Name && r.Repeat == 1 && r.Ok).ToList();
+            if (runs.Count > 0)
+            {
+                written.Add(Rounds(scenario.Name, runs, dir));
+            }
+        }
+
+        return written;
+    }
+
+    private static string Grouped(BenchSummary summary, string dir, string file, string title, string unit, Func<SideMedians, double> value)
+    {
+        var plot = new Plot();
+        var ticks = new List<Tick>();
+        var bars = new List<Bar>();
+        for (int i = 0; i < summary.Rows.Count; i++)
+        {
+            var row = summary.Rows[i];
+            double x = i * 3;
+            if (row.Off is not null)
+            {
+                bars.Add(new Bar { Position = x, Value = value(row.Off), FillColor = Off, Label = $"{value(row.Off):F0}" });
+            }
+
+            if (row.On is not null)
+            {
+                bars.Add(new Bar { Position = x + 1, Value = value(row.On), FillColor = On, Label = $"{value(row.On):F0}" });
+            }
+
+            ticks.Add(new Tick(x + 0.5, $"{row.Scenario}\n{row.Link}"));
+        }
+
+        var series = plot.Add.Bars(bars);
+        series.ValueLabelStyle.FontSize = 11;
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
+        plot.Axes.Bottom.MajorTickStyle.Length = 0;
+        plot.Axes.Margins(bottom: 0);
+        plot.Title(title);
+        plot.YLabel(unit);
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "hints off", FillColor = Off });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "hints on", FillColor = On });
+        plot.Legend.Alignment = Alignment.UpperRight;
+        plot.ShowLegend();
+        string path = Path.Combine(dir, file);
+        plot.SavePng(path, 220 + (150 * summary.Rows.Count), 480);
+        return file;
+    }
+
+    private static string Rounds(string scenario, List<BenchRun> runs, string dir)
+    {
+        var plot = new Plot();
+        foreach (var run in runs.OrderBy(r => r.Hints))
+        {
+            var rounds = run.Source!.Rounds;
+            double[] xs = [.. rounds.Select(r => (double)r.Round)];
+            var color = run.Hints ? On : Off;
+            string side = run.Hints ? "hints on" : "hints off";
+            // Pages on a log scale (an empty round drawn at 1): round 0 is millions, the last rounds tens.
+            var dirty = plot.Add.Scatter(xs, [.. rounds.Select(r => Math.Log10(Math.Max(1, r.DirtyPages)))]);
+            dirty.Color = color;
+            dirty.LinePattern = LinePattern.Dashed;
+            dirty.LegendText = $"{side}: dirty at round start";
+            var sent = plot.Add.Scatter(xs, [.. rounds.Select(r => Math.Log10(Math.Max(1, r.PagesSent)))]);
+            sent.Color = color;
+            sent.MarkerSize = 8;
+            sent.LegendText = $"{side}: pages sent";
+        }
+
+        plot.Title($"{scenario}, uncapped: pages per round (last = stop-and-copy)");
+        plot.XLabel("round");
+        plot.YLabel("pages (log scale)");
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic
+        {
+            LabelFormatter = y => $"{Math.Pow(10, y):N0}",
+            MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
+            IntegerTicksOnly = true,
+        };
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+        plot.ShowLegend();
+        string file = $"rounds-{scenario}.png";
+        plot.SavePng(Path.Combine(dir, file), 800, 480);
+        return file;
+    }
+}

@@ -1,0 +1,80 @@
+using System.Runtime.InteropServices;
+using Migration.Shared.Reporting;
+
+namespace Migration.Bench;
+
+/// <summary>Everything a benchmark run produced: results.json.</summary>
+internal sealed class BenchResults
+{
+    public MachineInfo Machine { get; set; } = new();
+
+    public bool Quick { get; set; }
+
+    public int Repeat { get; set; }
+
+    public DateTimeOffset StartedAt { get; set; }
+
+    public DateTimeOffset? FinishedAt { get; set; }
+
+    /// <summary>iperf3 on loopback, before and after the raw page stream.</summary>
+    public List<Iperf3Result> Iperf3 { get; set; } = [];
+
+    /// <summary>The raw page stream: random content, no guest activity, hints off.</summary>
+    public List<BenchRun> RawStream { get; set; } = [];
+
+    public List<BenchRun> Runs { get; set; } = [];
+
+    public BenchSummary? Summary { get; set; }
+}
+
+/// <summary>The machine and runtime the figures were measured on.</summary>
+internal sealed record MachineInfo
+{
+    public string Cpu { get; init; } = "unknown";
+
+    public int Cores { get; init; }
+
+    public long MemoryBytes { get; init; }
+
+    public string Os { get; init; } = string.Empty;
+
+    public string Runtime { get; init; } = string.Empty;
+
+    /// <summary>GC mode of the benchmark process; each child's own is in its report (process.gcMode).</summary>
+    public string GcMode { get; init; } = string.Empty;
+
+
+    public static MachineInfo Capture()
+    {
+        string cpu = "unknown";
+        long memory = 0;
+        if (File.Exists("/proc/cpuinfo"))
+        {
+            cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+        }
+
+        if (File.Exists("/proc/meminfo"))
+        {
+            string? line = File.ReadLines("/proc/meminfo").FirstOrDefault(l => l.StartsWith("MemTotal:", StringComparison.Ordinal));
+            if (line is not null && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out long kb))
+            {
+                memory = kb * 1024;
+            }
+        }
+
+        return new MachineInfo
+        {
+            Cpu = cpu,
+            Cores = Environment.ProcessorCount,
+            MemoryBytes = memory > 0 ? memory : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes,
+            Os = RuntimeInformation.OSDescription,
+            Runtime = RuntimeInformation.FrameworkDescription,
+            GcMode = ProcessStats.Describe(),
+        };
+    }
+
+    /// <summary>One line for the reader. The JIT modes are the two processes' (their project files set them).</summary>
+    public string Describe() =>
+        $"{Cpu}, {Cores} cores, {MemoryBytes / (1L << 30)} GiB RAM; {Os}; {Runtime}; GC {GcMode}; JIT tiered in the source, " +
+        "optimised at first call in the target";
+}

@@ -1,0 +1,180 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Migration.Shared.Reporting;
+using Migration.Source.Cli;
+
+namespace Migration.Bench;
+
+/// <summary>What <c>bench</c> was asked to do.</summary>
+internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null);
+
+/// <summary>
+/// The benchmark: the loopback link (iperf3 against our raw page stream, in the same sitting), then every scenario on
+/// every link, hints off and on interleaved (off, on, off, on ...) so that drift on a shared machine hits both alike.
+/// Each migration is a fresh target process and a fresh source process, exactly as a user runs them; both report their
+/// own CPU time and peak RSS. Results go to DIR as they come (results.json), then the tables and charts.
+/// </summary>
+internal sealed class BenchRunner(BenchOptions options, TextWriter output)
+{
+    private static readonly TimeSpan RunTimeout = TimeSpan.FromMinutes(15);
+    private readonly BenchResults _results = new();
+    private int _runIndex;
+
+    public async Task<int> RunAsync(CancellationToken ct)
+    {
+        Directory.CreateDirectory(Path.Combine(options.OutDir, "runs"));
+        _results.Machine = MachineInfo.Capture();
+        _results.Quick = options.Quick;
+        _results.Repeat = options.Repeat;
+        _results.StartedAt = DateTimeOffset.UtcNow;
+        var scenarios = BenchScenario.All(options.Quick).Where(s => options.Only is null || options.Only.Contains(s.Name)).ToList();
+        output.WriteLine($"bench: {_results.Machine.Describe()}");
+        output.WriteLine($"bench: {(options.Quick ? "quick (1 GiB guests)" : "full (8 GiB guests)")}, {options.Repeat} repeat(s), results in {Path.GetFullPath(options.OutDir)}");
+
+        if (options.Only is null || options.Only.Contains("raw"))
+        {
+            await MeasureLinkAsync(ct);
+        }
+
+        foreach (var scenario in scenarios)
+        {
+            foreach (var link in BenchScenario.Links)
+            {
+                for (int repeat = 1; repeat <= options.Repeat; repeat++)
+                {
+                    foreach (bool hints in new[] { false, true })
+                    {
+                        var run = await RunMigrationAsync(scenario.Name, scenario.RamBytes, scenario.WorkloadArgs, link, hints, repeat, channels: 2, ct);
+                        _results.Runs.Add(run);
+                        Save();
+                    }
+                }
+            }
+        }
+
+        _results.FinishedAt = DateTimeOffset.UtcNow;
+        var summary = BenchSummary.Build(_results, scenarios);
+        _results.Summary = summary;
+        Save();
+        string md = BenchMarkdown.Write(_results, summary, scenarios);
+        await File.WriteAllTextAsync(Path.Combine(options.OutDir, "results.md"), md, ct);
+        var charts = BenchCharts.Write(_results, scenarios, options.OutDir);
+        output.WriteLine();
+        output.WriteLine(md);
+        output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts to {Path.GetFullPath(options.OutDir)}");
+        int failed = _results.Runs.Count(r => !r.Ok) + _results.RawStream.Count(r => !r.Ok);
+        if (failed > 0)
+        {
+            output.WriteLine($"bench: {failed} run(s) failed; see their logs under runs/");
+        }
+
+        return failed == 0 ? 0 : 1;
+    }
+
+    /// <summary>iperf3 on loopback, then the raw page stream at 2 and 4 channels, then iperf3 again.</summary>
+    private async Task MeasureLinkAsync(CancellationToken ct)
+    {
+        int seconds = options.Quick ? 3 : 5;
+        _results.Iperf3.Add(await Iperf3.RunAsync(seconds, output, ct));
+        long ram = options.Quick ? 1L << 30 : 4L << 30;
+        // Random content, no guest activity: memhog leaves 90% of RAM full of random data, then the guest does nothing.
+        string[] args = ["--workload", "memhog", "--memhog-share", "0.9", "--idle-dirty-pages", "0"];
+        foreach (int channels in new[] { 2, 4 })
+        {
+            var run = await RunMigrationAsync($"raw-stream-{channels}ch", ram, args, BenchScenario.Uncapped, hints: false, repeat: 1, channels, ct);
+            _results.RawStream.Add(run);
+            Save();
+        }
+
+        _results.Iperf3.Add(await Iperf3.RunAsync(seconds, output, ct));
+        Save();
+    }
+
+    private async Task<BenchRun> RunMigrationAsync(string scenario, long ramBytes, IReadOnlyList<string> workloadArgs, BenchLink link, bool hints, int repeat, int channels, CancellationToken ct)
+    {
+        int index = ++_runIndex;
+        string stem = Path.Combine(options.OutDir, "runs", $"{index:D2}-{scenario}-{link.Name}-hints-{(hints ? "on" : "off")}-{repeat}");
+        var run = new BenchRun
+        {
+            Scenario = scenario,
+            Link = link.Name,
+            Hints = hints,
+            Repeat = repeat,
+            SourceLog = Path.GetRelativePath(options.OutDir, stem + ".source.log"),
+            TargetLog = Path.GetRelativePath(options.OutDir, stem + ".target.log"),
+        };
+        string ram = $"{ramBytes >> 20}MiB";
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            await using var target = await TargetProcess.StartAsync(["--once", "--prealloc", ram, "--report", stem + ".target.json"], TimeSpan.FromMinutes(3), ct);
+            var args = new List<string>
+            {
+                "migrate", "--target", target.Address.ToString(), "--ram", ram, "--vcpus", "2", "--seed", "1",
+                "--warmup-seconds", "1", "--downtime-ms", "300", "--channels", channels.ToString(), "--hints", hints ? "on" : "off",
+                "--report", stem + ".source.json",
+            };
+            args.AddRange(workloadArgs);
+            if (link.MaxBandwidth is not null)
+            {
+                args.AddRange(["--max-bandwidth", link.MaxBandwidth]);
+            }
+
+            run.SourceExitCode = await ChildProcess.RunSourceAsync(args, stem + ".source.log", RunTimeout, ct);
+            try
+            {
+                run.TargetExitCode = await target.WaitForExitAsync(TimeSpan.FromSeconds(60));
+            }
+            catch (TimeoutException)
+            {
+                run.Error = "the target did not exit after the migration";
+            }
+
+            await File.WriteAllLinesAsync(stem + ".target.log", target.Output, CancellationToken.None);
+            if (File.Exists(stem + ".source.json"))
+            {
+                run.Source = MigrationReport.FromJson(await File.ReadAllTextAsync(stem + ".source.json", ct));
+            }
+
+            if (File.Exists(stem + ".target.json"))
+            {
+                using var doc = JsonDocument.Parse(await File.ReadAllTextAsync(stem + ".target.json", ct));
+                run.Target = doc.RootElement.Clone();
+                if (run.Target.Value.TryGetProperty("process", out var p))
+                {
+                    run.TargetProcess = p.Deserialize<ProcessStats>(MigrationReport.JsonOptions);
+                }
+            }
+
+            run.Error ??= run.Source is null
+                ? $"the source wrote no report (exit code {run.SourceExitCode})"
+                : run.Source.Status != MigrationStatus.Completed || !run.Source.Verified ? $"{run.Source.Status}: {run.Source.Error}" : null;
+        }
+        catch (Exception ex) when (ex is TimeoutException or InvalidOperationException or IOException or JsonException)
+        {
+            run.Error = ex.Message;
+        }
+
+        run.WallSeconds = sw.Elapsed.TotalSeconds;
+        output.WriteLine(Describe(index, run));
+        return run;
+    }
+
+    private static string Describe(int index, BenchRun run)
+    {
+        if (!run.Ok || run.Source is not { } r)
+        {
+            return $"[{index,2}] {run.Label,-34} FAILED: {run.Error}";
+        }
+
+        return $"[{index,2}] {run.Label,-34} total {r.Timing.TotalMs,7:F0} ms  downtime {r.Timing.DowntimeMs,5:F0} ms  " +
+               $"{r.Transfer.BytesOnWire / 1e6,8:F1} MB  skipped {r.Transfer.PagesSkippedByHints,9:N0} pages  " +
+               $"cpu {r.Process?.MigrationCpuSeconds ?? 0,5:F1}+{run.TargetProcess?.MigrationCpuSeconds ?? 0,4:F1} s  ({run.WallSeconds:F0} s wall)";
+    }
+
+    private void Save()
+    {
+        string path = Path.Combine(options.OutDir, "results.json");
+        File.WriteAllText(path, JsonSerializer.Serialize(_results, MigrationReport.JsonOptions));
+    }
+}

@@ -1,0 +1,51 @@
+using System.CommandLine;
+using Migration.Bench;
+
+// The macro benchmark: hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) and the raw page
+// stream against iperf3, on loopback. Exit codes: 0 every run verified, 1 a run failed, 2 bad usage.
+var quick = new Option<bool>("--quick") { Description = "1 GiB guests instead of 8 GiB: a smoke check in a few minutes" };
+var outDir = new Option<string>("--out")
+{
+    Description = "Directory for results.json, results.md, charts and run logs",
+    DefaultValueFactory = _ => "bench-results",
+};
+var repeat = new Option<int?>("--repeat") { Description = "Runs per scenario, link and hints setting (default 3; 1 with --quick)" };
+var only = new Option<string[]>("--only")
+{
+    Description = "Run only these scenarios (e.g. idle-8g stale-8g raw); default all",
+    AllowMultipleArgumentsPerToken = true,
+};
+var root = new RootCommand(
+    "Benchmark hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) and the raw page stream against " +
+    "iperf3, on loopback.")
+{
+    quick, outDir, repeat, only,
+};
+root.SetAction(async (parse, ct) =>
+{
+    bool isQuick = parse.GetValue(quick);
+    int repeats = parse.GetValue(repeat) ?? (isQuick ? 1 : 3);
+    string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
+    var known = BenchScenario.All(isQuick).Select(x => x.Name).Append("raw").ToList();
+    if (repeats is < 1 or > 50 || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
+    {
+        Console.Error.WriteLine($"error: --repeat must be 1..50 and --only takes {string.Join(", ", known)}");
+        return 2;
+    }
+
+    var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names), Console.Out);
+    return await runner.RunAsync(ct);
+});
+
+var parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    foreach (var error in parsed.Errors)
+    {
+        Console.Error.WriteLine($"error: {error.Message}");
+    }
+
+    return 2;
+}
+
+return await parsed.InvokeAsync();

@@ -1,0 +1,155 @@
+using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Guest.Workloads;
+
+namespace Migration.Shared.Guest;
+
+/// <summary>One guest thread: a vCPU running its workload, or the balloon driver's worker. A step is short.</summary>
+public readonly record struct GuestThread(string Name, Func<StepResult> Step);
+
+/// <summary>
+/// Runs a VM's guest threads. Production: one OS thread each (<see cref="GuestThreadPool"/>). The race fuzzer: actors
+/// of its seeded scheduler, so the VM never has to ask which of the two it runs on.
+/// </summary>
+internal interface IGuestThreadHost
+{
+    /// <summary>Errors that halted a guest thread (a guest panic; the others go on).</summary>
+    IReadOnlyList<string> Crashes { get; }
+
+    void Start(IReadOnlyList<GuestThread> threads);
+
+    /// <summary>Returns once no step is under way and none will start until <see cref="Resume"/>: memory is quiescent.</summary>
+    void Pause();
+
+    void Resume();
+
+    /// <summary>Stops the threads for good and waits for them.</summary>
+    void Shutdown();
+}
+
+/// <summary>Guest threads on OS threads; pausing parks each between two steps.</summary>
+internal sealed class GuestThreadPool : IGuestThreadHost
+{
+    private readonly object _gate = new();
+    private readonly List<string> _crashes = [];
+    private Thread[] _threads = [];
+    private bool _pauseRequested;
+    private bool _stopRequested;
+    private int _parked;
+    private int _live;
+
+    public IReadOnlyList<string> Crashes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _crashes];
+            }
+        }
+    }
+
+    public void Start(IReadOnlyList<GuestThread> threads)
+    {
+        lock (_gate)
+        {
+            _live = threads.Count;
+            _threads = [.. threads.Select(t => new Thread(() => Run(t)) { IsBackground = true, Name = t.Name })];
+        }
+
+        foreach (var t in _threads)
+        {
+            t.Start();
+        }
+    }
+
+    public void Pause()
+    {
+        lock (_gate)
+        {
+            _pauseRequested = true;
+            while (_parked < _live)
+            {
+                Monitor.Wait(_gate);
+            }
+        }
+    }
+
+    public void Resume()
+    {
+        lock (_gate)
+        {
+            _pauseRequested = false;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    public void Shutdown()
+    {
+        Thread[] threads;
+        lock (_gate)
+        {
+            _stopRequested = true;
+            Monitor.PulseAll(_gate);
+            threads = _threads;
+        }
+
+        foreach (var t in threads)
+        {
+            t.Join();
+        }
+    }
+
+    private void Run(GuestThread thread)
+    {
+        while (!Volatile.Read(ref _stopRequested))
+        {
+            if (Volatile.Read(ref _pauseRequested))
+            {
+                Park();
+                continue;
+            }
+
+            StepResult result;
+            try
+            {
+                result = thread.Step();
+            }
+            catch (Exception ex) when (ex is GuestKernelException or GuestOutOfMemoryException or InvalidOperationException
+                or ArgumentException or InvalidDataException)
+            {
+                Halt(thread.Name, ex);
+                return;
+            }
+
+            if (result == StepResult.Idle)
+            {
+                Thread.Sleep(1);
+            }
+        }
+    }
+
+    private void Park()
+    {
+        lock (_gate)
+        {
+            _parked++;
+            Monitor.PulseAll(_gate);
+            while (_pauseRequested && !_stopRequested)
+            {
+                Monitor.Wait(_gate);
+            }
+
+            _parked--;
+        }
+    }
+
+    private void Halt(string name, Exception ex)
+    {
+        lock (_gate)
+        {
+            _crashes.Add($"{name} halted: {ex.Message}");
+            _live--;
+            Monitor.PulseAll(_gate);
+        }
+    }
+}

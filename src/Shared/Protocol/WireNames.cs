@@ -1,0 +1,17 @@
+namespace Migration.Shared.Protocol;
+
+/// <summary>Names both sides must spell the same way: request headers and the features Begin negotiates.</summary>
+public static class WireNames
+{
+    /// <summary>The header that ties a page stream to its migration.</summary>
+    public const string MigrationIdHeader = "migration-id";
+
+    /// <summary>Batches carry their round, and the target keeps the newest copy of each page (R11).</summary>
+    public const string RoundTagsFeature = "round-tags";
+
+    /// <summary>The source runs free page hinting: hinted pages are neither sent nor digested.</summary>
+    public const string FreePageHintFeature = "free-page-hint";
+
+    /// <summary>Pages may be LZ4-compressed.</summary>
+    public const string Lz4Feature = "lz4";
+}

@@ -1,0 +1,14 @@
+namespace Migration.Shared.Reporting;
+
+/// <summary>How a migration ended, as the report states it (<c>completed</c>, <c>failed</c>, <c>cancelled</c>).</summary>
+public enum MigrationStatus
+{
+    /// <summary>The target verified and resumed the guest; the source's copy never runs again.</summary>
+    Completed,
+
+    /// <summary>The migration stopped on an error; the source guest keeps running.</summary>
+    Failed,
+
+    /// <summary>The user cancelled it; the source guest keeps running.</summary>
+    Cancelled,
+}

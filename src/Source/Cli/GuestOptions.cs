@@ -1,0 +1,89 @@
+using System.CommandLine;
+using Migration.Shared.Cli;
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest;
+using Migration.Shared.Guest.Workloads;
+
+namespace Migration.Source.Cli;
+
+/// <summary>The flags that describe the guest to boot, with their defaults read from the guest records.</summary>
+internal sealed class GuestOptions
+{
+    private static readonly GuestConfig Guest = new();
+    private static readonly WorkloadOptions Load = new();
+
+    public Option<ByteSize> Ram { get; } = CliOptions.Size("--ram", "Guest RAM (e.g. 1GiB, 512MiB)", Guest.RamBytes);
+
+    public Option<int> Vcpus { get; } = CliOptions.Integer("--vcpus", "vCPUs", Guest.Vcpus, 1, GuestConfig.MaxVcpus);
+
+    public Option<WorkloadKind> Workload { get; } = CliOptions.Choice("--workload", "What the guest runs", Load.Kind);
+
+    public Option<DirtyLogMode> DirtyLog { get; } =
+        CliOptions.Choice("--dirty-log", "Dirty tracking, as KVM has it", Guest.DirtyLogMode);
+
+    public Option<byte?> Poison { get; } = CliOptions.Poison("--poison", "Page poisoning byte (e.g. 0xaa) or off", Guest.PoisonValue);
+
+    public Option<ulong> Seed { get; } = CliOptions.Seed("--seed", "Workload seed", Load.Seed);
+
+    public Option<OnOff> WaitOnAck { get; } = CliOptions.Switch("--wait-on-ack",
+        "Guest driver waits for the device before reusing a hinted block", Guest.WaitOnAck);
+
+    public Option<int> AbMib { get; } = CliOptions.Integer("--ab-mib", "ab: MiB incremented at 1 MiB", Load.AbMib, 1, 1 << 20);
+
+    public Option<ByteRate?> BusyRate { get; } = CliOptions.Rate("--busy-dirty-rate",
+        "busy: page writes per second over all vCPUs, as a rate (e.g. 100MiB/s)",
+        Load.BusyDirtyPagesPerSecond * PageGeometry.PageSize);
+
+    public Option<double> BusySet { get; } =
+        CliOptions.Number("--busy-working-set", "busy: share of RAM allocated", Load.BusyWorkingSetShare, 0, 1);
+
+    public Option<double> BusyStale { get; } = CliOptions.Number("--busy-stale-share",
+        "busy: share of RAM earlier jobs filled and freed before the load (stale free memory)", Load.BusyStaleShare, 0, 1);
+
+    public Option<double> BusyHot { get; } = CliOptions.Number("--busy-hot-set",
+        "busy: share of the working set that takes 90% of the writes", Load.BusyHotSetShare, 0, 1);
+
+    public Option<double> MemhogShare { get; } =
+        CliOptions.Number("--memhog-share", "memhog: share of RAM filled then freed", Load.MemhogShare, 0, 1);
+
+    public Option<double> PageCache { get; } = CliOptions.Number("--page-cache-share",
+        "idle, memhog: share of RAM the kernel and page cache keep in use", Load.PageCacheShare, 0, 1);
+
+    public Option<double> IdleRate { get; } = CliOptions.Number("--idle-dirty-pages", "idle: pages written per second",
+        Load.IdleDirtyPagesPerSecond, 0, 1e9);
+
+    public IEnumerable<Option> All =>
+    [
+        Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot, MemhogShare,
+        PageCache, IdleRate,
+    ];
+
+    /// <summary>The guest the parsed flags describe; throws <see cref="ArgumentException"/> naming a bad combination.</summary>
+    public GuestConfig Bind(ParseResult parse)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        var guest = Guest with
+        {
+            RamBytes = parse.GetValue(Ram).Bytes,
+            Vcpus = parse.GetValue(Vcpus),
+            DirtyLogMode = parse.GetValue(DirtyLog),
+            WaitOnAck = parse.GetValue(WaitOnAck) == OnOff.On,
+            PoisonValue = parse.GetValue(Poison),
+            Workload = Load with
+            {
+                Kind = parse.GetValue(Workload),
+                Seed = parse.GetValue(Seed),
+                AbMib = parse.GetValue(AbMib),
+                BusyDirtyPagesPerSecond = (parse.GetValue(BusyRate)?.BytesPerSecond ?? 0) / PageGeometry.PageSize,
+                BusyWorkingSetShare = parse.GetValue(BusySet),
+                BusyStaleShare = parse.GetValue(BusyStale),
+                BusyHotSetShare = parse.GetValue(BusyHot),
+                MemhogShare = parse.GetValue(MemhogShare),
+                IdleDirtyPagesPerSecond = parse.GetValue(IdleRate),
+                PageCacheShare = parse.GetValue(PageCache),
+            },
+        };
+        guest.Validate();
+        return guest;
+    }
+}

@@ -1,0 +1,74 @@
+using System.Text.Json;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
+using Migration.Shared.Reporting;
+
+namespace Migration.Source.Precopy;
+
+internal sealed partial class MigrationAttempt
+{
+    /// <summary>
+    /// Begin, one stream per channel, every page marked to send, dirty logging on, then the participants join and the
+    /// setup sync runs (H1: logging is on before any participant can issue a command id; the setup sync is wrapped
+    /// like every other, so hinting starts at once).
+    /// </summary>
+    private async Task SetupAsync(CancellationToken ct)
+    {
+        var timer = new PhaseTimer(_time, _report.Timing.SetupPhasesMs);
+        await _transport.BeginAsync(BeginRequest(), ct).ConfigureAwait(false);
+        timer.Next("begin");
+        for (int i = 0; i < _options.Channels; i++)
+        {
+            _channels.Add(_transport.OpenChannel(_id, _streams.Token));
+        }
+
+        timer.Next("openChannels");
+        _bitmap.SetAll();
+        var setup = new PrecopySetup(_bitmap, new MigrationCapabilities { FreePageHinting = _options.Hints });
+        _seams.BeforeLoggingEnabled?.Invoke(setup, _participants);
+        _vm.DirtyLog.Enable();
+        foreach (var participant in _participants)
+        {
+            if (participant.Setup(setup))
+            {
+                _joined.Add(participant);
+            }
+        }
+
+        PrecopyLog.ParticipantsJoined(_log, _id, _joined.Count);
+        _sync = new DirtySync(_bitmap, _joined, _points);
+        timer.Next("startLogging");
+        _sync.Run(vmRunning: true);
+        _stats = new RoundStats(_vm.DirtyLog.PagesLogged, _time.GetTimestamp());
+        timer.Next("setupSync");
+        _report.Timing.SetupMs = _time.GetElapsedTime(_start).TotalMilliseconds;
+    }
+
+    private BeginRequest BeginRequest()
+    {
+        var config = _vm.Config;
+        var request = new BeginRequest
+        {
+            MigrationId = _id,
+            RamBytes = (ulong)config.RamBytes,
+            PageSize = PageGeometry.PageSize,
+            Vcpus = (uint)config.Vcpus,
+            GuestConfigJson = JsonSerializer.Serialize(config, WireJson.Default.GuestConfig),
+            Channels = (uint)_options.Channels,
+        };
+        request.Features.Add(WireNames.RoundTagsFeature);
+        if (_options.Hints)
+        {
+            request.Features.Add(WireNames.FreePageHintFeature);
+        }
+
+        if (_options.Compression == Compression.Lz4)
+        {
+            request.Features.Add(WireNames.Lz4Feature);
+        }
+
+        return request;
+    }
+}

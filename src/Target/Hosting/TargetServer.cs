@@ -1,0 +1,78 @@
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Migration.Shared.Hosting;
+using Migration.Target.Receiving;
+using Migration.Target.Services;
+
+namespace Migration.Target.Hosting;
+
+/// <summary>The target's gRPC server: Kestrel tuned for bulk page streams, the services, and the warm-up before listening.</summary>
+internal static class TargetServer
+{
+    /// <summary>Runs until stopped; returns the process exit code (1 when it cannot listen).</summary>
+    public static int Run(TargetOptions options)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Grpc", LogLevel.Warning);
+        builder.WebHost.UseUrls(options.Listen);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2); // gRPC, cleartext HTTP/2
+            var http2 = kestrel.Limits.Http2;
+            // Bulk transfer: the defaults (1 MiB connection / 768 KiB stream windows) stall a multi-GiB/s stream on
+            // round trips. 32 MiB / 16 MiB keep a few batches in flight per channel.
+            http2.InitialConnectionWindowSize = 32 << 20;
+            http2.InitialStreamWindowSize = 16 << 20;
+            // Larger frames mean fewer frame headers and fewer reads per batch; 1 MiB of the 16 MiB the protocol allows.
+            http2.MaxFrameSize = 1 << 20;
+            kestrel.Limits.MaxRequestBodySize = null; // streams are long; gRPC enforces per-message limits
+        });
+        // Receive straight into a buffer rather than waiting for data first (one system call per read instead of two),
+        // into 64 KiB pool blocks rather than 4 KiB (LargeBlockMemoryPool).
+        builder.WebHost.UseSockets(sockets => sockets.WaitForDataBeforeAllocatingBuffer = false);
+        builder.Services.AddSingleton<IMemoryPoolFactory<byte>, LargeBlockMemoryPoolFactory>();
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton<ISwitchover, Switchover>();
+        builder.Services.AddSingleton<TargetReportWriter>();
+        builder.Services.AddSingleton<IncomingMigrations>();
+        builder.Services.AddGrpc(grpc =>
+        {
+            grpc.MaxReceiveMessageSize = options.MaxMessageBytes;
+            grpc.EnableDetailedErrors = true;
+        });
+        builder.Services.AddGrpcHealthChecks();
+        builder.Services.AddGrpcReflection();
+
+        var app = builder.Build();
+        _ = app.Services.GetRequiredService<IncomingMigrations>(); // now, not at the first call: --prealloc before listening
+        SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
+        MessageWarmup.Run();
+        app.MapGrpcService<MigrationService>();
+        app.MapGrpcService<PageStreamService>();
+        app.MapGrpcHealthChecksService();
+        app.MapGrpcReflectionService();
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var server = app.Services.GetRequiredService<IServer>();
+            var addresses = server.Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+            // Parents (the demo, the tests) wait for this exact line to learn the port.
+            Console.WriteLine($"target listening on {string.Join(' ', addresses)}");
+        });
+
+        try
+        {
+            app.Run();
+        }
+        catch (IOException ex)
+        {
+            Console.Error.WriteLine($"error: cannot listen on {options.Listen}: {ex.Message}");
+            return 1;
+        }
+
+        return 0;
+    }
+}

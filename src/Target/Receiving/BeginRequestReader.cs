@@ -1,0 +1,46 @@
+using System.Text.Json;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+
+namespace Migration.Target.Receiving;
+
+/// <summary>Reads and checks a Begin request: the guest configuration it carries, against its own geometry fields.</summary>
+internal static class BeginRequestReader
+{
+    /// <summary>The guest configuration to host; throws an InvalidArgument <c>RpcException</c> naming what is wrong.</summary>
+    public static GuestConfig Read(BeginRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (string.IsNullOrWhiteSpace(request.MigrationId))
+        {
+            throw RpcErrors.InvalidArgument("migration_id is required");
+        }
+
+        if (request.PageSize != PageGeometry.PageSize)
+        {
+            throw RpcErrors.InvalidArgument($"page size {request.PageSize} is not supported (only {PageGeometry.PageSize})");
+        }
+
+        GuestConfig config;
+        try
+        {
+            config = JsonSerializer.Deserialize(request.GuestConfigJson, WireJson.Default.GuestConfig)
+                ?? throw new ArgumentException("guest_config_json is empty");
+            config.Validate();
+        }
+        catch (Exception ex) when (ex is JsonException or ArgumentException or NotSupportedException)
+        {
+            throw RpcErrors.InvalidArgument($"guest configuration rejected: {ex.Message}");
+        }
+
+        if ((ulong)config.RamBytes != request.RamBytes || (uint)config.Vcpus != request.Vcpus)
+        {
+            throw RpcErrors.InvalidArgument(
+                $"geometry mismatch: request says {request.RamBytes} bytes / {request.Vcpus} vCPUs, " +
+                $"configuration {config.RamBytes} / {config.Vcpus}");
+        }
+
+        return config;
+    }
+}

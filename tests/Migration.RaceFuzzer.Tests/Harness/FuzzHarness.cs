@@ -1,0 +1,284 @@
+using Migration.RaceFuzzer.Tests.Mutants;
+using Migration.Shared.Balloon;
+using Migration.Shared.Concurrency;
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest;
+using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Reporting;
+using Migration.Source.Precopy;
+using Migration.TestSupport;
+
+namespace Migration.RaceFuzzer.Tests.Harness;
+
+/// <summary>
+/// One fuzzed migration: a 16 MiB guest running the churn workload on two vCPUs, its balloon driver, the device's hint
+/// thread, the real precopy engine and two channel deliveries, all advanced one step at a time by a
+/// <see cref="SeededScheduler"/>. Afterwards: the correctness invariant (checked by <see cref="InMemoryTarget"/>),
+/// hinted pages never re-sent without a write (R6, <see cref="WriteClock"/>), and no actor crashed.
+/// </summary>
+public static class FuzzHarness
+{
+    private const long MaxSteps = 40_000;
+    private const long GuestBytes = 16L << 20;
+
+    public static FuzzOutcome Run(int seed, FuzzProfile profile, Mutant? mutant = null) =>
+        new FuzzRun(seed, profile, mutant).Execute();
+
+    /// <summary>The state of one seed's run; the actors below share it.</summary>
+    private sealed class FuzzRun
+    {
+        private readonly int _seed;
+        private readonly FuzzProfile _profile;
+        private readonly Mutant? _mutant;
+        private readonly Random _random;
+        private readonly HostModel _host;
+        private readonly ManualTimeProvider _time = new();
+        private readonly WriteClock _clock = new(GuestBytes >> PageGeometry.PageShift);
+        private bool _done;
+
+        public FuzzRun(int seed, FuzzProfile profile, Mutant? mutant)
+        {
+            _seed = seed;
+            _profile = profile;
+            _mutant = mutant;
+            _random = new Random(seed * 7919 + (int)profile);
+            _host = HostModel.Draw(new Random(seed * 104729 + (int)profile), FreePageHintDevice.DefaultQueueCapacity);
+        }
+
+        public FuzzOutcome Execute()
+        {
+            using var scheduler = new SeededScheduler(_seed);
+            var points = new SchedulingPoints { YieldPoint = scheduler.Yield, WaitPoint = scheduler.WaitUntil };
+            var threads = new ScheduledGuestThreads(scheduler, points, _host.StopLatency, () => _done);
+            var guestSeams = GuestSeams.Production with
+            {
+                Scheduling = points,
+                ThreadHost = () => threads,
+                DeviceThreads = NoDeviceThreads.Instance,
+                StoreObserver = _clock.Stored,
+                SyncObserver = _clock.Syncing,
+            };
+            guestSeams = _mutant?.Guest(guestSeams) ?? guestSeams;
+            guestSeams = guestSeams with { HintDefences = new Recording(guestSeams.HintDefences, _clock) };
+
+            var config = GuestConfigFor(_profile);
+            using var vm = VirtualMachine.Boot(config, _time, guestSeams);
+            for (int i = 0, warm = _random.Next(200, 3000); i < warm; i++)
+            {
+                vm.Workloads[i % 2].Step(); // before the scheduler runs: no scheduling points are taken
+            }
+
+            InMemoryTarget? target = null;
+            int minRounds = _random.Next(3, 11);
+            var options = new MigrationOptions
+            {
+                Target = new Uri("http://in-memory"),
+                Channels = 2,
+                PagesPerBatch = 128,
+                DowntimeLimit = TimeSpan.FromDays(1000), // the fuzzer decides the rounds; convergence is not under test
+                MaxRounds = minRounds + 1,
+                Timeout = TimeSpan.FromDays(1),
+                AllowUnsafe = _mutant?.AllowUnsafe ?? false,
+            };
+            var targetGuest = _mutant?.Guest(GuestSeams.Production with { DeviceThreads = NoDeviceThreads.Instance })
+                ?? GuestSeams.Production with { DeviceThreads = NoDeviceThreads.Instance };
+            var engineSeams = EngineSeams.Production with
+            {
+                Transport = (source, counters) => target = new InMemoryTarget(source, counters, _mutant?.OrdersChannels ?? true,
+                    targetGuest)
+                {
+                    PageQueued = _clock.Queued,
+                    PageRead = _clock.Read,
+                },
+                Convergence = policy => new AtLeastRounds(policy, minRounds),
+                Background = InlineWork.Instance, // the scheduler owns every thread that touches the guest
+            };
+            engineSeams = _mutant?.Engine(engineSeams) ?? engineSeams;
+
+            MigrationReport? report = null;
+            var engine = new PrecopyEngine(vm, options, engineSeams, time: _time);
+            vm.Start(); // the vCPUs and the balloon driver become actors
+            AddHintThread(scheduler, vm, threads);
+            AddReplayingGuest(threads, vm);
+            AddReclaim(threads, vm);
+            scheduler.Add("migration", () =>
+            {
+                report = engine.MigrateAsync().GetAwaiter().GetResult();
+                _done = true;
+                return false;
+            }, steady: true);
+            for (int c = 0; c < options.Channels; c++)
+            {
+                int channel = c;
+                scheduler.Add($"channel{channel}", () =>
+                    {
+                        target?.Sinks.ElementAtOrDefault(channel)?.Step();
+                        return !_done;
+                    },
+                    ready: () => _done || (target?.Sinks.ElementAtOrDefault(channel)?.HasWork ?? false));
+            }
+
+            scheduler.AfterStep = step =>
+            {
+                _time.Advance(TimeSpan.FromMicroseconds(50));
+                if (_stoppedAt == long.MaxValue && threads.Stopped)
+                {
+                    _stoppedAt = step;
+                }
+            };
+            bool finished = scheduler.Run(MaxSteps, () => _done);
+            return Outcome(finished, scheduler, target, report);
+        }
+
+        private long _stoppedAt = long.MaxValue;
+
+        private GuestConfig GuestConfigFor(FuzzProfile profile)
+        {
+            bool manual = profile is FuzzProfile.ManualWaitOnAck or FuzzProfile.ManualNoAck;
+            return new GuestConfig
+            {
+                RamBytes = GuestBytes,
+                Vcpus = 2,
+                PoisonValue = 0xAA,
+                DirtyLogMode = manual ? DirtyLogMode.Manual : DirtyLogMode.Eager,
+                ClearChunkPages = 256,
+                WaitOnAck = profile is FuzzProfile.EagerWaitOnAck or FuzzProfile.ManualWaitOnAck,
+                // Smaller hint blocks than Linux's 4 MiB: a 16 MiB guest then has dozens of them in flight, not three.
+                HintBlockOrder = profile == FuzzProfile.ManualNoAck ? 10 : _random.Next(4, 11),
+                Workload = new WorkloadOptions
+                {
+                    Kind = WorkloadKind.Churn,
+                    Seed = (ulong)_seed,
+                    ChurnHeldBlocks = _random.Next(300, 650),
+                    ChurnMaxOrder = profile == FuzzProfile.ManualNoAck || _random.Next(2) == 0 ? 2 : _random.Next(3, 11),
+                },
+            };
+        }
+
+        /// <summary>
+        /// The hint thread (QEMU's iothread). It is sometimes descheduled by the host for a long stretch: hints pile up
+        /// while the guest reuses blocks and the migration thread syncs, which is where the hint races live. On most
+        /// seeds that is the vCPUs holding the host CPUs, so it ends once they are parked for the stop (after the host
+        /// scheduler's wake-up delay); on the others it is unrelated load and lasts its drawn time. While the guest runs
+        /// it takes one buffer per step; once the vCPUs are parked it drains a burst.
+        /// </summary>
+        private void AddHintThread(SeededScheduler scheduler, VirtualMachine vm, ScheduledGuestThreads threads)
+        {
+            long wakesAt = 0;
+            double descheduleChance = _random.NextDouble() * 0.2;
+            scheduler.Add(
+                "hint thread",
+                () =>
+                {
+                    int processed = 0;
+                    int burst = threads.Stopped ? _host.HintBurst : 1;
+                    while (processed < burst && vm.HintDevice.ProcessOne())
+                    {
+                        processed++;
+                    }
+
+                    if (_random.NextDouble() < descheduleChance)
+                    {
+                        wakesAt = scheduler.Steps + _random.Next(50, 3000);
+                    }
+
+                    return !_done;
+                },
+                ready: () => _done || (vm.HintDevice.Queued > 0 && (scheduler.Steps >= wakesAt
+                    || (_host.HintThreadStarvedByGuest && scheduler.Steps - _host.WakeDelay >= _stoppedAt))));
+        }
+
+        /// <summary>
+        /// A guest that misbehaves now and then: it replays a START with a command id it has seen (the device must not
+        /// restart hinting for it, H3). It pounces when the device says STOP, the moment a replay could restart hinting
+        /// inside a sync. Seeds without it model a well-behaved driver.
+        /// </summary>
+        private void AddReplayingGuest(ScheduledGuestThreads threads, VirtualMachine vm)
+        {
+            double replayRate = _random.Next(3) == 0 ? 0 : _random.NextDouble() * 0.3;
+            var seenIds = new List<uint>();
+            threads.AddActor("guest replay", () =>
+            {
+                uint id = vm.HintDevice.ConfigCommandId;
+                if (HintCommandId.IsRunId(id) && !seenIds.Contains(id))
+                {
+                    seenIds.Add(id);
+                }
+
+                double rate = id == HintCommandId.Stop ? Math.Min(1, replayRate * 10) : replayRate;
+                if (seenIds.Count > 0 && _random.NextDouble() < rate && vm.HintDevice.FreeSlots > 2)
+                {
+                    // Mostly the newest id it has seen (a late duplicate of its own START), sometimes an older one.
+                    uint replay = _random.Next(10) < 7 ? seenIds[^1] : seenIds[_random.Next(seenIds.Count)];
+                    vm.HintDevice.AddBuffer(HintBuffer.Id(replay));
+                }
+
+                return StepResult.Progress;
+            });
+        }
+
+        /// <summary>Memory pressure: kswapd-style reclaim asks the balloon's shrinker for a block now and then.</summary>
+        private void AddReclaim(ScheduledGuestThreads threads, VirtualMachine vm)
+        {
+            double reclaimRate = _random.NextDouble();
+            threads.AddActor("reclaim", () =>
+            {
+                if (_random.NextDouble() < reclaimRate)
+                {
+                    vm.Kernel.Shrinker?.Invoke(0);
+                }
+
+                return StepResult.Progress;
+            });
+        }
+
+        private FuzzOutcome Outcome(bool finished, SeededScheduler scheduler, InMemoryTarget? target, MigrationReport? report)
+        {
+            var violations = new List<string>();
+            if (target is not null)
+            {
+                violations.AddRange(target.Violations);
+            }
+
+            violations.AddRange(_clock.Violations);
+            violations.AddRange(scheduler.Errors);
+            if (finished && report is { Status: not MigrationStatus.Completed } && (target?.Violations.Count ?? 0) == 0)
+            {
+                violations.Add($"migration {report.Status}: {report.Error}");
+            }
+
+            return new FuzzOutcome(_seed, _profile, _mutant, finished, scheduler.Steps, violations, report);
+        }
+    }
+
+    /// <summary>Tells the R6 oracle which pages each applied hint cleared.</summary>
+    private sealed class Recording(IHintDefences inner, WriteClock clock) : ForwardingDefences(inner)
+    {
+        public override long Apply(MigrationBitmap bitmap, long firstPfn, long pages)
+        {
+            long cleared = base.Apply(bitmap, firstPfn, pages);
+            clock.Applied(firstPfn, pages);
+            return cleared;
+        }
+    }
+
+    /// <summary>More syncs to race: precopy runs at least a drawn number of rounds before it may stop and copy.</summary>
+    private sealed class AtLeastRounds(IConvergencePolicy inner, int minRounds) : IConvergencePolicy
+    {
+        public ConvergenceDecision Decide(RoundOutcome round)
+        {
+            var decision = inner.Decide(round);
+            return decision is ConvergenceDecision.StopAndCopy && round.Round + 1 < minRounds
+                ? ConvergenceDecision.Continue
+                : decision;
+        }
+    }
+
+    /// <summary>Background work run on the calling actor, so no thread outside the scheduler touches the guest.</summary>
+    private sealed class InlineWork : IBackgroundWork
+    {
+        public static readonly InlineWork Instance = new();
+
+        public Task<T> Run<T>(Func<T> work, CancellationToken ct) => Task.FromResult(work());
+    }
+}

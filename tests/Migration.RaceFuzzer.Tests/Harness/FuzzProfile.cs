@@ -1,0 +1,16 @@
+namespace Migration.RaceFuzzer.Tests.Harness;
+
+/// <summary>The guest and device configurations the fuzzer explores.</summary>
+public enum FuzzProfile
+{
+    /// <summary>Eager dirty log, the driver may reuse a hinted block before the device used it (Linux's historical default).</summary>
+    EagerNoAck,
+
+    EagerWaitOnAck,
+
+    /// <summary>Manual dirty log (KVM_CLEAR_DIRTY_LOG) with wait-on-ack: the configuration the engine allows.</summary>
+    ManualWaitOnAck,
+
+    /// <summary>Manual dirty log without wait-on-ack: refused unless --allow-unsafe (race R5).</summary>
+    ManualNoAck,
+}

@@ -1,0 +1,206 @@
+using Migration.Protocol;
+using Migration.Shared.Balloon;
+using Migration.Shared.Guest;
+using Migration.Shared.Verification;
+using Migration.Source.Transport;
+using Migration.TestSupport;
+
+namespace Migration.RaceFuzzer.Tests.Harness;
+
+/// <summary>
+/// The target side of a fuzzed migration, in memory: channels whose deliveries are actors of the scheduler (so pages
+/// from different channels land in any order), target RAM with per-page round tags (race R11), and at completion the
+/// invariant check of the README's "Correctness invariant" against the stopped source.
+/// </summary>
+/// <remarks>
+/// <paramref name="ordersChannels"/> false is R11's mutant: the per-round barrier completes at once and the target
+/// ignores round tags. <paramref name="targetGuest"/> are the seams the rebuilt guest boots with (R12's mutant breaks
+/// its driver too).
+/// </remarks>
+internal sealed class InMemoryTarget : IMigrationTransport
+{
+    private readonly VirtualMachine _source;
+    private readonly bool _ordersChannels;
+    private readonly GuestSeams _targetGuest;
+    private readonly TransferCounters _counters;
+    private readonly List<Sink> _sinks = [];
+    private readonly byte[] _ram;
+    private readonly uint[] _roundTag;
+
+    public InMemoryTarget(VirtualMachine source, TransferCounters counters, bool ordersChannels, GuestSeams targetGuest)
+    {
+        _source = source;
+        _ordersChannels = ordersChannels;
+        _targetGuest = targetGuest;
+        _counters = counters;
+        _ram = new byte[source.Ram.SizeBytes];
+        _roundTag = new uint[source.Ram.PageCount];
+    }
+
+    public IReadOnlyList<Sink> Sinks => _sinks;
+
+    /// <summary>What went wrong, empty when the target holds exactly the stopped source's guest.</summary>
+    public List<string> Violations { get; } = [];
+
+    /// <summary>Called for every page the engine queues on a channel (the R6 bookkeeping watches this).</summary>
+    public Action<long>? PageQueued { get; set; }
+
+    /// <summary>Called for every page as a channel reads it from source RAM (the R6 bookkeeping watches this).</summary>
+    public Action<long>? PageRead { get; set; }
+
+    public bool Completed { get; private set; }
+
+    public Task BeginAsync(BeginRequest request, CancellationToken ct) => Task.CompletedTask;
+
+    public IPageSink OpenChannel(string migrationId, CancellationToken streamToken)
+    {
+        var sink = new Sink(this);
+        _sinks.Add(sink);
+        return sink;
+    }
+
+    public Task<CompleteReply> CompleteAsync(CompleteRequest request, CancellationToken ct)
+    {
+        Completed = true;
+        Check(request);
+        return Task.FromResult(new CompleteReply { Verified = Violations.Count == 0, Resumed = Violations.Count == 0, Error = string.Join("; ", Violations) });
+    }
+
+    public Task CancelAsync(string migrationId, string reason) => Task.CompletedTask;
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    /// <summary>
+    /// Every page the stopped source guest does not consider free must be byte-identical on the target; then the
+    /// target guest is rebuilt, its balloon driver gives the held blocks back (DONE), and its self-check must pass
+    /// (free pages poisoned when poisoning is on: race R12).
+    /// </summary>
+    private void Check(CompleteRequest request)
+    {
+        var free = _source.Kernel.FreePageMap();
+        var lost = new List<long>();
+        for (long p = 0; p < _source.Ram.PageCount; p++)
+        {
+            if (!free.Get(p) && !_source.Ram.Page(p).SequenceEqual(_ram.AsSpan((int)(p * PageGeometry.PageSize), PageGeometry.PageSize)))
+            {
+                lost.Add(p);
+            }
+        }
+
+        if (lost.Count > 0)
+        {
+            Violations.Add($"{lost.Count} in-use page(s) differ on the target (lost writes), first: {string.Join(", ", lost.Take(5))}");
+            return;
+        }
+
+        var ram = GuestRam.Allocate(_source.Ram.SizeBytes);
+        _ram.CopyTo(ram.Pages(0, (int)ram.PageCount));
+        var device = request.Device;
+        var balloon = new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal, device.Features);
+        using var target = VirtualMachine.Restore(_source.Config, ram, [.. request.VcpuStates.Select(s => s.ToByteArray())],
+            null, balloon, _targetGuest);
+        if (target.HintDevice.Status != HintStatus.Done)
+        {
+            Violations.Add($"device state travelled as {target.HintDevice.Status}, expected DONE");
+        }
+
+        target.BalloonDriver.ReleaseAll();
+        var check = target.Kernel.SelfCheck();
+        if (!check.Ok)
+        {
+            Violations.Add($"target guest self-check after the balloon gave its blocks back: {check}");
+        }
+
+        ulong[] digests = PageDigests.FromBytes(request.PageDigests.Span);
+        if (digests.LongLength != (long)request.DigestPages)
+        {
+            Violations.Add("digest count mismatch");
+        }
+    }
+
+    /// <summary>
+    /// One channel: the engine enqueues page lists; the channel's actor reads a list from source RAM (as the real
+    /// worker encodes it) in one step and applies it to target RAM in a later step.
+    /// </summary>
+    internal sealed class Sink(InMemoryTarget owner) : IPageSink
+    {
+        private readonly Queue<PageWorkItem> _queue = new();
+        private (long[] Pfns, byte[] Data, uint Round)? _inFlight;
+
+        public bool Idle => _queue.Count == 0 && _inFlight is null;
+
+        public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct)
+        {
+            for (int i = 0; i < item.Count; i++)
+            {
+                owner.PageQueued?.Invoke(item.Pfns[i]);
+            }
+
+            _queue.Enqueue(item);
+            return ValueTask.CompletedTask;
+        }
+
+        /// <summary>Whether the channel's actor has anything to do.</summary>
+        public bool HasWork => !Idle;
+
+        public Task BarrierAsync(CancellationToken ct)
+        {
+            if (owner._ordersChannels)
+            {
+                owner._source.Scheduling.WaitUntil(() => Idle);
+            }
+
+            return Task.CompletedTask;
+        }
+
+        public Task CompleteAsync(CancellationToken ct)
+        {
+            owner._source.Scheduling.WaitUntil(() => Idle); // the stream closes once everything is delivered
+            return Task.CompletedTask;
+        }
+
+        /// <summary>The channel actor's step: deliver what is in flight, else read the next list. False when idle.</summary>
+        public bool Step()
+        {
+            if (_inFlight is var (pfns, data, round))
+            {
+                _inFlight = null;
+                uint tag = round + 1;
+                bool honourTags = owner._ordersChannels;
+                for (int i = 0; i < pfns.Length; i++)
+                {
+                    long p = pfns[i];
+                    if (honourTags && tag < owner._roundTag[p])
+                    {
+                        continue;
+                    }
+
+                    owner._roundTag[p] = tag;
+                    data.AsSpan(i * PageGeometry.PageSize, PageGeometry.PageSize).CopyTo(owner._ram.AsSpan((int)(p * PageGeometry.PageSize)));
+                }
+
+                return true;
+            }
+
+            if (!_queue.TryDequeue(out var item))
+            {
+                return false;
+            }
+
+            var copy = new byte[item.Count * PageGeometry.PageSize];
+            var list = item.Pfns.AsSpan(0, item.Count).ToArray();
+            for (int i = 0; i < list.Length; i++)
+            {
+                owner._source.Ram.Page(list[i]).CopyTo(copy.AsSpan(i * PageGeometry.PageSize));
+                owner.PageRead?.Invoke(list[i]);
+            }
+
+            System.Buffers.ArrayPool<long>.Shared.Return(item.Pfns);
+            owner._counters.Add(copy.Length, 0, list.Length, 0);
+            _inFlight = (list, copy, item.Round);
+            return true;
+        }
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,41 @@
+using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Guest;
+using Migration.Source.Precopy;
+
+namespace Migration.RaceFuzzer.Tests.Mutants;
+
+/// <summary>
+/// One entry of the race catalogue with its defence removed. A mutant changes only seams (the engine's, the guest's,
+/// the in-memory target's); production code holds only the correct defence. The fuzzer must catch every mutant within
+/// a bounded number of seeds.
+/// </summary>
+public abstract class Mutant
+{
+    /// <summary>Every mutant, in catalogue order (R1..R12).</summary>
+    public static IReadOnlyList<Mutant> All { get; } =
+    [
+        new R01AcceptStaleIds(), new R02SkipStopBeforeSync(), new R03HintBeforeLogging(), new R04HintClearsWriteLog(),
+        new R05ManualWithoutWaitOnAck(), new R06HintWithoutChunkClear(), new R07MarkBeforeStore(), new R08NonAtomicSync(),
+        new R09ApplyWhileStopped(), new R10HonourReplayedStart(), new R11OutOfOrderChannels(), new R12ReleaseWithoutPoison(),
+    ];
+
+    /// <summary>The race's id in the catalogue (R1..R12).</summary>
+    public abstract string Race { get; }
+
+    /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>
+    public abstract FuzzProfile Profile { get; }
+
+    /// <summary>The source guest's seams, and the target guest's (R12 breaks both drivers).</summary>
+    internal virtual GuestSeams Guest(GuestSeams seams) => seams;
+
+    internal virtual EngineSeams Engine(EngineSeams seams) => seams;
+
+    /// <summary>R5: the engine is allowed what it refuses (manual mode without wait-on-ack).</summary>
+    public virtual bool AllowUnsafe => false;
+
+    /// <summary>R11: the engine's per-round barrier and the target's round tags.</summary>
+    public virtual bool OrdersChannels => true;
+
+    /// <summary>The mutant's type name without its race prefix: what defence it removes.</summary>
+    public override string ToString() => $"{Race} {GetType().Name[3..]}";
+}

@@ -1,0 +1,83 @@
+using Migration.Source.Precopy;
+
+namespace Migration.Source.Tests.Precopy;
+
+/// <summary>The rule users tune most, pinned: when precopy stops and copies, goes on, or gives up.</summary>
+public sealed class ConvergencePolicyTests
+{
+    private static readonly ConvergencePolicy Policy = new(TimeSpan.FromMilliseconds(300), maxRounds: 30, TimeSpan.FromMinutes(5));
+
+    /// <summary>A round that leaves <paramref name="remaining"/> pages at 10 000 data pages/s (1 page = 0.1 ms).</summary>
+    private static RoundOutcome Round(int round, long remaining, long previous, double dataRate = 10_000, TimeSpan? elapsed = null) =>
+        new(round, remaining, previous, dataRate, DirtyPagesPerSecond: 500, BytesPerSecond: 40e6, elapsed ?? TimeSpan.FromSeconds(1));
+
+    [Fact]
+    public void ExpectedDowntime_IsRemainingPagesAtTheDataPageRate()
+    {
+        Assert.Equal(250, Round(3, remaining: 2500, previous: 2500).ExpectedDowntimeMs, 6);
+        Assert.Equal(2_500_000, Round(3, remaining: 2500, previous: 2500, dataRate: 0).ExpectedDowntimeMs, 6); // at least 1 page/s
+    }
+
+    [Fact]
+    public void StopsAndCopies_OnceTheRestFitsTheLimit_AndRoundsNoLongerShrinkIt()
+    {
+        var decision = Policy.Decide(Round(4, remaining: 2000, previous: 2400)); // 200 ms, shrank by a sixth
+        var stop = Assert.IsType<ConvergenceDecision.StopAndCopy>(decision);
+        Assert.Equal(200, stop.ExpectedDowntimeMs, 6);
+    }
+
+    [Fact]
+    public void GoesOn_WhileARoundCutsTheRestByAQuarterOrMore_EvenIfItFits()
+    {
+        // 200 ms fits, but the round cut 4000 pages to 2000: a few more short rounds make the final set smaller.
+        Assert.IsType<ConvergenceDecision.ContinueRounds>(Policy.Decide(Round(2, remaining: 2000, previous: 4000)));
+        // Exactly three quarters is not a quarter's cut.
+        Assert.IsType<ConvergenceDecision.StopAndCopy>(Policy.Decide(Round(2, remaining: 3000, previous: 4000)));
+    }
+
+    [Fact]
+    public void NearTheRoundLimit_ShrinkingNoLongerDelaysTheStop()
+    {
+        Assert.IsType<ConvergenceDecision.ContinueRounds>(Policy.Decide(Round(27, remaining: 2000, previous: 4000)));
+        Assert.IsType<ConvergenceDecision.StopAndCopy>(Policy.Decide(Round(28, remaining: 2000, previous: 4000)));
+    }
+
+    [Fact]
+    public void GoesOn_WhileTheRestDoesNotFit()
+    {
+        Assert.IsType<ConvergenceDecision.ContinueRounds>(Policy.Decide(Round(5, remaining: 40_000, previous: 40_000)));
+    }
+
+    [Fact]
+    public void GivesUp_AtTheRoundLimit_WithTheNumbersThatExplainWhy()
+    {
+        var decision = Policy.Decide(Round(29, remaining: 40_000, previous: 40_000));
+        var give = Assert.IsType<ConvergenceDecision.NotConverging>(decision);
+        Assert.Contains("after 30 rounds 40000 pages are still dirty", give.Reason, StringComparison.Ordinal);
+        Assert.Contains("500 pages/s", give.Reason, StringComparison.Ordinal);
+        Assert.Contains("40 MB/s", give.Reason, StringComparison.Ordinal);
+        Assert.Contains("expected downtime 4000 ms exceeds the 300 ms limit", give.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void GivesUp_AfterTheTimeout()
+    {
+        var decision = Policy.Decide(Round(3, remaining: 40_000, previous: 40_000, elapsed: TimeSpan.FromMinutes(6)));
+        Assert.IsType<ConvergenceDecision.NotConverging>(decision);
+    }
+
+    [Fact]
+    public void AtTheLimits_ARestThatFitsStillStops()
+    {
+        var decision = Policy.Decide(Round(29, remaining: 100, previous: 100, elapsed: TimeSpan.FromMinutes(6)));
+        Assert.IsType<ConvergenceDecision.StopAndCopy>(decision);
+    }
+
+    [Fact]
+    public void TheOptionsRecord_SetsTheLimits()
+    {
+        var policy = new ConvergencePolicy(MigrationOptions.Defaults with { DowntimeLimit = TimeSpan.FromMilliseconds(50), MaxRounds = 3 });
+        Assert.IsType<ConvergenceDecision.ContinueRounds>(policy.Decide(Round(0, remaining: 1000, previous: 1000)));
+        Assert.IsType<ConvergenceDecision.NotConverging>(policy.Decide(Round(2, remaining: 1000, previous: 1000)));
+    }
+}

@@ -1,0 +1,61 @@
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Source.Transport;
+
+namespace Migration.Source.Tests.Precopy;
+
+/// <summary>
+/// A target in the test process: channels copy pages out of source RAM at once, and Complete answers as configured.
+/// Enough to run the engine's phases without a network.
+/// </summary>
+internal sealed class FakeTransport(VirtualMachine source, TransferCounters counters) : IMigrationTransport
+{
+    public Func<CompleteRequest, CompleteReply> OnComplete { get; set; } =
+        _ => new CompleteReply { Verified = true, Resumed = true, GuestSelfCheck = "ok" };
+
+    public List<string> Calls { get; } = [];
+
+    public Task BeginAsync(BeginRequest request, CancellationToken ct)
+    {
+        Calls.Add("begin");
+        return Task.CompletedTask;
+    }
+
+    public IPageSink OpenChannel(string migrationId, CancellationToken streamToken) => new Sink(source, counters);
+
+    public Task<CompleteReply> CompleteAsync(CompleteRequest request, CancellationToken ct)
+    {
+        Calls.Add("complete");
+        return Task.FromResult(OnComplete(request));
+    }
+
+    public Task CancelAsync(string migrationId, string reason)
+    {
+        Calls.Add("cancel: " + reason);
+        return Task.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    private sealed class Sink(VirtualMachine source, TransferCounters counters) : IPageSink
+    {
+        public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct)
+        {
+            var copy = new byte[PageGeometry.PageSize];
+            for (int i = 0; i < item.Count; i++)
+            {
+                source.Ram.Page(item.Pfns[i]).CopyTo(copy);
+            }
+
+            counters.Add(item.Count * (long)PageGeometry.PageSize, 0, item.Count, 0);
+            System.Buffers.ArrayPool<long>.Shared.Return(item.Pfns);
+            return ValueTask.CompletedTask;
+        }
+
+        public Task BarrierAsync(CancellationToken ct) => Task.CompletedTask;
+
+        public Task CompleteAsync(CancellationToken ct) => Task.CompletedTask;
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+}

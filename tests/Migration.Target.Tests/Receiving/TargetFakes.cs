@@ -1,0 +1,67 @@
+using System.Text.Json;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Abstractions;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+using Migration.Target.Receiving;
+
+namespace Migration.Target.Tests.Receiving;
+
+/// <summary>A switchover the test controls: it can wait for a signal, fail, throw or succeed.</summary>
+internal sealed class ScriptedSwitchover : ISwitchover
+{
+    public ManualResetEventSlim Entered { get; } = new();
+
+    public ManualResetEventSlim Release { get; } = new(initialState: true);
+
+    public Func<IncomingMigration, CompleteRequest, (CompleteReply, VirtualMachine?)> Result { get; set; } =
+        (migration, _) =>
+        {
+            migration.Dispose();
+            return (new CompleteReply { Error = "digests differ" }, null);
+        };
+
+    public (CompleteReply Reply, VirtualMachine? Resumed) Run(IncomingMigration migration, CompleteRequest request)
+    {
+        Entered.Set();
+        Assert.True(Release.Wait(TimeSpan.FromSeconds(30)), "the test never released the switchover");
+        return Result(migration, request);
+    }
+}
+
+internal sealed class StillRunning : IHostApplicationLifetime
+{
+    public CancellationToken ApplicationStarted => CancellationToken.None;
+
+    public CancellationToken ApplicationStopping => CancellationToken.None;
+
+    public CancellationToken ApplicationStopped => CancellationToken.None;
+
+    public int StopRequests { get; private set; }
+
+    public void StopApplication() => StopRequests++;
+}
+
+internal static class Targets
+{
+    public static IncomingMigrations New(ISwitchover switchover, TargetOptions? options = null)
+    {
+        options ??= TargetOptions.Defaults;
+        return new IncomingMigrations(options, switchover, new TargetReportWriter(options, NullLogger<TargetReportWriter>.Instance),
+            new StillRunning(), NullLogger<IncomingMigrations>.Instance);
+    }
+
+    public static BeginRequest Begin(string id, long ramBytes = 8L << 20, int vcpus = 1)
+    {
+        var config = new GuestConfig { RamBytes = ramBytes, Vcpus = vcpus };
+        return new BeginRequest
+        {
+            MigrationId = id,
+            RamBytes = (ulong)ramBytes,
+            PageSize = PageGeometry.PageSize,
+            Vcpus = (uint)vcpus,
+            GuestConfigJson = JsonSerializer.Serialize(config, WireJson.Default.GuestConfig),
+        };
+    }
+}
