@@ -2,7 +2,9 @@ using ScottPlot;
 
 namespace Migration.Bench;
 
-/// <summary>PNG charts: time and bytes per scenario (hints off against on), and per-round pages of one run of each.</summary>
+/// <summary>
+/// PNG charts: time and bytes per scenario (hints off against on), and per-round pages of one run of each.
+/// </summary>
 internal static class BenchCharts
 {
     private static readonly Color Off = new(0x8c, 0x8c, 0x8c);
@@ -15,12 +17,16 @@ internal static class BenchCharts
         if (results.Summary is { Rows.Count: > 0 } summary)
         {
             written.Add(Grouped(summary, dir, "time.png", "Total migration time (median)", "ms", s => s.TotalMs));
-            written.Add(Grouped(summary, dir, "bytes.png", "Bytes on the wire (median)", "MB", s => s.BytesOnWire / 1e6));
+            written.Add(Grouped(summary, dir, "bytes.png", "Bytes on the wire (median)", "MB",
+                s => s.BytesOnWire / 1e6));
         }
 
         foreach (var scenario in scenarios)
         {
-            var runs = results.Runs.Where(r => r.Scenario == scenario.Name && r.Link == BenchScenario.Uncapped.Name && r.Repeat == 1 && r.Ok).ToList();
+            var runs = results.Runs
+                .Where(r => r.Scenario == scenario.Name && r.Link == BenchScenario.Uncapped.Name
+                    && r.Repeat == 1 && r.Ok)
+                .ToList();
             if (runs.Count > 0)
             {
                 written.Add(Rounds(scenario.Name, runs, dir));
@@ -30,7 +36,8 @@ internal static class BenchCharts
         return written;
     }
 
-    private static string Grouped(BenchSummary summary, string dir, string file, string title, string unit, Func<SideMedians, double> value)
+    private static string Grouped(BenchSummary summary, string dir, string file, string title, string unit,
+        Func<SideMedians, double> value)
     {
         var plot = new Plot();
         var ticks = new List<Tick>();
@@ -41,12 +48,24 @@ internal static class BenchCharts
             double x = i * 3;
             if (row.Off is not null)
             {
-                bars.Add(new Bar { Position = x, Value = value(row.Off), FillColor = Off, Label = $"{value(row.Off):F0}" });
+                bars.Add(new Bar
+                {
+                    Position = x,
+                    Value = value(row.Off),
+                    FillColor = Off,
+                    Label = $"{value(row.Off):F0}",
+                });
             }
 
             if (row.On is not null)
             {
-                bars.Add(new Bar { Position = x + 1, Value = value(row.On), FillColor = On, Label = $"{value(row.On):F0}" });
+                bars.Add(new Bar
+                {
+                    Position = x + 1,
+                    Value = value(row.On),
+                    FillColor = On,
+                    Label = $"{value(row.On):F0}",
+                });
             }
 
             ticks.Add(new Tick(x + 0.5, $"{row.Scenario}\n{row.Link}"));

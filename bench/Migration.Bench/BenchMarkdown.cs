@@ -10,11 +10,14 @@ internal static class BenchMarkdown
         var md = new StringBuilder();
         md.AppendLine("# Benchmark results");
         md.AppendLine();
-        md.AppendLine($"Command: `dotnet run --project src/Source -c Release -- bench{(results.Quick ? " --quick" : string.Empty)} --repeat {results.Repeat}`  ");
+        md.AppendLine("Command: `dotnet run --project src/Source -c Release -- bench" +
+            $"{(results.Quick ? " --quick" : string.Empty)} --repeat {results.Repeat}`  ");
         md.AppendLine($"Machine: {results.Machine.Describe()}  ");
-        md.AppendLine($"Run: {results.StartedAt:yyyy-MM-dd HH:mm} to {results.FinishedAt:HH:mm} UTC. Each migration is a fresh target process " +
-                      "(guest RAM preallocated) and a fresh source process; hints off and on alternate. Medians over the runs that completed and verified; " +
-                      "CPU seconds are each process's own during the migration (from its start to the report; the source's includes the guest's vCPUs), " +
+        md.AppendLine($"Run: {results.StartedAt:yyyy-MM-dd HH:mm} to {results.FinishedAt:HH:mm} UTC. " +
+                      "Each migration is a fresh target process (guest RAM preallocated) and a fresh source process; " +
+                      "hints off and on alternate. Medians over the runs that completed and verified; " +
+                      "CPU seconds are each process's own during the migration " +
+                      "(from its start to the report; the source's includes the guest's vCPUs), " +
                       "peak RSS is each process's high-water mark, both reported by the process itself.");
         md.AppendLine();
 
@@ -34,7 +37,11 @@ internal static class BenchMarkdown
             foreach (var r in results.RawStream)
             {
                 md.AppendLine(r.Ok
-                    ? $"| {r.Scenario}: round 0, {r.Source!.Rounds[0].PagesSent:N0} pages | {BenchSummary.RoundZeroRate(r) / 1e6:F0} MB/s | {r.Source.Rounds[0].Bytes / 1e6:F0} MB in {r.Source.Rounds[0].Ms:F0} ms, source CPU {r.Source.Process?.MigrationCpuSeconds:F1} s, target CPU {r.TargetProcess?.MigrationCpuSeconds:F1} s |"
+                    ? $"| {r.Scenario}: round 0, {r.Source!.Rounds[0].PagesSent:N0} pages " +
+                        $"| {BenchSummary.RoundZeroRate(r) / 1e6:F0} MB/s " +
+                        $"| {r.Source.Rounds[0].Bytes / 1e6:F0} MB in {r.Source.Rounds[0].Ms:F0} ms, " +
+                        $"source CPU {r.Source.Process?.MigrationCpuSeconds:F1} s, " +
+                        $"target CPU {r.TargetProcess?.MigrationCpuSeconds:F1} s |"
                     : $"| {r.Scenario} | failed | {r.Error} |");
             }
 
@@ -51,17 +58,21 @@ internal static class BenchMarkdown
         {
             md.AppendLine($"### {scenario.Name}");
             md.AppendLine();
-            md.AppendLine($"{scenario.Description}. Published: {scenario.PublishedSource} (time ratio {scenario.PublishedTimeRatio:F3}" +
+            md.AppendLine($"{scenario.Description}. Published: {scenario.PublishedSource} " +
+                          $"(time ratio {scenario.PublishedTimeRatio:F3}" +
                           (scenario.PublishedBytesRatio is double pb ? $", bytes ratio {pb:F3}" : string.Empty) + ").");
             md.AppendLine();
-            md.AppendLine("| link | hints | runs | total ms | downtime ms | MB on wire | pages skipped | CPU s src + tgt | peak RSS src / tgt MiB |");
+            md.AppendLine("| link | hints | runs | total ms | downtime ms | MB on wire | pages skipped | " +
+                "CPU s src + tgt | peak RSS src / tgt MiB |");
             md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var row in summary.Rows.Where(r => r.Scenario == scenario.Name))
             {
                 Side(md, row.Link, "off", row.Off);
                 Side(md, row.Link, "on", row.On);
-                md.AppendLine($"| {row.Link} | **on / off** | | **{F(row.TimeRatio)}** | {F(row.DowntimeRatio)} | **{F(row.BytesRatio)}** | | {F(row.CpuRatio)} | |");
-                md.AppendLine($"| {row.Link} | published on / off | | {F(scenario.PublishedTimeRatio)} | | {F(scenario.PublishedBytesRatio)} | | | |");
+                md.AppendLine($"| {row.Link} | **on / off** | | **{F(row.TimeRatio)}** | {F(row.DowntimeRatio)} " +
+                    $"| **{F(row.BytesRatio)}** | | {F(row.CpuRatio)} | |");
+                md.AppendLine($"| {row.Link} | published on / off | | {F(scenario.PublishedTimeRatio)} " +
+                    $"| | {F(scenario.PublishedBytesRatio)} | | | |");
             }
 
             md.AppendLine();
@@ -73,7 +84,8 @@ internal static class BenchMarkdown
         md.AppendLine("|---|---|---:|---|");
         foreach (var f in summary.Figures)
         {
-            md.AppendLine($"| {f.Name} | {f.Goal} | {f.Measured} | {(f.Met switch { true => "yes", false => "**no**", null => "n/a" })} |");
+            md.AppendLine($"| {f.Name} | {f.Goal} | {f.Measured} | " +
+                $"{(f.Met switch { true => "yes", false => "**no**", null => "n/a" })} |");
         }
 
         var failed = results.Runs.Concat(results.RawStream).Where(r => !r.Ok).ToList();
@@ -94,8 +106,9 @@ internal static class BenchMarkdown
     private static void Side(StringBuilder md, string link, string hints, SideMedians? s) =>
         md.AppendLine(s is null
             ? $"| {link} | {hints} | 0 | | | | | | |"
-            : $"| {link} | {hints} | {s.Runs} | {s.TotalMs:F0} | {s.DowntimeMs:F0} | {s.BytesOnWire / 1e6:F1} | {s.PagesSkipped:N0} | " +
-              $"{s.SourceCpuSeconds:F1} + {s.TargetCpuSeconds:F1} | {s.SourcePeakRssBytes / (1 << 20):F0} / {s.TargetPeakRssBytes / (1 << 20):F0} |");
+            : $"| {link} | {hints} | {s.Runs} | {s.TotalMs:F0} | {s.DowntimeMs:F0} | {s.BytesOnWire / 1e6:F1} | " +
+              $"{s.PagesSkipped:N0} | {s.SourceCpuSeconds:F1} + {s.TargetCpuSeconds:F1} | " +
+              $"{s.SourcePeakRssBytes / (1 << 20):F0} / {s.TargetPeakRssBytes / (1 << 20):F0} |");
 
     private static string F(double? v) => v is null ? "n/a" : $"{v:F3}";
 }

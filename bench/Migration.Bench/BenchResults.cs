@@ -50,13 +50,17 @@ internal sealed record MachineInfo
         long memory = 0;
         if (File.Exists("/proc/cpuinfo"))
         {
-            cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+            cpu = File.ReadLines("/proc/cpuinfo")
+                .FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))
+                ?.Split(':', 2)[1].Trim() ?? cpu;
         }
 
         if (File.Exists("/proc/meminfo"))
         {
-            string? line = File.ReadLines("/proc/meminfo").FirstOrDefault(l => l.StartsWith("MemTotal:", StringComparison.Ordinal));
-            if (line is not null && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out long kb))
+            string? line = File.ReadLines("/proc/meminfo")
+                .FirstOrDefault(l => l.StartsWith("MemTotal:", StringComparison.Ordinal));
+            if (line is not null
+                && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out long kb))
             {
                 memory = kb * 1024;
             }
@@ -75,6 +79,6 @@ internal sealed record MachineInfo
 
     /// <summary>One line for the reader. The JIT modes are the two processes' (their project files set them).</summary>
     public string Describe() =>
-        $"{Cpu}, {Cores} cores, {MemoryBytes / (1L << 30)} GiB RAM; {Os}; {Runtime}; GC {GcMode}; JIT tiered in the source, " +
-        "optimised at first call in the target";
+        $"{Cpu}, {Cores} cores, {MemoryBytes / (1L << 30)} GiB RAM; {Os}; {Runtime}; GC {GcMode}; " +
+        "JIT tiered in the source, optimised at first call in the target";
 }

@@ -27,9 +27,12 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         _results.Quick = options.Quick;
         _results.Repeat = options.Repeat;
         _results.StartedAt = DateTimeOffset.UtcNow;
-        var scenarios = BenchScenario.All(options.Quick).Where(s => options.Only is null || options.Only.Contains(s.Name)).ToList();
+        var scenarios = BenchScenario.All(options.Quick)
+            .Where(s => options.Only is null || options.Only.Contains(s.Name))
+            .ToList();
         output.WriteLine($"bench: {_results.Machine.Describe()}");
-        output.WriteLine($"bench: {(options.Quick ? "quick (1 GiB guests)" : "full (8 GiB guests)")}, {options.Repeat} repeat(s), results in {Path.GetFullPath(options.OutDir)}");
+        output.WriteLine($"bench: {(options.Quick ? "quick (1 GiB guests)" : "full (8 GiB guests)")}, " +
+            $"{options.Repeat} repeat(s), results in {Path.GetFullPath(options.OutDir)}");
 
         if (options.Only is null || options.Only.Contains("raw"))
         {
@@ -44,7 +47,8 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
                 {
                     foreach (bool hints in new[] { false, true })
                     {
-                        var run = await RunMigrationAsync(scenario.Name, scenario.RamBytes, scenario.WorkloadArgs, link, hints, repeat, channels: 2, ct);
+                        var run = await RunMigrationAsync(scenario.Name, scenario.RamBytes, scenario.WorkloadArgs,
+                            link, hints, repeat, channels: 2, ct);
                         _results.Runs.Add(run);
                         Save();
                     }
@@ -61,7 +65,8 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         var charts = BenchCharts.Write(_results, scenarios, options.OutDir);
         output.WriteLine();
         output.WriteLine(md);
-        output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts to {Path.GetFullPath(options.OutDir)}");
+        output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts " +
+            $"to {Path.GetFullPath(options.OutDir)}");
         int failed = _results.Runs.Count(r => !r.Ok) + _results.RawStream.Count(r => !r.Ok);
         if (failed > 0)
         {
@@ -81,7 +86,8 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         string[] args = ["--workload", "memhog", "--memhog-share", "0.9", "--idle-dirty-pages", "0"];
         foreach (int channels in new[] { 2, 4 })
         {
-            var run = await RunMigrationAsync($"raw-stream-{channels}ch", ram, args, BenchScenario.Uncapped, hints: false, repeat: 1, channels, ct);
+            var run = await RunMigrationAsync($"raw-stream-{channels}ch", ram, args, BenchScenario.Uncapped,
+                hints: false, repeat: 1, channels, ct);
             _results.RawStream.Add(run);
             Save();
         }
@@ -90,10 +96,12 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         Save();
     }
 
-    private async Task<BenchRun> RunMigrationAsync(string scenario, long ramBytes, IReadOnlyList<string> workloadArgs, BenchLink link, bool hints, int repeat, int channels, CancellationToken ct)
+    private async Task<BenchRun> RunMigrationAsync(string scenario, long ramBytes, IReadOnlyList<string> workloadArgs,
+        BenchLink link, bool hints, int repeat, int channels, CancellationToken ct)
     {
         int index = ++_runIndex;
-        string stem = Path.Combine(options.OutDir, "runs", $"{index:D2}-{scenario}-{link.Name}-hints-{(hints ? "on" : "off")}-{repeat}");
+        string stem = Path.Combine(options.OutDir, "runs",
+            $"{index:D2}-{scenario}-{link.Name}-hints-{(hints ? "on" : "off")}-{repeat}");
         var run = new BenchRun
         {
             Scenario = scenario,
@@ -107,12 +115,13 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         var sw = Stopwatch.StartNew();
         try
         {
-            await using var target = await TargetProcess.StartAsync(["--once", "--prealloc", ram, "--report", stem + ".target.json"], TimeSpan.FromMinutes(3), ct);
+            await using var target = await TargetProcess.StartAsync(
+                ["--once", "--prealloc", ram, "--report", stem + ".target.json"], TimeSpan.FromMinutes(3), ct);
             var args = new List<string>
             {
                 "migrate", "--target", target.Address.ToString(), "--ram", ram, "--vcpus", "2", "--seed", "1",
-                "--warmup-seconds", "1", "--downtime-ms", "300", "--channels", channels.ToString(), "--hints", hints ? "on" : "off",
-                "--report", stem + ".source.json",
+                "--warmup-seconds", "1", "--downtime-ms", "300", "--channels", channels.ToString(),
+                "--hints", hints ? "on" : "off", "--report", stem + ".source.json",
             };
             args.AddRange(workloadArgs);
             if (link.MaxBandwidth is not null)
@@ -148,7 +157,9 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
 
             run.Error ??= run.Source is null
                 ? $"the source wrote no report (exit code {run.SourceExitCode})"
-                : run.Source.Status != MigrationStatus.Completed || !run.Source.Verified ? $"{run.Source.Status}: {run.Source.Error}" : null;
+                : run.Source.Status != MigrationStatus.Completed || !run.Source.Verified
+                    ? $"{run.Source.Status}: {run.Source.Error}"
+                    : null;
         }
         catch (Exception ex) when (ex is TimeoutException or InvalidOperationException or IOException or JsonException)
         {
@@ -167,9 +178,11 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
             return $"[{index,2}] {run.Label,-34} FAILED: {run.Error}";
         }
 
-        return $"[{index,2}] {run.Label,-34} total {r.Timing.TotalMs,7:F0} ms  downtime {r.Timing.DowntimeMs,5:F0} ms  " +
-               $"{r.Transfer.BytesOnWire / 1e6,8:F1} MB  skipped {r.Transfer.PagesSkippedByHints,9:N0} pages  " +
-               $"cpu {r.Process?.MigrationCpuSeconds ?? 0,5:F1}+{run.TargetProcess?.MigrationCpuSeconds ?? 0,4:F1} s  ({run.WallSeconds:F0} s wall)";
+        return $"[{index,2}] {run.Label,-34} total {r.Timing.TotalMs,7:F0} ms  " +
+               $"downtime {r.Timing.DowntimeMs,5:F0} ms  {r.Transfer.BytesOnWire / 1e6,8:F1} MB  " +
+               $"skipped {r.Transfer.PagesSkippedByHints,9:N0} pages  " +
+               $"cpu {r.Process?.MigrationCpuSeconds ?? 0,5:F1}+" +
+               $"{run.TargetProcess?.MigrationCpuSeconds ?? 0,4:F1} s  ({run.WallSeconds:F0} s wall)";
     }
 
     private void Save()

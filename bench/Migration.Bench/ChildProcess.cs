@@ -6,8 +6,12 @@ namespace Migration.Bench;
 /// <summary>A source process (<c>migrate</c>, run by the dotnet host) whose output goes to a log file.</summary>
 internal static class ChildProcess
 {
-    /// <summary>Runs <c>dotnet Migration.Source.dll args</c>; returns the exit code, or throws TimeoutException after killing it.</summary>
-    public static async Task<int> RunSourceAsync(IReadOnlyList<string> args, string logPath, TimeSpan timeout, CancellationToken ct)
+    /// <summary>
+    /// Runs <c>dotnet Migration.Source.dll args</c>; returns the exit code, or throws TimeoutException after killing
+    /// it.
+    /// </summary>
+    public static async Task<int> RunSourceAsync(IReadOnlyList<string> args, string logPath, TimeSpan timeout,
+        CancellationToken ct)
     {
         var psi = new ProcessStartInfo("dotnet")
         {
@@ -22,7 +26,8 @@ internal static class ChildProcess
         }
 
         await using var log = new StreamWriter(logPath) { AutoFlush = true };
-        using var process = Process.Start(psi) ?? throw new InvalidOperationException("Could not start the source process.");
+        using var process = Process.Start(psi)
+            ?? throw new InvalidOperationException("Could not start the source process.");
         var gate = new object();
         void Write(string? line)
         {

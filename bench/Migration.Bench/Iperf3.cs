@@ -22,7 +22,8 @@ internal static class Iperf3
         string? exe = Find() ?? await TryInstallAsync(output, ct);
         if (exe is null)
         {
-            return new Iperf3Result(null, "iperf3 is not installed and could not be installed (apt-get install iperf3)", null, seconds);
+            return new Iperf3Result(null, "iperf3 is not installed and could not be installed (apt-get install iperf3)",
+                null, seconds);
         }
 
         int port = FreePort();
@@ -45,7 +46,8 @@ internal static class Iperf3
             output.WriteLine($"bench: iperf3 loopback {bps / 1e9:F1} Gbit/s ({bps / 8e9:F2} GB/s) over {seconds} s");
             return new Iperf3Result(bps, null, version, seconds);
         }
-        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or TimeoutException)
+        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException
+            or TimeoutException)
         {
             return new Iperf3Result(null, "iperf3 gave no result: " + ex.Message, null, seconds);
         }
@@ -72,9 +74,15 @@ internal static class Iperf3
 
         bool root = Environment.UserName == "root";
         output.WriteLine("bench: iperf3 is missing; installing the Debian package");
-        foreach (string[] step in new[] { new[] { "apt-get", "update", "-qq" }, new[] { "apt-get", "install", "-y", "-qq", "iperf3" } })
+        foreach (string[] step in new[] { new[] { "apt-get", "update", "-qq" },
+            new[] { "apt-get", "install", "-y", "-qq", "iperf3" } })
         {
-            var psi = new ProcessStartInfo(root ? step[0] : "sudo") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            var psi = new ProcessStartInfo(root ? step[0] : "sudo")
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
             psi.Environment["DEBIAN_FRONTEND"] = "noninteractive";
             if (!root)
             {
@@ -110,7 +118,12 @@ internal static class Iperf3
 
     private static Process Start(string exe, IEnumerable<string> args)
     {
-        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo(exe)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
         foreach (string a in args)
         {
             psi.ArgumentList.Add(a);

@@ -3,21 +3,27 @@ using Migration.Bench;
 
 // The macro benchmark: hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) and the raw page
 // stream against iperf3, on loopback. Exit codes: 0 every run verified, 1 a run failed, 2 bad usage.
-var quick = new Option<bool>("--quick") { Description = "1 GiB guests instead of 8 GiB: a smoke check in a few minutes" };
+var quick = new Option<bool>("--quick")
+{
+    Description = "1 GiB guests instead of 8 GiB: a smoke check in a few minutes",
+};
 var outDir = new Option<string>("--out")
 {
     Description = "Directory for results.json, results.md, charts and run logs",
     DefaultValueFactory = _ => "bench-results",
 };
-var repeat = new Option<int?>("--repeat") { Description = "Runs per scenario, link and hints setting (default 3; 1 with --quick)" };
+var repeat = new Option<int?>("--repeat")
+{
+    Description = "Runs per scenario, link and hints setting (default 3; 1 with --quick)",
+};
 var only = new Option<string[]>("--only")
 {
     Description = "Run only these scenarios (e.g. idle-8g stale-8g raw); default all",
     AllowMultipleArgumentsPerToken = true,
 };
 var root = new RootCommand(
-    "Benchmark hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) and the raw page stream against " +
-    "iperf3, on loopback.")
+    "Benchmark hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) " +
+    "and the raw page stream against iperf3, on loopback.")
 {
     quick, outDir, repeat, only,
 };

@@ -1,9 +1,6 @@
-using System.Buffers;
 using BenchmarkDotNet.Attributes;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
-using Migration.TestSupport;
-using Migration.Shared.Transport;
 using Migration.Shared.Balloon;
 
 namespace Migration.Benchmarks;
@@ -37,7 +34,9 @@ public class BitmapAndHintBenchmarks
         _hinted = new MigrationBitmap(log);
     }
 
-    /// <summary>Walks every set bit, as a round's send loop does (without clearing, so every run sees the same map).</summary>
+    /// <summary>
+    /// Walks every set bit, as a round's send loop does (without clearing, so every run sees the same map).
+    /// </summary>
     [Benchmark]
     public long ScanAllDirty()
     {

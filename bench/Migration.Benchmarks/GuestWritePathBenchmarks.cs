@@ -34,7 +34,9 @@ public class GuestWritePathBenchmarks
     [GlobalCleanup]
     public void Cleanup() => _ram.Dispose();
 
-    /// <summary>One 8-byte store per page, each page's bit already set after the first pass (the common case).</summary>
+    /// <summary>
+    /// One 8-byte store per page, each page's bit already set after the first pass (the common case).
+    /// </summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = PagesPerOp)]
     public void Store64PerPage()
     {

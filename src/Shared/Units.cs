@@ -3,13 +3,17 @@ using System.Text.RegularExpressions;
 
 namespace Migration.Shared;
 
-/// <summary>Parses sizes ("1GiB", "512M", "4096") and rates ("10Gbit", "1.25GB/s", "100MiB/s") from the command line.</summary>
+/// <summary>
+/// Parses sizes ("1GiB", "512M", "4096") and rates ("10Gbit", "1.25GB/s", "100MiB/s") from the command line.
+/// </summary>
 public static partial class Units
 {
     [GeneratedRegex(@"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*(/s)?\s*$")]
     private static partial Regex Quantity();
 
-    /// <summary>Bytes; binary and decimal suffixes (K, KiB, KB, M, MiB, MB, G, GiB, GB). Bare suffix letters are binary.</summary>
+    /// <summary>
+    /// Bytes; binary and decimal suffixes (K, KiB, KB, M, MiB, MB, G, GiB, GB). Bare suffix letters are binary.
+    /// </summary>
     public static long ParseBytes(string text)
     {
         var m = Quantity().Match(text ?? string.Empty);
@@ -65,7 +69,9 @@ public static partial class Units
         return bytesPerSecond;
     }
 
-    /// <summary>A size the way <see cref="ParseBytes"/> reads it back: the largest binary unit it divides exactly.</summary>
+    /// <summary>
+    /// A size the way <see cref="ParseBytes"/> reads it back: the largest binary unit it divides exactly.
+    /// </summary>
     public static string FormatBytes(long bytes) => bytes switch
     {
         0 => "0",
@@ -75,7 +81,9 @@ public static partial class Units
         _ => bytes.ToString(CultureInfo.InvariantCulture),
     };
 
-    /// <summary>A rate the way <see cref="ParseRate"/> reads it back (binary units when exact, else bytes per second).</summary>
+    /// <summary>
+    /// A rate the way <see cref="ParseRate"/> reads it back (binary units when exact, else bytes per second).
+    /// </summary>
     public static string FormatRate(double bytesPerSecond) =>
         bytesPerSecond == Math.Floor(bytesPerSecond) && bytesPerSecond < long.MaxValue
             ? FormatBytes((long)bytesPerSecond) + "/s"

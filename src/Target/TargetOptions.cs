@@ -23,10 +23,14 @@ public sealed record TargetOptions
 
     public string? ReportPath { get; init; }
 
-    /// <summary>Write the received RAM image (page p at offset p*4096) at switchover, before the vCPUs resume.</summary>
+    /// <summary>
+    /// Write the received RAM image (page p at offset p*4096) at switchover, before the vCPUs resume.
+    /// </summary>
     public string? DumpRamPath { get; init; }
 
-    /// <summary>Let the resumed guest run this long, then stop it and run its self-check. Null: run until exit.</summary>
+    /// <summary>
+    /// Let the resumed guest run this long, then stop it and run its self-check. Null: run until exit.
+    /// </summary>
     public double? RunAfterSeconds { get; init; }
 
     /// <summary>
@@ -37,9 +41,9 @@ public sealed record TargetOptions
     public long? PreallocBytes { get; init; }
 
     /// <summary>
-    /// Incremental by default: only the receive path writes target RAM before the VM exists, so a digest taken as a page
-    /// is written is its digest at switchover, and hashing leaves the downtime. Full rehashes, for when RAM could have
-    /// been written by something else.
+    /// Incremental by default: only the receive path writes target RAM before the VM exists, so a digest taken as a
+    /// page is written is its digest at switchover, and hashing leaves the downtime. Full rehashes, for when RAM could
+    /// have been written by something else.
     /// </summary>
     public VerifyMode Verify { get; init; } = VerifyMode.Incremental;
 
@@ -48,4 +52,10 @@ public sealed record TargetOptions
     /// in-use page (16 MiB for a fully used 8 GiB guest), so 64 MiB leaves headroom without inviting abuse.
     /// </summary>
     public int MaxMessageBytes { get; init; } = 64 << 20;
+
+    /// <summary>
+    /// Largest page batch accepted on a page stream. A batch is applied whole, so it must fit in the stream's HTTP/2
+    /// flow-control window (16 MiB) or it could never arrive; 8 MiB is eight default batches of 256 pages.
+    /// </summary>
+    public int MaxPageMessageBytes { get; init; } = 8 << 20;
 }

@@ -21,7 +21,8 @@ public sealed class ChannelOrderingTests
     [Theory]
     [InlineData(0u, true)]  // the stale copy is from an older round: dropped, the guest verifies
     [InlineData(2u, false)] // control: the same bytes as a newer round do overwrite, and verification catches it
-    public async Task OlderCopyArrivingLateOnAnotherChannel_DoesNotOverwriteTheNewerOne(uint staleRound, bool expectVerified)
+    public async Task OlderCopyArrivingLateOnAnotherChannel_DoesNotOverwriteTheNewerOne(uint staleRound,
+        bool expectVerified)
     {
         // A real guest whose page P holds the "round 1" content.
         using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 1 });
@@ -49,7 +50,8 @@ public sealed class ChannelOrderingTests
         {
             for (long first = 0; first < vm.Ram.PageCount; first += 256)
             {
-                await b.RequestStream.WriteAsync(Batch(vm.Ram, first, (int)Math.Min(256, vm.Ram.PageCount - first), round: 1));
+                await b.RequestStream.WriteAsync(
+                    Batch(vm.Ram, first, (int)Math.Min(256, vm.Ram.PageCount - first), round: 1));
             }
 
             await b.RequestStream.CompleteAsync();

@@ -8,13 +8,15 @@ using Migration.Source.Precopy;
 
 namespace Migration.EndToEnd.Tests;
 
-/// <summary>Free page hinting against real target processes: it saves what it should, and bad hints cost only the hints.</summary>
+/// <summary>
+/// Free page hinting against real target processes: it saves what it should, and bad hints cost only the hints.
+/// </summary>
 public sealed class FreePageHintTests
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
-    private static async Task<MigrationReport> MigrateAsync(GuestConfig guest, bool hints, Action<VirtualMachine>? whileMigrating = null,
-        Func<VirtualMachine, Func<bool>>? holdPrecopy = null)
+    private static async Task<MigrationReport> MigrateAsync(GuestConfig guest, bool hints,
+        Action<VirtualMachine>? whileMigrating = null, Func<VirtualMachine, Func<bool>>? holdPrecopy = null)
     {
         await using var target = await TargetProcess.StartAsync(["--once", "--run-after", "0.3"], StartTimeout);
         using var vm = VirtualMachine.Boot(guest);
@@ -63,8 +65,10 @@ public sealed class FreePageHintTests
         Assert.Null(off.Hints);
         Assert.NotNull(on.Hints);
         long pages = guest.PageCount;
-        Assert.True(on.Transfer.PagesSkippedByHints > pages / 2, $"only {on.Transfer.PagesSkippedByHints} of {pages} pages skipped");
-        Assert.True(on.Transfer.BytesOnWire < off.Transfer.BytesOnWire / 3, $"hinted {on.Transfer.BytesOnWire} vs unhinted {off.Transfer.BytesOnWire} bytes");
+        Assert.True(on.Transfer.PagesSkippedByHints > pages / 2,
+            $"only {on.Transfer.PagesSkippedByHints} of {pages} pages skipped");
+        Assert.True(on.Transfer.BytesOnWire < off.Transfer.BytesOnWire / 3,
+            $"hinted {on.Transfer.BytesOnWire} vs unhinted {off.Transfer.BytesOnWire} bytes");
         Assert.True(on.Hints!.CmdIds >= 2);
         Assert.Equal(on.Hints.BlocksReceived, on.Hints.BlocksApplied + on.Hints.BlocksDroppedStale);
         Assert.Equal(0, on.Hints.DeviceErrors);
@@ -81,7 +85,8 @@ public sealed class FreePageHintTests
 
     [Theory]
     [MemberData(nameof(BadHints))]
-    public async Task MalformedHintsFromTheGuest_AreADeviceError_AndTheMigrationCompletesWithoutThem(string kind, string expected)
+    public async Task MalformedHintsFromTheGuest_AreADeviceError_AndTheMigrationCompletesWithoutThem(string kind,
+        string expected)
     {
         var guest = new GuestConfig
         {
@@ -93,7 +98,9 @@ public sealed class FreePageHintTests
         {
             // A rogue driver: once hinting is under way, it queues garbage beside the real driver's buffers.
             var device = vm.HintDevice;
-            Assert.True(SpinWait.SpinUntil(() => HintCommandId.IsRunId(device.ConfigCommandId), TimeSpan.FromSeconds(30)), "hinting never started");
+            Assert.True(
+                SpinWait.SpinUntil(() => HintCommandId.IsRunId(device.ConfigCommandId), TimeSpan.FromSeconds(30)),
+                "hinting never started");
             uint id = device.ConfigCommandId;
             long pages = vm.Ram.PageCount;
             switch (kind)
@@ -125,7 +132,13 @@ public sealed class FreePageHintTests
     [Fact]
     public void ManualModeWithoutWaitOnAck_IsRefused_UnlessUnsafeIsAllowed()
     {
-        using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 1, DirtyLogMode = DirtyLogMode.Manual, WaitOnAck = false });
+        using var vm = VirtualMachine.Boot(new GuestConfig
+        {
+            RamBytes = 16L << 20,
+            Vcpus = 1,
+            DirtyLogMode = DirtyLogMode.Manual,
+            WaitOnAck = false,
+        });
         var options = new MigrationOptions { Target = new Uri("http://127.0.0.1:1") };
         var ex = Assert.Throws<ArgumentException>(() => new PrecopyEngine(vm, options));
         Assert.Contains("R5", ex.Message, StringComparison.Ordinal);
@@ -133,7 +146,9 @@ public sealed class FreePageHintTests
         _ = new PrecopyEngine(vm, options with { Hints = false });
     }
 
-    /// <summary>Keeps precopy going while <paramref name="hold"/> says so, however fast this machine migrates.</summary>
+    /// <summary>
+    /// Keeps precopy going while <paramref name="hold"/> says so, however fast this machine migrates.
+    /// </summary>
     private sealed class HoldWhile(IConvergencePolicy inner, Func<bool> hold) : IConvergencePolicy
     {
         public ConvergenceDecision Decide(RoundOutcome round)

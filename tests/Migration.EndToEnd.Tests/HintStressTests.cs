@@ -29,13 +29,21 @@ public sealed class HintStressTests
                 WaitOnAck = waitOnAck,
                 PoisonValue = 0x5A,
                 ClearChunkPages = 1024,
-                Workload = new WorkloadOptions { Kind = WorkloadKind.Churn, Seed = (ulong)(100 + i), ChurnHeldBlocks = 1500 },
+                Workload = new WorkloadOptions
+                {
+                    Kind = WorkloadKind.Churn,
+                    Seed = (ulong)(100 + i),
+                    ChurnHeldBlocks = 1500,
+                },
             };
-            await using var target = await TargetProcess.StartAsync(["--once", "--run-after", "0.2"], TimeSpan.FromSeconds(60));
+            await using var target =
+                await TargetProcess.StartAsync(["--once", "--run-after", "0.2"], TimeSpan.FromSeconds(60));
             using var vm = VirtualMachine.Boot(guest);
             vm.Start();
             await Task.Delay(150 + (i * 50)); // different phases of the churn at migration time
-            var report = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, Hints = true }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
+            var report = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, Hints = true })
+                .MigrateAsync()
+                .WaitAsync(TimeSpan.FromSeconds(120));
 
             Assert.True(report.Status == MigrationStatus.Completed, $"attempt {i}: {report.Error}");
             Assert.True(report.Verified, $"attempt {i}: not verified");

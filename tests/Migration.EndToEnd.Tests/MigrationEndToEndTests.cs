@@ -32,12 +32,14 @@ public class MigrationEndToEndTests
 
     [Theory]
     [MemberData(nameof(Matrix))]
-    public async Task Migration_CompletesVerified_WithNoMismatchedPages(WorkloadKind kind, DirtyLogMode mode, int channels, bool lz4, byte? poison, bool fullRehash)
+    public async Task Migration_CompletesVerified_WithNoMismatchedPages(WorkloadKind kind, DirtyLogMode mode,
+        int channels, bool lz4, byte? poison, bool fullRehash)
     {
         string targetReport = Path.GetTempFileName();
         try
         {
-            string[] args = ["--once", "--run-after", "0.3", "--report", targetReport, "--verify", fullRehash ? "full" : "incremental"];
+            string[] args = ["--once", "--run-after", "0.3", "--report", targetReport,
+                "--verify", fullRehash ? "full" : "incremental"];
             await using var target = await TargetProcess.StartAsync(args, StartTimeout);
             var guest = new GuestConfig
             {
@@ -48,7 +50,12 @@ public class MigrationEndToEndTests
                 PoisonValue = poison,
                 Workload = new WorkloadOptions { Kind = kind, Seed = 5, AbMib = 8, BusyDirtyPagesPerSecond = 4000 },
             };
-            var report = await MigrateAsync(guest, new MigrationOptions { Target = target.Address, Channels = channels, Compression = lz4 ? Compression.Lz4 : Compression.None });
+            var report = await MigrateAsync(guest, new MigrationOptions
+            {
+                Target = target.Address,
+                Channels = channels,
+                Compression = lz4 ? Compression.Lz4 : Compression.None,
+            });
 
             Assert.True(report.Status == MigrationStatus.Completed, $"{report.Status}: {report.Error}");
             Assert.True(report.Verified);
@@ -81,7 +88,12 @@ public class MigrationEndToEndTests
         try
         {
             await using var target = await TargetProcess.StartAsync(["--once", "--dump-ram", dump], StartTimeout);
-            var guest = new GuestConfig { RamBytes = 32L << 20, Vcpus = 1, Workload = new WorkloadOptions { Kind = WorkloadKind.Ab, AbMib = 8 } };
+            var guest = new GuestConfig
+            {
+                RamBytes = 32L << 20,
+                Vcpus = 1,
+                Workload = new WorkloadOptions { Kind = WorkloadKind.Ab, AbMib = 8 },
+            };
             var report = await MigrateAsync(guest, new MigrationOptions { Target = target.Address, Channels = 2 });
             Assert.Equal(MigrationStatus.Completed, report.Status);
             await target.WaitForExitAsync(TimeSpan.FromSeconds(30));
@@ -90,8 +102,8 @@ public class MigrationEndToEndTests
             byte[] bytes = await File.ReadAllBytesAsync(dump);
             Assert.Equal(guest.RamBytes, bytes.Length);
             bytes.CopyTo(image.Pages(0, (int)image.PageCount));
-            Assert.Null(AbWorkload.Verify(image, guest.Workload.AbFirstPfn, guest.Workload.AbPages));
-            Assert.NotEqual(0, image.Page(guest.Workload.AbFirstPfn)[0]);
+            Assert.Null(AbWorkload.Verify(image, WorkloadOptions.AbFirstPfn, guest.Workload.AbPages));
+            Assert.NotEqual(0, image.Page(WorkloadOptions.AbFirstPfn)[0]);
         }
         finally
         {
@@ -115,7 +127,12 @@ public class MigrationEndToEndTests
         await using (var doomed = await TargetProcess.StartAsync([], StartTimeout))
         {
             // A slow link keeps round 0 going long enough to kill the target in the middle of it.
-            var engine = new PrecopyEngine(vm, new MigrationOptions { Target = doomed.Address, Channels = 2, MaxBandwidthBytesPerSecond = 40e6 });
+            var engine = new PrecopyEngine(vm, new MigrationOptions
+            {
+                Target = doomed.Address,
+                Channels = 2,
+                MaxBandwidthBytesPerSecond = 40e6,
+            });
             var migration = engine.MigrateAsync();
             await Task.Delay(700);
             doomed.Kill();
@@ -126,10 +143,13 @@ public class MigrationEndToEndTests
 
         Assert.Equal(VmRunState.Running, vm.State);
         long writes = vm.PageWrites;
-        Assert.True(SpinWait.SpinUntil(() => vm.PageWrites > writes + 100, TimeSpan.FromSeconds(20)), "source guest stopped running");
+        Assert.True(SpinWait.SpinUntil(() => vm.PageWrites > writes + 100, TimeSpan.FromSeconds(20)),
+            "source guest stopped running");
 
         await using var target = await TargetProcess.StartAsync(["--once"], StartTimeout);
-        var retry = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, Channels = 2 }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        var retry = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, Channels = 2 })
+            .MigrateAsync()
+            .WaitAsync(TimeSpan.FromSeconds(120));
         Assert.True(retry.Status == MigrationStatus.Completed, retry.Error);
         Assert.True(retry.Verified);
         Assert.Equal(0, retry.Verification.MismatchedPages);
@@ -149,7 +169,9 @@ public class MigrationEndToEndTests
         vm.Start();
         using var cts = new CancellationTokenSource();
         // 20 MB/s: round 0 alone takes seconds, so the cancel lands mid-round.
-        var migration = new PrecopyEngine(vm, new MigrationOptions { Target = target.Address, MaxBandwidthBytesPerSecond = 20e6 }).MigrateAsync(cts.Token);
+        var migration = new PrecopyEngine(vm,
+                new MigrationOptions { Target = target.Address, MaxBandwidthBytesPerSecond = 20e6 })
+            .MigrateAsync(cts.Token);
         await Task.Delay(800);
         await cts.CancelAsync();
         var report = await migration.WaitAsync(TimeSpan.FromSeconds(60));
@@ -164,7 +186,9 @@ public class MigrationEndToEndTests
         Assert.Contains("cancelled", status.Error, StringComparison.Ordinal);
 
         // The target takes the next attempt, which completes.
-        var retry = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        var retry = await new PrecopyEngine(vm, new MigrationOptions { Target = target.Address })
+            .MigrateAsync()
+            .WaitAsync(TimeSpan.FromSeconds(120));
         Assert.True(retry.Status == MigrationStatus.Completed, retry.Error);
         Assert.True(retry.Verified);
     }
@@ -172,7 +196,12 @@ public class MigrationEndToEndTests
     [Fact]
     public async Task NoTarget_FailsCleanly_AndGuestKeepsRunning()
     {
-        using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 1, Workload = new WorkloadOptions { Kind = WorkloadKind.Churn } });
+        using var vm = VirtualMachine.Boot(new GuestConfig
+        {
+            RamBytes = 16L << 20,
+            Vcpus = 1,
+            Workload = new WorkloadOptions { Kind = WorkloadKind.Churn },
+        });
         vm.Start();
         int port;
         using (var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
@@ -181,7 +210,9 @@ public class MigrationEndToEndTests
             port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
         }
 
-        var report = await new PrecopyEngine(vm, new MigrationOptions { Target = new Uri($"http://127.0.0.1:{port}") }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        var report = await new PrecopyEngine(vm, new MigrationOptions { Target = new Uri($"http://127.0.0.1:{port}") })
+            .MigrateAsync()
+            .WaitAsync(TimeSpan.FromSeconds(60));
         Assert.Equal(MigrationStatus.Failed, report.Status);
         Assert.Contains("Unavailable", report.Error, StringComparison.Ordinal);
         Assert.Equal(VmRunState.Running, vm.State);
@@ -191,7 +222,12 @@ public class MigrationEndToEndTests
     public async Task NeverConverging_FailsWithAClearReason()
     {
         await using var target = await TargetProcess.StartAsync([], StartTimeout);
-        var guest = new GuestConfig { RamBytes = 64L << 20, Vcpus = 2, Workload = new WorkloadOptions { Kind = WorkloadKind.Churn, Seed = 2 } };
+        var guest = new GuestConfig
+        {
+            RamBytes = 64L << 20,
+            Vcpus = 2,
+            Workload = new WorkloadOptions { Kind = WorkloadKind.Churn, Seed = 2 },
+        };
         // 2 MB/s cannot keep up with an unthrottled churn guest under a 1 ms downtime limit.
         var report = await MigrateAsync(guest, new MigrationOptions
         {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
@@ -10,13 +11,16 @@ using ProtocolClient = Migration.Protocol.Migration.MigrationClient;
 
 namespace Migration.EndToEnd.Tests;
 
-/// <summary>Bad input against a real target process: a clear gRPC status, and the target stays up for the next migration.</summary>
+/// <summary>
+/// Bad input against a real target process: a clear gRPC status, and the target stays up for the next migration.
+/// </summary>
 public sealed class TargetProtocolTests : IAsyncLifetime
 {
     private TargetProcess _target = null!;
     private Grpc.Net.Client.GrpcChannel _channel = null!;
     private ProtocolClient _client = null!;
-    private PageStream.PageStreamClient _pages = null!; // the protobuf-generated client: proves the hand-written codecs speak plain PageBatch
+    // the protobuf-generated client: proves the hand-written codecs speak plain PageBatch
+    private PageStream.PageStreamClient _pages = null!;
 
     public async Task InitializeAsync()
     {
@@ -86,7 +90,8 @@ public sealed class TargetProtocolTests : IAsyncLifetime
     [InlineData(5UL, 1, 100, "raw page has 100 bytes")]
     [InlineData(5UL, 2, 64, "LZ4 payload is corrupt")]
     [InlineData(5UL, 0, 10, "zero page carries 10 payload bytes")]
-    public async Task BadPage_FailsTheMigrationWithInvalidArgument(ulong pfn, int encoding, int payloadBytes, string expected)
+    public async Task BadPage_FailsTheMigrationWithInvalidArgument(ulong pfn, int encoding, int payloadBytes,
+        string expected)
     {
         string id = Guid.NewGuid().ToString("n");
         await _client.BeginAsync(Begin(id));
@@ -136,14 +141,16 @@ public sealed class TargetProtocolTests : IAsyncLifetime
 
         var badPage = Begin("page");
         badPage.PageSize = 65536;
-        Assert.Equal(StatusCode.InvalidArgument, (await Assert.ThrowsAsync<RpcException>(async () => await _client.BeginAsync(badPage))).StatusCode);
+        Assert.Equal(StatusCode.InvalidArgument,
+            (await Assert.ThrowsAsync<RpcException>(async () => await _client.BeginAsync(badPage))).StatusCode);
         await AssertTargetAcceptsANewMigration();
     }
 
     [Fact]
     public async Task CompleteBeforeBegin_AndAfterCompletion_AreRejected()
     {
-        var ex = await Assert.ThrowsAsync<RpcException>(async () => await _client.CompleteAsync(new CompleteRequest { MigrationId = "x" }));
+        var ex = await Assert.ThrowsAsync<RpcException>(
+            async () => await _client.CompleteAsync(new CompleteRequest { MigrationId = "x" }));
         Assert.Equal(StatusCode.FailedPrecondition, ex.StatusCode);
 
         // A completion with wrong digests: verification fails, the guest is not resumed, the target takes the next one.
@@ -153,8 +160,58 @@ public sealed class TargetProtocolTests : IAsyncLifetime
         Assert.False(reply.Verified);
         Assert.False(reply.Resumed);
         Assert.NotEmpty(reply.Error);
-        var again = await Assert.ThrowsAsync<RpcException>(async () => await _client.CompleteAsync(new CompleteRequest { MigrationId = id }));
+        var again = await Assert.ThrowsAsync<RpcException>(
+            async () => await _client.CompleteAsync(new CompleteRequest { MigrationId = id }));
         Assert.Equal(StatusCode.FailedPrecondition, again.StatusCode);
+        await AssertTargetAcceptsANewMigration();
+    }
+
+    [Fact]
+    public async Task AnOversizedBatch_FailsTheMigrationWithResourceExhausted()
+    {
+        string id = Guid.NewGuid().ToString("n");
+        await _client.BeginAsync(Begin(id));
+        // 9 MiB of raw pages in one message: over the page stream's 8 MiB limit.
+        var batch = new PageBatch { Payload = ByteString.CopyFrom(new byte[9 << 20]) };
+        for (int i = 0; i < (9 << 20) / 4096; i++)
+        {
+            batch.Pfns.Add((ulong)i % 4096);
+            batch.Encodings.Add(PageEncoding.Raw);
+            batch.Lengths.Add(4096);
+        }
+
+        var ex = await SendAsync(id, batch);
+
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        Assert.Contains("exceeds the limit", ex.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal("failed", (await _client.StatusAsync(new StatusRequest())).State);
+        await AssertTargetAcceptsANewMigration();
+    }
+
+    [Fact]
+    public async Task AStreamThatEndsInsideAMessage_FailsTheMigration()
+    {
+        string id = Guid.NewGuid().ToString("n");
+        await _client.BeginAsync(Begin(id));
+        using var http = new HttpClient(new SocketsHttpHandler());
+        var path = new Uri(_target.Address, "/migration.v1.PageStream/SendPages");
+        using var request = new HttpRequestMessage(HttpMethod.Post, path)
+        {
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            // A gRPC frame header announcing 100 bytes, followed by 3.
+            Content = new ByteArrayContent([0, 0, 0, 0, 100, 1, 2, 3]),
+        };
+        request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/grpc");
+        request.Headers.Add("migration-id", id);
+        using var response = await http.SendAsync(request);
+        await response.Content.ReadAsByteArrayAsync();
+
+        string grpcStatus = response.TrailingHeaders.TryGetValues("grpc-status", out var t)
+            ? t.First()
+            : response.Headers.GetValues("grpc-status").First();
+        Assert.Equal(((int)StatusCode.InvalidArgument).ToString(CultureInfo.InvariantCulture), grpcStatus);
+        Assert.Equal("failed", (await _client.StatusAsync(new StatusRequest())).State);
         await AssertTargetAcceptsANewMigration();
     }
 }

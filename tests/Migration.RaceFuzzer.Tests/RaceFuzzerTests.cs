@@ -48,7 +48,8 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
 
         output.WriteLine($"{profile}: {runs} seeds survived in {sw.Elapsed.TotalSeconds:F1} s " +
             $"({runs / sw.Elapsed.TotalSeconds:F1} seeds/s), {unfinished} hit the step limit");
-        Assert.True(unfinished <= runs / 10, $"{unfinished} of {runs} seeds did not finish: the harness is not exercising migrations");
+        Assert.True(unfinished <= runs / 10,
+            $"{unfinished} of {runs} seeds did not finish: the harness is not exercising migrations");
     }
 
     public static TheoryData<Mutant> Mutants()

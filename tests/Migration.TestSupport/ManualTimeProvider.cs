@@ -9,7 +9,8 @@ public sealed class ManualTimeProvider : TimeProvider
 
     public override long GetTimestamp() => Interlocked.Read(ref _ticks);
 
-    public override DateTimeOffset GetUtcNow() => new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero).AddTicks(GetTimestamp());
+    public override DateTimeOffset GetUtcNow() =>
+        new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero).AddTicks(GetTimestamp());
 
     public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
 }

@@ -7,7 +7,8 @@ namespace Migration.TestSupport;
 /// <summary>Small guests for unit tests; each owns its RAM and frees it on dispose.</summary>
 public sealed class TestGuest : IDisposable
 {
-    public TestGuest(long ramBytes = 16L << 20, DirtyLogMode mode = DirtyLogMode.Eager, byte? poison = null, long clearChunkPages = 1024)
+    public TestGuest(long ramBytes = 16L << 20, DirtyLogMode mode = DirtyLogMode.Eager, byte? poison = null,
+        long clearChunkPages = 1024)
     {
         Ram = GuestRam.Allocate(ramBytes);
         Log = new DirtyLog(Ram.PageCount, mode, clearChunkPages);

@@ -32,7 +32,8 @@ public sealed class BalloonDriver
     private uint _lastId = HintCommandId.Stop;
     private bool _running;
 
-    public BalloonDriver(GuestKernel kernel, FreePageHintDevice device, bool waitOnAck, int blockOrder = DefaultBlockOrder)
+    public BalloonDriver(GuestKernel kernel, FreePageHintDevice device, bool waitOnAck,
+        int blockOrder = DefaultBlockOrder)
         : this(kernel, device, waitOnAck, blockOrder, SchedulingPoints.None, initialiseOnRelease: true)
     {
     }
@@ -83,7 +84,9 @@ public sealed class BalloonDriver
     /// <summary>Blocks handed back early by the shrinker.</summary>
     public long ShrunkBlocks { get; private set; }
 
-    /// <summary>One step of the driver's work item. Idle means there is nothing to do until the device changes.</summary>
+    /// <summary>
+    /// One step of the driver's work item. Idle means there is nothing to do until the device changes.
+    /// </summary>
     public StepResult Step()
     {
         uint id = _device.ConfigCommandId;
@@ -159,7 +162,9 @@ public sealed class BalloonDriver
         return n;
     }
 
-    /// <summary>The shrinker: hands back the newest held block the device is done with (any, without wait-on-ack).</summary>
+    /// <summary>
+    /// The shrinker: hands back the newest held block the device is done with (any, without wait-on-ack).
+    /// </summary>
     private bool Shrink(int order)
     {
         HeldBlock? victim = null;

@@ -12,6 +12,8 @@ public static class BalloonFeatureBits
     /// <summary>VIRTIO_BALLOON_F_PAGE_POISON (bit 4): the guest poisons free pages with <c>poison_val</c>.</summary>
     public const ulong PagePoison = 1UL << 4;
 
-    /// <summary>The 2026 wait-on-ack proposal (bit 6): no reuse of a hinted block before the device used its buffer.</summary>
+    /// <summary>
+    /// The 2026 wait-on-ack proposal (bit 6): no reuse of a hinted block before the device used its buffer.
+    /// </summary>
     public const ulong HintWaitOnAck = 1UL << 6;
 }

@@ -14,7 +14,9 @@ namespace Migration.Shared.Balloon;
 /// <para>The status follows <see cref="HintStateMachine"/> alone; the rules (README, "The protocol rules"):</para>
 /// <list type="bullet">
 /// <item>H1: <see cref="Setup"/> refuses to attach unless dirty logging is on.</item>
-/// <item>H2: before every sync the device stops hinting, after it issues a new id if the VM runs, DONE otherwise.</item>
+/// <item>
+/// H2: before every sync the device stops hinting, after it issues a new id if the VM runs, DONE otherwise.
+/// </item>
 /// <item>H3, H4, H5: the decisions of <see cref="IHintDefences"/>.</item>
 /// <item>H6: <see cref="Cleanup"/> (completion, failure, cancel) reports DONE and drops what is queued.</item>
 /// <item>H9: a malformed buffer is a device error: hinting stops for this migration, which goes on without it.</item>
@@ -43,7 +45,8 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     private Counters _counters;
 
     public FreePageHintDevice(long ramPages, int queueCapacity = DefaultQueueCapacity)
-        : this(ramPages, queueCapacity, SchedulingPoints.None, StandardHintDefences.Instance, DedicatedDeviceThreads.Instance)
+        : this(ramPages, queueCapacity, SchedulingPoints.None, StandardHintDefences.Instance,
+            DedicatedDeviceThreads.Instance)
     {
     }
 
@@ -95,7 +98,9 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
         }
     }
 
-    /// <summary>Buffers waiting for the hint thread. Read without the lock (a scheduler polls it while actors hold it).</summary>
+    /// <summary>
+    /// Buffers waiting for the hint thread. Read without the lock (a scheduler polls it while actors hold it).
+    /// </summary>
     public int Queued => Volatile.Read(ref _queuedCount);
 
     /// <summary>A copy of this migration's counters.</summary>
@@ -197,7 +202,8 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
 
         if (!setup.Bitmap.Log.Enabled)
         {
-            throw new InvalidOperationException("free page hinting needs dirty logging on before the first command id (H1)");
+            throw new InvalidOperationException(
+                "free page hinting needs dirty logging on before the first command id (H1)");
         }
 
         using (_scheduling.Lock(_gate))
@@ -224,7 +230,9 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
         }
     }
 
-    /// <summary>H2, after a sync: a new id if the VM runs, DONE otherwise; nothing once hinting has failed (H9).</summary>
+    /// <summary>
+    /// H2, after a sync: a new id if the VM runs, DONE otherwise; nothing once hinting has failed (H9).
+    /// </summary>
     public void AfterSync(bool vmRunning)
     {
         using (_scheduling.Lock(_gate))
@@ -251,7 +259,9 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     {
     }
 
-    /// <summary>H6: completion, failure or cancel. DONE, detach, drop whatever is still queued, stop the hint thread.</summary>
+    /// <summary>
+    /// H6: completion, failure or cancel. DONE, detach, drop whatever is still queued, stop the hint thread.
+    /// </summary>
     public void Cleanup(MigrationStatus outcome)
     {
         using (_scheduling.Lock(_gate))
@@ -300,7 +310,9 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
 
     // ---- hint thread -------------------------------------------------------------------------------------------
 
-    /// <summary>Processes one queued buffer. Returns false when there is nothing to do (empty, or the VM is stopped).</summary>
+    /// <summary>
+    /// Processes one queued buffer. Returns false when there is nothing to do (empty, or the VM is stopped).
+    /// </summary>
     public bool ProcessOne()
     {
         using (_scheduling.Lock(_gate))
@@ -309,7 +321,9 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
         }
     }
 
-    /// <summary>The hint thread's loop: process buffers as they come until <paramref name="ct"/> is cancelled.</summary>
+    /// <summary>
+    /// The hint thread's loop: process buffers as they come until <paramref name="ct"/> is cancelled.
+    /// </summary>
     private void Run(CancellationToken ct)
     {
         while (!ct.IsCancellationRequested)
@@ -369,7 +383,9 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
             return;
         }
 
-        var e = _defences.IsCurrentRun(buffer.CommandId, CommandId) ? HintEvent.CurrentIdBuffer : HintEvent.OtherIdBuffer;
+        var e = _defences.IsCurrentRun(buffer.CommandId, CommandId)
+            ? HintEvent.CurrentIdBuffer
+            : HintEvent.OtherIdBuffer;
         Status = _defences.Next(Status, e);
     }
 

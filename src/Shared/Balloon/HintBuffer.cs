@@ -13,7 +13,8 @@ public enum HintBufferKind
 /// One buffer on the free-page virtqueue. <see cref="Length"/> is the byte length of a command-id buffer (it must be
 /// 4); <see cref="Pfn"/> and <see cref="Pages"/> describe a free block.
 /// </summary>
-public readonly record struct HintBuffer(HintBufferKind Kind, uint CommandId, long Pfn = 0, long Pages = 0, int Length = 4)
+public readonly record struct HintBuffer(HintBufferKind Kind, uint CommandId, long Pfn = 0, long Pages = 0,
+    int Length = 4)
 {
     public static HintBuffer Id(uint id) => new(HintBufferKind.CommandId, id);
 

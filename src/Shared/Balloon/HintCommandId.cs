@@ -11,6 +11,8 @@ public static class HintCommandId
 
     public static bool IsRunId(uint id) => id > Min;
 
-    /// <summary>The id after <paramref name="id"/>, wrapping from <see cref="uint.MaxValue"/> back to <c>Min + 1</c>.</summary>
+    /// <summary>
+    /// The id after <paramref name="id"/>, wrapping from <see cref="uint.MaxValue"/> back to <c>Min + 1</c>.
+    /// </summary>
     public static uint Next(uint id) => id == uint.MaxValue ? Min + 1 : id + 1;
 }

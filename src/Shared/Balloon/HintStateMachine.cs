@@ -1,6 +1,8 @@
 namespace Migration.Shared.Balloon;
 
-/// <summary>What happens to the free-page-hint device: migration steps (H2, H6), guest buffers (H3), errors (H9).</summary>
+/// <summary>
+/// What happens to the free-page-hint device: migration steps (H2, H6), guest buffers (H3), errors (H9).
+/// </summary>
 public enum HintEvent
 {
     /// <summary>The device joins a migration at setup (logging is on, H1).</summary>
@@ -66,7 +68,9 @@ public static class HintStateMachine
     /// <summary>H4: a free block is applied only while START and only with the current command id.</summary>
     public static bool AppliesBlock(HintStatus status, bool currentId) => status == HintStatus.Start && currentId;
 
-    /// <summary>The id the guest reads from config: the current id while REQUESTED or START, 0 when stopped, 1 when done.</summary>
+    /// <summary>
+    /// The id the guest reads from config: the current id while REQUESTED or START, 0 when stopped, 1 when done.
+    /// </summary>
     public static uint ConfigCommandId(HintStatus status, uint currentId) => status switch
     {
         HintStatus.Requested or HintStatus.Start => currentId,

@@ -1,6 +1,8 @@
 namespace Migration.Shared.Balloon;
 
-/// <summary>Free-page-hint states of the balloon device, with QEMU's values (they travel with the device state).</summary>
+/// <summary>
+/// Free-page-hint states of the balloon device, with QEMU's values (they travel with the device state).
+/// </summary>
 public enum HintStatus : uint
 {
     Stop = 0,

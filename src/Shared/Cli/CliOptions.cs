@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
-using Migration.Shared;
 
 namespace Migration.Shared.Cli;
 
@@ -55,47 +54,52 @@ public static class CliOptions
         };
     }
 
-    /// <summary>on | off. (An enum, not a bool: the parser takes a bool option's value only if it reads "true" or "false".)</summary>
+    /// <summary>
+    /// on | off. (An enum, not a bool: the parser takes a bool option's value only if it reads "true" or "false".)
+    /// </summary>
     public static Option<OnOff> Switch(string name, string description, bool defaultValue) =>
         Choice(name, description, defaultValue ? OnOff.On : OnOff.Off);
 
     /// <summary>A finite number in [<paramref name="min"/>, <paramref name="max"/>].</summary>
-    public static Option<double> Number(string name, string description, double defaultValue, double min, double max) => new(name)
-    {
-        Description = description,
-        DefaultValueFactory = _ => defaultValue,
-        CustomParser = result =>
+    public static Option<double> Number(string name, string description, double defaultValue, double min,
+        double max) => new(name)
         {
-            string text = Single(result);
-            if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value)
-                && double.IsFinite(value) && value >= min && value <= max)
+            Description = description,
+            DefaultValueFactory = _ => defaultValue,
+            CustomParser = result =>
             {
-                return value;
-            }
+                string text = Single(result);
+                if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double value)
+                    && double.IsFinite(value) && value >= min && value <= max)
+                {
+                    return value;
+                }
 
-            result.AddError(string.Create(CultureInfo.InvariantCulture,
-                $"{name} must be a number from {min} to {max}; got '{text}'."));
-            return defaultValue;
-        },
-    };
+                result.AddError(string.Create(CultureInfo.InvariantCulture,
+                    $"{name} must be a number from {min} to {max}; got '{text}'."));
+                return defaultValue;
+            },
+        };
 
     /// <summary>A whole number in [<paramref name="min"/>, <paramref name="max"/>].</summary>
-    public static Option<int> Integer(string name, string description, int defaultValue, int min, int max) => new(name)
-    {
-        Description = description,
-        DefaultValueFactory = _ => defaultValue,
-        CustomParser = result =>
+    public static Option<int> WholeNumber(string name, string description, int defaultValue, int min, int max) =>
+        new(name)
         {
-            string text = Single(result);
-            if (int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) && value >= min && value <= max)
+            Description = description,
+            DefaultValueFactory = _ => defaultValue,
+            CustomParser = result =>
             {
-                return value;
-            }
+                string text = Single(result);
+                if (int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value)
+                    && value >= min && value <= max)
+                {
+                    return value;
+                }
 
-            result.AddError($"{name} must be a whole number from {min} to {max}; got '{text}'.");
-            return defaultValue;
-        },
-    };
+                result.AddError($"{name} must be a whole number from {min} to {max}; got '{text}'.");
+                return defaultValue;
+            },
+        };
 
     /// <summary>A seed: any unsigned 64-bit number.</summary>
     public static Option<ulong> Seed(string name, string description, ulong defaultValue) => new(name)
@@ -187,5 +191,6 @@ public static class CliOptions
         },
     };
 
-    private static string Single(ArgumentResult result) => result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
+    private static string Single(ArgumentResult result) =>
+        result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
 }

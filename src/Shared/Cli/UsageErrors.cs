@@ -2,13 +2,17 @@ using System.CommandLine;
 
 namespace Migration.Shared.Cli;
 
-/// <summary>The parse step both programs share: a bad command line is a usage error with the parser's messages.</summary>
+/// <summary>
+/// The parse step both programs share: a bad command line is a usage error with the parser's messages.
+/// </summary>
 public static class UsageErrors
 {
     /// <summary>The exit code of a usage error: nothing was started.</summary>
     public const int ExitCode = 2;
 
-    /// <summary>Parses; on errors prints them and returns <see cref="ExitCode"/>, else runs the chosen command.</summary>
+    /// <summary>
+    /// Parses; on errors prints them and returns <see cref="ExitCode"/>, else runs the chosen command.
+    /// </summary>
     public static async Task<int> ParseAndRunAsync(RootCommand root, string[] args)
     {
         ArgumentNullException.ThrowIfNull(root);
@@ -27,7 +31,9 @@ public static class UsageErrors
         return await parse.InvokeAsync().ConfigureAwait(false);
     }
 
-    /// <summary>A usage error found after parsing (a bad combination of values): prints it, returns the exit code.</summary>
+    /// <summary>
+    /// A usage error found after parsing (a bad combination of values): prints it, returns the exit code.
+    /// </summary>
     public static int Report(string message)
     {
         Console.Error.WriteLine($"error: {message}");

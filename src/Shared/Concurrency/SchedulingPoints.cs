@@ -45,7 +45,9 @@ public sealed class SchedulingPoints
         }
     }
 
-    /// <summary>Waits until <paramref name="ready"/> holds: spinning in production, by running others under a scheduler.</summary>
+    /// <summary>
+    /// Waits until <paramref name="ready"/> holds: spinning in production, by running others under a scheduler.
+    /// </summary>
     public void WaitUntil(Func<bool> ready)
     {
         ArgumentNullException.ThrowIfNull(ready);

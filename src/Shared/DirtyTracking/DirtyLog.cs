@@ -48,7 +48,9 @@ public sealed class DirtyLog
     {
     }
 
-    /// <param name="syncObserver">Told when a sync starts (true) and ends (false): the race fuzzer's bookkeeping.</param>
+    /// <param name="syncObserver">
+    /// Told when a sync starts (true) and ends (false): the race fuzzer's bookkeeping.
+    /// </param>
     internal DirtyLog(long pageCount, DirtyLogMode mode, long clearChunkPages, SchedulingPoints scheduling,
         HotPathDefences defences, Action<bool>? syncObserver)
     {
@@ -83,7 +85,9 @@ public sealed class DirtyLog
 
     public int ChunkCount => (int)((PageCount + ClearChunkPages - 1) / ClearChunkPages);
 
-    /// <summary>Whether stores are being logged (migration running). Off costs the write path one volatile read.</summary>
+    /// <summary>
+    /// Whether stores are being logged (migration running). Off costs the write path one volatile read.
+    /// </summary>
     public bool Enabled => _enabled;
 
     /// <summary>Syncs performed since construction.</summary>
@@ -106,7 +110,9 @@ public sealed class DirtyLog
         Interlocked.MemoryBarrier();
     }
 
-    /// <summary>Stops logging (migration over or failed). Bits left behind are discarded at the next <see cref="Enable"/>.</summary>
+    /// <summary>
+    /// Stops logging (migration over or failed). Bits left behind are discarded at the next <see cref="Enable"/>.
+    /// </summary>
     public void Disable() => _enabled = false;
 
     /// <summary>
@@ -152,7 +158,8 @@ public sealed class DirtyLog
         ArgumentNullException.ThrowIfNull(target);
         if (target.PageCount != PageCount)
         {
-            throw new ArgumentException($"Bitmap covers {target.PageCount} pages, the log {PageCount}.", nameof(target));
+            throw new ArgumentException(
+                $"Bitmap covers {target.PageCount} pages, the log {PageCount}.", nameof(target));
         }
 
         _syncObserver?.Invoke(true);
@@ -206,7 +213,8 @@ public sealed class DirtyLog
 
         if ((uint)chunk >= (uint)_chunkNeedsClear!.Length)
         {
-            throw new ArgumentOutOfRangeException(nameof(chunk), chunk, $"The log has {_chunkNeedsClear.Length} chunks.");
+            throw new ArgumentOutOfRangeException(
+                nameof(chunk), chunk, $"The log has {_chunkNeedsClear.Length} chunks.");
         }
 
         if (Interlocked.Exchange(ref _chunkNeedsClear[chunk], 0) == 0)
@@ -246,7 +254,9 @@ public sealed class DirtyLog
 
     public int ChunkOf(long pfn) => (int)(pfn / ClearChunkPages);
 
-    /// <summary>Manual mode: <see cref="ClearChunk"/> for every chunk overlapping the range. Returns log bits cleared.</summary>
+    /// <summary>
+    /// Manual mode: <see cref="ClearChunk"/> for every chunk overlapping the range. Returns log bits cleared.
+    /// </summary>
     public long ClearChunksCovering(long firstPfn, long count)
     {
         if (Mode == DirtyLogMode.Eager || count <= 0)
@@ -272,7 +282,9 @@ public sealed class DirtyLog
         return bits;
     }
 
-    /// <summary>Overwrites the raw log words (benchmarks set up a dirty pattern without paying the write path).</summary>
+    /// <summary>
+    /// Overwrites the raw log words (benchmarks set up a dirty pattern without paying the write path).
+    /// </summary>
     internal void LoadRawWords(ReadOnlySpan<ulong> words) => words.CopyTo(_log);
 
     /// <summary>Whether the page is currently logged (un-armed). For tests and diagnostics.</summary>

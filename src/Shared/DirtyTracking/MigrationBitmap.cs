@@ -51,7 +51,9 @@ public sealed class MigrationBitmap
         }
     }
 
-    /// <summary>Moves the dirty log into the bitmap (<see cref="DirtyLog.SyncInto"/>); returns the pages it reported.</summary>
+    /// <summary>
+    /// Moves the dirty log into the bitmap (<see cref="DirtyLog.SyncInto"/>); returns the pages it reported.
+    /// </summary>
     public long SyncFromLog()
     {
         using (Lock())

@@ -86,7 +86,9 @@ public sealed class PageBitmap
         Count = 0;
     }
 
-    /// <summary>ORs <paramref name="bits"/> into word <paramref name="wordIndex"/>; returns how many bits were new.</summary>
+    /// <summary>
+    /// ORs <paramref name="bits"/> into word <paramref name="wordIndex"/>; returns how many bits were new.
+    /// </summary>
     public int OrWord(int wordIndex, ulong bits)
     {
         ref ulong w = ref _words[wordIndex];

@@ -35,7 +35,8 @@ public sealed unsafe class GuestMemory
         ArgumentNullException.ThrowIfNull(log);
         if (log.PageCount != ram.PageCount)
         {
-            throw new ArgumentException($"Dirty log covers {log.PageCount} pages, RAM has {ram.PageCount}.", nameof(log));
+            throw new ArgumentException(
+                $"Dirty log covers {log.PageCount} pages, RAM has {ram.PageCount}.", nameof(log));
         }
 
         Ram = ram;
@@ -97,7 +98,9 @@ public sealed unsafe class GuestMemory
         return Unsafe.ReadUnaligned<ulong>(_base + gpa);
     }
 
-    /// <summary>Stores <paramref name="data"/> at <paramref name="gpa"/>, page by page, marking each page after its part.</summary>
+    /// <summary>
+    /// Stores <paramref name="data"/> at <paramref name="gpa"/>, page by page, marking each page after its part.
+    /// </summary>
     public void Write(long gpa, ReadOnlySpan<byte> data)
     {
         CheckRange(gpa, data.Length);
@@ -113,7 +116,9 @@ public sealed unsafe class GuestMemory
         }
     }
 
-    /// <summary>Fills whole pages with one byte value (poisoning, zeroing), marking each page after it is filled.</summary>
+    /// <summary>
+    /// Fills whole pages with one byte value (poisoning, zeroing), marking each page after it is filled.
+    /// </summary>
     public void FillPages(long firstPfn, long count, byte value)
     {
         Ram.CheckRange(firstPfn, count);
@@ -147,7 +152,9 @@ public sealed unsafe class GuestMemory
         AfterStore(pfn);
     }
 
-    /// <summary>Read-only view of one page (for checks; the host migration path uses <see cref="GuestRam"/> directly).</summary>
+    /// <summary>
+    /// Read-only view of one page (for checks; the host migration path uses <see cref="GuestRam"/> directly).
+    /// </summary>
     public ReadOnlySpan<byte> ReadPage(long pfn) => Ram.Page(pfn);
 
     // Store first, then mark (R7). The yield point between the two is where a sync and a send may run.

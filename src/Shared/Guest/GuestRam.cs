@@ -41,7 +41,9 @@ public sealed unsafe partial class GuestRam : IDisposable
         }
     }
 
-    /// <summary>Allocates zeroed guest RAM of <paramref name="bytes"/> bytes (validated, see <see cref="PageGeometry"/>).</summary>
+    /// <summary>
+    /// Allocates zeroed guest RAM of <paramref name="bytes"/> bytes (validated, see <see cref="PageGeometry"/>).
+    /// </summary>
     public static GuestRam Allocate(long bytes)
     {
         long pages = PageGeometry.ValidateRamBytes(bytes);
@@ -51,7 +53,8 @@ public sealed unsafe partial class GuestRam : IDisposable
                 Native.MapPrivate | Native.MapAnonymous | Native.MapNoReserve, -1, 0);
             if (p == -1)
             {
-                throw new OutOfMemoryException($"Could not map {bytes} bytes of guest RAM (errno {Marshal.GetLastPInvokeError()}).");
+                throw new InsufficientMemoryException(
+                    $"Could not map {bytes} bytes of guest RAM (errno {Marshal.GetLastPInvokeError()}).");
             }
 
             // Transparent huge pages where the host allows them: one fault per 2 MiB instead of 512, and no TLB

@@ -18,7 +18,8 @@ public struct GuestRandom
     }
 
     /// <summary>Derives the stream of one actor (a vCPU, a driver) from a run seed.</summary>
-    public static GuestRandom ForActor(ulong runSeed, int actor) => new(runSeed ^ (0x9E3779B97F4A7C15UL * (ulong)(actor + 1)));
+    public static GuestRandom ForActor(ulong runSeed, int actor) =>
+        new(runSeed ^ (0x9E3779B97F4A7C15UL * (ulong)(actor + 1)));
 
     public ulong NextUInt64()
     {

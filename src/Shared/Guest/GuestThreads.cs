@@ -17,7 +17,9 @@ internal interface IGuestThreadHost
 
     void Start(IReadOnlyList<GuestThread> threads);
 
-    /// <summary>Returns once no step is under way and none will start until <see cref="Resume"/>: memory is quiescent.</summary>
+    /// <summary>
+    /// Returns once no step is under way and none will start until <see cref="Resume"/>: memory is quiescent.
+    /// </summary>
     void Pause();
 
     void Resume();
@@ -114,8 +116,8 @@ internal sealed class GuestThreadPool : IGuestThreadHost
             {
                 result = thread.Step();
             }
-            catch (Exception ex) when (ex is GuestKernelException or GuestOutOfMemoryException or InvalidOperationException
-                or ArgumentException or InvalidDataException)
+            catch (Exception ex) when (ex is GuestKernelException or GuestOutOfMemoryException
+                or InvalidOperationException or ArgumentException or InvalidDataException)
             {
                 Halt(thread.Name, ex);
                 return;

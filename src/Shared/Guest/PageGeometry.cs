@@ -19,7 +19,9 @@ public static class PageGeometry
 
     public static long PagesFor(long bytes) => bytes >> PageShift;
 
-    /// <summary>Checks a requested RAM size and returns its page count, or throws a message a user can act on.</summary>
+    /// <summary>
+    /// Checks a requested RAM size and returns its page count, or throws a message a user can act on.
+    /// </summary>
     public static long ValidateRamBytes(long bytes)
     {
         if (bytes < MinRamBytes || bytes > MaxRamBytes)
@@ -30,7 +32,8 @@ public static class PageGeometry
 
         if ((bytes & (PageSize - 1)) != 0)
         {
-            throw new ArgumentException($"Guest RAM must be a whole number of {PageSize}-byte pages; got {bytes} bytes.", nameof(bytes));
+            throw new ArgumentException(
+                $"Guest RAM must be a whole number of {PageSize}-byte pages; got {bytes} bytes.", nameof(bytes));
         }
 
         return bytes >> PageShift;

@@ -89,7 +89,9 @@ public sealed class VirtualMachine : IDisposable
     /// <summary>The scheduling points this VM's components use (none in production).</summary>
     internal SchedulingPoints Scheduling { get; }
 
-    /// <summary>Allocates RAM, boots the kernel and creates each vCPU's workload. Threads start at <see cref="Start"/>.</summary>
+    /// <summary>
+    /// Allocates RAM, boots the kernel and creates each vCPU's workload. Threads start at <see cref="Start"/>.
+    /// </summary>
     public static VirtualMachine Boot(GuestConfig config, TimeProvider? time = null) =>
         Boot(config, time, GuestSeams.Production);
 
@@ -108,7 +110,7 @@ public sealed class VirtualMachine : IDisposable
             var kernel = GuestKernel.Boot(memory, new KernelBootOptions
             {
                 PoisonValue = config.PoisonValue,
-                ReservedFirstPfn = ab ? config.Workload.AbFirstPfn : 0,
+                ReservedFirstPfn = ab ? WorkloadOptions.AbFirstPfn : 0,
                 ReservedPages = ab ? config.Workload.AbPages : 0,
             });
             var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
@@ -141,7 +143,8 @@ public sealed class VirtualMachine : IDisposable
         config.Validate();
         if (ram.PageCount != config.PageCount)
         {
-            throw new ArgumentException($"RAM has {ram.PageCount} pages, the configuration {config.PageCount}.", nameof(ram));
+            throw new ArgumentException(
+                $"RAM has {ram.PageCount} pages, the configuration {config.PageCount}.", nameof(ram));
         }
 
         if (vcpuStates.Count != config.Vcpus)
@@ -158,7 +161,9 @@ public sealed class VirtualMachine : IDisposable
         var log = new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages);
         var kernel = GuestKernel.Attach(new GuestMemory(ram, log));
         var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
-        var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Restore(context, i, vcpuStates[i])).ToArray();
+        var workloads = Enumerable.Range(0, config.Vcpus)
+            .Select(i => Workload.Restore(context, i, vcpuStates[i]))
+            .ToArray();
         var vm = new VirtualMachine(config, ram, kernel, workloads, seams);
         if (balloon is not null)
         {
@@ -267,14 +272,17 @@ public sealed class VirtualMachine : IDisposable
         | (config.PoisonValue is null ? 0 : BalloonFeatureBits.PagePoison)
         | (config.WaitOnAck ? BalloonFeatureBits.HintWaitOnAck : 0);
 
-    /// <summary>The negotiated values are the configuration's; a state that disagrees was not made for this guest.</summary>
+    /// <summary>
+    /// The negotiated values are the configuration's; a state that disagrees was not made for this guest.
+    /// </summary>
     private static void CheckBalloonState(GuestConfig config, BalloonState state)
     {
         if (state.Features != NegotiatedBalloonFeatures(config) || state.PoisonVal != (config.PoisonValue ?? 0u))
         {
             throw new InvalidDataException(
-                $"balloon state (features 0x{state.Features:x}, poison 0x{state.PoisonVal:x}) does not match the guest " +
-                $"configuration (features 0x{NegotiatedBalloonFeatures(config):x}, poison 0x{config.PoisonValue ?? 0:x})");
+                $"balloon state (features 0x{state.Features:x}, poison 0x{state.PoisonVal:x}) " +
+                "does not match the guest configuration " +
+                $"(features 0x{NegotiatedBalloonFeatures(config):x}, poison 0x{config.PoisonValue ?? 0:x})");
         }
 
         if (!Enum.IsDefined(state.HintStatus))

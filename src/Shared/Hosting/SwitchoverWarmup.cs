@@ -16,11 +16,17 @@ public static class SwitchoverWarmup
 {
     public static void Run(int iterations = 40)
     {
-        var config = new GuestConfig { RamBytes = 16L << 20, Vcpus = 1, Workload = new WorkloadOptions { Kind = WorkloadKind.Idle } };
+        var config = new GuestConfig
+        {
+            RamBytes = 16L << 20,
+            Vcpus = 1,
+            Workload = new WorkloadOptions { Kind = WorkloadKind.Idle },
+        };
 
         // The guest configuration's trip through Begin (serialised by the source, parsed and validated by the target):
         // once per process, and cold it cost the target's Begin handler most of its 100 ms.
-        var parsed = JsonSerializer.Deserialize(JsonSerializer.Serialize(config, WireJson.Default.GuestConfig), WireJson.Default.GuestConfig);
+        var parsed = JsonSerializer.Deserialize(
+            JsonSerializer.Serialize(config, WireJson.Default.GuestConfig), WireJson.Default.GuestConfig);
         parsed?.Validate();
 
         using var vm = VirtualMachine.Boot(config);
@@ -33,7 +39,8 @@ public static class SwitchoverWarmup
         {
             var free = vm.Kernel.FreePageMap();
             ulong[] digests = PageDigests.Compute(vm.Ram, free);
-            ulong[] incremental = PageDigests.Compute(vm.Ram, free, new ulong[vm.Ram.PageCount], new byte[vm.Ram.PageCount]);
+            ulong[] incremental = PageDigests.Compute(vm.Ram, free, new ulong[vm.Ram.PageCount],
+                new byte[vm.Ram.PageCount]);
             if (!incremental.AsSpan().SequenceEqual(digests))
             {
                 throw new InvalidOperationException("the warm-up guest's digest lists disagree");
@@ -43,7 +50,8 @@ public static class SwitchoverWarmup
             var check = vm.Kernel.SelfCheck();
             if (mismatched != 0 || !check.Ok)
             {
-                throw new InvalidOperationException($"the warm-up guest does not verify against itself: {mismatched} mismatched, {check}");
+                throw new InvalidOperationException(
+                    $"the warm-up guest does not verify against itself: {mismatched} mismatched, {check}");
             }
         }
     }

@@ -8,7 +8,8 @@ namespace Migration.Shared.Internal;
 /// </summary>
 internal sealed class StripedCounter
 {
-    // 16 longs = 128 bytes per slot: one slot never shares a cache line (or an adjacent-line prefetch pair) with another.
+    // 16 longs = 128 bytes per slot: one slot never shares a cache line (or an adjacent-line prefetch pair) with
+    // another.
     private const int Stride = 16;
     private readonly long[] _slots;
     private readonly int _mask;

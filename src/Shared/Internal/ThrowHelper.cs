@@ -25,5 +25,6 @@ internal static class ThrowHelper
     [DoesNotReturn]
     public static void CrossesPage(long gpa, int length) =>
         throw new ArgumentException(
-            $"A {length}-byte access at guest-physical 0x{gpa:x} crosses a page boundary; use the span write.", nameof(gpa));
+            $"A {length}-byte access at guest-physical 0x{gpa:x} crosses a page boundary; use the span write.",
+            nameof(gpa));
 }

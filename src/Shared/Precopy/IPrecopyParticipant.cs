@@ -10,7 +10,9 @@ public sealed record MigrationCapabilities
     public bool FreePageHinting { get; init; }
 }
 
-/// <summary>What a participant gets at setup: the migration's bitmap (and through it the dirty log) and capabilities.</summary>
+/// <summary>
+/// What a participant gets at setup: the migration's bitmap (and through it the dirty log) and capabilities.
+/// </summary>
 public sealed record PrecopySetup(MigrationBitmap Bitmap, MigrationCapabilities Capabilities);
 
 /// <summary>
@@ -26,7 +28,9 @@ public sealed record PrecopySetup(MigrationBitmap Bitmap, MigrationCapabilities 
 /// </remarks>
 public interface IPrecopyParticipant
 {
-    /// <summary>Joins the migration; returns false to sit it out (then no other call follows but Cleanup and Report).</summary>
+    /// <summary>
+    /// Joins the migration; returns false to sit it out (then no other call follows but Cleanup and Report).
+    /// </summary>
     bool Setup(PrecopySetup setup);
 
     void BeforeSync(bool vmRunning);

@@ -23,7 +23,9 @@ public enum TargetState
     Failed,
 }
 
-/// <summary>The wire spelling of <see cref="TargetState"/> (lower case, as the Status reply has always carried it).</summary>
+/// <summary>
+/// The wire spelling of <see cref="TargetState"/> (lower case, as the Status reply has always carried it).
+/// </summary>
 public static class TargetStates
 {
     public static string ToWire(this TargetState state) => state switch

@@ -47,11 +47,14 @@ public sealed class MigrationReport
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     public static MigrationReport FromJson(string json) =>
-        JsonSerializer.Deserialize<MigrationReport>(json, JsonOptions) ?? throw new InvalidDataException("Empty report.");
+        JsonSerializer.Deserialize<MigrationReport>(json, JsonOptions)
+            ?? throw new InvalidDataException("Empty report.");
 
     public sealed class GuestSection
     {
-        /// <summary>The section as far as the configuration tells (page counts are filled in at stop-and-copy).</summary>
+        /// <summary>
+        /// The section as far as the configuration tells (page counts are filled in at stop-and-copy).
+        /// </summary>
         public static GuestSection Of(GuestConfig config)
         {
             ArgumentNullException.ThrowIfNull(config);
@@ -94,7 +97,9 @@ public sealed class MigrationReport
         /// </summary>
         public Dictionary<string, double> DowntimePhasesMs { get; set; } = [];
 
-        /// <summary>Where setup went: begin (connect and the Begin call), openChannels, startLogging, setupSync.</summary>
+        /// <summary>
+        /// Where setup went: begin (connect and the Begin call), openChannels, startLogging, setupSync.
+        /// </summary>
         public Dictionary<string, double> SetupPhasesMs { get; set; } = [];
     }
 

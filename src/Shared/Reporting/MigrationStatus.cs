@@ -1,6 +1,8 @@
 namespace Migration.Shared.Reporting;
 
-/// <summary>How a migration ended, as the report states it (<c>completed</c>, <c>failed</c>, <c>cancelled</c>).</summary>
+/// <summary>
+/// How a migration ended, as the report states it (<c>completed</c>, <c>failed</c>, <c>cancelled</c>).
+/// </summary>
 public enum MigrationStatus
 {
     /// <summary>The target verified and resumed the guest; the source's copy never runs again.</summary>

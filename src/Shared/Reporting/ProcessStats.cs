@@ -11,12 +11,16 @@ public sealed record ProcessStats
 {
     public double CpuSeconds { get; init; }
 
-    /// <summary>CPU time from the start of the migration to the report (boot, warm-up or preallocation excluded).</summary>
+    /// <summary>
+    /// CPU time from the start of the migration to the report (boot, warm-up or preallocation excluded).
+    /// </summary>
     public double? MigrationCpuSeconds { get; init; }
 
     public long PeakRssBytes { get; init; }
 
-    /// <summary>workstation | server, with concurrent or not: the GC settings the figures were measured under.</summary>
+    /// <summary>
+    /// workstation | server, with concurrent or not: the GC settings the figures were measured under.
+    /// </summary>
     public string GcMode { get; init; } = string.Empty;
 
     public int ProcessorCount { get; init; }
@@ -45,5 +49,6 @@ public sealed record ProcessStats
 
     /// <summary>The GC mode in words, e.g. "workstation, concurrent".</summary>
     public static string Describe() =>
-        (GCSettings.IsServerGC ? "server" : "workstation") + (GCSettings.LatencyMode == GCLatencyMode.Batch ? ", non-concurrent" : ", concurrent");
+        (GCSettings.IsServerGC ? "server" : "workstation")
+        + (GCSettings.LatencyMode == GCLatencyMode.Batch ? ", non-concurrent" : ", concurrent");
 }

@@ -22,17 +22,20 @@ public static class PageBatchWire
     /// <summary>Upper bound on pages in one batch a target accepts (bounds the reader's arrays).</summary>
     public const int MaxPagesPerBatch = 65536;
 
-    private const byte RoundTag = (1 << 3) | 0;        // varint
-    private const byte PfnsTag = (2 << 3) | 2;         // packed varints
-    private const byte EncodingsTag = (3 << 3) | 2;    // packed varints
-    private const byte LengthsTag = (4 << 3) | 2;      // packed varints
-    private const byte PayloadTag = (5 << 3) | 2;      // bytes
+    private const int Varint = 0;
+    private const int LengthDelimited = 2;
+    private const byte RoundTag = ((int)PageBatchField.Round << 3) | Varint;
+    private const byte PfnsTag = ((int)PageBatchField.Pfns << 3) | LengthDelimited;           // packed varints
+    private const byte EncodingsTag = ((int)PageBatchField.Encodings << 3) | LengthDelimited; // packed varints
+    private const byte LengthsTag = ((int)PageBatchField.Lengths << 3) | LengthDelimited;     // packed varints
+    private const byte PayloadTag = ((int)PageBatchField.Payload << 3) | LengthDelimited;     // bytes
 
     /// <summary>
     /// Sizes one batch: the packed sections' lengths (needed again by <see cref="Write"/>, so computed once) and the
     /// message's length on the wire without gRPC's 5-byte frame header.
     /// </summary>
-    public static PageBatchLayout Measure(uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths, int payloadLength)
+    public static PageBatchLayout Measure(uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds,
+        ReadOnlySpan<int> lengths, int payloadLength)
     {
         int pfnBytes = 0;
         int lengthBytes = 0;
@@ -62,8 +65,8 @@ public static class PageBatchWire
     /// Writes one batch measured by <see cref="Measure"/> with the same arguments; <paramref name="output"/> must have
     /// room for <see cref="PageBatchLayout.MessageLength"/> bytes.
     /// </summary>
-    public static int Write(Span<byte> output, PageBatchLayout layout, uint round, ReadOnlySpan<long> pfns, ReadOnlySpan<byte> kinds,
-        ReadOnlySpan<int> lengths, ReadOnlySpan<byte> payload)
+    public static int Write(Span<byte> output, PageBatchLayout layout, uint round, ReadOnlySpan<long> pfns,
+        ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths, ReadOnlySpan<byte> payload)
     {
         int pos = 0;
         if (round != 0)
@@ -122,11 +125,11 @@ public static class PageBatchWire
                 return Error(ProtocolErrorKind.Truncated, "truncated field key");
             }
 
-            int field = (int)(key >> 3);
+            var field = (PageBatchField)(key >> 3);
             int wireType = (int)(key & 7);
             switch (field, wireType)
             {
-                case (1, 0):
+                case (PageBatchField.Round, Varint):
                     if (!TryReadVarint(ref reader, out ulong round) || round > uint.MaxValue)
                     {
                         return Error(ProtocolErrorKind.BadLength, "bad round");
@@ -134,10 +137,10 @@ public static class PageBatchWire
 
                     batch.Round = (uint)round;
                     break;
-                case (2, 0) or (3, 0) or (4, 0):
+                case (PageBatchField.Pfns or PageBatchField.Encodings or PageBatchField.Lengths, Varint):
                     if (!TryReadVarint(ref reader, out ulong value))
                     {
-                        return Error(ProtocolErrorKind.Truncated, $"truncated field {field}");
+                        return Error(ProtocolErrorKind.Truncated, $"truncated field {(int)field}");
                     }
 
                     if (batch.Add(field, value) is { } error)
@@ -146,10 +149,10 @@ public static class PageBatchWire
                     }
 
                     break;
-                case (2, 2) or (3, 2) or (4, 2):
+                case (PageBatchField.Pfns or PageBatchField.Encodings or PageBatchField.Lengths, LengthDelimited):
                     if (!TryReadLength(ref reader, out int packedLength))
                     {
-                        return Error(ProtocolErrorKind.BadLength, $"bad length of packed field {field}");
+                        return Error(ProtocolErrorKind.BadLength, $"bad length of packed field {(int)field}");
                     }
 
                     var packed = new SequenceReader<byte>(reader.UnreadSequence.Slice(0, packedLength));
@@ -158,7 +161,7 @@ public static class PageBatchWire
                     {
                         if (!TryReadVarint(ref packed, out ulong item))
                         {
-                            return Error(ProtocolErrorKind.Truncated, $"truncated packed field {field}");
+                            return Error(ProtocolErrorKind.Truncated, $"truncated packed field {(int)field}");
                         }
 
                         if (batch.Add(field, item) is { } packedError)
@@ -168,7 +171,7 @@ public static class PageBatchWire
                     }
 
                     break;
-                case (5, 2):
+                case (PageBatchField.Payload, LengthDelimited):
                     if (havePayload)
                     {
                         return Error(ProtocolErrorKind.Duplicate, "payload appears twice");
@@ -183,10 +186,10 @@ public static class PageBatchWire
                     reader.Advance(payloadLength);
                     havePayload = true;
                     break;
-                case (_, 0):
+                case (_, Varint):
                     if (!TryReadVarint(ref reader, out _))
                     {
-                        return Error(ProtocolErrorKind.Truncated, $"truncated unknown field {field}");
+                        return Error(ProtocolErrorKind.Truncated, $"truncated unknown field {(int)field}");
                     }
 
                     break;
@@ -194,21 +197,22 @@ public static class PageBatchWire
                     int width = wireType == 1 ? 8 : 4;
                     if (reader.Remaining < width)
                     {
-                        return Error(ProtocolErrorKind.Truncated, $"truncated unknown field {field}");
+                        return Error(ProtocolErrorKind.Truncated, $"truncated unknown field {(int)field}");
                     }
 
                     reader.Advance(width);
                     break;
-                case (_, 2):
+                case (_, LengthDelimited):
                     if (!TryReadLength(ref reader, out int skip))
                     {
-                        return Error(ProtocolErrorKind.BadLength, $"bad length of unknown field {field}");
+                        return Error(ProtocolErrorKind.BadLength, $"bad length of unknown field {(int)field}");
                     }
 
                     reader.Advance(skip);
                     break;
                 default:
-                    return Error(ProtocolErrorKind.UnsupportedWireType, $"unsupported wire type {wireType} for field {field}");
+                    return Error(ProtocolErrorKind.UnsupportedWireType,
+                        $"unsupported wire type {wireType} for field {(int)field}");
             }
         }
 
@@ -275,15 +279,28 @@ public static class PageBatchWire
     }
 }
 
+/// <summary>The field numbers of <c>PageBatch</c> in <c>proto/migration.proto</c>.</summary>
+public enum PageBatchField
+{
+    Round = 1,
+    Pfns = 2,
+    Encodings = 3,
+    Lengths = 4,
+    Payload = 5,
+}
+
 /// <summary>The sizes <see cref="PageBatchWire.Measure"/> found: both packed sections and the whole message.</summary>
 public readonly record struct PageBatchLayout(int PfnBytes, int LengthBytes, int MessageLength);
 
 /// <summary>
 /// One received <c>PageBatch</c>, parsed by <see cref="PageBatchWire.Read"/> into reusable buffers: page numbers,
-/// encodings and lengths side by side, and the concatenated payload copied once out of the transport's buffer.
+/// encodings and lengths side by side, and the concatenated payload as a view of the message it came in.
 /// </summary>
-/// <remarks>Rent one per stream and reuse it for every message; <see cref="Dispose"/> returns the payload buffer.</remarks>
-public sealed class ReceivedBatch : IDisposable
+/// <remarks>
+/// Rent one per stream and reuse it for every message. <see cref="Payload"/> is valid only as long as the message's
+/// buffer is: the receiver decodes the pages before it releases the buffer, so no payload byte is copied twice.
+/// </remarks>
+public sealed class ReceivedBatch
 {
     private ulong[] _pfns = new ulong[256];
     private byte[] _kinds = new byte[256];
@@ -291,12 +308,8 @@ public sealed class ReceivedBatch : IDisposable
     private int _pfnCount;
     private int _kindCount;
     private int _lengthCount;
-    private byte[] _payload = [];
 
     public uint Round { get; internal set; }
-
-    /// <summary>Why the last message could not be parsed, or null (set by the transport that owns the batch).</summary>
-    public ProtocolError? ParseError { get; set; }
 
     /// <summary>Pages in the batch (valid after a successful read).</summary>
     public int Count => _pfnCount;
@@ -307,31 +320,33 @@ public sealed class ReceivedBatch : IDisposable
 
     public ReadOnlySpan<uint> Lengths => _lengths.AsSpan(0, _lengthCount);
 
-    public int PayloadLength { get; private set; }
+    public int PayloadLength => (int)Payload.Length;
 
-    public ReadOnlySpan<byte> Payload => _payload.AsSpan(0, PayloadLength);
+    /// <summary>The pages' payloads, concatenated: a view of the received message (see the remarks).</summary>
+    public ReadOnlySequence<byte> Payload { get; private set; }
 
     internal void Reset()
     {
         Round = 0;
         _pfnCount = _kindCount = _lengthCount = 0;
-        PayloadLength = 0;
+        Payload = default;
     }
 
-    internal ProtocolError? Add(int field, ulong value)
+    internal ProtocolError? Add(PageBatchField field, ulong value)
     {
         switch (field)
         {
-            case 2:
+            case PageBatchField.Pfns:
                 if (_pfnCount == PageBatchWire.MaxPagesPerBatch)
                 {
-                    return new(ProtocolErrorKind.TooMany, $"more than {PageBatchWire.MaxPagesPerBatch} pages in one batch");
+                    return new(ProtocolErrorKind.TooMany,
+                        $"more than {PageBatchWire.MaxPagesPerBatch} pages in one batch");
                 }
 
                 Grow(ref _pfns, _pfnCount);
                 _pfns[_pfnCount++] = value;
                 return null;
-            case 3:
+            case PageBatchField.Encodings:
                 if (_kindCount == PageBatchWire.MaxPagesPerBatch)
                 {
                     return new(ProtocolErrorKind.TooMany,
@@ -339,12 +354,14 @@ public sealed class ReceivedBatch : IDisposable
                 }
 
                 Grow(ref _kinds, _kindCount);
-                _kinds[_kindCount++] = value > 2 ? byte.MaxValue : (byte)value; // unknown encodings are rejected per page
+                // unknown encodings are rejected per page
+                _kinds[_kindCount++] = value > 2 ? byte.MaxValue : (byte)value;
                 return null;
             default:
                 if (_lengthCount == PageBatchWire.MaxPagesPerBatch)
                 {
-                    return new(ProtocolErrorKind.TooMany, $"more than {PageBatchWire.MaxPagesPerBatch} lengths in one batch");
+                    return new(ProtocolErrorKind.TooMany,
+                        $"more than {PageBatchWire.MaxPagesPerBatch} lengths in one batch");
                 }
 
                 if (value > uint.MaxValue)
@@ -358,22 +375,7 @@ public sealed class ReceivedBatch : IDisposable
         }
     }
 
-    internal void SetPayload(ReadOnlySequence<byte> payload)
-    {
-        int length = (int)payload.Length;
-        if (_payload.Length < length)
-        {
-            if (_payload.Length > 0)
-            {
-                ArrayPool<byte>.Shared.Return(_payload);
-            }
-
-            _payload = ArrayPool<byte>.Shared.Rent(length);
-        }
-
-        payload.CopyTo(_payload);
-        PayloadLength = length;
-    }
+    internal void SetPayload(ReadOnlySequence<byte> payload) => Payload = payload;
 
     internal ProtocolError? CheckShape() =>
         _kindCount == _pfnCount && _lengthCount == _pfnCount
@@ -387,16 +389,5 @@ public sealed class ReceivedBatch : IDisposable
         {
             Array.Resize(ref array, Math.Min(array.Length * 2, PageBatchWire.MaxPagesPerBatch));
         }
-    }
-
-    public void Dispose()
-    {
-        if (_payload.Length > 0)
-        {
-            ArrayPool<byte>.Shared.Return(_payload);
-            _payload = [];
-        }
-
-        PayloadLength = 0;
     }
 }

@@ -21,12 +21,15 @@ public static class PageCodec
     public const int Lz4KeepThreshold = PageGeometry.PageSize - (PageGeometry.PageSize / 8);
 
     /// <summary>Worst-case bytes one encoded page needs in an output buffer.</summary>
-    public static int MaxEncodedLength { get; } = Math.Max(PageGeometry.PageSize, LZ4Codec.MaximumOutputSize(PageGeometry.PageSize));
+    public static int MaxEncodedLength { get; } =
+        Math.Max(PageGeometry.PageSize, LZ4Codec.MaximumOutputSize(PageGeometry.PageSize));
 
     /// <summary>True when every byte is zero (vectorised by the runtime).</summary>
     public static bool IsZero(ReadOnlySpan<byte> page) => page.IndexOfAnyExcept((byte)0) < 0;
 
-    /// <summary>Encodes <paramref name="page"/> into <paramref name="output"/>; returns the encoding and bytes written.</summary>
+    /// <summary>
+    /// Encodes <paramref name="page"/> into <paramref name="output"/>; returns the encoding and bytes written.
+    /// </summary>
     public static (PageEncodingKind Kind, int Length) Encode(ReadOnlySpan<byte> page, Span<byte> output, bool compress)
     {
         if (IsZero(page))

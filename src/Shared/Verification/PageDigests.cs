@@ -28,9 +28,10 @@ public static class PageDigests
     public static ulong Hash(ReadOnlySpan<byte> page, long pfn) => XxHash64.HashToUInt64(page, pfn);
 
     /// <summary>
-    /// <see cref="Compute"/> for a receiver that hashed pages as it wrote them: where <paramref name="known"/> is non-zero,
-    /// <paramref name="digests"/> holds the digest of the page as it is in <paramref name="ram"/> (nothing has written the
-    /// page since); other pages are hashed now. Same list, without rehashing all of RAM inside the downtime.
+    /// <see cref="Compute(GuestRam, PageBitmap)"/> for a receiver that hashed pages as it wrote them: where
+    /// <paramref name="known"/> is non-zero, <paramref name="digests"/> holds the digest of the page as it is in
+    /// <paramref name="ram"/> (nothing has written the page since); other pages are hashed now. Same list, without
+    /// rehashing all of RAM inside the downtime.
     /// </summary>
     public static ulong[] Compute(GuestRam ram, PageBitmap free, ulong[] digests, byte[] known)
     {
@@ -77,7 +78,8 @@ public static class PageDigests
     {
         if (bytes.Length % 8 != 0)
         {
-            throw new InvalidDataException($"Digest list of {bytes.Length} bytes is not a whole number of 8-byte digests.");
+            throw new InvalidDataException(
+                $"Digest list of {bytes.Length} bytes is not a whole number of 8-byte digests.");
         }
 
         return MemoryMarshal.Cast<byte, ulong>(bytes).ToArray();
@@ -88,7 +90,8 @@ public static class PageDigests
     /// difference counts every missing or extra digest) and the first few mismatching pages of the target's list,
     /// located with the free-page map the target's digests were computed from.
     /// </summary>
-    public static (long Mismatched, List<long> FirstMismatchedPages) Compare(ulong[] expected, ulong[] actual, PageBitmap targetFree, int keep = 10)
+    public static (long Mismatched, List<long> FirstMismatchedPages) Compare(ulong[] expected, ulong[] actual,
+        PageBitmap targetFree, int keep = 10)
     {
         ArgumentNullException.ThrowIfNull(expected);
         ArgumentNullException.ThrowIfNull(actual);

@@ -1,6 +1,8 @@
 namespace Migration.Source.Cli;
 
-/// <summary>Finds this repository's built programs, so a process (the demo, a test, the benchmark) can start another.</summary>
+/// <summary>
+/// Finds this repository's built programs, so a process (the demo, a test, the benchmark) can start another.
+/// </summary>
 internal static class BuiltPrograms
 {
     /// <summary>
@@ -28,10 +30,12 @@ internal static class BuiltPrograms
                 return File.Exists(path)
                     ? path
                     : throw new FileNotFoundException(
-                        $"{dll} is not built at {path}; build the solution first (dotnet build -c {configuration}).", path);
+                        $"{dll} is not built at {path}; build the solution first (dotnet build -c {configuration}).",
+                        path);
             }
         }
 
-        throw new FileNotFoundException($"Cannot find Migration.sln above {baseDir} to locate {dll}; set {overrideVariable}.");
+        throw new FileNotFoundException(
+            $"Cannot find Migration.sln above {baseDir} to locate {dll}; set {overrideVariable}.");
     }
 }

@@ -10,8 +10,8 @@ namespace Migration.Source.Cli;
 
 /// <summary>
 /// <c>demo</c>: the main job, self-contained. Starts a target process on a free loopback port, boots a 1 GiB guest
-/// (memhog fills 90% of RAM and frees it, then idles), migrates it with free page hinting, lets the target run the guest
-/// for a second and self-check it, and prints a summary.
+/// (memhog fills 90% of RAM and frees it, then idles), migrates it with free page hinting, lets the target run the
+/// guest for a second and self-check it, and prints a summary.
 /// </summary>
 internal static class DemoCommand
 {
@@ -20,8 +20,8 @@ internal static class DemoCommand
     public static Command Create()
     {
         var command = new Command("demo",
-            "Self-contained demo: start a target on a free loopback port, boot a 1 GiB guest (memhog, then idle), migrate, " +
-            "verify, summarise.");
+            "Self-contained demo: start a target on a free loopback port, boot a 1 GiB guest (memhog, then idle), " +
+            "migrate, verify, summarise.");
         command.SetAction(RunAsync);
         return command;
     }
@@ -40,7 +40,8 @@ internal static class DemoCommand
         Console.WriteLine($"demo: target listening on {child.Address}");
         var options = MigrationOptions.Defaults with { Target = child.Address };
         using var logging = ConsoleLogging.Create(LogLevel.Warning);
-        var result = await MigrationRunner.RunAsync(guest, options, MigrationRunner.DefaultWarmup, Console.Out, logging, ct)
+        var result = await MigrationRunner
+            .RunAsync(guest, options, MigrationRunner.DefaultWarmup, Console.Out, logging, ct)
             .ConfigureAwait(false);
         MigrationRunner.PrintSummary(result, Console.Out);
         if (result.Status == MigrationStatus.Completed)
@@ -56,7 +57,9 @@ internal static class DemoCommand
         }
 
         File.Delete(targetReport);
-        return result is { Status: MigrationStatus.Completed, Verified: true } ? CommandLine.Completed : CommandLine.Failed;
+        return result is { Status: MigrationStatus.Completed, Verified: true }
+            ? CommandLine.Completed
+            : CommandLine.Failed;
     }
 
     private static string ByteSizeOf(GuestConfig guest) => new ByteSize(guest.RamBytes).ToString();

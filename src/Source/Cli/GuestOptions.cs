@@ -14,21 +14,24 @@ internal sealed class GuestOptions
 
     public Option<ByteSize> Ram { get; } = CliOptions.Size("--ram", "Guest RAM (e.g. 1GiB, 512MiB)", Guest.RamBytes);
 
-    public Option<int> Vcpus { get; } = CliOptions.Integer("--vcpus", "vCPUs", Guest.Vcpus, 1, GuestConfig.MaxVcpus);
+    public Option<int> Vcpus { get; } =
+        CliOptions.WholeNumber("--vcpus", "vCPUs", Guest.Vcpus, 1, GuestConfig.MaxVcpus);
 
     public Option<WorkloadKind> Workload { get; } = CliOptions.Choice("--workload", "What the guest runs", Load.Kind);
 
     public Option<DirtyLogMode> DirtyLog { get; } =
         CliOptions.Choice("--dirty-log", "Dirty tracking, as KVM has it", Guest.DirtyLogMode);
 
-    public Option<byte?> Poison { get; } = CliOptions.Poison("--poison", "Page poisoning byte (e.g. 0xaa) or off", Guest.PoisonValue);
+    public Option<byte?> Poison { get; } =
+        CliOptions.Poison("--poison", "Page poisoning byte (e.g. 0xaa) or off", Guest.PoisonValue);
 
     public Option<ulong> Seed { get; } = CliOptions.Seed("--seed", "Workload seed", Load.Seed);
 
     public Option<OnOff> WaitOnAck { get; } = CliOptions.Switch("--wait-on-ack",
         "Guest driver waits for the device before reusing a hinted block", Guest.WaitOnAck);
 
-    public Option<int> AbMib { get; } = CliOptions.Integer("--ab-mib", "ab: MiB incremented at 1 MiB", Load.AbMib, 1, 1 << 20);
+    public Option<int> AbMib { get; } =
+        CliOptions.WholeNumber("--ab-mib", "ab: MiB incremented at 1 MiB", Load.AbMib, 1, 1 << 20);
 
     public Option<ByteRate?> BusyRate { get; } = CliOptions.Rate("--busy-dirty-rate",
         "busy: page writes per second over all vCPUs, as a rate (e.g. 100MiB/s)",
@@ -38,7 +41,8 @@ internal sealed class GuestOptions
         CliOptions.Number("--busy-working-set", "busy: share of RAM allocated", Load.BusyWorkingSetShare, 0, 1);
 
     public Option<double> BusyStale { get; } = CliOptions.Number("--busy-stale-share",
-        "busy: share of RAM earlier jobs filled and freed before the load (stale free memory)", Load.BusyStaleShare, 0, 1);
+        "busy: share of RAM earlier jobs filled and freed before the load (stale free memory)",
+        Load.BusyStaleShare, 0, 1);
 
     public Option<double> BusyHot { get; } = CliOptions.Number("--busy-hot-set",
         "busy: share of the working set that takes 90% of the writes", Load.BusyHotSetShare, 0, 1);
@@ -54,11 +58,13 @@ internal sealed class GuestOptions
 
     public IEnumerable<Option> All =>
     [
-        Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot, MemhogShare,
-        PageCache, IdleRate,
+        Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot,
+        MemhogShare, PageCache, IdleRate,
     ];
 
-    /// <summary>The guest the parsed flags describe; throws <see cref="ArgumentException"/> naming a bad combination.</summary>
+    /// <summary>
+    /// The guest the parsed flags describe; throws <see cref="ArgumentException"/> naming a bad combination.
+    /// </summary>
     public GuestConfig Bind(ParseResult parse)
     {
         ArgumentNullException.ThrowIfNull(parse);

@@ -14,22 +14,30 @@ internal static class MigrateCommand
     public static Command Create()
     {
         var guest = new GuestOptions();
-        var target = new Option<string>("--target") { Description = "Target URL, e.g. http://127.0.0.1:50051", Required = true };
-        var warmup = CliOptions.Number("--warmup-seconds", "Let the workload run this long (and until it settles) before migrating",
+        var target = new Option<string>("--target")
+        {
+            Description = "Target URL, e.g. http://127.0.0.1:50051",
+            Required = true,
+        };
+        var warmup = CliOptions.Number("--warmup-seconds",
+            "Let the workload run this long (and until it settles) before migrating",
             MigrationRunner.DefaultWarmup.TotalSeconds, 0, 86400);
-        var downtime = CliOptions.Number("--downtime-ms", "Downtime limit", Defaults.DowntimeLimit.TotalMilliseconds, 1e-3, 3.6e6);
+        var downtime = CliOptions.Number("--downtime-ms", "Downtime limit", Defaults.DowntimeLimit.TotalMilliseconds,
+            1e-3, 3.6e6);
         var bandwidth = CliOptions.Rate("--max-bandwidth", "Cap, e.g. 10Gbit or 500MB/s (default uncapped)",
             Defaults.MaxBandwidthBytesPerSecond);
-        var channels = CliOptions.Integer("--channels", "Parallel channels (HTTP/2 connections)", Defaults.Channels, 1, 64);
+        var channels = CliOptions.WholeNumber("--channels", "Parallel channels (HTTP/2 connections)", Defaults.Channels,
+            1, 64);
         var compress = CliOptions.Choice("--compress", "Page compression", Defaults.Compression);
-        var maxRounds = CliOptions.Integer("--max-rounds", "Fail as not converging after this many rounds", Defaults.MaxRounds,
-            1, 1_000_000);
-        var timeout = CliOptions.Number("--timeout-seconds", "Fail if precopy takes longer", Defaults.Timeout.TotalSeconds,
-            1e-3, 86400 * 7);
+        var maxRounds = CliOptions.WholeNumber("--max-rounds", "Fail as not converging after this many rounds",
+            Defaults.MaxRounds, 1, 1_000_000);
+        var timeout = CliOptions.Number("--timeout-seconds", "Fail if precopy takes longer",
+            Defaults.Timeout.TotalSeconds, 1e-3, 86400 * 7);
         var hints = CliOptions.Switch("--hints", "Free page hinting", Defaults.Hints);
         var allowUnsafe = new Option<bool>("--allow-unsafe")
         {
-            Description = "Permit manual dirty-log mode with hints and wait-on-ack off (can lose writes; for demonstrations)",
+            Description = "Permit manual dirty-log mode with hints and wait-on-ack off " +
+                "(can lose writes; for demonstrations)",
         };
         var report = new Option<string?>("--report") { Description = "Write the JSON report to FILE" };
         var logLevel = CliOptions.Choice("--log-level", "Engine log messages on stderr (phases, convergence decisions)",
@@ -37,7 +45,8 @@ internal static class MigrateCommand
 
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
-            target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, allowUnsafe, report, logLevel,
+            target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, allowUnsafe, report,
+            logLevel,
         };
         foreach (var option in guest.All)
         {
@@ -85,7 +94,9 @@ internal static class MigrateCommand
                 await File.WriteAllTextAsync(path, result.ToJson(), CancellationToken.None).ConfigureAwait(false);
             }
 
-            return result is { Status: MigrationStatus.Completed, Verified: true } ? CommandLine.Completed : CommandLine.Failed;
+            return result is { Status: MigrationStatus.Completed, Verified: true }
+                ? CommandLine.Completed
+                : CommandLine.Failed;
         });
         return command;
     }

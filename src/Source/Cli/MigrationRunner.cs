@@ -11,7 +11,9 @@ using Migration.Source.Transport;
 
 namespace Migration.Source.Cli;
 
-/// <summary>Boots a guest, warms it up, migrates it and prints what happened. Shared by <c>migrate</c> and <c>demo</c>.</summary>
+/// <summary>
+/// Boots a guest, warms it up, migrates it and prints what happened. Shared by <c>migrate</c> and <c>demo</c>.
+/// </summary>
 internal static class MigrationRunner
 {
     /// <summary>
@@ -33,18 +35,22 @@ internal static class MigrationRunner
             var status = await GrpcMigrationTransport.ProbeAsync(options.Target, ct).ConfigureAwait(false);
             if (TargetStates.TryParse(status.State, out var state) && state.IsBusy())
             {
-                return NotStarted(guest, $"the target at {options.Target} is busy with migration {status.MigrationId} ({status.State})");
+                return NotStarted(guest,
+                    $"the target at {options.Target} is busy with migration {status.MigrationId} ({status.State})");
             }
         }
         catch (RpcException ex)
         {
-            return NotStarted(guest, $"the target at {options.Target} is not reachable: {ex.Status.StatusCode}: {ex.Status.Detail}");
+            return NotStarted(guest,
+                $"the target at {options.Target} is not reachable: {ex.Status.StatusCode}: {ex.Status.Detail}");
         }
 
-        output.WriteLine($"source: booting a {guest.RamBytes >> 20} MiB guest, {guest.Vcpus} vCPUs, workload {guest.Workload.Kind.ToString().ToLowerInvariant()}, seed {guest.Workload.Seed}");
+        output.WriteLine($"source: booting a {guest.RamBytes >> 20} MiB guest, {guest.Vcpus} vCPUs, " +
+            $"workload {guest.Workload.Kind.ToString().ToLowerInvariant()}, seed {guest.Workload.Seed}");
         using var vm = VirtualMachine.Boot(guest);
         vm.Start();
-        var verifyWarmup = Task.Run(() => SwitchoverWarmup.Run(), ct); // digests at stop-and-copy then run optimised code
+        // digests at stop-and-copy then run optimised code
+        var verifyWarmup = Task.Run(() => SwitchoverWarmup.Run(), ct);
         var sw = Stopwatch.StartNew();
         // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed).
         while ((sw.Elapsed < warmup || !vm.IsWarm) && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
@@ -53,8 +59,10 @@ internal static class MigrationRunner
         }
 
         await verifyWarmup.ConfigureAwait(false);
-        output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s ({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
-        var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole(), logger: logging.CreateLogger("precopy"));
+        output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s " +
+            $"({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
+        var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole(),
+            logger: logging.CreateLogger("precopy"));
         double cpuAtStart = ProcessStats.CpuNow();
         var report = await engine.MigrateAsync(ct).ConfigureAwait(false);
         report.Process = ProcessStats.Capture(cpuAtStart);
@@ -89,17 +97,28 @@ internal static class MigrationRunner
         var rows = new List<(string, string)>
         {
             ("status", r.Status.ToString().ToLowerInvariant() + (r.Verified ? ", verified" : ", NOT verified")),
-            ("guest", $"{r.Guest.RamBytes >> 20} MiB, {r.Guest.Workload}, {r.Guest.InUsePages:N0} pages in use, {r.Guest.FreePages:N0} free"),
+            ("guest", $"{r.Guest.RamBytes >> 20} MiB, {r.Guest.Workload}, " +
+                $"{r.Guest.InUsePages:N0} pages in use, {r.Guest.FreePages:N0} free"),
             ("total time", string.Create(inv, $"{r.Timing.TotalMs:F0} ms (setup {r.Timing.SetupMs:F0} ms)")),
-            ("downtime", string.Create(inv, $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms)")),
-            ("downtime split", string.Join(", ", r.Timing.DowntimePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
-            ("rounds", $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
+            ("downtime",
+                string.Create(inv, $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms)")),
+            ("downtime split",
+                string.Join(", ", r.Timing.DowntimePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
+            ("rounds",
+                $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
-            ("pages", $"{r.Transfer.PagesNormal:N0} raw, {r.Transfer.PagesCompressed:N0} lz4, {r.Transfer.PagesZero:N0} zero"),
+            ("pages", $"{r.Transfer.PagesNormal:N0} raw, {r.Transfer.PagesCompressed:N0} lz4, " +
+                $"{r.Transfer.PagesZero:N0} zero"),
             ("throughput", string.Create(inv, $"{r.Transfer.ThroughputMBps:F1} MB/s")),
-            ("hints", r.Hints is not { } h ? "off" : $"{r.Transfer.PagesSkippedByHints:N0} pages skipped; {h.CmdIds} command ids, {h.BlocksReceived:N0} blocks received, " +
-                $"{h.BlocksApplied:N0} applied, {h.BlocksDroppedStale:N0} dropped as stale, {h.DeviceErrors} device errors{(h.DeviceError is null ? string.Empty : " (" + h.DeviceError + ")")}; wait-on-ack {(h.WaitOnAck ? "on" : "off")}"),
-            ("verification", $"{r.Verification.PagesCompared:N0} pages compared, {r.Verification.MismatchedPages:N0} mismatched; self-check {r.Verification.GuestSelfCheck}"),
+            ("hints", r.Hints is not { } h
+                ? "off"
+                : $"{r.Transfer.PagesSkippedByHints:N0} pages skipped; {h.CmdIds} command ids, " +
+                    $"{h.BlocksReceived:N0} blocks received, {h.BlocksApplied:N0} applied, " +
+                    $"{h.BlocksDroppedStale:N0} dropped as stale, {h.DeviceErrors} device errors" +
+                    $"{(h.DeviceError is null ? string.Empty : " (" + h.DeviceError + ")")}; " +
+                    $"wait-on-ack {(h.WaitOnAck ? "on" : "off")}"),
+            ("verification", $"{r.Verification.PagesCompared:N0} pages compared, " +
+                $"{r.Verification.MismatchedPages:N0} mismatched; self-check {r.Verification.GuestSelfCheck}"),
         };
         if (r.Error is not null)
         {

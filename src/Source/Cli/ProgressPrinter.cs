@@ -15,8 +15,9 @@ internal sealed class ProgressPrinter(TextWriter output, bool interactive) : IPr
     public void Report(RoundProgress p)
     {
         string phase = p.Phase == MigrationPhase.Precopy ? "precopy" : "stop-and-copy";
-        string line = $"{phase,-13} round {p.Round,3}  remaining {p.RemainingPages,9:N0} pages  sent {p.PagesSent,10:N0}  " +
-                      $"{p.ThroughputMBps,8:F1} MB/s  expected downtime {p.ExpectedDowntimeMs,8:F1} ms";
+        string line = $"{phase,-13} round {p.Round,3}  remaining {p.RemainingPages,9:N0} pages  " +
+                      $"sent {p.PagesSent,10:N0}  {p.ThroughputMBps,8:F1} MB/s  " +
+                      $"expected downtime {p.ExpectedDowntimeMs,8:F1} ms";
         lock (_lock)
         {
             if (interactive)

@@ -20,7 +20,9 @@ public sealed partial class TargetProcess : IAsyncDisposable
         _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
     }
 
-    public Uri Address => _listening.Task.IsCompletedSuccessfully ? _listening.Task.Result : throw new InvalidOperationException("Target not listening yet.");
+    public Uri Address => _listening.Task.IsCompletedSuccessfully
+        ? _listening.Task.Result
+        : throw new InvalidOperationException("Target not listening yet.");
 
     public int ProcessId => _process.Id;
 
@@ -41,10 +43,15 @@ public sealed partial class TargetProcess : IAsyncDisposable
     private static partial Regex ListeningLine();
 
     /// <summary>Locates the built target next to this build (same configuration), or at MIGRATION_TARGET_DLL.</summary>
-    public static string LocateTargetDll() => BuiltPrograms.Locate("Target", "Migration.Target.dll", "MIGRATION_TARGET_DLL");
+    public static string LocateTargetDll() =>
+        BuiltPrograms.Locate("Target", "Migration.Target.dll", "MIGRATION_TARGET_DLL");
 
-    /// <summary>Starts the target with <paramref name="arguments"/> (a --listen on loopback port 0 is added) and waits until it listens.</summary>
-    public static async Task<TargetProcess> StartAsync(IEnumerable<string> arguments, TimeSpan timeout, CancellationToken ct = default)
+    /// <summary>
+    /// Starts the target with <paramref name="arguments"/> (a --listen on loopback port 0 is added) and waits until it
+    /// listens.
+    /// </summary>
+    public static async Task<TargetProcess> StartAsync(IEnumerable<string> arguments, TimeSpan timeout,
+        CancellationToken ct = default)
     {
         var psi = new ProcessStartInfo("dotnet")
         {
@@ -65,7 +72,8 @@ public sealed partial class TargetProcess : IAsyncDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         _ = process.WaitForExitAsync(CancellationToken.None).ContinueWith(
-            _ => target._listening.TrySetException(new InvalidOperationException("The target exited before it listened:\n" + string.Join('\n', target.Output))),
+            _ => target._listening.TrySetException(new InvalidOperationException(
+                "The target exited before it listened:\n" + string.Join('\n', target.Output))),
             TaskScheduler.Default);
         try
         {

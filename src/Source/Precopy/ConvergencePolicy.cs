@@ -13,8 +13,9 @@ internal readonly record struct RoundOutcome(
     TimeSpan Elapsed)
 {
     /// <summary>
-    /// Remaining pages at the rate the last round moved pages that carry data. A page costs what it cost on the wire, so
-    /// LZ4 is credited, which QEMU's full-page-over-bandwidth estimate is not (with compressible pages it never converges).
+    /// Remaining pages at the rate the last round moved pages that carry data. A page costs what it cost on the wire,
+    /// so LZ4 is credited, which QEMU's full-page-over-bandwidth estimate is not (with compressible pages it never
+    /// converges).
     /// </summary>
     public double ExpectedDowntimeMs => RemainingPages / Math.Max(DataPagesPerSecond, 1) * 1000;
 }
@@ -68,7 +69,8 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
         {
             return new ConvergenceDecision.NotConverging(string.Create(CultureInfo.InvariantCulture,
                 $"did not converge: after {round.Round + 1} rounds {round.RemainingPages} pages are still dirty " +
-                $"(guest dirties {round.DirtyPagesPerSecond:F0} pages/s, link moves {round.BytesPerSecond / 1e6:F0} MB/s); " +
+                $"(guest dirties {round.DirtyPagesPerSecond:F0} pages/s, " +
+                $"link moves {round.BytesPerSecond / 1e6:F0} MB/s); " +
                 $"expected downtime {expectedMs:F0} ms exceeds the {downtimeLimit.TotalMilliseconds:F0} ms limit"));
         }
 

@@ -10,7 +10,8 @@ namespace Migration.Source.Precopy;
 /// lock, then every participant hears <see cref="IPrecopyParticipant.AfterSync"/>. The setup sync and the final one
 /// go through here like every other, so no participant is ever left running across a sync.
 /// </summary>
-internal sealed class DirtySync(MigrationBitmap bitmap, IReadOnlyList<IPrecopyParticipant> participants, SchedulingPoints points)
+internal sealed class DirtySync(MigrationBitmap bitmap, IReadOnlyList<IPrecopyParticipant> participants,
+    SchedulingPoints points)
 {
     /// <summary>Runs one sync; returns the pages the log reported.</summary>
     public long Run(bool vmRunning)

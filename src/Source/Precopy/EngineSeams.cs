@@ -22,7 +22,9 @@ internal sealed record EngineSeams
     /// <summary>Wraps the convergence policy (the fuzzer runs a drawn number of rounds; tests hold precopy).</summary>
     public Func<IConvergencePolicy, IConvergencePolicy> Convergence { get; init; } = p => p;
 
-    /// <summary>Runs after every page is marked to send and before dirty logging is on (R3 opens its window here).</summary>
+    /// <summary>
+    /// Runs after every page is marked to send and before dirty logging is on (R3 opens its window here).
+    /// </summary>
     public Action<PrecopySetup, IReadOnlyList<IPrecopyParticipant>>? BeforeLoggingEnabled { get; init; }
 
     /// <summary>Runs the switchover's hashing beside the final send (inline under the fuzzer's scheduler).</summary>

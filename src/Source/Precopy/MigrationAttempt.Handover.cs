@@ -32,7 +32,8 @@ internal sealed partial class MigrationAttempt
         _report.Report.Verified = reply.Verified && reply.Resumed;
         if (!_report.Report.Verified)
         {
-            throw new MigrationFailedException(FailureKind.VerificationFailed, $"target did not verify the guest: {reply.Error}");
+            throw new MigrationFailedException(FailureKind.VerificationFailed,
+                $"target did not verify the guest: {reply.Error}");
         }
 
         foreach (var participant in _joined)

@@ -59,12 +59,15 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         _participants = [.. vm.PrecopyParticipants.Select(seams.Participant)];
         var limiter = new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, time);
         _transport = seams.Transport?.Invoke(vm, _counters)
-            ?? new GrpcMigrationTransport(options.Target, vm.Ram, options.Compression, options.PagesPerBatch, limiter, _counters);
+            ?? new GrpcMigrationTransport(options.Target, vm.Ram, options.Compression, options.PagesPerBatch, limiter,
+                _counters);
     }
 
     public MigrationPhase Phase { get; private set; } = MigrationPhase.Setup;
 
-    /// <summary>Runs the phases in order; any failure ends in <see cref="FailAsync"/>. Returns the attempt's report.</summary>
+    /// <summary>
+    /// Runs the phases in order; any failure ends in <see cref="FailAsync"/>. Returns the attempt's report.
+    /// </summary>
     public async Task<MigrationReport> RunAsync(CancellationToken ct)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct);

@@ -35,11 +35,15 @@ public sealed class MigrationFailedException : Exception
 
     public FailureKind Kind { get; }
 
-    /// <summary>Whether the engine turns <paramref name="ex"/> into a failed migration (rather than a bug to surface).</summary>
+    /// <summary>
+    /// Whether the engine turns <paramref name="ex"/> into a failed migration (rather than a bug to surface).
+    /// </summary>
     public static bool IsMigrationFailure(Exception ex) => ex is MigrationFailedException or RpcException or IOException
         or OperationCanceledException or HttpRequestException or InvalidOperationException;
 
-    /// <summary>The one place where transport and runtime errors become a failure with a kind and a plain message.</summary>
+    /// <summary>
+    /// The one place where transport and runtime errors become a failure with a kind and a plain message.
+    /// </summary>
     public static MigrationFailedException From(Exception ex, bool cancelledByUser)
     {
         ArgumentNullException.ThrowIfNull(ex);
@@ -51,7 +55,8 @@ public sealed class MigrationFailedException : Exception
         return ex switch
         {
             MigrationFailedException failed => failed,
-            RpcException rpc => new MigrationFailedException(KindOf(rpc.StatusCode), $"{rpc.StatusCode}: {rpc.Status.Detail}", rpc),
+            RpcException rpc =>
+                new MigrationFailedException(KindOf(rpc.StatusCode), $"{rpc.StatusCode}: {rpc.Status.Detail}", rpc),
             _ => new MigrationFailedException(FailureKind.ConnectionLost, ex.Message, ex),
         };
     }

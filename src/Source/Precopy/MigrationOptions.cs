@@ -20,25 +20,35 @@ public sealed record MigrationOptions
 
     public required Uri Target { get; init; }
 
-    /// <summary>Stop-and-copy once the expected downtime fits this (QEMU and Cloud Hypervisor default to 300 ms).</summary>
+    /// <summary>
+    /// Stop-and-copy once the expected downtime fits this (QEMU and Cloud Hypervisor default to 300 ms).
+    /// </summary>
     public TimeSpan DowntimeLimit { get; init; } = TimeSpan.FromMilliseconds(300);
 
-    /// <summary>Bytes per second over all channels; null = uncapped. Also our link emulation (10 Gbit/s = 1.25e9).</summary>
+    /// <summary>
+    /// Bytes per second over all channels; null = uncapped. Also our link emulation (10 Gbit/s = 1.25e9).
+    /// </summary>
     public double? MaxBandwidthBytesPerSecond { get; init; }
 
     /// <summary>Parallel channels, each its own HTTP/2 connection (QEMU multifd defaults to 2).</summary>
     public int Channels { get; init; } = 2;
 
-    /// <summary>Off by default: on a fast link zero detection already takes what is cheap; LZ4 costs CPU per page.</summary>
+    /// <summary>
+    /// Off by default: on a fast link zero detection already takes what is cheap; LZ4 costs CPU per page.
+    /// </summary>
     public Compression Compression { get; init; } = Compression.None;
 
-    /// <summary>A migration whose dirty set does not shrink below the limit in this many rounds fails as not converging.</summary>
+    /// <summary>
+    /// A migration whose dirty set does not shrink below the limit in this many rounds fails as not converging.
+    /// </summary>
     public int MaxRounds { get; init; } = 30;
 
     /// <summary>Overall limit for the precopy phase.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>Pages per message: 256 pages = 1 MiB raw, big enough to amortise framing, small enough to interleave channels.</summary>
+    /// <summary>
+    /// Pages per message: 256 pages = 1 MiB raw, big enough to amortise framing, small enough to interleave channels.
+    /// </summary>
     public int PagesPerBatch { get; init; } = 256;
 
     /// <summary>Free page hinting through the balloon device (the product's optimisation). On by default.</summary>
@@ -50,17 +60,19 @@ public sealed record MigrationOptions
     /// </summary>
     public bool AllowUnsafe { get; init; }
 
-    /// <summary>Throws <see cref="ArgumentException"/> when these options and the guest cannot be migrated safely.</summary>
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> when these options and the guest cannot be migrated safely.
+    /// </summary>
     public void ValidateFor(GuestConfig guest)
     {
         ArgumentNullException.ThrowIfNull(guest);
         if (Hints && guest.DirtyLogMode == DirtyLogMode.Manual && !guest.WaitOnAck && !AllowUnsafe)
         {
             throw new ArgumentException(
-                "refusing free page hinting with manual dirty-log mode and wait-on-ack off: a guest that reuses a hinted " +
-                "block before the device has processed it writes a page whose dirty bit the hint's chunk clear then wipes, " +
-                "and that write is lost (race R5). Use --wait-on-ack on, --dirty-log eager or --hints off; " +
-                "--allow-unsafe exists for demonstrations.");
+                "refusing free page hinting with manual dirty-log mode and wait-on-ack off: " +
+                "a guest that reuses a hinted block before the device has processed it writes a page " +
+                "whose dirty bit the hint's chunk clear then wipes, and that write is lost (race R5). " +
+                "Use --wait-on-ack on, --dirty-log eager or --hints off; --allow-unsafe exists for demonstrations.");
         }
     }
 

@@ -5,7 +5,9 @@ using Migration.Source.Transport;
 
 namespace Migration.Source.Precopy;
 
-/// <summary>Fills one attempt's report: configuration up front, a row per round, transfer and participants at the end.</summary>
+/// <summary>
+/// Fills one attempt's report: configuration up front, a row per round, transfer and participants at the end.
+/// </summary>
 internal sealed class MigrationReportBuilder
 {
     public MigrationReportBuilder(string migrationId, GuestConfig guest, MigrationOptions options)
@@ -37,7 +39,8 @@ internal sealed class MigrationReportBuilder
 
     public int RoundCount => Report.Rounds.Count;
 
-    public void AddRound(int round, long dirtyAtStart, long sent, long bytes, double ms, double dirtyRate, bool final) =>
+    public void AddRound(int round, long dirtyAtStart, long sent, long bytes, double ms, double dirtyRate,
+        bool final) =>
         Report.Rounds.Add(new MigrationReport.RoundSection
         {
             Round = round,

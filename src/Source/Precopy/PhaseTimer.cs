@@ -5,7 +5,9 @@ internal sealed class PhaseTimer(TimeProvider time, IDictionary<string, double> 
 {
     private long _since = time.GetTimestamp();
 
-    /// <summary>Records the time since the previous phase ended as <paramref name="phase"/>; returns it in ms.</summary>
+    /// <summary>
+    /// Records the time since the previous phase ended as <paramref name="phase"/>; returns it in ms.
+    /// </summary>
     public double Next(string phase)
     {
         double ms = Lap();

@@ -15,7 +15,8 @@ internal static partial class PrecopyLog
         double dirtyRate, double dataRate, double expectedMs, string decision);
 
     [LoggerMessage(3, LogLevel.Warning, "migration {Id} {Outcome} ({Kind}): {Reason}")]
-    public static partial void Ended(ILogger logger, string id, MigrationPhase outcome, FailureKind kind, string reason);
+    public static partial void Ended(ILogger logger, string id, MigrationPhase outcome, FailureKind kind,
+        string reason);
 
     [LoggerMessage(4, LogLevel.Information, "migration {Id}: completed and verified; downtime {DowntimeMs:F1} ms")]
     public static partial void Completed(ILogger logger, string id, double downtimeMs);

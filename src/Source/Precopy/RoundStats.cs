@@ -31,7 +31,9 @@ internal sealed class RoundStats
     /// <summary>Pages newly logged per second between the last two syncs.</summary>
     public double DirtyPagesPerSecond { get; private set; }
 
-    /// <summary>Takes the rates of a round that sent <paramref name="pagesSent"/> pages in <paramref name="seconds"/>.</summary>
+    /// <summary>
+    /// Takes the rates of a round that sent <paramref name="pagesSent"/> pages in <paramref name="seconds"/>.
+    /// </summary>
     public void RecordRound(long pagesSent, long bytes, long dataPages, double seconds)
     {
         if (pagesSent < MinPagesForRate && BytesPerSecond != 0)
@@ -47,7 +49,9 @@ internal sealed class RoundStats
         }
     }
 
-    /// <summary>Takes the dirty rate since the previous sync from the log's running count of newly logged pages.</summary>
+    /// <summary>
+    /// Takes the dirty rate since the previous sync from the log's running count of newly logged pages.
+    /// </summary>
     public void RecordSync(long pagesLogged, long timestamp, TimeProvider time)
     {
         ArgumentNullException.ThrowIfNull(time);

@@ -6,7 +6,9 @@ using Migration.Source.Precopy;
 
 namespace Migration.Source.Transport;
 
-/// <summary>The real transport: a control connection for Begin/Complete/Cancel and one HTTP/2 connection per channel.</summary>
+/// <summary>
+/// The real transport: a control connection for Begin/Complete/Cancel and one HTTP/2 connection per channel.
+/// </summary>
 internal sealed class GrpcMigrationTransport : IMigrationTransport
 {
     private readonly Uri _target;
@@ -39,7 +41,8 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     {
         using var channel = PageChannel.CreateGrpcChannel(target);
         var client = new Protocol.Migration.MigrationClient(channel);
-        return await client.StatusAsync(new StatusRequest(), deadline: Deadline(10), cancellationToken: ct).ConfigureAwait(false);
+        return await client.StatusAsync(new StatusRequest(), deadline: Deadline(10), cancellationToken: ct)
+            .ConfigureAwait(false);
     }
 
     public async Task BeginAsync(BeginRequest request, CancellationToken ct) =>
@@ -55,7 +58,8 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     {
         try
         {
-            await _client.CancelAsync(new CancelRequest { MigrationId = migrationId, Reason = reason }, deadline: Deadline(2)).ConfigureAwait(false);
+            await _client.CancelAsync(new CancelRequest { MigrationId = migrationId, Reason = reason },
+                deadline: Deadline(2)).ConfigureAwait(false);
         }
         catch (RpcException)
         {

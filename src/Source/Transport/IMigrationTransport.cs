@@ -19,7 +19,9 @@ internal interface IMigrationTransport : IAsyncDisposable
     Task CancelAsync(string migrationId, string reason);
 }
 
-/// <summary>One channel: page lists go in, in order; a barrier completes when everything before it is on the wire.</summary>
+/// <summary>
+/// One channel: page lists go in, in order; a barrier completes when everything before it is on the wire.
+/// </summary>
 internal interface IPageSink : IAsyncDisposable
 {
     ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct);
@@ -30,5 +32,7 @@ internal interface IPageSink : IAsyncDisposable
     Task CompleteAsync(CancellationToken ct);
 }
 
-/// <summary>Pages to send in a round. <see cref="Pfns"/> is rented from the shared array pool; the sink returns it.</summary>
+/// <summary>
+/// Pages to send in a round. <see cref="Pfns"/> is rented from the shared array pool; the sink returns it.
+/// </summary>
 internal readonly record struct PageWorkItem(long[] Pfns, int Count, uint Round);

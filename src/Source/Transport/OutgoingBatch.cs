@@ -32,7 +32,9 @@ internal sealed class OutgoingBatch
     /// <summary>Serialized length of the current batch (what the marshaller will write).</summary>
     public int MessageLength => _layout.MessageLength;
 
-    /// <summary>Encodes <paramref name="pfns"/> as they are in RAM now; returns how many went zero, raw and LZ4.</summary>
+    /// <summary>
+    /// Encodes <paramref name="pfns"/> as they are in RAM now; returns how many went zero, raw and LZ4.
+    /// </summary>
     public (long Zero, long Raw, long Lz4) Encode(GuestRam ram, ReadOnlySpan<long> pfns, uint round, bool compress)
     {
         long zero = 0, raw = 0, lz4 = 0;
@@ -56,7 +58,8 @@ internal sealed class OutgoingBatch
         _count = pfns.Length;
         _payloadLength = offset;
         _round = round;
-        _layout = PageBatchWire.Measure(round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), offset);
+        _layout = PageBatchWire.Measure(round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count),
+            _lengths.AsSpan(0, _count), offset);
         return (zero, raw, lz4);
     }
 
@@ -64,8 +67,8 @@ internal sealed class OutgoingBatch
     {
         context.SetPayloadLength(MessageLength);
         var writer = context.GetBufferWriter();
-        int written = PageBatchWire.Write(writer.GetSpan(MessageLength), _layout, _round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count),
-            _lengths.AsSpan(0, _count), _payload.AsSpan(0, _payloadLength));
+        int written = PageBatchWire.Write(writer.GetSpan(MessageLength), _layout, _round, _pfns.AsSpan(0, _count),
+            _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), _payload.AsSpan(0, _payloadLength));
         writer.Advance(written);
         context.Complete();
     }

@@ -32,7 +32,8 @@ internal sealed class PageChannel : IPageSink
         Marshallers.Create(summary => summary.ToByteArray(), PageStreamSummary.Parser.ParseFrom));
 
     private readonly AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> _call;
-    private readonly Channel<WorkItem> _queue = Channel.CreateBounded<WorkItem>(new BoundedChannelOptions(4) { SingleReader = true });
+    private readonly Channel<WorkItem> _queue =
+        Channel.CreateBounded<WorkItem>(new BoundedChannelOptions(4) { SingleReader = true });
     private readonly GuestRam _ram;
     private readonly bool _compress;
     private readonly BandwidthLimiter _limiter;
@@ -40,8 +41,8 @@ internal sealed class PageChannel : IPageSink
     private readonly OutgoingBatch _batch;
     private readonly Task _worker;
 
-    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call, GuestRam ram, bool compress,
-        int pagesPerBatch, BandwidthLimiter limiter, TransferCounters counters)
+    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call, GuestRam ram,
+        bool compress, int pagesPerBatch, BandwidthLimiter limiter, TransferCounters counters)
     {
         _grpc = grpc;
         _call = call;
@@ -80,9 +81,12 @@ internal sealed class PageChannel : IPageSink
         return new PageChannel(grpc, call, ram, compress, pagesPerBatch, limiter, counters);
     }
 
-    public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) => _queue.Writer.WriteAsync(new WorkItem(item.Pfns, item.Count, item.Round, null), ct);
+    public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) =>
+        _queue.Writer.WriteAsync(new WorkItem(item.Pfns, item.Count, item.Round, null), ct);
 
-    /// <summary>Completes once everything queued so far has been written to the stream (or faults with the channel's error).</summary>
+    /// <summary>
+    /// Completes once everything queued so far has been written to the stream (or faults with the channel's error).
+    /// </summary>
     public async Task BarrierAsync(CancellationToken ct)
     {
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -116,7 +120,8 @@ internal sealed class PageChannel : IPageSink
                     var (zero, raw, lz4) = _batch.Encode(_ram, item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
                     long bytes = _batch.MessageLength + 5; // + gRPC message header
                     await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
-                    // The batch's buffers are reused only after WriteAsync returns, by which time it has been serialised.
+                    // The batch's buffers are reused only after WriteAsync returns, by which time it has been
+                    // serialised.
                     await _call.RequestStream.WriteAsync(_batch).ConfigureAwait(false);
                     _counters.Add(bytes, zero, raw, lz4);
                 }
@@ -146,7 +151,8 @@ internal sealed class PageChannel : IPageSink
         {
             await _worker.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RpcException or TimeoutException or IOException or OperationCanceledException or InvalidOperationException)
+        catch (Exception ex) when (ex is RpcException or TimeoutException or IOException or OperationCanceledException
+            or InvalidOperationException)
         {
             // Already reported through the engine.
         }

@@ -28,8 +28,9 @@ internal static class TargetCommand
             CustomParser = result =>
             {
                 string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
-                if (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture,
-                    out double seconds) && double.IsFinite(seconds) && seconds is >= 0 and <= 86400)
+                if (double.TryParse(text, System.Globalization.NumberStyles.Float,
+                    System.Globalization.CultureInfo.InvariantCulture, out double seconds)
+                    && double.IsFinite(seconds) && seconds is >= 0 and <= 86400)
                 {
                     return seconds;
                 }
@@ -44,7 +45,8 @@ internal static class TargetCommand
                 "used by a migration of exactly that size",
         };
         var verify = CliOptions.Choice("--verify",
-            "Switchover digests: taken as pages arrive (incremental) or a rehash of all in-use RAM (full)", defaults.Verify);
+            "Switchover digests: taken as pages arrive (incremental) or a rehash of all in-use RAM (full)",
+            defaults.Verify);
         var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.")
         {
             listen, once, report, dumpRam, runAfter, prealloc, verify,

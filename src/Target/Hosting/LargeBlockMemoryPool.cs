@@ -31,10 +31,12 @@ internal sealed class LargeBlockMemoryPool : MemoryPool<byte>
     {
         if (minBufferSize > BlockSize)
         {
-            throw new ArgumentOutOfRangeException(nameof(minBufferSize), minBufferSize, $"blocks are {BlockSize} bytes");
+            throw new ArgumentOutOfRangeException(
+                nameof(minBufferSize), minBufferSize, $"blocks are {BlockSize} bytes");
         }
 
-        return new Block(this, _free.TryTake(out var array) ? array : GC.AllocateUninitializedArray<byte>(BlockSize, pinned: true));
+        return new Block(this,
+            _free.TryTake(out var array) ? array : GC.AllocateUninitializedArray<byte>(BlockSize, pinned: true));
     }
 
     protected override void Dispose(bool disposing) => _free.Clear();

@@ -24,6 +24,7 @@ internal static class MessageWarmup
         reply.PhasesMs["warm"] = 1;
         reply.FirstMismatches.Add(1);
         _ = CompleteReply.Parser.ParseFrom(reply.ToByteArray());
-        _ = BeginRequest.Parser.ParseFrom(new BeginRequest { MigrationId = "warm-up", GuestConfigJson = "{}" }.ToByteArray());
+        _ = BeginRequest.Parser.ParseFrom(
+            new BeginRequest { MigrationId = "warm-up", GuestConfigJson = "{}" }.ToByteArray());
     }
 }

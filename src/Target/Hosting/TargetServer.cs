@@ -8,7 +8,9 @@ using Migration.Target.Services;
 
 namespace Migration.Target.Hosting;
 
-/// <summary>The target's gRPC server: Kestrel tuned for bulk page streams, the services, and the warm-up before listening.</summary>
+/// <summary>
+/// The target's gRPC server: Kestrel tuned for bulk page streams, the services, and the warm-up before listening.
+/// </summary>
 internal static class TargetServer
 {
     /// <summary>Runs until stopped; returns the process exit code (1 when it cannot listen).</summary>
@@ -21,13 +23,15 @@ internal static class TargetServer
         builder.WebHost.UseUrls(options.Listen);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2); // gRPC, cleartext HTTP/2
+            // gRPC, cleartext HTTP/2
+            kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2);
             var http2 = kestrel.Limits.Http2;
             // Bulk transfer: the defaults (1 MiB connection / 768 KiB stream windows) stall a multi-GiB/s stream on
             // round trips. 32 MiB / 16 MiB keep a few batches in flight per channel.
             http2.InitialConnectionWindowSize = 32 << 20;
             http2.InitialStreamWindowSize = 16 << 20;
-            // Larger frames mean fewer frame headers and fewer reads per batch; 1 MiB of the 16 MiB the protocol allows.
+            // Larger frames mean fewer frame headers and fewer reads per batch; 1 MiB of the 16 MiB the protocol
+            // allows.
             http2.MaxFrameSize = 1 << 20;
             kestrel.Limits.MaxRequestBodySize = null; // streams are long; gRPC enforces per-message limits
         });
@@ -39,22 +43,24 @@ internal static class TargetServer
         builder.Services.AddSingleton<ISwitchover, Switchover>();
         builder.Services.AddSingleton<TargetReportWriter>();
         builder.Services.AddSingleton<IncomingMigrations>();
+        builder.Services.AddSingleton<PageStreamEndpoint>();
         builder.Services.AddGrpc(grpc =>
         {
             grpc.MaxReceiveMessageSize = options.MaxMessageBytes;
             grpc.EnableDetailedErrors = true;
         });
         builder.Services.AddGrpcHealthChecks();
-        builder.Services.AddGrpcReflection();
 
         var app = builder.Build();
-        _ = app.Services.GetRequiredService<IncomingMigrations>(); // now, not at the first call: --prealloc before listening
+        // now, not at the first call: --prealloc before listening
+        _ = app.Services.GetRequiredService<IncomingMigrations>();
         SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
         MessageWarmup.Run();
         app.MapGrpcService<MigrationService>();
-        app.MapGrpcService<PageStreamService>();
+        var pages = app.Services.GetRequiredService<PageStreamEndpoint>();
+        app.MapPost(PageStreamEndpoint.Path, pages.HandleAsync);
         app.MapGrpcHealthChecksService();
-        app.MapGrpcReflectionService();
+        app.MapGrpcService<ServerReflection>(); // lists PageStream too, which is not a grpc-dotnet service
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var server = app.Services.GetRequiredService<IServer>();

@@ -5,10 +5,14 @@ using Migration.Shared.Reporting;
 
 namespace Migration.Target.Receiving;
 
-/// <summary>Reads and checks a Begin request: the guest configuration it carries, against its own geometry fields.</summary>
+/// <summary>
+/// Reads and checks a Begin request: the guest configuration it carries, against its own geometry fields.
+/// </summary>
 internal static class BeginRequestReader
 {
-    /// <summary>The guest configuration to host; throws an InvalidArgument <c>RpcException</c> naming what is wrong.</summary>
+    /// <summary>
+    /// The guest configuration to host; throws an InvalidArgument <c>RpcException</c> naming what is wrong.
+    /// </summary>
     public static GuestConfig Read(BeginRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
@@ -19,7 +23,8 @@ internal static class BeginRequestReader
 
         if (request.PageSize != PageGeometry.PageSize)
         {
-            throw RpcErrors.InvalidArgument($"page size {request.PageSize} is not supported (only {PageGeometry.PageSize})");
+            throw RpcErrors.InvalidArgument(
+                $"page size {request.PageSize} is not supported (only {PageGeometry.PageSize})");
         }
 
         GuestConfig config;

@@ -76,7 +76,8 @@ internal sealed class IncomingMigration : IDisposable
     public int OpenStreams => Volatile.Read(ref _openStreams);
 
     /// <summary>The received RAM; null once handed to a VM or discarded.</summary>
-    public GuestRam Ram => _ram ?? throw new ObjectDisposedException(nameof(IncomingMigration), "The migration's RAM was handed over or discarded.");
+    public GuestRam Ram => _ram ?? throw new ObjectDisposedException(nameof(IncomingMigration),
+        "The migration's RAM was handed over or discarded.");
 
     public void StreamOpened() => Interlocked.Increment(ref _openStreams);
 
@@ -89,11 +90,7 @@ internal sealed class IncomingMigration : IDisposable
     /// </summary>
     public (long Pages, long Applied) Apply(ReceivedBatch batch)
     {
-        if (batch.ParseError is { } error)
-        {
-            throw RpcErrors.InvalidArgument($"malformed page batch: {error}");
-        }
-
+        ArgumentNullException.ThrowIfNull(batch);
         _ramGuard.EnterReadLock();
         try
         {
@@ -131,20 +128,19 @@ internal sealed class IncomingMigration : IDisposable
 
         if (total != batch.PayloadLength)
         {
-            throw RpcErrors.InvalidArgument($"page lengths add up to {total} bytes, the payload has {batch.PayloadLength}");
+            throw RpcErrors.InvalidArgument(
+                $"page lengths add up to {total} bytes, the payload has {batch.PayloadLength}");
         }
 
         uint tag = batch.Round + 1;
-        ReadOnlySpan<byte> payload = batch.Payload;
+        Span<byte> scratch = stackalloc byte[PageCodec.MaxEncodedLength];
+        var payload = new PagePayloadReader(batch.Payload, scratch);
         long applied = 0;
-        int offset = 0;
         for (int i = 0; i < n; i++)
         {
             long pfn = (long)pfns[i];
-            int length = (int)lengths[i];
             var kind = (PageEncodingKind)kinds[i];
-            ReadOnlySpan<byte> data = payload.Slice(offset, length);
-            offset += length;
+            ReadOnlySpan<byte> data = payload.Next((int)lengths[i]);
             lock (_stripes[pfn & (StripeCount - 1)])
             {
                 uint held = _pageRound[pfn];
@@ -191,7 +187,8 @@ internal sealed class IncomingMigration : IDisposable
         Interlocked.Add(ref _bytesReceived, batch.PayloadLength);
         int round = (int)batch.Round;
         int seen;
-        while (round > (seen = Volatile.Read(ref _maxRound)) && Interlocked.CompareExchange(ref _maxRound, round, seen) != seen)
+        while (round > (seen = Volatile.Read(ref _maxRound))
+            && Interlocked.CompareExchange(ref _maxRound, round, seen) != seen)
         {
         }
 

@@ -66,7 +66,8 @@ internal sealed class IncomingMigrations : IDisposable
         {
             if (_state.IsBusy())
             {
-                throw RpcErrors.FailedPrecondition($"target is busy with migration {_current?.Id ?? _lastId} ({_state.ToWire()})");
+                throw RpcErrors.FailedPrecondition(
+                    $"target is busy with migration {_current?.Id ?? _lastId} ({_state.ToWire()})");
             }
 
             if (_resumed is not null)
@@ -82,7 +83,8 @@ internal sealed class IncomingMigrations : IDisposable
 
             try
             {
-                _current = new IncomingMigration(request.MigrationId, config, ram ?? GuestRam.Allocate(config.RamBytes));
+                _current = new IncomingMigration(request.MigrationId, config,
+                    ram ?? GuestRam.Allocate(config.RamBytes));
             }
             catch (OutOfMemoryException ex)
             {
@@ -111,7 +113,9 @@ internal sealed class IncomingMigrations : IDisposable
         }
     }
 
-    /// <summary>Receiving -> failed: a bad batch or a broken stream discards the partial guest. False if not receiving.</summary>
+    /// <summary>
+    /// Receiving -> failed: a bad batch or a broken stream discards the partial guest. False if not receiving.
+    /// </summary>
     public bool Fail(IncomingMigration migration, string reason)
     {
         ArgumentNullException.ThrowIfNull(migration);
@@ -155,7 +159,8 @@ internal sealed class IncomingMigrations : IDisposable
         {
             (reply, vm) = _switchover.Run(migration, request);
         }
-#pragma warning disable CA1031 // The one boundary where any failure must end in "failed": a stuck "verifying" refuses every later Begin.
+        // The one boundary where any failure must end in "failed": a stuck "verifying" refuses every later Begin.
+#pragma warning disable CA1031
         catch (Exception ex)
 #pragma warning restore CA1031
         {
@@ -175,7 +180,8 @@ internal sealed class IncomingMigrations : IDisposable
         var written = reply.Clone();
         _reports.Queue(() => TargetReport.Of(migration.Id, vm is null ? TargetOutcome.Failed : TargetOutcome.Resumed,
             written, written.Error, migration.CpuAtStart));
-        reply.PhasesMs["other"] = Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
+        reply.PhasesMs["other"] =
+            Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
         if (vm is not null)
         {
             _ = RunAfterAsync(migration, vm, reply);
@@ -238,17 +244,20 @@ internal sealed class IncomingMigrations : IDisposable
     {
         if (_current is null)
         {
-            throw RpcErrors.FailedPrecondition($"no migration is being received (state {_state.ToWire()}); call Begin first");
+            throw RpcErrors.FailedPrecondition(
+                $"no migration is being received (state {_state.ToWire()}); call Begin first");
         }
 
         if (!string.Equals(_current.Id, migrationId, StringComparison.Ordinal))
         {
-            throw RpcErrors.FailedPrecondition($"migration {migrationId} is not the one being received ({_current.Id})");
+            throw RpcErrors.FailedPrecondition(
+                $"migration {migrationId} is not the one being received ({_current.Id})");
         }
 
         if (_state != expected)
         {
-            throw RpcErrors.FailedPrecondition($"migration {migrationId} is {_state.ToWire()}, not {expected.ToWire()}");
+            throw RpcErrors.FailedPrecondition(
+                $"migration {migrationId} is {_state.ToWire()}, not {expected.ToWire()}");
         }
 
         return _current;
@@ -271,7 +280,8 @@ internal sealed class IncomingMigrations : IDisposable
 
         await Task.Delay(TimeSpan.FromSeconds(seconds)).ConfigureAwait(false);
         var check = RunAfterCheck.Run(vm, migration.Id, seconds, _log);
-        _reports.Queue(() => TargetReport.Of(migration.Id, check.Ok ? TargetOutcome.Resumed : TargetOutcome.FailedAfterResume,
+        _reports.Queue(() => TargetReport.Of(migration.Id,
+            check.Ok ? TargetOutcome.Resumed : TargetOutcome.FailedAfterResume,
             reply, check.Ok ? null : check.Text, migration.CpuAtStart, check.Text));
         StopIfOnce();
     }

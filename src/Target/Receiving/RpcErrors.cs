@@ -11,7 +11,9 @@ internal static class RpcErrors
     /// <summary>The request itself is malformed or names something impossible.</summary>
     public static RpcException InvalidArgument(string detail) => New(StatusCode.InvalidArgument, detail);
 
-    /// <summary>The request is fine but the target is not in a state to take it (busy, wrong migration, not begun).</summary>
+    /// <summary>
+    /// The request is fine but the target is not in a state to take it (busy, wrong migration, not begun).
+    /// </summary>
     public static RpcException FailedPrecondition(string detail) => New(StatusCode.FailedPrecondition, detail);
 
     /// <summary>The target cannot afford what the request asks (guest RAM).</summary>

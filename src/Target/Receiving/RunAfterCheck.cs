@@ -18,7 +18,8 @@ internal static class RunAfterCheck
         string crashes = string.Join("; ", vm.Crashes);
         bool ok = check.Ok && crashes.Length == 0;
         TargetLog.RanAfter(log, migrationId, seconds, check.ToString(), crashes);
-        Console.WriteLine($"run-after: self-check {(ok ? "ok" : "FAILED")}: {check}{(crashes.Length > 0 ? "; " + crashes : string.Empty)}");
+        Console.WriteLine($"run-after: self-check {(ok ? "ok" : "FAILED")}: {check}" +
+            $"{(crashes.Length > 0 ? "; " + crashes : string.Empty)}");
         return new Result(ok, check.ToString());
     }
 }

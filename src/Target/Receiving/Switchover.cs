@@ -14,8 +14,8 @@ namespace Migration.Target.Receiving;
 internal interface ISwitchover
 {
     /// <summary>
-    /// Verifies and, if everything holds, resumes. Returns the reply and the running VM (null unless resumed). Takes the
-    /// migration's RAM in every case: on any failure the partial guest is gone.
+    /// Verifies and, if everything holds, resumes. Returns the reply and the running VM (null unless resumed). Takes
+    /// the migration's RAM in every case: on any failure the partial guest is gone.
     /// </summary>
     (CompleteReply Reply, VirtualMachine? Resumed) Run(IncomingMigration migration, CompleteRequest request);
 }
@@ -36,10 +36,11 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         VirtualMachine vm;
         try
         {
-            vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(), [.. request.VcpuStates.Select(s => s.ToByteArray())],
-                balloon: BalloonStateOf(request.Device));
+            vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(),
+                [.. request.VcpuStates.Select(s => s.ToByteArray())], balloon: BalloonStateOf(request.Device));
         }
-        catch (Exception ex) when (ex is ArgumentException or InvalidDataException or EndOfStreamException or GuestKernelException)
+        catch (Exception ex) when (ex is ArgumentException or InvalidDataException or EndOfStreamException
+            or GuestKernelException)
         {
             migration.Dispose();
             reply.Error = $"guest could not be rebuilt: {ex.Message}";
@@ -74,11 +75,14 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
     }
 
     /// <summary>Digests and self-check; fills the reply; true when the guest may run.</summary>
-    private bool Verify(IncomingMigration migration, CompleteRequest request, VirtualMachine vm, CompleteReply reply, Stopwatch phase)
+    private bool Verify(IncomingMigration migration, CompleteRequest request, VirtualMachine vm, CompleteReply reply,
+        Stopwatch phase)
     {
         ulong[] expected = PageDigests.FromBytes(request.PageDigests.Span);
         var free = vm.Kernel.FreePageMap();
-        ulong[] actual = options.Verify == VerifyMode.Full ? PageDigests.Compute(vm.Ram, free) : migration.Digests(vm.Ram, free);
+        ulong[] actual = options.Verify == VerifyMode.Full
+            ? PageDigests.Compute(vm.Ram, free)
+            : migration.Digests(vm.Ram, free);
         var (mismatched, first) = PageDigests.Compare(expected, actual, free);
         reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
         reply.MismatchedPages = (ulong)mismatched;

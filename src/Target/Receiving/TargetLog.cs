@@ -13,7 +13,8 @@ internal static partial class TargetLog
         "migration {Id}: compared {Pages} pages in {Ms} ms, {Mismatched} mismatched, self-check {Check}")]
     public static partial void Verified(ILogger logger, string id, ulong pages, long ms, long mismatched, string check);
 
-    [LoggerMessage(4, LogLevel.Information, "migration {Id}: guest ran {Seconds} s after resume; self-check {Check} {Crashes}")]
+    [LoggerMessage(4, LogLevel.Information,
+        "migration {Id}: guest ran {Seconds} s after resume; self-check {Check} {Crashes}")]
     public static partial void RanAfter(ILogger logger, string id, double seconds, string check, string crashes);
 
     [LoggerMessage(5, LogLevel.Warning, "migration {Id}: page stream broke: {Message}")]

@@ -38,15 +38,17 @@ internal sealed record TargetReport
 
     public static TargetReport Of(string migrationId, TargetOutcome status, CompleteReply? reply, string? error,
         double cpuAtStart, string? runAfterCheck = null) => new()
-    {
-        MigrationId = migrationId,
-        Status = status,
-        Verified = reply?.Verified ?? false,
-        Error = string.IsNullOrEmpty(error) ? null : error,
-        Verification = reply is null ? null : new VerificationSection(reply.PagesCompared, reply.MismatchedPages, reply.GuestSelfCheck),
-        RunAfterSelfCheck = runAfterCheck,
-        Process = ProcessStats.Capture(cpuAtStart),
-    };
+        {
+            MigrationId = migrationId,
+            Status = status,
+            Verified = reply?.Verified ?? false,
+            Error = string.IsNullOrEmpty(error) ? null : error,
+            Verification = reply is null
+                ? null
+                : new VerificationSection(reply.PagesCompared, reply.MismatchedPages, reply.GuestSelfCheck),
+            RunAfterSelfCheck = runAfterCheck,
+            Process = ProcessStats.Capture(cpuAtStart),
+        };
 
     public string ToJson() => JsonSerializer.Serialize(this, MigrationReport.JsonOptions);
 
@@ -87,7 +89,8 @@ internal sealed class TargetReportWriter(TargetOptions options, ILogger<TargetRe
 
         if (!pending.Wait(timeout))
         {
-            TargetLog.ReportNotWritten(log, options.ReportPath ?? "?", $"still writing after {timeout.TotalSeconds:F0} s");
+            TargetLog.ReportNotWritten(log, options.ReportPath ?? "?",
+                $"still writing after {timeout.TotalSeconds:F0} s");
         }
     }
 

@@ -7,7 +7,7 @@ namespace Migration.Target.Services;
 
 /// <summary>
 /// The gRPC face of <see cref="IncomingMigrations"/> for the control calls (the proto service <c>Migration</c>);
-/// pages arrive through <see cref="PageStreamService"/>.
+/// pages arrive through <see cref="PageStreamEndpoint"/>.
 /// </summary>
 internal sealed class MigrationService(IncomingMigrations migrations) : MigrationControl.MigrationBase
 {

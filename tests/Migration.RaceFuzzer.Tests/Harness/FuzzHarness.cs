@@ -48,7 +48,7 @@ public static class FuzzHarness
         public FuzzOutcome Execute()
         {
             using var scheduler = new SeededScheduler(_seed);
-            var points = new SchedulingPoints { YieldPoint = scheduler.Yield, WaitPoint = scheduler.WaitUntil };
+            var points = new SchedulingPoints { YieldPoint = scheduler.Yield, WaitPoint = SeededScheduler.WaitUntil };
             var threads = new ScheduledGuestThreads(scheduler, points, _host.StopLatency, () => _done);
             var guestSeams = GuestSeams.Production with
             {
@@ -84,8 +84,8 @@ public static class FuzzHarness
                 ?? GuestSeams.Production with { DeviceThreads = NoDeviceThreads.Instance };
             var engineSeams = EngineSeams.Production with
             {
-                Transport = (source, counters) => target = new InMemoryTarget(source, counters, _mutant?.OrdersChannels ?? true,
-                    targetGuest)
+                Transport = (source, counters) => target = new InMemoryTarget(source, counters,
+                    _mutant?.OrdersChannels ?? true, targetGuest)
                 {
                     PageQueued = _clock.Queued,
                     PageRead = _clock.Read,
@@ -150,7 +150,9 @@ public static class FuzzHarness
                     Kind = WorkloadKind.Churn,
                     Seed = (ulong)_seed,
                     ChurnHeldBlocks = _random.Next(300, 650),
-                    ChurnMaxOrder = profile == FuzzProfile.ManualNoAck || _random.Next(2) == 0 ? 2 : _random.Next(3, 11),
+                    ChurnMaxOrder = profile == FuzzProfile.ManualNoAck || _random.Next(2) == 0
+                        ? 2
+                        : _random.Next(3, 11),
                 },
             };
         }
@@ -159,8 +161,8 @@ public static class FuzzHarness
         /// The hint thread (QEMU's iothread). It is sometimes descheduled by the host for a long stretch: hints pile up
         /// while the guest reuses blocks and the migration thread syncs, which is where the hint races live. On most
         /// seeds that is the vCPUs holding the host CPUs, so it ends once they are parked for the stop (after the host
-        /// scheduler's wake-up delay); on the others it is unrelated load and lasts its drawn time. While the guest runs
-        /// it takes one buffer per step; once the vCPUs are parked it drains a burst.
+        /// scheduler's wake-up delay); on the others it is unrelated load and lasts its drawn time. While the guest
+        /// runs it takes one buffer per step; once the vCPUs are parked it drains a burst.
         /// </summary>
         private void AddHintThread(SeededScheduler scheduler, VirtualMachine vm, ScheduledGuestThreads threads)
         {
@@ -217,7 +219,9 @@ public static class FuzzHarness
             });
         }
 
-        /// <summary>Memory pressure: kswapd-style reclaim asks the balloon's shrinker for a block now and then.</summary>
+        /// <summary>
+        /// Memory pressure: kswapd-style reclaim asks the balloon's shrinker for a block now and then.
+        /// </summary>
         private void AddReclaim(ScheduledGuestThreads threads, VirtualMachine vm)
         {
             double reclaimRate = _random.NextDouble();
@@ -232,7 +236,8 @@ public static class FuzzHarness
             });
         }
 
-        private FuzzOutcome Outcome(bool finished, SeededScheduler scheduler, InMemoryTarget? target, MigrationReport? report)
+        private FuzzOutcome Outcome(bool finished, SeededScheduler scheduler, InMemoryTarget? target,
+            MigrationReport? report)
         {
             var violations = new List<string>();
             if (target is not null)
@@ -262,7 +267,9 @@ public static class FuzzHarness
         }
     }
 
-    /// <summary>More syncs to race: precopy runs at least a drawn number of rounds before it may stop and copy.</summary>
+    /// <summary>
+    /// More syncs to race: precopy runs at least a drawn number of rounds before it may stop and copy.
+    /// </summary>
     private sealed class AtLeastRounds(IConvergencePolicy inner, int minRounds) : IConvergencePolicy
     {
         public ConvergenceDecision Decide(RoundOutcome round)
@@ -274,7 +281,9 @@ public static class FuzzHarness
         }
     }
 
-    /// <summary>Background work run on the calling actor, so no thread outside the scheduler touches the guest.</summary>
+    /// <summary>
+    /// Background work run on the calling actor, so no thread outside the scheduler touches the guest.
+    /// </summary>
     private sealed class InlineWork : IBackgroundWork
     {
         public static readonly InlineWork Instance = new();

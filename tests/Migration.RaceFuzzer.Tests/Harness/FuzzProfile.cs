@@ -3,7 +3,9 @@ namespace Migration.RaceFuzzer.Tests.Harness;
 /// <summary>The guest and device configurations the fuzzer explores.</summary>
 public enum FuzzProfile
 {
-    /// <summary>Eager dirty log, the driver may reuse a hinted block before the device used it (Linux's historical default).</summary>
+    /// <summary>
+    /// Eager dirty log, the driver may reuse a hinted block before the device used it (Linux's historical default).
+    /// </summary>
     EagerNoAck,
 
     EagerWaitOnAck,

@@ -3,7 +3,6 @@ using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 using Migration.Shared.Verification;
 using Migration.Source.Transport;
-using Migration.TestSupport;
 
 namespace Migration.RaceFuzzer.Tests.Harness;
 
@@ -13,9 +12,8 @@ namespace Migration.RaceFuzzer.Tests.Harness;
 /// invariant check of the README's "Correctness invariant" against the stopped source.
 /// </summary>
 /// <remarks>
-/// <paramref name="ordersChannels"/> false is R11's mutant: the per-round barrier completes at once and the target
-/// ignores round tags. <paramref name="targetGuest"/> are the seams the rebuilt guest boots with (R12's mutant breaks
-/// its driver too).
+/// <c>ordersChannels</c> false is R11's mutant: the per-round barrier completes at once and the target ignores round
+/// tags. <c>targetGuest</c> are the seams the rebuilt guest boots with (R12's mutant breaks its driver too).
 /// </remarks>
 internal sealed class InMemoryTarget : IMigrationTransport
 {
@@ -45,7 +43,9 @@ internal sealed class InMemoryTarget : IMigrationTransport
     /// <summary>Called for every page the engine queues on a channel (the R6 bookkeeping watches this).</summary>
     public Action<long>? PageQueued { get; set; }
 
-    /// <summary>Called for every page as a channel reads it from source RAM (the R6 bookkeeping watches this).</summary>
+    /// <summary>
+    /// Called for every page as a channel reads it from source RAM (the R6 bookkeeping watches this).
+    /// </summary>
     public Action<long>? PageRead { get; set; }
 
     public bool Completed { get; private set; }
@@ -63,7 +63,12 @@ internal sealed class InMemoryTarget : IMigrationTransport
     {
         Completed = true;
         Check(request);
-        return Task.FromResult(new CompleteReply { Verified = Violations.Count == 0, Resumed = Violations.Count == 0, Error = string.Join("; ", Violations) });
+        return Task.FromResult(new CompleteReply
+        {
+            Verified = Violations.Count == 0,
+            Resumed = Violations.Count == 0,
+            Error = string.Join("; ", Violations),
+        });
     }
 
     public Task CancelAsync(string migrationId, string reason) => Task.CompletedTask;
@@ -81,7 +86,8 @@ internal sealed class InMemoryTarget : IMigrationTransport
         var lost = new List<long>();
         for (long p = 0; p < _source.Ram.PageCount; p++)
         {
-            if (!free.Get(p) && !_source.Ram.Page(p).SequenceEqual(_ram.AsSpan((int)(p * PageGeometry.PageSize), PageGeometry.PageSize)))
+            if (!free.Get(p) && !_source.Ram.Page(p).SequenceEqual(
+                _ram.AsSpan((int)(p * PageGeometry.PageSize), PageGeometry.PageSize)))
             {
                 lost.Add(p);
             }
@@ -89,16 +95,18 @@ internal sealed class InMemoryTarget : IMigrationTransport
 
         if (lost.Count > 0)
         {
-            Violations.Add($"{lost.Count} in-use page(s) differ on the target (lost writes), first: {string.Join(", ", lost.Take(5))}");
+            Violations.Add($"{lost.Count} in-use page(s) differ on the target (lost writes), " +
+                $"first: {string.Join(", ", lost.Take(5))}");
             return;
         }
 
         var ram = GuestRam.Allocate(_source.Ram.SizeBytes);
         _ram.CopyTo(ram.Pages(0, (int)ram.PageCount));
         var device = request.Device;
-        var balloon = new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal, device.Features);
-        using var target = VirtualMachine.Restore(_source.Config, ram, [.. request.VcpuStates.Select(s => s.ToByteArray())],
-            null, balloon, _targetGuest);
+        var balloon = new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal,
+            device.Features);
+        using var target = VirtualMachine.Restore(_source.Config, ram,
+            [.. request.VcpuStates.Select(s => s.ToByteArray())], null, balloon, _targetGuest);
         if (target.HintDevice.Status != HintStatus.Done)
         {
             Violations.Add($"device state travelled as {target.HintDevice.Status}, expected DONE");
@@ -159,7 +167,9 @@ internal sealed class InMemoryTarget : IMigrationTransport
             return Task.CompletedTask;
         }
 
-        /// <summary>The channel actor's step: deliver what is in flight, else read the next list. False when idle.</summary>
+        /// <summary>
+        /// The channel actor's step: deliver what is in flight, else read the next list. False when idle.
+        /// </summary>
         public bool Step()
         {
             if (_inFlight is var (pfns, data, round))
@@ -176,7 +186,8 @@ internal sealed class InMemoryTarget : IMigrationTransport
                     }
 
                     owner._roundTag[p] = tag;
-                    data.AsSpan(i * PageGeometry.PageSize, PageGeometry.PageSize).CopyTo(owner._ram.AsSpan((int)(p * PageGeometry.PageSize)));
+                    data.AsSpan(i * PageGeometry.PageSize, PageGeometry.PageSize)
+                        .CopyTo(owner._ram.AsSpan((int)(p * PageGeometry.PageSize)));
                 }
 
                 return true;

@@ -47,7 +47,9 @@ internal sealed class SeededScheduler : IDisposable
     /// <summary>Scheduling points taken so far.</summary>
     public long Steps => Interlocked.Read(ref _steps);
 
-    /// <summary>Called after every step with the step number (the harness advances its clock and watches the stop).</summary>
+    /// <summary>
+    /// Called after every step with the step number (the harness advances its clock and watches the stop).
+    /// </summary>
     public Action<long>? AfterStep { get; set; }
 
     /// <summary>Errors actors died with (a bug in a component shows up here, not as a hang).</summary>
@@ -55,8 +57,8 @@ internal sealed class SeededScheduler : IDisposable
 
     /// <summary>
     /// Adds an actor whose <paramref name="step"/> returns false when it has nothing more to do, ever. It is only
-    /// scheduled while <paramref name="ready"/> holds (an idle channel, an empty hint queue), and it runs at a seed-drawn
-    /// speed unless <paramref name="steady"/>.
+    /// scheduled while <paramref name="ready"/> holds (an idle channel, an empty hint queue), and it runs at a
+    /// seed-drawn speed unless <paramref name="steady"/>.
     /// </summary>
     public void Add(string name, Func<bool> step, Func<bool>? ready = null, bool steady = false)
     {
@@ -68,7 +70,7 @@ internal sealed class SeededScheduler : IDisposable
     /// actors' ready predicates) are evaluated by whichever actor makes the next draw, while actors may hold locks:
     /// they must not lock.
     /// </summary>
-    public void WaitUntil(Func<bool> ready)
+    public static void WaitUntil(Func<bool> ready)
     {
         if (t_current is not { } actor)
         {
@@ -98,7 +100,10 @@ internal sealed class SeededScheduler : IDisposable
         }
     }
 
-    /// <summary>Runs until <paramref name="finished"/> holds or <paramref name="maxSteps"/> is reached. Returns whether it finished.</summary>
+    /// <summary>
+    /// Runs until <paramref name="finished"/> holds or <paramref name="maxSteps"/> is reached. Returns whether it
+    /// finished.
+    /// </summary>
     public bool Run(long maxSteps, Func<bool> finished)
     {
         _maxSteps = maxSteps;
@@ -142,7 +147,9 @@ internal sealed class SeededScheduler : IDisposable
         _over.Dispose();
     }
 
-    /// <summary>The step the baton holder just finished is over: count it, then draw who runs next (null: the run is over).</summary>
+    /// <summary>
+    /// The step the baton holder just finished is over: count it, then draw who runs next (null: the run is over).
+    /// </summary>
     private Actor? EndStep()
     {
         long steps = Interlocked.Increment(ref _steps);
@@ -246,7 +253,9 @@ internal sealed class SeededScheduler : IDisposable
             _thread.Start();
         }
 
-        /// <summary>Ends this actor's step: draws the next actor and hands over, unless the draw picks this one again.</summary>
+        /// <summary>
+        /// Ends this actor's step: draws the next actor and hands over, unless the draw picks this one again.
+        /// </summary>
         public void Park(bool excludeNext)
         {
             ExcludeNext = excludeNext;

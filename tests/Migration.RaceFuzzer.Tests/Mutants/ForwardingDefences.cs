@@ -12,5 +12,6 @@ internal class ForwardingDefences(IHintDefences inner) : IHintDefences
 
     public virtual bool ProcessesWhileStopped => inner.ProcessesWhileStopped;
 
-    public virtual long Apply(MigrationBitmap bitmap, long firstPfn, long pages) => inner.Apply(bitmap, firstPfn, pages);
+    public virtual long Apply(MigrationBitmap bitmap, long firstPfn, long pages) =>
+        inner.Apply(bitmap, firstPfn, pages);
 }

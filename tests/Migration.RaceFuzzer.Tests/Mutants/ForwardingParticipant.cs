@@ -3,7 +3,9 @@ using Migration.Shared.Reporting;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 
-/// <summary>A precopy participant that forwards every call; a mutant drops or moves the notifications it breaks.</summary>
+/// <summary>
+/// A precopy participant that forwards every call; a mutant drops or moves the notifications it breaks.
+/// </summary>
 internal class ForwardingParticipant(IPrecopyParticipant inner) : IPrecopyParticipant
 {
     protected IPrecopyParticipant Inner => inner;

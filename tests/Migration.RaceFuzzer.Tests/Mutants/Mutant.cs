@@ -14,9 +14,18 @@ public abstract class Mutant
     /// <summary>Every mutant, in catalogue order (R1..R12).</summary>
     public static IReadOnlyList<Mutant> All { get; } =
     [
-        new R01AcceptStaleIds(), new R02SkipStopBeforeSync(), new R03HintBeforeLogging(), new R04HintClearsWriteLog(),
-        new R05ManualWithoutWaitOnAck(), new R06HintWithoutChunkClear(), new R07MarkBeforeStore(), new R08NonAtomicSync(),
-        new R09ApplyWhileStopped(), new R10HonourReplayedStart(), new R11OutOfOrderChannels(), new R12ReleaseWithoutPoison(),
+        new R01AcceptStaleIds(),
+        new R02SkipStopBeforeSync(),
+        new R03HintBeforeLogging(),
+        new R04HintClearsWriteLog(),
+        new R05ManualWithoutWaitOnAck(),
+        new R06HintWithoutChunkClear(),
+        new R07MarkBeforeStore(),
+        new R08NonAtomicSync(),
+        new R09ApplyWhileStopped(),
+        new R10HonourReplayedStart(),
+        new R11OutOfOrderChannels(),
+        new R12ReleaseWithoutPoison(),
     ];
 
     /// <summary>The race's id in the catalogue (R1..R12).</summary>

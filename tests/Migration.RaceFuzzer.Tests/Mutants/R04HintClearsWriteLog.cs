@@ -17,7 +17,8 @@ public sealed class R04HintClearsWriteLog : Mutant
 
     public override FuzzProfile Profile => FuzzProfile.EagerNoAck;
 
-    internal override GuestSeams Guest(GuestSeams seams) => seams with { HintDefences = new WipesLog(seams.HintDefences) };
+    internal override GuestSeams Guest(GuestSeams seams) =>
+        seams with { HintDefences = new WipesLog(seams.HintDefences) };
 
     private sealed class WipesLog(IHintDefences inner) : ForwardingDefences(inner)
     {

@@ -3,7 +3,9 @@ using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 
-/// <summary>R7: the guest write path marks the page dirty before it stores (a hot-path flag, see HotPathDefences).</summary>
+/// <summary>
+/// R7: the guest write path marks the page dirty before it stores (a hot-path flag, see HotPathDefences).
+/// </summary>
 public sealed class R07MarkBeforeStore : Mutant
 {
     public override string Race => "R7";

@@ -3,7 +3,9 @@ using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 
-/// <summary>R8: an eager sync reads a log word and clears it in two steps (a hot-path flag, see HotPathDefences).</summary>
+/// <summary>
+/// R8: an eager sync reads a log word and clears it in two steps (a hot-path flag, see HotPathDefences).
+/// </summary>
 public sealed class R08NonAtomicSync : Mutant
 {
     public override string Race => "R8";

@@ -16,7 +16,8 @@ public sealed class R09ApplyWhileStopped : Mutant
 
     public override FuzzProfile Profile => FuzzProfile.EagerNoAck;
 
-    internal override GuestSeams Guest(GuestSeams seams) => seams with { HintDefences = new KeepsApplying(seams.HintDefences) };
+    internal override GuestSeams Guest(GuestSeams seams) =>
+        seams with { HintDefences = new KeepsApplying(seams.HintDefences) };
 
     internal override EngineSeams Engine(EngineSeams seams) =>
         seams with { Participant = p => new FinalSyncUnwrapped(seams.Participant(p)) };

@@ -11,7 +11,8 @@ public sealed class R10HonourReplayedStart : Mutant
 
     public override FuzzProfile Profile => FuzzProfile.EagerNoAck;
 
-    internal override GuestSeams Guest(GuestSeams seams) => seams with { HintDefences = new ReplayRestarts(seams.HintDefences) };
+    internal override GuestSeams Guest(GuestSeams seams) =>
+        seams with { HintDefences = new ReplayRestarts(seams.HintDefences) };
 
     internal sealed class ReplayRestarts(IHintDefences inner) : ForwardingDefences(inner)
     {

@@ -17,7 +17,8 @@ public sealed class HintDeviceScheduleTests
 
     private static (FreePageHintDevice Device, MigrationBitmap Bitmap, DirtyLog Log) Attached(IHintDefences defences)
     {
-        var device = new FreePageHintDevice(Pages, queueCapacity: 8, SchedulingPoints.None, defences, NoDeviceThreads.Instance);
+        var device = new FreePageHintDevice(Pages, queueCapacity: 8, SchedulingPoints.None, defences,
+            NoDeviceThreads.Instance);
         var log = new DirtyLog(Pages, DirtyLogMode.Eager, clearChunkPages: 1024);
         log.Enable();
         var bitmap = new MigrationBitmap(log);

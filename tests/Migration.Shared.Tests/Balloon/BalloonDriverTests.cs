@@ -21,7 +21,8 @@ public sealed class BalloonDriverTests
         var bitmap = new MigrationBitmap(vm.DirtyLog);
         bitmap.SetAll();
         vm.DirtyLog.Enable();
-        Assert.True(vm.HintDevice.Setup(new PrecopySetup(bitmap, new MigrationCapabilities { FreePageHinting = true })));
+        Assert.True(vm.HintDevice.Setup(
+            new PrecopySetup(bitmap, new MigrationCapabilities { FreePageHinting = true })));
         vm.HintDevice.AfterSync(vmRunning: true);
         return (vm, bitmap);
     }
@@ -49,7 +50,8 @@ public sealed class BalloonDriverTests
         var free = vm.Kernel.FreePageMap();
         foreach (long head in vm.Kernel.BlocksOwnedBy(PageOwner.Balloon))
         {
-            Assert.Equal(vm.BalloonDriver.BlockPages, free.CountRange(head, vm.BalloonDriver.BlockPages)); // not sent, not checked
+            // not sent, not checked
+            Assert.Equal(vm.BalloonDriver.BlockPages, free.CountRange(head, vm.BalloonDriver.BlockPages));
             Assert.Equal(0, bitmap.Pages.CountRange(head, vm.BalloonDriver.BlockPages));
         }
     }
@@ -61,7 +63,8 @@ public sealed class BalloonDriverTests
         var device = new FreePageHintDevice(vm.Ram.PageCount, queueCapacity: 4, SchedulingPoints.None,
             StandardHintDefences.Instance, NoDeviceThreads.Instance);
         vm.DirtyLog.Enable();
-        Assert.True(device.Setup(new PrecopySetup(new MigrationBitmap(vm.DirtyLog), new MigrationCapabilities { FreePageHinting = true })));
+        Assert.True(device.Setup(new PrecopySetup(new MigrationBitmap(vm.DirtyLog),
+            new MigrationCapabilities { FreePageHinting = true })));
         device.AfterSync(vmRunning: true);
         var driver = new BalloonDriver(vm.Kernel, device, waitOnAck: true);
         for (int i = 0; i < 20; i++)

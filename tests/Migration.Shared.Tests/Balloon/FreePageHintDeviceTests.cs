@@ -11,13 +11,14 @@ public sealed class FreePageHintDeviceTests
 {
     private const long Pages = 4096;
 
-        internal static FreePageHintDevice NewDevice() =>
+    internal static FreePageHintDevice NewDevice() =>
         new(Pages, queueCapacity: 8, SchedulingPoints.None, StandardHintDefences.Instance, NoDeviceThreads.Instance);
 
     private static PrecopySetup Hinting(MigrationBitmap bitmap) =>
         new(bitmap, new MigrationCapabilities { FreePageHinting = true });
 
-    private static (FreePageHintDevice Device, MigrationBitmap Bitmap, DirtyLog Log) Attached(DirtyLogMode mode = DirtyLogMode.Eager)
+    private static (FreePageHintDevice Device, MigrationBitmap Bitmap, DirtyLog Log) Attached(
+        DirtyLogMode mode = DirtyLogMode.Eager)
     {
         var device = NewDevice();
         var log = new DirtyLog(Pages, mode, clearChunkPages: 1024);

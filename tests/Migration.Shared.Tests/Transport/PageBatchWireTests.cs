@@ -25,13 +25,20 @@ public sealed class PageBatchWireTests
         new Random(3).NextBytes(payload);
         byte[] message = Encode(5, [0, 300, 1L << 30], [0, 1, 2], [0, 4096, 100], payload);
 
-        using var batch = new ReceivedBatch();
+        var batch = new ReceivedBatch();
         Assert.Null(PageBatchWire.Read(SegmentedSequence.Split(message, Math.Min(splitAt, message.Length - 1)), batch));
         Assert.Equal(5u, batch.Round);
         Assert.Equal([0ul, 300ul, 1ul << 30], batch.Pfns.ToArray());
         Assert.Equal([(byte)0, (byte)1, (byte)2], batch.Kinds.ToArray());
         Assert.Equal([0u, 4096u, 100u], batch.Lengths.ToArray());
-        Assert.True(batch.Payload.SequenceEqual(payload));
+        Assert.Equal(payload, batch.Payload.ToArray());
+
+        // Walked page by page as the target decodes, however the payload is split across buffers.
+        Span<byte> scratch = stackalloc byte[PageCodec.MaxEncodedLength];
+        var pages = new PagePayloadReader(batch.Payload, scratch);
+        Assert.True(pages.Next(0).IsEmpty);
+        Assert.Equal(payload.AsSpan(0, 4096), pages.Next(4096));
+        Assert.Equal(payload.AsSpan(4096, 100), pages.Next(100));
     }
 
     [Fact]
@@ -39,22 +46,25 @@ public sealed class PageBatchWireTests
     {
         // field 2 varint 9, field 3 varint 0, field 4 varint 0, unknown field 9 (bytes "xy"), unknown field 10 fixed32.
         byte[] message = [0x10, 9, 0x18, 0, 0x20, 0, 0x4A, 2, (byte)'x', (byte)'y', 0x55, 1, 2, 3, 4];
-        using var batch = new ReceivedBatch();
+        var batch = new ReceivedBatch();
         Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(message), batch));
         Assert.Equal([9ul], batch.Pfns.ToArray());
         Assert.Equal(0, batch.PayloadLength);
     }
 
     [Theory]
-    [InlineData(new byte[] { 0x12, 5, 1, 2 }, ProtocolErrorKind.BadLength, "packed field 2")] // packed length beyond the end
+    // packed length beyond the end
+    [InlineData(new byte[] { 0x12, 5, 1, 2 }, ProtocolErrorKind.BadLength, "packed field 2")]
     [InlineData(new byte[] { 0x2A, 0x80 }, ProtocolErrorKind.BadLength, "payload length")]    // truncated varint length
-    [InlineData(new byte[] { 0x10, 1, 0x18, 1 }, ProtocolErrorKind.Inconsistent, "1 page numbers, 1 encodings and 0 lengths")]
-    [InlineData(new byte[] { 0x0B }, ProtocolErrorKind.UnsupportedWireType, "wire type 3")]  // groups are not protobuf 3
+    [InlineData(new byte[] { 0x10, 1, 0x18, 1 }, ProtocolErrorKind.Inconsistent,
+        "1 page numbers, 1 encodings and 0 lengths")]
+    // groups are not protobuf 3
+    [InlineData(new byte[] { 0x0B }, ProtocolErrorKind.UnsupportedWireType, "wire type 3")]
     [InlineData(new byte[] { 0x2A, 1, 0, 0x2A, 1, 0 }, ProtocolErrorKind.Duplicate, "payload appears twice")]
     [InlineData(new byte[] { 0x10 }, ProtocolErrorKind.Truncated, "truncated field 2")]
     public void MalformedMessages_HaveAKindAndADetail(byte[] message, ProtocolErrorKind kind, string expected)
     {
-        using var batch = new ReceivedBatch();
+        var batch = new ReceivedBatch();
         var error = PageBatchWire.Read(new ReadOnlySequence<byte>(message), batch);
         Assert.NotNull(error);
         Assert.Equal(kind, error.Value.Kind);
@@ -64,7 +74,7 @@ public sealed class PageBatchWireTests
     [Fact]
     public void ReusedBatch_ForgetsThePreviousMessage()
     {
-        using var batch = new ReceivedBatch();
+        var batch = new ReceivedBatch();
         Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(Encode(3, [1, 2], [0, 0], [0, 0], [])), batch));
         Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(Encode(0, [7], [0], [0], [])), batch));
         Assert.Equal(0u, batch.Round);

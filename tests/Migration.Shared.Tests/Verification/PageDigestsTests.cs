@@ -1,4 +1,3 @@
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.TestSupport;
 using Migration.Shared.Verification;
@@ -48,7 +47,8 @@ public sealed class PageDigestsTests
         var known = new byte[guest.Ram.PageCount];
         digests[pfn] = PageDigests.Hash(guest.Ram.Page(pfn), pfn) ^ 1;
         known[pfn] = 1;
-        var (mismatched, first) = PageDigests.Compare(source, PageDigests.Compute(guest.Ram, free, digests, known), free);
+        var (mismatched, first) = PageDigests.Compare(source, PageDigests.Compute(guest.Ram, free, digests, known),
+            free);
         Assert.Equal(1, mismatched);
         Assert.Equal([pfn], first);
     }

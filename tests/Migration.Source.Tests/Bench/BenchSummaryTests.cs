@@ -6,24 +6,24 @@ namespace Migration.Source.Tests.Bench;
 /// <summary>The benchmark's arithmetic (medians, ratios, goals) and its tables, without running migrations.</summary>
 public sealed class BenchSummaryTests
 {
-    private static BenchRun Run(string scenario, string link, bool hints, int repeat, double totalMs, double downtimeMs, long bytes,
-        MigrationStatus status = MigrationStatus.Completed) => new()
-    {
-        Scenario = scenario,
-        Link = link,
-        Hints = hints,
-        Repeat = repeat,
-        Source = new MigrationReport
+    private static BenchRun Run(string scenario, string link, bool hints, int repeat, double totalMs, double downtimeMs,
+        long bytes, MigrationStatus status = MigrationStatus.Completed) => new()
         {
-            Status = status,
-            Verified = status == MigrationStatus.Completed,
-            Guest = { RamBytes = 1L << 30 },
-            Timing = { TotalMs = totalMs, DowntimeMs = downtimeMs },
-            Transfer = { BytesOnWire = bytes },
-            Process = new ProcessStats { CpuSeconds = 2, MigrationCpuSeconds = 1, PeakRssBytes = 300L << 20 },
-        },
-        TargetProcess = new ProcessStats { CpuSeconds = 2, MigrationCpuSeconds = 0.5, PeakRssBytes = 1100L << 20 },
-    };
+            Scenario = scenario,
+            Link = link,
+            Hints = hints,
+            Repeat = repeat,
+            Source = new MigrationReport
+            {
+                Status = status,
+                Verified = status == MigrationStatus.Completed,
+                Guest = { RamBytes = 1L << 30 },
+                Timing = { TotalMs = totalMs, DowntimeMs = downtimeMs },
+                Transfer = { BytesOnWire = bytes },
+                Process = new ProcessStats { CpuSeconds = 2, MigrationCpuSeconds = 1, PeakRssBytes = 300L << 20 },
+            },
+            TargetProcess = new ProcessStats { CpuSeconds = 2, MigrationCpuSeconds = 0.5, PeakRssBytes = 1100L << 20 },
+        };
 
     [Fact]
     public void Medians_AndRatios_CountOnlyVerifiedRuns_AndGoalsAreJudged()
@@ -41,7 +41,8 @@ public sealed class BenchSummaryTests
                 Run(idle, link.Name, hints: true, 2, 500, 120, 400),
                 Run(idle, link.Name, hints: false, 3, 1100, 350, 4000),
                 Run(idle, link.Name, hints: true, 3, 400, 120, 400),
-                Run(idle, link.Name, hints: true, 4, 99_999, 9_999, 1, status: MigrationStatus.Failed), // must not move any median
+                // must not move any median
+                Run(idle, link.Name, hints: true, 4, 99_999, 9_999, 1, status: MigrationStatus.Failed),
             ]);
         }
 
@@ -60,7 +61,8 @@ public sealed class BenchSummaryTests
         var worst = summary.Figures.Single(f => f.Name == $"{idle} uncapped: worst downtime of any run");
         Assert.False(worst.Met); // one unhinted run took 350 ms
         Assert.True(summary.Figures.Single(f => f.Name.StartsWith("peak RSS, target", StringComparison.Ordinal)).Met);
-        Assert.DoesNotContain(summary.Figures, f => f.Name.StartsWith("raw page stream", StringComparison.Ordinal)); // not run
+        // not run
+        Assert.DoesNotContain(summary.Figures, f => f.Name.StartsWith("raw page stream", StringComparison.Ordinal));
 
         results.Summary = summary;
         string md = BenchMarkdown.Write(results, summary, [scenarios[0]]);

@@ -8,7 +8,9 @@ using Migration.Source.Precopy;
 
 namespace Migration.Source.Tests.Cli;
 
-/// <summary>The command line's contract: typed values, names for choices, defaults read from the option records.</summary>
+/// <summary>
+/// The command line's contract: typed values, names for choices, defaults read from the option records.
+/// </summary>
 public sealed class MigrateCommandTests
 {
     private static ParseResult Parse(params string[] args)

@@ -5,17 +5,23 @@ namespace Migration.Source.Tests.Precopy;
 /// <summary>The rule users tune most, pinned: when precopy stops and copies, goes on, or gives up.</summary>
 public sealed class ConvergencePolicyTests
 {
-    private static readonly ConvergencePolicy Policy = new(TimeSpan.FromMilliseconds(300), maxRounds: 30, TimeSpan.FromMinutes(5));
+    private static readonly ConvergencePolicy Policy =
+        new(TimeSpan.FromMilliseconds(300), maxRounds: 30, TimeSpan.FromMinutes(5));
 
-    /// <summary>A round that leaves <paramref name="remaining"/> pages at 10 000 data pages/s (1 page = 0.1 ms).</summary>
-    private static RoundOutcome Round(int round, long remaining, long previous, double dataRate = 10_000, TimeSpan? elapsed = null) =>
-        new(round, remaining, previous, dataRate, DirtyPagesPerSecond: 500, BytesPerSecond: 40e6, elapsed ?? TimeSpan.FromSeconds(1));
+    /// <summary>
+    /// A round that leaves <paramref name="remaining"/> pages at 10 000 data pages/s (1 page = 0.1 ms).
+    /// </summary>
+    private static RoundOutcome Round(int round, long remaining, long previous, double dataRate = 10_000,
+        TimeSpan? elapsed = null) =>
+        new(round, remaining, previous, dataRate, DirtyPagesPerSecond: 500, BytesPerSecond: 40e6,
+            elapsed ?? TimeSpan.FromSeconds(1));
 
     [Fact]
     public void ExpectedDowntime_IsRemainingPagesAtTheDataPageRate()
     {
         Assert.Equal(250, Round(3, remaining: 2500, previous: 2500).ExpectedDowntimeMs, 6);
-        Assert.Equal(2_500_000, Round(3, remaining: 2500, previous: 2500, dataRate: 0).ExpectedDowntimeMs, 6); // at least 1 page/s
+        // at least 1 page/s
+        Assert.Equal(2_500_000, Round(3, remaining: 2500, previous: 2500, dataRate: 0).ExpectedDowntimeMs, 6);
     }
 
     [Fact]
@@ -76,7 +82,11 @@ public sealed class ConvergencePolicyTests
     [Fact]
     public void TheOptionsRecord_SetsTheLimits()
     {
-        var policy = new ConvergencePolicy(MigrationOptions.Defaults with { DowntimeLimit = TimeSpan.FromMilliseconds(50), MaxRounds = 3 });
+        var policy = new ConvergencePolicy(MigrationOptions.Defaults with
+        {
+            DowntimeLimit = TimeSpan.FromMilliseconds(50),
+            MaxRounds = 3,
+        });
         Assert.IsType<ConvergenceDecision.ContinueRounds>(policy.Decide(Round(0, remaining: 1000, previous: 1000)));
         Assert.IsType<ConvergenceDecision.NotConverging>(policy.Decide(Round(2, remaining: 1000, previous: 1000)));
     }

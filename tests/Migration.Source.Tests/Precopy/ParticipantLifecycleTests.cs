@@ -11,7 +11,8 @@ namespace Migration.Source.Tests.Precopy;
 /// <summary>
 /// What the engine promises every precopy participant (H1, H2, H6), checked on a real guest and the real engine with
 /// a target in the test process: logging is on before Setup; every sync, the setup sync and the final one included,
-/// is wrapped in BeforeSync/AfterSync; Complete follows the last pages; Cleanup comes exactly once, whatever the outcome.
+/// is wrapped in BeforeSync/AfterSync; Complete follows the last pages; Cleanup comes exactly once, whatever the
+/// outcome.
 /// </summary>
 public sealed class ParticipantLifecycleTests
 {
@@ -47,8 +48,16 @@ public sealed class ParticipantLifecycleTests
                 return transport;
             },
         };
-        var options = MigrationOptions.Defaults with { Target = new Uri("http://in-process"), Hints = hints, Channels = 2 };
-        var report = new PrecopyEngine(vm, options, seams).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(60)).GetAwaiter().GetResult();
+        var options = MigrationOptions.Defaults with
+        {
+            Target = new Uri("http://in-process"),
+            Hints = hints,
+            Channels = 2,
+        };
+        var report = new PrecopyEngine(vm, options, seams).MigrateAsync()
+            .WaitAsync(TimeSpan.FromSeconds(60))
+            .GetAwaiter()
+            .GetResult();
         return (report, recorder!, transport!);
     }
 
@@ -61,7 +70,8 @@ public sealed class ParticipantLifecycleTests
         Assert.True(report.Status == MigrationStatus.Completed, report.Error);
         var calls = recorder.Calls;
         Assert.Equal("setup (logging on)", calls[0]);
-        int syncs = report.Rounds.Count + 1; // the setup sync, one per precopy round; the final round's sync is the last
+        // the setup sync, one per precopy round; the final round's sync is the last
+        int syncs = report.Rounds.Count + 1;
         var wrapped = calls.Skip(1).Take(2 * syncs).ToList();
         for (int i = 0; i < syncs; i++)
         {

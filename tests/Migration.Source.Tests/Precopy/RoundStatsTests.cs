@@ -28,7 +28,8 @@ public sealed class RoundStatsTests
     [Fact]
     public void ARoundOfZeroPagesOnly_KeepsTheDataRate()
     {
-        // Zero pages cost an index each; the pages left at the end are written ones, so they must not speed the estimate.
+        // Zero pages cost an index each; the pages left at the end are written ones, so they must not speed the
+        // estimate.
         var stats = new RoundStats(0, 0);
         stats.RecordRound(pagesSent: 1000, bytes: 4_096_000, dataPages: 1000, seconds: 1);
         stats.RecordRound(pagesSent: 100_000, bytes: 800_000, dataPages: 0, seconds: 0.1);

@@ -1,7 +1,6 @@
 using Grpc.Core;
 using Migration.Protocol;
 using Migration.Shared.Protocol;
-using Migration.Target.Receiving;
 
 namespace Migration.Target.Tests.Receiving;
 
@@ -114,13 +113,16 @@ public sealed class IncomingMigrationsTests
     public void PagesOfAMigrationThatIsNotReceiving_AreRefused()
     {
         using var target = Targets.New(new ScriptedSwitchover());
-        Assert.Equal(StatusCode.FailedPrecondition, Assert.Throws<RpcException>(() => target.RequireReceiving("a")).StatusCode);
+        Assert.Equal(StatusCode.FailedPrecondition,
+            Assert.Throws<RpcException>(() => target.RequireReceiving("a")).StatusCode);
         target.Begin(Targets.Begin("a"));
-        Assert.Equal(StatusCode.FailedPrecondition, Assert.Throws<RpcException>(() => target.RequireReceiving("b")).StatusCode);
+        Assert.Equal(StatusCode.FailedPrecondition,
+            Assert.Throws<RpcException>(() => target.RequireReceiving("b")).StatusCode);
         var migration = target.RequireReceiving("a");
         Assert.True(target.Fail(migration, "bad batch"));
         Assert.False(target.Fail(migration, "twice")); // a second failure of the same migration changes nothing
-        Assert.Equal(StatusCode.FailedPrecondition, Assert.Throws<RpcException>(() => target.RequireReceiving("a")).StatusCode);
+        Assert.Equal(StatusCode.FailedPrecondition,
+            Assert.Throws<RpcException>(() => target.RequireReceiving("a")).StatusCode);
     }
 
     [Fact]

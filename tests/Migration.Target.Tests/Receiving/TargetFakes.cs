@@ -48,8 +48,9 @@ internal static class Targets
     public static IncomingMigrations New(ISwitchover switchover, TargetOptions? options = null)
     {
         options ??= TargetOptions.Defaults;
-        return new IncomingMigrations(options, switchover, new TargetReportWriter(options, NullLogger<TargetReportWriter>.Instance),
-            new StillRunning(), NullLogger<IncomingMigrations>.Instance);
+        return new IncomingMigrations(options, switchover,
+            new TargetReportWriter(options, NullLogger<TargetReportWriter>.Instance), new StillRunning(),
+            NullLogger<IncomingMigrations>.Instance);
     }
 
     public static BeginRequest Begin(string id, long ramBytes = 8L << 20, int vcpus = 1)

@@ -2,7 +2,8 @@ using Migration.Shared.Concurrency;
 namespace Migration.Shared.Guest.Kernel;
 
 /// <summary>What the guest's self-check found. <see cref="Ok"/> only when there are no findings.</summary>
-public sealed record SelfCheckResult(IReadOnlyList<string> Findings, long FindingCount, long PagesChecked, long FreePagesFound, long StampedPagesChecked)
+public sealed record SelfCheckResult(IReadOnlyList<string> Findings, long FindingCount, long PagesChecked,
+    long FreePagesFound, long StampedPagesChecked)
 {
     /// <summary>Findings kept in full; the rest are only counted, so a wrecked guest cannot flood a report.</summary>
     public const int MaxFindingsKept = 100;
@@ -124,8 +125,10 @@ public sealed partial class GuestKernel
                         if (!stamp.Matches(p, d.Generation))
                         {
                             Report(stamp.Magic != PageStamp.ExpectedMagic
-                                ? $"page {p}: stamp missing (magic 0x{stamp.Magic:x8}) in a stamped block allocated at generation {d.Generation}."
-                                : $"page {p}: holds page {stamp.Pfn} generation {stamp.Generation}, expected generation {d.Generation} of itself.");
+                                ? $"page {p}: stamp missing (magic 0x{stamp.Magic:x8}) " +
+                                    $"in a stamped block allocated at generation {d.Generation}."
+                                : $"page {p}: holds page {stamp.Pfn} generation {stamp.Generation}, " +
+                                    $"expected generation {d.Generation} of itself.");
                         }
                     }
                 }
@@ -165,7 +168,8 @@ public sealed partial class GuestKernel
 
                     if (d.Prev != prev)
                     {
-                        Report($"page {node}: free list {order} back link is {FormatLink(d.Prev)}, expected {FormatLink(prev)}.");
+                        Report($"page {node}: free list {order} back link is {FormatLink(d.Prev)}, " +
+                            $"expected {FormatLink(prev)}.");
                     }
                     prev = node;
                     node = d.Next;
@@ -179,7 +183,8 @@ public sealed partial class GuestKernel
 
                 if (count != _freeBlocksSeen[order])
                 {
-                    Report($"free list {order}: {count} blocks linked, descriptors mark {_freeBlocksSeen[order]} free blocks of that order.");
+                    Report($"free list {order}: {count} blocks linked, " +
+                        $"descriptors mark {_freeBlocksSeen[order]} free blocks of that order.");
                 }
             }
         }
@@ -192,7 +197,8 @@ public sealed partial class GuestKernel
                 int at = page.IndexOfAnyExcept(value);
                 if (at >= 0)
                 {
-                    Report($"page {p}: free but not poisoned (offset {at} holds 0x{page[at]:x2}, poison is 0x{value:x2}).");
+                    Report($"page {p}: free but not poisoned " +
+                        $"(offset {at} holds 0x{page[at]:x2}, poison is 0x{value:x2}).");
                 }
             }
         }
@@ -215,7 +221,8 @@ public sealed partial class GuestKernel
             return false;
         }
 
-        private static string FormatLink(uint link) => link == PageDescriptor.NoPage ? "none" : link.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        private static string FormatLink(uint link) =>
+            link == PageDescriptor.NoPage ? "none" : link.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
         private void Report(string finding)
         {

@@ -1,12 +1,13 @@
 using Migration.Shared.Concurrency;
-using Migration.Shared.Internal;
 
 namespace Migration.Shared.Guest.Kernel;
 
 /// <summary>Boot parameters of the guest kernel.</summary>
 public sealed record KernelBootOptions
 {
-    /// <summary>Byte written over freed pages and checked on allocation (Linux <c>page_poison</c>); null turns it off.</summary>
+    /// <summary>
+    /// Byte written over freed pages and checked on allocation (Linux <c>page_poison</c>); null turns it off.
+    /// </summary>
     public byte? PoisonValue { get; init; }
 
     /// <summary>First page of a range kept from the allocator (0 pages = none).</summary>
@@ -51,7 +52,9 @@ public sealed partial class GuestKernel
     private const int HFreeHeads = 128;   // u32 x 11
     private const int HFreeBlocks = 192;  // u64 x 11
 
-    /// <summary>Bytes of the header page from here on are free for other kernel subsystems (the balloon driver).</summary>
+    /// <summary>
+    /// Bytes of the header page from here on are free for other kernel subsystems (the balloon driver).
+    /// </summary>
     public const int HeaderSubsystemOffset = 512;
 
     private readonly GuestMemory _memory;
@@ -122,7 +125,8 @@ public sealed partial class GuestKernel
         ulong magic = memory.ReadUInt64(HMagic);
         if (magic != Magic)
         {
-            throw new GuestKernelException($"page 0: no guest kernel header (magic 0x{magic:x16}, expected 0x{Magic:x16}).", 0);
+            throw new GuestKernelException(
+                $"page 0: no guest kernel header (magic 0x{magic:x16}, expected 0x{Magic:x16}).", 0);
         }
 
         long pageCount = (long)memory.ReadUInt64(HPageCount);
@@ -131,10 +135,13 @@ public sealed partial class GuestKernel
             throw new GuestKernelException($"page 0: header says {pageCount} pages, RAM has {memory.PageCount}.", 0);
         }
 
-        var layout = KernelLayout.Compute(pageCount, (long)memory.ReadUInt64(HReservedFirst), (long)memory.ReadUInt64(HReservedPages));
-        if (layout.DescriptorFirstPfn != (long)memory.ReadUInt64(HDescriptorFirst) || layout.DescriptorPages != (long)memory.ReadUInt64(HDescriptorPages))
+        var layout = KernelLayout.Compute(pageCount, (long)memory.ReadUInt64(HReservedFirst),
+            (long)memory.ReadUInt64(HReservedPages));
+        if (layout.DescriptorFirstPfn != (long)memory.ReadUInt64(HDescriptorFirst)
+            || layout.DescriptorPages != (long)memory.ReadUInt64(HDescriptorPages))
         {
-            throw new GuestKernelException("page 0: descriptor array location in the header does not match the layout.", 0);
+            throw new GuestKernelException(
+                "page 0: descriptor array location in the header does not match the layout.", 0);
         }
 
         return new GuestKernel(memory, layout);
@@ -194,8 +201,8 @@ public sealed partial class GuestKernel
 
             generation = _memory.ReadUInt32(HGeneration) + 1;
             _memory.WriteUInt32(HGeneration, generation);
-            WriteDescriptor(pfn, PageState.AllocatedHead, (byte)order, stamp ? PageFlags.Stamped : PageFlags.None, owner,
-                PageDescriptor.NoPage, PageDescriptor.NoPage, generation);
+            WriteDescriptor(pfn, PageState.AllocatedHead, (byte)order, stamp ? PageFlags.Stamped : PageFlags.None,
+                owner, PageDescriptor.NoPage, PageDescriptor.NoPage, generation);
             AddToHeader64(HFreePages, -(1L << order));
             AddToHeader64(HAllocations, 1);
 
@@ -222,7 +229,8 @@ public sealed partial class GuestKernel
         long pfn = TryAllocate(order, owner, stamp);
         if (pfn < 0)
         {
-            throw new GuestOutOfMemoryException($"No free block of order {order} ({FreePages} pages free in smaller blocks).");
+            throw new GuestOutOfMemoryException(
+                $"No free block of order {order} ({FreePages} pages free in smaller blocks).");
         }
 
         return pfn;
@@ -249,17 +257,20 @@ public sealed partial class GuestKernel
             var d = ReadDescriptor(pfn);
             if (d.State == PageState.FreeHead)
             {
-                throw new GuestKernelException($"page {pfn}: double free (block of order {d.Order} is already free).", pfn);
+                throw new GuestKernelException(
+                    $"page {pfn}: double free (block of order {d.Order} is already free).", pfn);
             }
 
             if (d.State != PageState.AllocatedHead)
             {
-                throw new GuestKernelException($"page {pfn}: free of a page that is not an allocated block head (state {d.State}).", pfn);
+                throw new GuestKernelException(
+                    $"page {pfn}: free of a page that is not an allocated block head (state {d.State}).", pfn);
             }
 
             if (d.Order != order)
             {
-                throw new GuestKernelException($"page {pfn}: freed as order {order}, allocated as order {d.Order}.", pfn);
+                throw new GuestKernelException(
+                    $"page {pfn}: freed as order {order}, allocated as order {d.Order}.", pfn);
             }
 
             if (PoisonEnabled && initialise)
@@ -280,8 +291,8 @@ public sealed partial class GuestKernel
         long a = Layout.DescriptorAddress(pfn);
         ulong lo = _memory.ReadUInt64(a);
         ulong hi = _memory.ReadUInt64(a + 8);
-        return new PageDescriptor((PageState)(byte)lo, (byte)(lo >> 8), (PageFlags)(byte)(lo >> 16), (PageOwner)(byte)(lo >> 24),
-            (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
+        return new PageDescriptor((PageState)(byte)lo, (byte)(lo >> 8), (PageFlags)(byte)(lo >> 16),
+            (PageOwner)(byte)(lo >> 24), (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
     }
 
     /// <summary>
@@ -296,7 +307,8 @@ public sealed partial class GuestKernel
         {
             // Blocks the balloon driver holds are free memory lent to the device: their content does not matter
             // (the driver initialises them when it gives them back), so migration neither sends nor checks them.
-            bool free = d.State == PageState.FreeHead || (d.State == PageState.AllocatedHead && d.Owner == PageOwner.Balloon);
+            bool free = d.State == PageState.FreeHead
+                || (d.State == PageState.AllocatedHead && d.Owner == PageOwner.Balloon);
             if (free && pfn + size <= Layout.PageCount)
             {
                 for (long p = pfn; p < pfn + size; p++)
@@ -335,7 +347,9 @@ public sealed partial class GuestKernel
             while (pfn < Layout.PageCount)
             {
                 var d = ReadDescriptor(pfn);
-                long size = d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder ? 1L << d.Order : 1;
+                long size = d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder
+                    ? 1L << d.Order
+                    : 1;
                 visit(pfn, d, size);
                 pfn += Math.Min(size, Layout.PageCount - pfn);
             }
@@ -363,15 +377,18 @@ public sealed partial class GuestKernel
             _memory.WriteUInt32(HFreeHeads + (k * 4), PageDescriptor.NoPage);
         }
 
-        WriteDescriptor(KernelLayout.HeaderPfn, PageState.Kernel, 0, PageFlags.None, PageOwner.KernelData, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+        WriteDescriptor(KernelLayout.HeaderPfn, PageState.Kernel, 0, PageFlags.None, PageOwner.KernelData,
+            PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
         for (long p = Layout.DescriptorFirstPfn; p < Layout.DescriptorFirstPfn + Layout.DescriptorPages; p++)
         {
-            WriteDescriptor(p, PageState.Kernel, 0, PageFlags.None, PageOwner.KernelData, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+            WriteDescriptor(p, PageState.Kernel, 0, PageFlags.None, PageOwner.KernelData,
+                PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
         }
 
         for (long p = Layout.ReservedFirstPfn; p < Layout.ReservedFirstPfn + Layout.ReservedPages; p++)
         {
-            WriteDescriptor(p, PageState.Reserved, 0, PageFlags.None, PageOwner.None, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+            WriteDescriptor(p, PageState.Reserved, 0, PageFlags.None, PageOwner.None,
+                PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
         }
 
         // Written last: a half-formatted header never carries the magic.
@@ -432,7 +449,8 @@ public sealed partial class GuestKernel
             long merged = Math.Min(pfn, buddy);
             long absorbed = Math.Max(pfn, buddy);
             // The upper half's head becomes a tail of the merged block: keeps "every non-head page is Tail" true.
-            WriteDescriptor(absorbed, PageState.Tail, 0, PageFlags.None, PageOwner.None, PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
+            WriteDescriptor(absorbed, PageState.Tail, 0, PageFlags.None, PageOwner.None,
+                PageDescriptor.NoPage, PageDescriptor.NoPage, 0);
             pfn = merged;
             order++;
         }
@@ -446,7 +464,8 @@ public sealed partial class GuestKernel
     {
         uint head = FreeHead(order);
         uint generation = ReadDescriptor(pfn).Generation;
-        WriteDescriptor(pfn, PageState.FreeHead, (byte)order, PageFlags.None, PageOwner.None, head, PageDescriptor.NoPage, generation);
+        WriteDescriptor(pfn, PageState.FreeHead, (byte)order, PageFlags.None, PageOwner.None,
+            head, PageDescriptor.NoPage, generation);
         if (head != PageDescriptor.NoPage)
         {
             _memory.WriteUInt32(Layout.DescriptorAddress(head) + PageDescriptor.PrevOffset, (uint)pfn);
@@ -461,7 +480,9 @@ public sealed partial class GuestKernel
         var d = ReadDescriptor(pfn);
         if (d.State != PageState.FreeHead || d.Order != order)
         {
-            throw new GuestKernelException($"page {pfn}: free list of order {order} links a page whose descriptor says {d.State} order {d.Order}.", pfn);
+            throw new GuestKernelException(
+                $"page {pfn}: free list of order {order} links a page " +
+                $"whose descriptor says {d.State} order {d.Order}.", pfn);
         }
 
         if (d.Prev == PageDescriptor.NoPage)
@@ -481,10 +502,12 @@ public sealed partial class GuestKernel
         AddToHeader64(HFreeBlocks + (order * 8), -1);
     }
 
-    private void WriteDescriptor(long pfn, PageState state, byte order, PageFlags flags, PageOwner owner, uint next, uint prev, uint generation)
+    private void WriteDescriptor(long pfn, PageState state, byte order, PageFlags flags, PageOwner owner,
+        uint next, uint prev, uint generation)
     {
         long a = Layout.DescriptorAddress(pfn);
-        ulong lo = (byte)state | ((ulong)order << 8) | ((ulong)(byte)flags << 16) | ((ulong)(byte)owner << 24) | ((ulong)next << 32);
+        ulong lo = (byte)state | ((ulong)order << 8) | ((ulong)(byte)flags << 16) | ((ulong)(byte)owner << 24)
+            | ((ulong)next << 32);
         ulong hi = prev | ((ulong)generation << 32);
         _memory.WriteUInt64(a, lo);
         _memory.WriteUInt64(a + 8, hi);

@@ -42,7 +42,9 @@ public sealed class GuestOutOfMemoryException : Exception
     }
 }
 
-/// <summary>An allocation found a byte in a free page that is not the poison value: something wrote freed memory.</summary>
+/// <summary>
+/// An allocation found a byte in a free page that is not the poison value: something wrote freed memory.
+/// </summary>
 public readonly record struct PoisonViolation(long Pfn, int Offset, byte Expected, byte Found)
 {
     public override string ToString() =>

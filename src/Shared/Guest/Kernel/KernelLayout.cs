@@ -9,7 +9,8 @@ namespace Migration.Shared.Guest.Kernel;
 /// it moves above the range. That keeps the reservation at its fixed guest-physical address (1 MiB for <c>ab</c>,
 /// as QEMU's migration test expects) on any RAM size.
 /// </remarks>
-public sealed record KernelLayout(long PageCount, long DescriptorFirstPfn, long DescriptorPages, long ReservedFirstPfn, long ReservedPages)
+public sealed record KernelLayout(long PageCount, long DescriptorFirstPfn, long DescriptorPages,
+    long ReservedFirstPfn, long ReservedPages)
 {
     public const long HeaderPfn = 0;
 
@@ -33,26 +34,36 @@ public sealed record KernelLayout(long PageCount, long DescriptorFirstPfn, long 
         if (end + (1 << GuestKernel.MaxOrder) > pageCount)
         {
             throw new ArgumentException(
-                $"A {pageCount}-page guest cannot hold the kernel ({descriptorPages} descriptor pages) and a {reservedPages}-page " +
-                "reservation with room left to allocate; give it more RAM or reserve less.");
+                $"A {pageCount}-page guest cannot hold the kernel ({descriptorPages} descriptor pages) " +
+                $"and a {reservedPages}-page reservation with room left to allocate; " +
+                "give it more RAM or reserve less.");
         }
 
         return new KernelLayout(pageCount, first, descriptorPages, reservedFirstPfn, reservedPages);
     }
 
-    public bool IsKernelPage(long pfn) => pfn == HeaderPfn || (pfn >= DescriptorFirstPfn && pfn < DescriptorFirstPfn + DescriptorPages);
+    public bool IsKernelPage(long pfn) =>
+        pfn == HeaderPfn || (pfn >= DescriptorFirstPfn && pfn < DescriptorFirstPfn + DescriptorPages);
 
-    public bool IsReservedPage(long pfn) => ReservedPages > 0 && pfn >= ReservedFirstPfn && pfn < ReservedFirstPfn + ReservedPages;
+    public bool IsReservedPage(long pfn) =>
+        ReservedPages > 0 && pfn >= ReservedFirstPfn && pfn < ReservedFirstPfn + ReservedPages;
 
     public bool IsManagedPage(long pfn) => pfn >= 0 && pfn < PageCount && !IsKernelPage(pfn) && !IsReservedPage(pfn);
 
     /// <summary>Guest-physical address of page <paramref name="pfn"/>'s descriptor.</summary>
-    public long DescriptorAddress(long pfn) => (DescriptorFirstPfn << PageGeometry.PageShift) + (pfn * PageDescriptor.Size);
+    public long DescriptorAddress(long pfn) =>
+        (DescriptorFirstPfn << PageGeometry.PageShift) + (pfn * PageDescriptor.Size);
 
-    /// <summary>The managed extents in ascending order: what is left after the header, descriptors and reservation.</summary>
+    /// <summary>
+    /// The managed extents in ascending order: what is left after the header, descriptors and reservation.
+    /// </summary>
     public IEnumerable<(long First, long Count)> ManagedExtents()
     {
-        var taken = new List<(long First, long End)> { (HeaderPfn, HeaderPfn + 1), (DescriptorFirstPfn, DescriptorFirstPfn + DescriptorPages) };
+        var taken = new List<(long First, long End)>
+        {
+            (HeaderPfn, HeaderPfn + 1),
+            (DescriptorFirstPfn, DescriptorFirstPfn + DescriptorPages),
+        };
         if (ReservedPages > 0)
         {
             taken.Add((ReservedFirstPfn, ReservedFirstPfn + ReservedPages));

@@ -35,6 +35,8 @@ public enum PageOwner : byte
 
 /// <summary>Descriptor flag bits.</summary>
 [Flags]
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1711",
+    Justification = "The descriptor's flags byte, named as Linux's page flags are.")]
 public enum PageFlags : byte
 {
     None = 0,
@@ -52,7 +54,8 @@ public enum PageFlags : byte
 /// 4 next free pfn (u32) 8 prev free pfn (u32)           12 generation (u32)
 /// </code>
 /// </remarks>
-public readonly record struct PageDescriptor(PageState State, byte Order, PageFlags Flags, PageOwner Owner, uint Next, uint Prev, uint Generation)
+public readonly record struct PageDescriptor(PageState State, byte Order, PageFlags Flags, PageOwner Owner,
+    uint Next, uint Prev, uint Generation)
 {
     public const int Size = 16;
     public const int DescriptorsPerPage = PageGeometry.PageSize / Size;

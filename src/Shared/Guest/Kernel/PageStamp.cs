@@ -36,5 +36,6 @@ public readonly record struct PageStamp(uint Magic, uint Generation, ulong Pfn)
         return new PageStamp(memory.ReadUInt32(gpa), memory.ReadUInt32(gpa + 4), memory.ReadUInt64(gpa + 8));
     }
 
-    public bool Matches(long pfn, uint generation) => Magic == ExpectedMagic && Pfn == (ulong)pfn && Generation == generation;
+    public bool Matches(long pfn, uint generation) =>
+        Magic == ExpectedMagic && Pfn == (ulong)pfn && Generation == generation;
 }

@@ -46,7 +46,9 @@ public sealed class TaskTable
         return order;
     }
 
-    /// <summary>Allocates and formats a table able to hold at least <paramref name="entries"/> (capped by order 10).</summary>
+    /// <summary>
+    /// Allocates and formats a table able to hold at least <paramref name="entries"/> (capped by order 10).
+    /// </summary>
     public static TaskTable Create(GuestKernel kernel, long entries)
     {
         ArgumentNullException.ThrowIfNull(kernel);
@@ -67,7 +69,8 @@ public sealed class TaskTable
         var d = kernel.ReadDescriptor(pfn);
         if (d.State != PageState.AllocatedHead || d.Owner != PageOwner.TaskTable)
         {
-            throw new GuestKernelException($"page {pfn}: expected a task table block, descriptor says {d.State} owned by {d.Owner}.", pfn);
+            throw new GuestKernelException(
+                $"page {pfn}: expected a task table block, descriptor says {d.State} owned by {d.Owner}.", pfn);
         }
 
         uint magic = kernel.Memory.ReadUInt32(pfn << PageGeometry.PageShift);
@@ -123,7 +126,8 @@ public sealed class TaskTable
     {
         if ((uint)index >= (uint)Count)
         {
-            throw new ArgumentOutOfRangeException(nameof(index), index, $"Task table at page {Pfn} has {Count} entries.");
+            throw new ArgumentOutOfRangeException(
+                nameof(index), index, $"Task table at page {Pfn} has {Count} entries.");
         }
     }
 }

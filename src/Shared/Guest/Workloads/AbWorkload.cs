@@ -24,7 +24,7 @@ public sealed class AbWorkload : Workload
             return StepResult.Idle;
         }
 
-        long gpa = (Options.AbFirstPfn + _cursor) << PageGeometry.PageShift;
+        long gpa = (WorkloadOptions.AbFirstPfn + _cursor) << PageGeometry.PageShift;
         Memory.WriteByte(gpa, unchecked((byte)(Memory.ReadByte(gpa) + 1)));
         PageWrites++;
         _cursor = (_cursor + 1) % Options.AbPages;
@@ -56,7 +56,8 @@ public sealed class AbWorkload : Workload
                 continue;
             }
 
-            return $"page {firstPfn + i}: byte 0 is {b}, expected {expected}{(dropped ? " (a drop was already seen)" : string.Empty)}.";
+            return $"page {firstPfn + i}: byte 0 is {b}, expected {expected}" +
+                $"{(dropped ? " (a drop was already seen)" : string.Empty)}.";
         }
 
         return null;

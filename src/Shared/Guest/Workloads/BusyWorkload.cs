@@ -28,7 +28,8 @@ public sealed class BusyWorkload : Workload
 
     public override bool IsWarm => _warm && _history.IsDone;
 
-    private long WorkingSetTarget => Math.Max(1, (long)(Options.BusyWorkingSetShare * Kernel.Layout.PageCount / Context.VcpuCount));
+    private long WorkingSetTarget =>
+        Math.Max(1, (long)(Options.BusyWorkingSetShare * Kernel.Layout.PageCount / Context.VcpuCount));
 
     public override StepResult Step()
     {

@@ -3,8 +3,8 @@ using Migration.Shared.Guest.Kernel;
 namespace Migration.Shared.Guest.Workloads;
 
 /// <summary>
-/// An idle guest: vCPU 0 fills the kernel's data and the page cache to about 5% of RAM, then keeps writing a few pages a
-/// second (timers, logs). The rest of RAM is free and never touched. Other vCPUs do nothing.
+/// An idle guest: vCPU 0 fills the kernel's data and the page cache to about 5% of RAM, then keeps writing a few pages
+/// a second (timers, logs). The rest of RAM is free and never touched. Other vCPUs do nothing.
 /// </summary>
 public class IdleWorkload : Workload
 {
@@ -45,7 +45,8 @@ public class IdleWorkload : Workload
         }
 
         // A rate of 0 means a guest that writes nothing (for a pacer, 0 would mean unlimited).
-        if (Vcpu != 0 || _cache is null || _cache.Count == 0 || Options.IdleDirtyPagesPerSecond <= 0 || !_pacer.TryTake())
+        if (Vcpu != 0 || _cache is null || _cache.Count == 0 || Options.IdleDirtyPagesPerSecond <= 0
+            || !_pacer.TryTake())
         {
             return StepResult.Idle;
         }

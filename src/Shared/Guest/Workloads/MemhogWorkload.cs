@@ -15,7 +15,8 @@ public sealed class MemhogWorkload : IdleWorkload
     public MemhogWorkload(WorkloadContext context, int vcpu)
         : base(context, vcpu)
     {
-        _hog = new StaleFill(Kernel, order => AllocateData(order, PageOwner.Anonymous), (long)(Options.MemhogShare * Kernel.Layout.PageCount), Options.MemhogOrder);
+        _hog = new StaleFill(Kernel, order => AllocateData(order, PageOwner.Anonymous),
+            (long)(Options.MemhogShare * Kernel.Layout.PageCount), Options.MemhogOrder);
     }
 
     public override WorkloadKind Kind => WorkloadKind.Memhog;

@@ -4,8 +4,8 @@ namespace Migration.Shared.Guest.Workloads;
 
 /// <summary>
 /// A job that filled part of RAM with data and exited: one step allocates a block (huge-page sized, smaller when huge
-/// ones run out, as the kernel falls back when THP allocation fails) and fills it, until the target is reached or RAM is
-/// full; then one step frees one block, until all are back. The freed pages keep their stale data (or the poison
+/// ones run out, as the kernel falls back when THP allocation fails) and fills it, until the target is reached or RAM
+/// is full; then one step frees one block, until all are back. The freed pages keep their stale data (or the poison
 /// pattern). Used by memhog, and by busy for the history of a build that has been running for a while.
 /// </summary>
 internal sealed class StaleFill
@@ -25,7 +25,9 @@ internal sealed class StaleFill
     private TaskTable? _blocks;
     private long _pages;
 
-    /// <param name="allocateData">Allocates a block of the given order and fills it with data; -1 when memory is short.</param>
+    /// <param name="allocateData">
+    /// Allocates a block of the given order and fills it with data; -1 when memory is short.
+    /// </param>
     public StaleFill(GuestKernel kernel, Func<int, long> allocateData, long targetPages, int order)
     {
         _kernel = kernel;

@@ -24,8 +24,8 @@ public sealed record WorkloadContext(GuestKernel Kernel, WorkloadOptions Options
 /// falls between steps, so every step leaves the guest consistent (an allocation and its stamps are one step).
 /// </summary>
 /// <remarks>
-/// All the workload's bulk state is in guest RAM (its <see cref="TaskTable"/>); <see cref="SaveState"/> returns the few
-/// words that travel as vCPU state.
+/// All the workload's bulk state is in guest RAM (its <see cref="TaskTable"/>); <see cref="SaveState()"/> returns the
+/// few words that travel as vCPU state.
 /// </remarks>
 public abstract class Workload
 {
@@ -57,7 +57,10 @@ public abstract class Workload
 
     protected WorkloadOptions Options => Context.Options;
 
-    protected GuestRandom Random;
+    private GuestRandom _random;
+
+    /// <summary>The vCPU's random stream, advanced in place (a mutable struct, so handed out by reference).</summary>
+    protected ref GuestRandom Random => ref _random;
 
     /// <summary>Runs one small step.</summary>
     public abstract StepResult Step();
@@ -76,7 +79,9 @@ public abstract class Workload
         };
     }
 
-    /// <summary>Rebuilds a vCPU's workload from the state <see cref="SaveState"/> produced (the target's resume).</summary>
+    /// <summary>
+    /// Rebuilds a vCPU's workload from the state <see cref="SaveState()"/> produced (the target's resume).
+    /// </summary>
     public static Workload Restore(WorkloadContext context, int vcpu, ReadOnlySpan<byte> state)
     {
         var workload = Create(context, vcpu);
@@ -89,7 +94,8 @@ public abstract class Workload
         var kind = (WorkloadKind)reader.ReadByte();
         if (kind != context.Options.Kind)
         {
-            throw new InvalidDataException($"vCPU {vcpu}: state is for workload {kind}, the guest runs {context.Options.Kind}.");
+            throw new InvalidDataException(
+                $"vCPU {vcpu}: state is for workload {kind}, the guest runs {context.Options.Kind}.");
         }
 
         workload.Random = GuestRandom.Load(reader);
@@ -116,7 +122,9 @@ public abstract class Workload
 
     protected abstract void LoadState(BinaryReader reader);
 
-    /// <summary>Allocates a stamped block and fills its pages with data; returns the page or -1 when memory is short.</summary>
+    /// <summary>
+    /// Allocates a stamped block and fills its pages with data; returns the page or -1 when memory is short.
+    /// </summary>
     protected long AllocateData(int order, PageOwner owner)
     {
         long pfn = Kernel.TryAllocate(order, owner, stamp: true);
@@ -150,7 +158,10 @@ public abstract class Workload
         PageWrites++;
     }
 
-    /// <summary>A random page of a random block in <paramref name="table"/>, restricted to the first <paramref name="entries"/> entries.</summary>
+    /// <summary>
+    /// A random page of a random block in <paramref name="table"/>, restricted to the first <paramref name="entries"/>
+    /// entries.
+    /// </summary>
     protected long PickPage(TaskTable table, int entries)
     {
         var (pfn, order) = table[(int)Random.Next(entries)];

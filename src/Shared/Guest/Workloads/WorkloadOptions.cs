@@ -5,27 +5,38 @@ public enum WorkloadKind
     /// <summary>Kernel and page cache take about 5% of RAM; the rest is free and never touched.</summary>
     Idle,
 
-    /// <summary>Page cache as idle, then fill a share of RAM, free it all (stale data left in free pages), then idle.</summary>
+    /// <summary>
+    /// Page cache as idle, then fill a share of RAM, free it all (stale data left in free pages), then idle.
+    /// </summary>
     Memhog,
 
-    /// <summary>Processes allocate a working set, write it at a target dirty rate with a hot set, and exit and restart.</summary>
+    /// <summary>
+    /// Processes allocate a working set, write it at a target dirty rate with a hot set, and exit and restart.
+    /// </summary>
     Busy,
 
     /// <summary>Allocate, write and free as fast as possible, reusing just-freed blocks: the race stressor.</summary>
     Churn,
 
-    /// <summary>QEMU's migration test: increment byte 0 of every page of a reserved range at 1 MiB, in order, forever.</summary>
+    /// <summary>
+    /// QEMU's migration test: increment byte 0 of every page of a reserved range at 1 MiB, in order, forever.
+    /// </summary>
     Ab,
 }
 
-/// <summary>Workload parameters. Every run is reproducible from <see cref="Seed"/>: each vCPU's stream derives from it.</summary>
+/// <summary>
+/// Workload parameters. Every run is reproducible from <see cref="Seed"/>: each vCPU's stream derives from it.
+/// </summary>
 public sealed record WorkloadOptions
 {
     public WorkloadKind Kind { get; init; } = WorkloadKind.Idle;
 
     public ulong Seed { get; init; } = 1;
 
-    /// <summary>Share of RAM the kernel's own data and the page cache occupy (idle and memhog). About 5% as in an idle Linux guest.</summary>
+    /// <summary>
+    /// Share of RAM the kernel's own data and the page cache occupy (idle and memhog). About 5% as in an idle Linux
+    /// guest.
+    /// </summary>
     public double PageCacheShare { get; init; } = 0.05;
 
     /// <summary>Pages per second an idle guest still writes (timers, logs, page cache updates).</summary>
@@ -55,15 +66,17 @@ public sealed record WorkloadOptions
     /// </summary>
     public double BusyStaleShare { get; init; }
 
-    /// <summary>Busy: chance per step that a process exits (frees a block) and another starts (allocates one).</summary>
+    /// <summary>
+    /// Busy: chance per step that a process exits (frees a block) and another starts (allocates one).
+    /// </summary>
     public double BusyExitChance { get; init; } = 1.0 / 256;
 
     /// <summary>Churn: blocks each vCPU holds before it frees one.</summary>
     public int ChurnHeldBlocks { get; init; } = 64;
 
     /// <summary>
-    /// Churn: largest block order it allocates (0..10). Small orders keep to the small free lists; up to 10 it also takes
-    /// whole 4 MiB blocks, which is what reuses a block the balloon just gave back.
+    /// Churn: largest block order it allocates (0..10). Small orders keep to the small free lists; up to 10 it also
+    /// takes whole 4 MiB blocks, which is what reuses a block the balloon just gave back.
     /// </summary>
     public int ChurnMaxOrder { get; init; } = 2;
 
@@ -76,11 +89,13 @@ public sealed record WorkloadOptions
     /// <summary>Guest-physical start of the ab range: 1 MiB, as QEMU's migration test uses.</summary>
     public const long AbStartBytes = 1L << 20;
 
-    public long AbFirstPfn => AbStartBytes >> PageGeometry.PageShift;
+    public static long AbFirstPfn => AbStartBytes >> PageGeometry.PageShift;
 
     public long AbPages => (long)AbMib << (20 - PageGeometry.PageShift);
 
-    /// <summary>Checks the options against a guest of <paramref name="ramBytes"/>; throws with a message naming the option.</summary>
+    /// <summary>
+    /// Checks the options against a guest of <paramref name="ramBytes"/>; throws with a message naming the option.
+    /// </summary>
     public void Validate(long ramBytes)
     {
         static void Share(double v, string name)
@@ -126,7 +141,9 @@ public sealed record WorkloadOptions
 
         if (Kind == WorkloadKind.Ab && (AbMib < 1 || AbStartBytes + ((long)AbMib << 20) > ramBytes / 2))
         {
-            throw new ArgumentException($"The ab range [1 MiB, 1 MiB + {AbMib} MiB) must be at least 1 MiB and fit in half of the guest's {ramBytes >> 20} MiB.");
+            throw new ArgumentException(
+                $"The ab range [1 MiB, 1 MiB + {AbMib} MiB) must be at least 1 MiB " +
+                $"and fit in half of the guest's {ramBytes >> 20} MiB.");
         }
     }
 }

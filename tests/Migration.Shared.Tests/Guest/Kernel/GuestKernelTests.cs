@@ -96,8 +96,10 @@ public class GuestKernelTests
     {
         using var g = new TestGuest();
         long pfn = g.Kernel.Allocate(3, PageOwner.Anonymous);
-        Assert.Contains("allocated as order 3", Assert.Throws<GuestKernelException>(() => g.Kernel.Free(pfn, 2)).Message);
-        Assert.Contains("not an allocated block head", Assert.Throws<GuestKernelException>(() => g.Kernel.Free(pfn + 1, 0)).Message);
+        Assert.Contains("allocated as order 3",
+            Assert.Throws<GuestKernelException>(() => g.Kernel.Free(pfn, 2)).Message);
+        Assert.Contains("not an allocated block head",
+            Assert.Throws<GuestKernelException>(() => g.Kernel.Free(pfn + 1, 0)).Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => g.Kernel.Free(1L << 30, 0));
         Assert.Throws<ArgumentOutOfRangeException>(() => g.Kernel.Allocate(11, PageOwner.Anonymous));
     }
@@ -158,7 +160,8 @@ public class GuestKernelTests
 
         var check = g.Kernel.SelfCheck();
         Assert.False(check.Ok);
-        Assert.Contains(check.Findings, f => f.Contains($"page {pfn}: free but not poisoned (offset 100", StringComparison.Ordinal));
+        Assert.Contains(check.Findings,
+            f => f.Contains($"page {pfn}: free but not poisoned (offset 100", StringComparison.Ordinal));
 
         long again = g.Kernel.Allocate(0, PageOwner.Anonymous); // LIFO: the same page comes back
         Assert.Equal(pfn, again);
@@ -213,7 +216,8 @@ public class GuestKernelTests
         g.Ram.Page(field >> PageGeometry.PageShift)[(int)(field & 4095)] = (byte)PageState.AllocatedHead;
 
         var check = g.Kernel.SelfCheck();
-        Assert.Contains(check.Findings, f => f.StartsWith($"page {inner}: inside the order-4 block at {pfn}", StringComparison.Ordinal));
+        Assert.Contains(check.Findings,
+            f => f.StartsWith($"page {inner}: inside the order-4 block at {pfn}", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -246,7 +250,8 @@ public class GuestKernelTests
 
     [Fact]
     public void Layout_TooSmallForTheReservation_Throws() =>
-        Assert.Throws<ArgumentException>(() => KernelLayout.Compute(pageCount: 2048, reservedFirstPfn: 256, reservedPages: 1700));
+        Assert.Throws<ArgumentException>(
+            () => KernelLayout.Compute(pageCount: 2048, reservedFirstPfn: 256, reservedPages: 1700));
 
     [Fact]
     public void Allocation_DirtiesPagesThroughTheWritePath()
@@ -255,7 +260,8 @@ public class GuestKernelTests
         g.Log.Enable();
         long pfn = g.Kernel.Allocate(0, PageOwner.Anonymous, stamp: true);
         Assert.True(g.Log.IsLogged(0), "header page counters changed");
-        Assert.True(g.Log.IsLogged(g.Kernel.Layout.DescriptorAddress(pfn) >> PageGeometry.PageShift), "descriptor written");
+        Assert.True(g.Log.IsLogged(g.Kernel.Layout.DescriptorAddress(pfn) >> PageGeometry.PageShift),
+            "descriptor written");
         Assert.True(g.Log.IsLogged(pfn), "stamp written");
     }
 }

@@ -1,4 +1,3 @@
-using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
@@ -8,13 +7,14 @@ namespace Migration.Shared.Tests.Guest.Workloads;
 
 public class WorkloadTests
 {
-    private static GuestConfig Config(WorkloadKind kind, long ramMiB = 32, int vcpus = 2, byte? poison = null, ulong seed = 7) => new()
-    {
-        RamBytes = ramMiB << 20,
-        Vcpus = vcpus,
-        PoisonValue = poison,
-        Workload = new WorkloadOptions { Kind = kind, Seed = seed, AbMib = 4 },
-    };
+    private static GuestConfig Config(WorkloadKind kind, long ramMiB = 32, int vcpus = 2, byte? poison = null,
+        ulong seed = 7) => new()
+        {
+            RamBytes = ramMiB << 20,
+            Vcpus = vcpus,
+            PoisonValue = poison,
+            Workload = new WorkloadOptions { Kind = kind, Seed = seed, AbMib = 4 },
+        };
 
     /// <summary>Round-robin over the vCPUs, like a fair scheduler, for a fixed number of steps.</summary>
     private static void RunSteps(VirtualMachine vm, int steps)
@@ -100,7 +100,12 @@ public class WorkloadTests
         var clock = new ManualTimeProvider();
         var config = Config(WorkloadKind.Busy, ramMiB: 64) with
         {
-            Workload = new WorkloadOptions { Kind = WorkloadKind.Busy, BusyDirtyPagesPerSecond = 5000, BusyExitChance = 0 },
+            Workload = new WorkloadOptions
+            {
+                Kind = WorkloadKind.Busy,
+                BusyDirtyPagesPerSecond = 5000,
+                BusyExitChance = 0,
+            },
         };
         using var vm = VirtualMachine.Boot(config, clock);
         Warm(vm);
@@ -146,15 +151,15 @@ public class WorkloadTests
     {
         using var vm = VirtualMachine.Boot(Config(WorkloadKind.Ab, vcpus: 1), new ManualTimeProvider());
         var o = vm.Config.Workload;
-        Assert.Equal(256, o.AbFirstPfn);
+        Assert.Equal(256, WorkloadOptions.AbFirstPfn);
         long pages = o.AbPages;
         RunSteps(vm, (int)((pages * 2) + (pages / 3)));
 
-        Assert.Null(AbWorkload.Verify(vm.Ram, o.AbFirstPfn, pages));
-        Assert.Equal(3, vm.Ram.Page(o.AbFirstPfn)[0]);
-        Assert.Equal(3, vm.Ram.Page(o.AbFirstPfn + (pages / 3) - 1)[0]);
-        Assert.Equal(2, vm.Ram.Page(o.AbFirstPfn + (pages / 3))[0]);
-        Assert.Equal(PageState.Reserved, vm.Kernel.ReadDescriptor(o.AbFirstPfn).State);
+        Assert.Null(AbWorkload.Verify(vm.Ram, WorkloadOptions.AbFirstPfn, pages));
+        Assert.Equal(3, vm.Ram.Page(WorkloadOptions.AbFirstPfn)[0]);
+        Assert.Equal(3, vm.Ram.Page(WorkloadOptions.AbFirstPfn + (pages / 3) - 1)[0]);
+        Assert.Equal(2, vm.Ram.Page(WorkloadOptions.AbFirstPfn + (pages / 3))[0]);
+        Assert.Equal(PageState.Reserved, vm.Kernel.ReadDescriptor(WorkloadOptions.AbFirstPfn).State);
     }
 
     [Fact]
@@ -231,7 +236,8 @@ public class WorkloadTests
         source.Ram.Pages(0, (int)source.Ram.PageCount).CopyTo(copy.Pages(0, (int)copy.PageCount));
         try
         {
-            var ex = Assert.Throws<InvalidDataException>(() => VirtualMachine.Restore(Config(WorkloadKind.Busy), copy, states));
+            var ex = Assert.Throws<InvalidDataException>(
+                () => VirtualMachine.Restore(Config(WorkloadKind.Busy), copy, states));
             Assert.Contains("Churn", ex.Message);
         }
         finally
@@ -243,8 +249,11 @@ public class WorkloadTests
     [Fact]
     public void Options_RejectOutOfRangeValues()
     {
-        Assert.Contains("MemhogShare", Assert.ThrowsAny<ArgumentException>(() => new WorkloadOptions { MemhogShare = 1.5 }.Validate(64L << 20)).Message);
-        Assert.Contains("ab range", Assert.ThrowsAny<ArgumentException>(() => new WorkloadOptions { Kind = WorkloadKind.Ab, AbMib = 64 }.Validate(64L << 20)).Message);
-        Assert.Contains("vCPUs", Assert.ThrowsAny<ArgumentException>(() => new GuestConfig { Vcpus = 0 }.Validate()).Message);
+        Assert.Contains("MemhogShare", Assert.ThrowsAny<ArgumentException>(
+            () => new WorkloadOptions { MemhogShare = 1.5 }.Validate(64L << 20)).Message);
+        Assert.Contains("ab range", Assert.ThrowsAny<ArgumentException>(
+            () => new WorkloadOptions { Kind = WorkloadKind.Ab, AbMib = 64 }.Validate(64L << 20)).Message);
+        Assert.Contains("vCPUs",
+            Assert.ThrowsAny<ArgumentException>(() => new GuestConfig { Vcpus = 0 }.Validate()).Message);
     }
 }
