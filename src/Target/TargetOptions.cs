@@ -58,4 +58,25 @@ public sealed record TargetOptions
     /// flow-control window (16 MiB) or it could never arrive; 8 MiB is eight default batches of 256 pages.
     /// </summary>
     public int MaxPageMessageBytes { get; init; } = 8 << 20;
+
+    /// <summary>
+    /// A receiving migration whose source does nothing for this long (no call, no batch, no stream opened or closed)
+    /// is discarded as abandoned. Thirty seconds: far above the gap between two batches at any useful rate, short
+    /// enough that a dead source does not hold the target for long.
+    /// </summary>
+    public TimeSpan Lease { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>A shared secret every caller must present (<c>authorization: Bearer TOKEN</c>); null: none required.</summary>
+    public string? Token { get; init; }
+
+    /// <summary>The server certificate and its key (PEM) for <c>https://</c>.</summary>
+    public string? TlsCertificatePath { get; init; }
+
+    public string? TlsKeyPath { get; init; }
+
+    /// <summary>
+    /// With this CA (PEM), mutual TLS: every client must present a certificate issued by it, and a migration's later
+    /// calls must come with the certificate it began with.
+    /// </summary>
+    public string? TlsClientCaPath { get; init; }
 }

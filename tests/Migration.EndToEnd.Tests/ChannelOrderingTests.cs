@@ -30,20 +30,21 @@ public sealed class ChannelOrderingTests
         vm.Memory.FillPages(p, 1, 0x11);
 
         await using var target = await TargetProcess.StartAsync([], TimeSpan.FromSeconds(60));
-        using var control = PageChannel.CreateGrpcChannel(target.Address);
-        using var channelA = PageChannel.CreateGrpcChannel(target.Address);
-        using var channelB = PageChannel.CreateGrpcChannel(target.Address);
+        using var control = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        using var channelA = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        using var channelB = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
         var client = new Protocol.Migration.MigrationClient(control);
         string id = Guid.NewGuid().ToString("n");
-        await client.BeginAsync(new BeginRequest
+        string configJson = JsonSerializer.Serialize(vm.Config, MigrationReport.JsonOptions);
+        var begun = await client.BeginAsync(new BeginRequest
         {
             MigrationId = id,
             RamBytes = (ulong)vm.Config.RamBytes,
             PageSize = PageGeometry.PageSize,
             Vcpus = (uint)vm.Config.Vcpus,
-            GuestConfigJson = JsonSerializer.Serialize(vm.Config, MigrationReport.JsonOptions),
+            GuestConfigJson = configJson,
         });
-        var headers = new Metadata { { "migration-id", id } };
+        var headers = new Metadata { { "migration-id", id }, { "migration-key", begun.MigrationKey } };
 
         // Channel B delivers round 1 (every page, P with its current content) first...
         using (var b = new PageStream.PageStreamClient(channelB).SendPages(headers))
@@ -86,7 +87,9 @@ public sealed class ChannelOrderingTests
             FinalRound = 2,
         };
         complete.VcpuStates.AddRange(vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
-        var reply = await client.CompleteAsync(complete);
+        complete.StateDigest = MigrationStateDigest.Compute(System.Text.Encoding.UTF8.GetBytes(configJson),
+            complete.VcpuStates.Select(s => s.Memory), []);
+        var reply = await client.CompleteAsync(complete, new Metadata { { "migration-key", begun.MigrationKey } });
 
         Assert.Equal(expectVerified, reply.Verified);
         Assert.Equal(expectVerified ? 0ul : 1ul, reply.MismatchedPages);

@@ -28,7 +28,10 @@ public static class UsageErrors
             return ExitCode;
         }
 
-        return await parse.InvokeAsync().ConfigureAwait(false);
+        // Termination signals are ShutdownSignals' to handle: the commands wind down instead of being killed.
+        ShutdownSignals.Install();
+        return await parse.InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null })
+            .ConfigureAwait(false);
     }
 
     /// <summary>

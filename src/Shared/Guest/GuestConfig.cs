@@ -38,6 +38,16 @@ public sealed record GuestConfig
     public void Validate()
     {
         PageGeometry.ValidateRamBytes(RamBytes);
+        if (!Enum.IsDefined(DirtyLogMode))
+        {
+            throw new ArgumentException($"Unknown dirty-log mode {(int)DirtyLogMode}.");
+        }
+
+        if (ClearChunkPages <= 0 || (ClearChunkPages & 63) != 0)
+        {
+            throw new ArgumentException($"ClearChunkPages must be a positive multiple of 64; got {ClearChunkPages}.");
+        }
+
         if (Vcpus is < 1 or > MaxVcpus)
         {
             throw new ArgumentException($"A guest has 1..{MaxVcpus} vCPUs; got {Vcpus}.");

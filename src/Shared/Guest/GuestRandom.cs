@@ -64,7 +64,9 @@ public struct GuestRandom
         r._s1 = reader.ReadUInt64();
         r._s2 = reader.ReadUInt64();
         r._s3 = reader.ReadUInt64();
-        return r;
+        return (r._s0 | r._s1 | r._s2 | r._s3) != 0
+            ? r
+            : throw new InvalidDataException("a vCPU's random state is all zero, which xoshiro256** never reaches.");
     }
 
     private static ulong RotateLeft(ulong x, int k) => (x << k) | (x >> (64 - k));

@@ -285,9 +285,16 @@ public sealed class VirtualMachine : IDisposable
                 $"(features 0x{NegotiatedBalloonFeatures(config):x}, poison 0x{config.PoisonValue ?? 0:x})");
         }
 
-        if (!Enum.IsDefined(state.HintStatus))
+        if (state.HintStatus != HintStatus.Done)
         {
-            throw new InvalidDataException($"balloon state has an unknown hint status {(uint)state.HintStatus}");
+            throw new InvalidDataException(
+                $"balloon state has hint status {(uint)state.HintStatus}; a hint run is over (DONE) at switchover");
+        }
+
+        if (state.HintCommandId < HintCommandId.Min)
+        {
+            throw new InvalidDataException(
+                $"balloon state has command id 0x{state.HintCommandId:x}, below the id range");
         }
     }
 }

@@ -6,6 +6,12 @@ public static class WireNames
     /// <summary>The header that ties a page stream to its migration.</summary>
     public const string MigrationIdHeader = "migration-id";
 
+    /// <summary>The header that carries a migration's key (handed out by Begin) on every later call about it.</summary>
+    public const string MigrationKeyHeader = "migration-key";
+
+    /// <summary>The header of the shared token (<c>Bearer TOKEN</c>), when the target requires one.</summary>
+    public const string AuthorizationHeader = "authorization";
+
     /// <summary>Batches carry their round, and the target keeps the newest copy of each page (R11).</summary>
     public const string RoundTagsFeature = "round-tags";
 

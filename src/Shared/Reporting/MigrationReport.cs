@@ -17,7 +17,7 @@ public sealed class MigrationReport
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     };
 
-    /// <summary>completed | failed | cancelled.</summary>
+    /// <summary>completed | failed | cancelled | unknown.</summary>
     public MigrationStatus Status { get; set; } = MigrationStatus.Failed;
 
     public bool Verified { get; set; }
@@ -25,6 +25,9 @@ public sealed class MigrationReport
     public string? Error { get; set; }
 
     public string? MigrationId { get; set; }
+
+    /// <summary>How the handover was settled when the Complete reply did not arrive; null when it did.</summary>
+    public string? Handover { get; set; }
 
     public Dictionary<string, object?> Config { get; set; } = [];
 

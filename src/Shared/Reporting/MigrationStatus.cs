@@ -13,4 +13,10 @@ public enum MigrationStatus
 
     /// <summary>The user cancelled it; the source guest keeps running.</summary>
     Cancelled,
+
+    /// <summary>
+    /// The handover's outcome could not be learned (the Complete answer was lost and the target did not say in time
+    /// what it decided). The source guest stays paused: it may be running on the target. The error says what to do.
+    /// </summary>
+    Unknown,
 }

@@ -8,4 +8,18 @@ internal static class CommandLine
 
     /// <summary>Failed or cancelled; the source guest keeps running.</summary>
     public const int Failed = 1;
+
+    /// <summary>The handover's outcome is unknown; the source guest stays paused (the report says what to do).</summary>
+    public const int Unknown = 3;
+
+    public static int ExitCodeOf(Shared.Reporting.MigrationReport result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        return result switch
+        {
+            { Status: Shared.Reporting.MigrationStatus.Completed, Verified: true } => Completed,
+            { Status: Shared.Reporting.MigrationStatus.Unknown } => Unknown,
+            _ => Failed,
+        };
+    }
 }

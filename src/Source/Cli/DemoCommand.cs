@@ -26,8 +26,9 @@ internal static class DemoCommand
         return command;
     }
 
-    private static async Task<int> RunAsync(ParseResult parse, CancellationToken ct)
+    private static async Task<int> RunAsync(ParseResult parse, CancellationToken unused)
     {
+        var ct = ShutdownSignals.Token;
         var guest = new GuestConfig
         {
             RamBytes = 1L << 30,

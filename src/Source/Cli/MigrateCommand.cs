@@ -1,8 +1,8 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
-using Migration.Shared.Reporting;
 using Migration.Source.Precopy;
+using Migration.Source.Transport;
 
 namespace Migration.Source.Cli;
 
@@ -40,6 +40,27 @@ internal static class MigrateCommand
                 "(can lose writes; for demonstrations)",
         };
         var report = new Option<string?>("--report") { Description = "Write the JSON report to FILE" };
+        var completeTimeout = CliOptions.Number("--complete-timeout",
+            "Seconds to wait for the target's answer to Complete", Defaults.CompleteTimeout.TotalSeconds, 0.01, 86400);
+        var handoverWindow = CliOptions.Number("--handover-window",
+            "Seconds to keep asking the target what it decided when its Complete answer is lost",
+            Defaults.HandoverWindow.TotalSeconds, 0.01, 86400);
+        var stallTimeout = CliOptions.Number("--stall-timeout",
+            "Seconds without progress after which a connection counts as stalled", Defaults.StallTimeout.TotalSeconds,
+            0.01, 86400);
+        var tokenFile = new Option<string?>("--token-file")
+        {
+            Description = "Send this shared token (the file's content) to the target",
+        };
+        var tlsCa = new Option<string?>("--tls-ca") { Description = "CA (PEM) the target's certificate must chain to" };
+        var tlsClientCert = new Option<string?>("--tls-client-cert")
+        {
+            Description = "Client certificate (PEM) for mutual TLS",
+        };
+        var tlsClientKey = new Option<string?>("--tls-client-key")
+        {
+            Description = "The client certificate's key (PEM)",
+        };
         var logLevel = CliOptions.Choice("--log-level", "Engine log messages on stderr (phases, convergence decisions)",
             LogLevel.Warning);
 
@@ -53,7 +74,7 @@ internal static class MigrateCommand
             command.Options.Add(option);
         }
 
-        command.SetAction(async (parse, ct) =>
+        command.SetAction(async (parse, _) =>
         {
             Precopy.MigrationOptions options;
             Shared.Guest.GuestConfig config;
@@ -76,9 +97,18 @@ internal static class MigrateCommand
                     Timeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
                     Hints = parse.GetValue(hints) == OnOff.On,
                     AllowUnsafe = parse.GetValue(allowUnsafe),
+                    CompleteTimeout = TimeSpan.FromSeconds(parse.GetValue(completeTimeout)),
+                    HandoverWindow = TimeSpan.FromSeconds(parse.GetValue(handoverWindow)),
+                    StallTimeout = TimeSpan.FromSeconds(parse.GetValue(stallTimeout)),
+                    Security = Security(parse, tokenFile, tlsCa, tlsClientCert, tlsClientKey),
                 };
                 options.Validate();
                 options.ValidateFor(config);
+                if (parse.GetValue(report) is string reportPath
+                    && CliFiles.WritableProblem(reportPath, "--report") is { } problem)
+                {
+                    throw new ArgumentException(problem);
+                }
             }
             catch (ArgumentException ex)
             {
@@ -87,17 +117,43 @@ internal static class MigrateCommand
 
             using var logging = ConsoleLogging.Create(parse.GetValue(logLevel));
             var result = await MigrationRunner.RunAsync(config, options, TimeSpan.FromSeconds(parse.GetValue(warmup)),
-                Console.Out, logging, ct).ConfigureAwait(false);
+                Console.Out, logging, ShutdownSignals.Token).ConfigureAwait(false);
             MigrationRunner.PrintSummary(result, Console.Out);
             if (parse.GetValue(report) is string path)
             {
-                await File.WriteAllTextAsync(path, result.ToJson(), CancellationToken.None).ConfigureAwait(false);
+                try
+                {
+                    await File.WriteAllTextAsync(path, result.ToJson(), CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // The exit code tells where the guest runs; a lost report must not say otherwise.
+                    await Console.Error.WriteLineAsync($"warning: the report was not written to {path}: {ex.Message}")
+                        .ConfigureAwait(false);
+                }
             }
 
-            return result is { Status: MigrationStatus.Completed, Verified: true }
-                ? CommandLine.Completed
-                : CommandLine.Failed;
+            return CommandLine.ExitCodeOf(result);
         });
         return command;
+    }
+
+    private static TransportSecurity Security(ParseResult parse, Option<string?> tokenFile, Option<string?> ca,
+        Option<string?> clientCert, Option<string?> clientKey)
+    {
+        string? cert = parse.GetValue(clientCert);
+        string? key = parse.GetValue(clientKey);
+        if ((cert is null) != (key is null))
+        {
+            throw new ArgumentException("--tls-client-cert and --tls-client-key go together.");
+        }
+
+        return new TransportSecurity
+        {
+            Token = parse.GetValue(tokenFile) is string file ? CliFiles.ReadToken(file, "--token-file") : null,
+            CaPath = parse.GetValue(ca) is string caPath ? CliFiles.Readable(caPath, "--tls-ca") : null,
+            ClientCertificatePath = cert is null ? null : CliFiles.Readable(cert, "--tls-client-cert"),
+            ClientKeyPath = key is null ? null : CliFiles.Readable(key, "--tls-client-key"),
+        };
     }
 }

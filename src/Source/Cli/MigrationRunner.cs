@@ -32,11 +32,11 @@ internal static class MigrationRunner
         // Is the target there and free? Asked before booting, so a wrong URL costs a second, not a guest's boot.
         try
         {
-            var status = await GrpcMigrationTransport.ProbeAsync(options.Target, ct).ConfigureAwait(false);
+            var status = await GrpcMigrationTransport.ProbeAsync(options.Target, options.Security, ct)
+                .ConfigureAwait(false);
             if (TargetStates.TryParse(status.State, out var state) && state.IsBusy())
             {
-                return NotStarted(guest,
-                    $"the target at {options.Target} is busy with migration {status.MigrationId} ({status.State})");
+                return NotStarted(guest, $"the target at {options.Target} is busy with a migration ({status.State})");
             }
         }
         catch (RpcException ex)
@@ -69,6 +69,11 @@ internal static class MigrationRunner
         if (report.Status == MigrationStatus.Completed)
         {
             vm.Shutdown(); // the guest runs on the target now; this copy never runs again
+        }
+        else if (report.Status == MigrationStatus.Unknown)
+        {
+            output.WriteLine("source: the guest stays paused here; it never runs again from this process.");
+            vm.Shutdown();
         }
         else
         {

@@ -15,6 +15,7 @@ internal sealed partial class MigrationAttempt
         long previousRemaining = _vm.Ram.PageCount;
         for (int round = 0; ; round++)
         {
+            _round = round;
             long roundStart = _time.GetTimestamp();
             long bytesBefore = _counters.BytesOnWire;
             long dataBefore = _counters.PagesRaw + _counters.PagesLz4;
@@ -53,6 +54,7 @@ internal sealed partial class MigrationAttempt
     /// </summary>
     private async Task<long> SendRoundAsync(uint round, CancellationToken ct)
     {
+        _stall.Arm(Phase == MigrationPhase.Precopy ? $"sending round {round}" : "sending the last pages");
         long sent = 0;
         int next = 0;
         long cursor = 0;
@@ -73,6 +75,7 @@ internal sealed partial class MigrationAttempt
         }
 
         await Task.WhenAll(_channels.Select(c => c.BarrierAsync(ct))).ConfigureAwait(false);
+        _stall.Disarm();
         return sent;
     }
 }

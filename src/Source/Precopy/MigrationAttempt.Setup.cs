@@ -1,9 +1,7 @@
-using System.Text.Json;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
-using Migration.Shared.Reporting;
 
 namespace Migration.Source.Precopy;
 
@@ -17,7 +15,8 @@ internal sealed partial class MigrationAttempt
     private async Task SetupAsync(CancellationToken ct)
     {
         var timer = new PhaseTimer(_time, _report.Timing.SetupPhasesMs);
-        await _transport.BeginAsync(BeginRequest(), ct).ConfigureAwait(false);
+        var begun = await _transport.BeginAsync(BeginRequest(), ct).ConfigureAwait(false);
+        _targetInstance = begun.InstanceId;
         timer.Next("begin");
         for (int i = 0; i < _options.Channels; i++)
         {
@@ -55,7 +54,7 @@ internal sealed partial class MigrationAttempt
             RamBytes = (ulong)config.RamBytes,
             PageSize = PageGeometry.PageSize,
             Vcpus = (uint)config.Vcpus,
-            GuestConfigJson = JsonSerializer.Serialize(config, WireJson.Default.GuestConfig),
+            GuestConfigJson = _configJson,
             Channels = (uint)_options.Channels,
         };
         request.Features.Add(WireNames.RoundTagsFeature);

@@ -1,3 +1,4 @@
+using System.Text;
 using Google.Protobuf;
 using Migration.Protocol;
 using Migration.Shared.Verification;
@@ -33,10 +34,13 @@ internal sealed partial class MigrationAttempt
         var free = _vm.Kernel.FreePageMap();
         var digests = _seams.Background.Run(() => PageDigests.Compute(_vm.Ram, free), ct);
         long finalSent = await SendRoundAsync(finalRound, ct).ConfigureAwait(false);
+        _stall.Arm("closing the page streams");
         foreach (var channel in _channels)
         {
             await channel.CompleteAsync(ct).ConfigureAwait(false);
         }
+
+        _stall.Disarm();
 
         foreach (var participant in _joined)
         {
@@ -67,6 +71,8 @@ internal sealed partial class MigrationAttempt
             PagesSent = (ulong)_counters.PagesSent,
         };
         completion.VcpuStates.AddRange(_vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
+        completion.StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(_configJson),
+            completion.VcpuStates.Select(s => s.Memory), completion.Device.ToByteArray());
         timer.Next("sourceDigests"); // what hashing added beyond the final send
         return completion;
     }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
@@ -37,10 +38,14 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private readonly List<IPrecopyParticipant> _participants;
     private readonly List<IPrecopyParticipant> _joined = [];
     private readonly CancellationTokenSource _streams = new(); // on failure the target hears why before streams reset
+    private readonly StallWatchdog _stall;
+    private readonly string _configJson;
     private DirtySync? _sync;
     private RoundStats? _stats;
+    private string _targetInstance = string.Empty;
     private long _downtimeStart;
     private bool _paused;
+    private int _round;
 
     public MigrationAttempt(VirtualMachine vm, MigrationOptions options, EngineSeams seams, TimeProvider time,
         IProgress<RoundProgress>? progress, ILogger log)
@@ -59,33 +64,47 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         _participants = [.. vm.PrecopyParticipants.Select(seams.Participant)];
         var limiter = new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, time);
         _transport = seams.Transport?.Invoke(vm, _counters)
-            ?? new GrpcMigrationTransport(options.Target, vm.Ram, options.Compression, options.PagesPerBatch, limiter,
-                _counters);
+            ?? new GrpcMigrationTransport(vm.Ram, options, limiter, _counters);
+        _stall = new StallWatchdog(_counters, time, options.StallTimeout);
+        _configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig); // as sent: the state digest covers it
     }
 
     public MigrationPhase Phase { get; private set; } = MigrationPhase.Setup;
 
     /// <summary>
-    /// Runs the phases in order; any failure ends in <see cref="FailAsync"/>. Returns the attempt's report.
+    /// Runs the phases in order. Up to the handover the attempt is bounded by the timeout and watched for stalls; any
+    /// failure there ends in <see cref="FailAsync"/>, which resumes the guest (the target cannot resume it without the
+    /// completion). From the handover on, only a definite answer from the target decides (<see cref="HandOverAsync"/>).
     /// </summary>
     public async Task<MigrationReport> RunAsync(CancellationToken ct)
     {
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var timeout = new CancellationTokenSource(_options.Timeout, _time);
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token, _stall.Token);
+        _stall.Start();
         try
         {
-            await SetupAsync(linked.Token).ConfigureAwait(false);
+            await SetupAsync(bounded.Token).ConfigureAwait(false);
             EnterPhase(MigrationPhase.Precopy);
-            await RunRoundsAsync(linked.Token).ConfigureAwait(false);
+            await RunRoundsAsync(bounded.Token).ConfigureAwait(false);
             EnterPhase(MigrationPhase.StopAndCopy);
-            var completion = await StopAndCopyAsync(linked.Token).ConfigureAwait(false);
+            var completion = await StopAndCopyAsync(bounded.Token).ConfigureAwait(false);
             EnterPhase(MigrationPhase.Handover);
-            await HandOverAsync(completion, ct).ConfigureAwait(false);
+            await HandOverAsync(completion).ConfigureAwait(false);
             EnterPhase(MigrationPhase.Completed);
+        }
+        catch (HandoverUnknownException unknown)
+        {
+            await EndUnknownAsync(unknown.Message).ConfigureAwait(false);
         }
         catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
         {
-            await linked.CancelAsync().ConfigureAwait(false);
-            await FailAsync(MigrationFailedException.From(ex, ct.IsCancellationRequested)).ConfigureAwait(false);
+            await bounded.CancelAsync().ConfigureAwait(false);
+            var failure = Explain(ex, ct.IsCancellationRequested, timeout.IsCancellationRequested);
+            await FailAsync(failure).ConfigureAwait(false);
+        }
+        finally
+        {
+            _stall.Disarm();
         }
 
         await CloseChannelsAsync().ConfigureAwait(false); // every byte counted before the totals are read
@@ -97,6 +116,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         await CloseChannelsAsync().ConfigureAwait(false);
         await _transport.DisposeAsync().ConfigureAwait(false);
         _streams.Dispose();
+        _stall.Dispose();
     }
 
     private async Task CloseChannelsAsync()
@@ -107,6 +127,41 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         }
 
         _channels.Clear();
+    }
+
+    /// <summary>Where the attempt is, for error texts: "precopy round 3", "stop-and-copy".</summary>
+    private string Where => Phase switch
+    {
+        MigrationPhase.Precopy => $"precopy round {_round}",
+        MigrationPhase.StopAndCopy => "stop-and-copy",
+        MigrationPhase.Handover => "the handover",
+        _ => Phase.ToString().ToLowerInvariant(),
+    };
+
+    /// <summary>A failure with a kind, and a message that says what was lost and when.</summary>
+    private MigrationFailedException Explain(Exception ex, bool cancelledByUser, bool timedOut)
+    {
+        if (cancelledByUser)
+        {
+            return MigrationFailedException.From(ex, cancelledByUser: true);
+        }
+
+        if (timedOut)
+        {
+            return new MigrationFailedException(FailureKind.Timeout,
+                $"the migration took longer than its {_options.Timeout.TotalSeconds:F0} s limit (in {Where})", ex);
+        }
+
+        if (_stall.Reason is string stalled)
+        {
+            return new MigrationFailedException(FailureKind.ConnectionLost, $"{stalled} (in {Where})", ex);
+        }
+
+        var failure = MigrationFailedException.From(ex, cancelledByUser: false);
+        return failure.Kind == FailureKind.ConnectionLost
+            ? new MigrationFailedException(FailureKind.ConnectionLost,
+                $"lost the connection to the target during {Where}: {failure.Message}", ex)
+            : failure;
     }
 
     private void EnterPhase(MigrationPhase next)

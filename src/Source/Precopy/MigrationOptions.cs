@@ -1,5 +1,6 @@
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
+using Migration.Source.Transport;
 
 namespace Migration.Source.Precopy;
 
@@ -43,8 +44,36 @@ public sealed record MigrationOptions
     /// </summary>
     public int MaxRounds { get; init; } = 30;
 
-    /// <summary>Overall limit for the precopy phase.</summary>
+    /// <summary>
+    /// Bounds everything up to the handover (setup, rounds, stop-and-copy): past it the migration fails with the phase
+    /// it was in, and the guest runs on. The handover is bounded on its own (<see cref="CompleteTimeout"/> and
+    /// <see cref="HandoverWindow"/>), since giving up there must not guess.
+    /// </summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// How long the source waits for the target's answer to Complete. The target verifies in well under a second on
+    /// the guests this runs; a minute leaves room for a full rehash of a large guest.
+    /// </summary>
+    public TimeSpan CompleteTimeout { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// When the Complete answer is lost or late, how long the source keeps asking the target, by migration id, what it
+    /// decided, before it reports the outcome unknown (the guest stays paused: it may be running on the target).
+    /// </summary>
+    public TimeSpan HandoverWindow { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// A connection on which nothing moves for this long while pages are being sent is stalled: the migration fails and
+    /// the guest runs on. Far above a batch's time at any useful rate; the lease the target applies is the same.
+    /// </summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Deadline of Begin, Status and Cancel calls.</summary>
+    public TimeSpan ControlCallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Credentials and TLS trust for reaching the target; none by default (a loopback target).</summary>
+    public TransportSecurity Security { get; init; } = TransportSecurity.None;
 
     /// <summary>
     /// Pages per message: 256 pages = 1 MiB raw, big enough to amortise framing, small enough to interleave channels.
@@ -78,9 +107,27 @@ public sealed record MigrationOptions
 
     public void Validate()
     {
-        if (Target.Scheme != Uri.UriSchemeHttp)
+        if (Target.Scheme != Uri.UriSchemeHttp && Target.Scheme != Uri.UriSchemeHttps)
         {
-            throw new ArgumentException($"--target must be an http:// URL, got '{Target}'.");
+            throw new ArgumentException($"--target must be an http:// or https:// URL, got '{Target}'.");
+        }
+
+        bool tls = Security.CaPath is not null || Security.ClientCertificatePath is not null;
+        if (Target.Scheme == Uri.UriSchemeHttp && tls)
+        {
+            throw new ArgumentException("--tls-ca and --tls-client-cert need an https:// --target.");
+        }
+
+        foreach (var (name, span) in new[]
+        {
+            ("--complete-timeout", CompleteTimeout), ("--handover-window", HandoverWindow),
+            ("--stall-timeout", StallTimeout), ("the control call timeout", ControlCallTimeout),
+        })
+        {
+            if (span <= TimeSpan.Zero)
+            {
+                throw new ArgumentException($"{name} must be positive.");
+            }
         }
 
         if (DowntimeLimit <= TimeSpan.Zero)

@@ -26,4 +26,7 @@ public enum MigrationPhase
 
     /// <summary>Ended on the user's request; the source guest runs on.</summary>
     Cancelled,
+
+    /// <summary>The handover's outcome could not be learned; the source guest stays paused.</summary>
+    Unknown,
 }

@@ -2,68 +2,81 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Protocol;
 using Migration.Source.Precopy;
 
 namespace Migration.Source.Transport;
 
 /// <summary>
-/// The real transport: a control connection for Begin/Complete/Cancel and one HTTP/2 connection per channel.
+/// The real transport: a control connection for Begin, Complete, Cancel and Status, and one HTTP/2 connection per
+/// channel. Every call carries the shared token when there is one, and after Begin the migration's key.
 /// </summary>
 internal sealed class GrpcMigrationTransport : IMigrationTransport
 {
     private readonly Uri _target;
     private readonly GuestRam _ram;
-    private readonly bool _compress;
-    private readonly int _pagesPerBatch;
+    private readonly MigrationOptions _options;
     private readonly BandwidthLimiter _limiter;
     private readonly TransferCounters _counters;
     private readonly GrpcChannel _control;
     private readonly Protocol.Migration.MigrationClient _client;
+    private string? _key;
 
-    public GrpcMigrationTransport(Uri target, GuestRam ram, Compression compression, int pagesPerBatch,
-        BandwidthLimiter limiter, TransferCounters counters)
+    public GrpcMigrationTransport(GuestRam ram, MigrationOptions options, BandwidthLimiter limiter,
+        TransferCounters counters)
     {
-        _target = target;
+        ArgumentNullException.ThrowIfNull(options);
+        _target = options.Target;
         _ram = ram;
-        _compress = compression == Compression.Lz4;
-        _pagesPerBatch = pagesPerBatch;
+        _options = options;
         _limiter = limiter;
         _counters = counters;
-        _control = PageChannel.CreateGrpcChannel(target);
+        _control = PageChannel.CreateGrpcChannel(_target, options.Security);
         _client = new Protocol.Migration.MigrationClient(_control);
     }
 
     /// <summary>
-    /// Asks the target for its status before anything else happens: a clear error now (unreachable, or busy with
-    /// another migration) instead of after booting a large guest. Returns the target's state.
+    /// Asks the target for its state before anything else happens: a clear error now (unreachable, refused, or busy
+    /// with another migration) instead of after booting a large guest.
     /// </summary>
-    public static async Task<StatusReply> ProbeAsync(Uri target, CancellationToken ct)
+    public static async Task<StatusReply> ProbeAsync(Uri target, TransportSecurity security, CancellationToken ct)
     {
-        using var channel = PageChannel.CreateGrpcChannel(target);
+        using var channel = PageChannel.CreateGrpcChannel(target, security);
         var client = new Protocol.Migration.MigrationClient(channel);
-        return await client.StatusAsync(new StatusRequest(), deadline: Deadline(10), cancellationToken: ct)
-            .ConfigureAwait(false);
+        return await client.StatusAsync(new StatusRequest(), Headers(security, null),
+            Deadline(TimeSpan.FromSeconds(10)), ct).ConfigureAwait(false);
     }
 
-    public async Task BeginAsync(BeginRequest request, CancellationToken ct) =>
-        await _client.BeginAsync(request, deadline: Deadline(30), cancellationToken: ct).ConfigureAwait(false);
+    public async Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
+    {
+        var reply = await _client.BeginAsync(request, Headers(_options.Security, null),
+            Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        _key = reply.MigrationKey;
+        return reply;
+    }
 
     public IPageSink OpenChannel(string migrationId, CancellationToken streamToken) =>
-        PageChannel.Open(_target, migrationId, _ram, _compress, _pagesPerBatch, _limiter, _counters, streamToken);
+        PageChannel.Open(_ram, _options, migrationId, Headers(_options.Security, _key), _limiter, _counters,
+            streamToken);
 
-    public async Task<CompleteReply> CompleteAsync(CompleteRequest request, CancellationToken ct) =>
-        await _client.CompleteAsync(request, deadline: Deadline(120), cancellationToken: ct).ConfigureAwait(false);
+    public async Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct) =>
+        await _client.CompleteAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
+            .ConfigureAwait(false);
 
-    public async Task CancelAsync(string migrationId, string reason)
+    public async Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct) =>
+        await _client.StatusAsync(new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key),
+            Deadline(timeout), ct).ConfigureAwait(false);
+
+    public async Task<CancelReply?> CancelAsync(string migrationId, string reason)
     {
         try
         {
-            await _client.CancelAsync(new CancelRequest { MigrationId = migrationId, Reason = reason },
-                deadline: Deadline(2)).ConfigureAwait(false);
+            return await _client.CancelAsync(new CancelRequest { MigrationId = migrationId, Reason = reason },
+                Headers(_options.Security, _key), Deadline(TimeSpan.FromSeconds(2))).ConfigureAwait(false);
         }
         catch (RpcException)
         {
-            // The target is gone or never knew the migration; nothing to undo there.
+            return null; // the target is gone or never knew the migration; nothing to undo there
         }
     }
 
@@ -73,5 +86,27 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         return ValueTask.CompletedTask;
     }
 
-    private static DateTime Deadline(int seconds) => DateTime.UtcNow.AddSeconds(seconds);
+    /// <summary>The token and the migration's key, as request headers.</summary>
+    internal static Metadata Headers(TransportSecurity security, string? key, string? migrationId = null)
+    {
+        var headers = new Metadata();
+        if (security.Token is string token)
+        {
+            headers.Add(WireNames.AuthorizationHeader, "Bearer " + token);
+        }
+
+        if (key is not null)
+        {
+            headers.Add(WireNames.MigrationKeyHeader, key);
+        }
+
+        if (migrationId is not null)
+        {
+            headers.Add(WireNames.MigrationIdHeader, migrationId);
+        }
+
+        return headers;
+    }
+
+    private static DateTime Deadline(TimeSpan timeout) => DateTime.UtcNow.Add(timeout);
 }

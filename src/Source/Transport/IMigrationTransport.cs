@@ -5,23 +5,29 @@ namespace Migration.Source.Transport;
 /// <summary>
 /// How the engine reaches a target: the control calls and one page sink per channel. Production uses
 /// <see cref="GrpcMigrationTransport"/>; the race fuzzer plugs in an in-memory target driven by its scheduler.
+/// After <see cref="BeginAsync"/> the transport carries the migration's key on every call about it.
 /// </summary>
 internal interface IMigrationTransport : IAsyncDisposable
 {
-    Task BeginAsync(BeginRequest request, CancellationToken ct);
+    Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct);
 
     /// <summary>Opens one channel. <paramref name="streamToken"/> tears the stream down (failure, cancel).</summary>
     IPageSink OpenChannel(string migrationId, CancellationToken streamToken);
 
-    Task<CompleteReply> CompleteAsync(CompleteRequest request, CancellationToken ct);
+    /// <summary>Hands the guest over; throws when no reply arrives within <paramref name="timeout"/>.</summary>
+    Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct);
 
-    /// <summary>Best effort: tells the target why the migration ends; never throws for an unreachable target.</summary>
-    Task CancelAsync(string migrationId, string reason);
+    /// <summary>What the target says of this migration (its outcome, which it records before acting on it).</summary>
+    Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct);
+
+    /// <summary>
+    /// Asks the target to discard the migration, telling it why. Null when the target could not be reached (never
+    /// throws for that); else its answer, whose outcome says where the migration stands.
+    /// </summary>
+    Task<CancelReply?> CancelAsync(string migrationId, string reason);
 }
 
-/// <summary>
-/// One channel: page lists go in, in order; a barrier completes when everything before it is on the wire.
-/// </summary>
+/// <summary>One channel: page lists go in, in order; a barrier completes when everything before it is on the wire.</summary>
 internal interface IPageSink : IAsyncDisposable
 {
     ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct);
@@ -32,7 +38,5 @@ internal interface IPageSink : IAsyncDisposable
     Task CompleteAsync(CancellationToken ct);
 }
 
-/// <summary>
-/// Pages to send in a round. <see cref="Pfns"/> is rented from the shared array pool; the sink returns it.
-/// </summary>
+/// <summary>Pages to send in a round. <see cref="Pfns"/> is rented from the shared array pool; the sink returns it.</summary>
 internal readonly record struct PageWorkItem(long[] Pfns, int Count, uint Round);

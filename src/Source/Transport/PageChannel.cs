@@ -7,6 +7,7 @@ using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
+using Migration.Source.Precopy;
 
 namespace Migration.Source.Transport;
 
@@ -57,28 +58,34 @@ internal sealed class PageChannel : IPageSink
     /// <summary>A list of pages to send in a round, or (with <see cref="Barrier"/>) a marker to acknowledge.</summary>
     private readonly record struct WorkItem(long[]? Pfns, int Count, uint Round, TaskCompletionSource? Barrier);
 
-    public static GrpcChannel CreateGrpcChannel(Uri target) => GrpcChannel.ForAddress(target, new GrpcChannelOptions
-    {
-        // One handler per channel = one TCP connection per channel; HTTP/2 windows sized for bulk transfer.
-        HttpHandler = new SocketsHttpHandler
+    public static GrpcChannel CreateGrpcChannel(Uri target, TransportSecurity security) =>
+        GrpcChannel.ForAddress(target, new GrpcChannelOptions
         {
-            EnableMultipleHttp2Connections = false,
-            InitialHttp2StreamWindowSize = 16 << 20,
-            ConnectTimeout = TimeSpan.FromSeconds(10),
-            KeepAlivePingDelay = TimeSpan.FromSeconds(10),
-            KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
-        },
-        MaxSendMessageSize = 64 << 20,
-        MaxReceiveMessageSize = 64 << 20,
-    });
+            // One handler per channel = one TCP connection per channel; HTTP/2 windows sized for bulk transfer.
+            HttpHandler = new SocketsHttpHandler
+            {
+                EnableMultipleHttp2Connections = false,
+                InitialHttp2StreamWindowSize = 16 << 20,
+                ConnectTimeout = TimeSpan.FromSeconds(10),
+                KeepAlivePingDelay = TimeSpan.FromSeconds(10),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
+                SslOptions = security.ClientTls(),
+            },
+            MaxSendMessageSize = 64 << 20,
+            MaxReceiveMessageSize = 64 << 20,
+        });
 
-    public static PageChannel Open(Uri target, string migrationId, GuestRam ram, bool compress, int pagesPerBatch,
+    public static PageChannel Open(GuestRam ram, MigrationOptions options, string migrationId, Metadata headers,
         BandwidthLimiter limiter, TransferCounters counters, CancellationToken ct)
     {
-        var grpc = CreateGrpcChannel(target);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(headers);
+        var grpc = CreateGrpcChannel(options.Target, options.Security);
+        headers.Add(WireNames.MigrationIdHeader, migrationId);
         var call = grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
-            new CallOptions(new Metadata { { WireNames.MigrationIdHeader, migrationId } }, cancellationToken: ct));
-        return new PageChannel(grpc, call, ram, compress, pagesPerBatch, limiter, counters);
+            new CallOptions(headers, cancellationToken: ct));
+        return new PageChannel(grpc, call, ram, options.Compression == Compression.Lz4, options.PagesPerBatch, limiter,
+            counters);
     }
 
     public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) =>

@@ -47,16 +47,39 @@ internal static class TargetCommand
         var verify = CliOptions.Choice("--verify",
             "Switchover digests: taken as pages arrive (incremental) or a rehash of all in-use RAM (full)",
             defaults.Verify);
+        var lease = CliOptions.Number("--lease-seconds",
+            "Discard a migration whose source does nothing for this long", defaults.Lease.TotalSeconds, 0.1, 86400);
+        var tokenFile = new Option<string?>("--token-file")
+        {
+            Description = "Require this shared token (the file's content) from every caller",
+        };
+        var tlsCert = new Option<string?>("--tls-cert") { Description = "Server certificate (PEM) for https://" };
+        var tlsKey = new Option<string?>("--tls-key") { Description = "Server certificate's private key (PEM)" };
+        var tlsClientCa = new Option<string?>("--tls-client-ca")
+        {
+            Description = "Mutual TLS: accept only clients whose certificate this CA (PEM) issued",
+        };
         var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.")
         {
-            listen, once, report, dumpRam, runAfter, prealloc, verify,
+            listen, once, report, dumpRam, runAfter, prealloc, verify, lease, tokenFile, tlsCert, tlsKey, tlsClientCa,
         };
         root.SetAction(parse =>
         {
             string url = parse.GetValue(listen)!;
-            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttp)
+            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)
+                || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
             {
-                return UsageErrors.Report($"--listen must be an http:// URL with host and port, got '{url}'");
+                return UsageErrors.Report(
+                    $"--listen must be an http:// or https:// URL with host and port, got '{url}'");
+            }
+
+            var outputs = new[] { ("--report", parse.GetValue(report)), ("--dump-ram", parse.GetValue(dumpRam)) };
+            foreach (var (option, path) in outputs)
+            {
+                if (path is not null && CliFiles.WritableProblem(path, option) is { } problem)
+                {
+                    return UsageErrors.Report(problem);
+                }
             }
 
             long? preallocBytes = null;
@@ -73,8 +96,34 @@ internal static class TargetCommand
                 }
             }
 
+            string? token;
+            try
+            {
+                token = parse.GetValue(tokenFile) is string file ? CliFiles.ReadToken(file, "--token-file") : null;
+                foreach (var (option, path) in new[]
+                {
+                    ("--tls-cert", parse.GetValue(tlsCert)), ("--tls-key", parse.GetValue(tlsKey)),
+                    ("--tls-client-ca", parse.GetValue(tlsClientCa)),
+                })
+                {
+                    if (path is not null)
+                    {
+                        CliFiles.Readable(path, option);
+                    }
+                }
+            }
+            catch (ArgumentException ex)
+            {
+                return UsageErrors.Report(ex.Message);
+            }
+
             var options = defaults with
             {
+                Lease = TimeSpan.FromSeconds(parse.GetValue(lease)),
+                Token = token,
+                TlsCertificatePath = parse.GetValue(tlsCert),
+                TlsKeyPath = parse.GetValue(tlsKey),
+                TlsClientCaPath = parse.GetValue(tlsClientCa),
                 Verify = parse.GetValue(verify),
                 PreallocBytes = preallocBytes,
                 Listen = url,
@@ -83,7 +132,9 @@ internal static class TargetCommand
                 DumpRamPath = parse.GetValue(dumpRam),
                 RunAfterSeconds = parse.GetValue(runAfter),
             };
-            return TargetServer.Run(options);
+            return TargetSecurity.Problem(options) is { } unsafeSetup
+                ? UsageErrors.Report(unsafeSetup)
+                : TargetServer.Run(options);
         });
         return root;
     }

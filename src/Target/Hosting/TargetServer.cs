@@ -46,6 +46,7 @@ internal static class TargetServer
         builder.Services.AddSingleton<PageStreamEndpoint>();
         builder.Services.AddGrpc(grpc =>
         {
+            grpc.Interceptors.Add<ErrorInterceptor>();
             grpc.MaxReceiveMessageSize = options.MaxMessageBytes;
             grpc.EnableDetailedErrors = true;
         });
@@ -56,6 +57,11 @@ internal static class TargetServer
         _ = app.Services.GetRequiredService<IncomingMigrations>();
         SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
         MessageWarmup.Run();
+        if (options.Token is string token)
+        {
+            app.Use(next => TargetSecurity.RequireToken(next, token));
+        }
+
         app.MapGrpcService<MigrationService>();
         var pages = app.Services.GetRequiredService<PageStreamEndpoint>();
         app.MapPost(PageStreamEndpoint.Path, pages.HandleAsync);

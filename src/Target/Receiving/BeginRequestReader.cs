@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Target.Receiving;
@@ -10,15 +11,24 @@ namespace Migration.Target.Receiving;
 /// </summary>
 internal static class BeginRequestReader
 {
+    /// <summary>A guest configuration is a few hundred bytes; anything near this is not one.</summary>
+    private const int MaxConfigJsonLength = 64 << 10;
+
     /// <summary>
     /// The guest configuration to host; throws an InvalidArgument <c>RpcException</c> naming what is wrong.
     /// </summary>
     public static GuestConfig Read(BeginRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        if (string.IsNullOrWhiteSpace(request.MigrationId))
+        if (MigrationIds.Problem(request.MigrationId) is { } idProblem)
         {
-            throw RpcErrors.InvalidArgument("migration_id is required");
+            throw RpcErrors.InvalidArgument(idProblem);
+        }
+
+        if (request.GuestConfigJson.Length > MaxConfigJsonLength)
+        {
+            throw RpcErrors.InvalidArgument(
+                $"guest_config_json has {request.GuestConfigJson.Length} characters (at most {MaxConfigJsonLength})");
         }
 
         if (request.PageSize != PageGeometry.PageSize)

@@ -39,12 +39,23 @@ internal sealed class IncomingMigration : IDisposable
     // never unmapped under a copy in flight.
     private readonly ReaderWriterLockSlim _ramGuard = new(LockRecursionPolicy.NoRecursion);
 
+    private readonly TimeProvider _time;
+    private long _lastActivity;
+
     /// <summary>Takes ownership of <paramref name="ram"/>: fresh (all zero) RAM of the configuration's size.</summary>
-    public IncomingMigration(string id, GuestConfig config, GuestRam ram)
+    /// <param name="configJson">The guest configuration exactly as it arrived (the state digest covers it).</param>
+    /// <param name="owner">Who began it: only the same caller (key, client certificate) may act on it later.</param>
+    public IncomingMigration(string id, GuestConfig config, string configJson, MigrationOwner owner, GuestRam ram,
+        TimeProvider time)
     {
         ArgumentNullException.ThrowIfNull(ram);
+        ArgumentNullException.ThrowIfNull(time);
         Id = id;
         Config = config;
+        ConfigJson = configJson;
+        Owner = owner;
+        _time = time;
+        _lastActivity = time.GetTimestamp();
         _ram = ram;
         _pageRound = new uint[_ram.PageCount];
         _digests = new ulong[_ram.PageCount];
@@ -59,6 +70,16 @@ internal sealed class IncomingMigration : IDisposable
     public string Id { get; }
 
     public GuestConfig Config { get; }
+
+    public string ConfigJson { get; }
+
+    public MigrationOwner Owner { get; }
+
+    /// <summary>How long since the source last did anything for this migration (a call, a batch, a stream).</summary>
+    public TimeSpan Idle => _time.GetElapsedTime(Interlocked.Read(ref _lastActivity));
+
+    /// <summary>The source did something for this migration: its lease starts again.</summary>
+    public void Touch() => Interlocked.Exchange(ref _lastActivity, _time.GetTimestamp());
 
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
 
@@ -79,9 +100,17 @@ internal sealed class IncomingMigration : IDisposable
     public GuestRam Ram => _ram ?? throw new ObjectDisposedException(nameof(IncomingMigration),
         "The migration's RAM was handed over or discarded.");
 
-    public void StreamOpened() => Interlocked.Increment(ref _openStreams);
+    public void StreamOpened()
+    {
+        Interlocked.Increment(ref _openStreams);
+        Touch();
+    }
 
-    public void StreamClosed() => Interlocked.Decrement(ref _openStreams);
+    public void StreamClosed()
+    {
+        Interlocked.Decrement(ref _openStreams);
+        Touch();
+    }
 
     /// <summary>
     /// Validates a batch as a whole, then applies its pages. Throws <see cref="RpcException"/> with
@@ -181,6 +210,7 @@ internal sealed class IncomingMigration : IDisposable
             }
         }
 
+        Touch();
         Interlocked.Increment(ref _batches);
         Interlocked.Add(ref _pagesReceived, n);
         Interlocked.Add(ref _pagesApplied, applied);

@@ -7,45 +7,67 @@ namespace Migration.Target.Receiving;
 
 /// <summary>
 /// The target's one-migration-at-a-time state machine (<see cref="TargetState"/>): idle -> receiving -> verifying ->
-/// resumed, or -> failed from receiving or verifying, and failed back to receiving at the next Begin. Every change
-/// goes through one check-and-set under one lock, so no call sees a half-made transition: a Cancel that arrives
-/// while a Complete verifies finds "verifying" and is refused, and a switchover that fails in any way ends in
-/// "failed", never stuck in "verifying".
+/// resumed, or -> failed from receiving or verifying; failed (and idle) take the next Begin, and a resumed guest that
+/// stops (<c>--run-after</c>) leaves the target idle again. Every change goes through one check-and-set under one
+/// lock, so no call sees a half-made transition: a Cancel that arrives while a Complete verifies finds "verifying"
+/// and is refused, and a switchover that fails in any way ends in "failed", never stuck in "verifying".
 /// </summary>
 /// <remarks>
-/// Only a migration whose digests match and whose guest passes its self-check is resumed (<see cref="ISwitchover"/>);
-/// anything else is discarded and the target takes the next migration.
+/// <para>Handover: the target records its decision for a migration (resumed or discarded) before it acts on it, and
+/// keeps the decisions of recent migrations, so a source that lost the Complete reply asks (Status by id) and learns
+/// for certain whether the guest runs here. Only a migration whose digests match and whose guest passes its self-check
+/// is resumed (<see cref="ISwitchover"/>).</para>
+/// <para>Ownership: Begin hands out a key (<see cref="MigrationOwner"/>); every later call about that migration must
+/// carry it (and, with mutual TLS, come with the same client certificate).</para>
+/// <para>Leases: a receiving migration whose source does nothing for <see cref="TargetOptions.Lease"/> (no call, no
+/// batch, no stream opened or closed) is discarded as abandoned (<see cref="ExpireLeases"/>).</para>
 /// </remarks>
 internal sealed class IncomingMigrations : IDisposable
 {
+    /// <summary>Decisions of this many past migrations stay queryable.</summary>
+    private const int RememberedOutcomes = 64;
+
     private readonly object _lock = new();
     private readonly TargetOptions _options;
     private readonly ISwitchover _switchover;
     private readonly TargetReportWriter _reports;
     private readonly IHostApplicationLifetime _lifetime;
     private readonly ILogger<IncomingMigrations> _log;
+    private readonly TimeProvider _time;
+    private readonly Dictionary<string, Decision> _decisions = new(StringComparer.Ordinal);
+    private readonly Queue<string> _decisionOrder = new();
+    private readonly ITimer? _leaseTimer;
     private TargetState _state = TargetState.Idle;
     private IncomingMigration? _current;
     private GuestRam? _preallocated;
     private VirtualMachine? _resumed;
-    private string? _lastId;
     private string? _lastError;
 
     public IncomingMigrations(TargetOptions options, ISwitchover switchover, TargetReportWriter reports,
-        IHostApplicationLifetime lifetime, ILogger<IncomingMigrations> log)
+        IHostApplicationLifetime lifetime, ILogger<IncomingMigrations> log, TimeProvider? time = null)
     {
         _options = options;
         _switchover = switchover;
         _reports = reports;
         _lifetime = lifetime;
         _log = log;
+        _time = time ?? TimeProvider.System;
         if (options.PreallocBytes is long bytes)
         {
             _preallocated = GuestRam.Allocate(bytes);
             double ms = _preallocated.Populate();
             TargetLog.Preallocated(_log, bytes >> 20, (long)ms);
         }
+
+        if (time is null)
+        {
+            var period = TimeSpan.FromSeconds(Math.Clamp(options.Lease.TotalSeconds / 4, 0.05, 1));
+            _leaseTimer = TimeProvider.System.CreateTimer(_ => ExpireLeases(), null, period, period);
+        }
     }
+
+    /// <summary>This process, as the source sees it: a different id at the same address never saw its migration.</summary>
+    public string InstanceId { get; } = Guid.NewGuid().ToString("n");
 
     public TargetState State
     {
@@ -59,20 +81,25 @@ internal sealed class IncomingMigrations : IDisposable
     }
 
     /// <summary>Idle or failed -> receiving: allocates the guest's RAM and answers with the target's limits.</summary>
-    public BeginReply Begin(BeginRequest request)
+    public BeginReply Begin(BeginRequest request, CallerCredentials caller)
     {
         var config = BeginRequestReader.Read(request);
+        var owner = MigrationOwner.New(caller.CertificateThumbprint);
         lock (_lock)
         {
             if (_state.IsBusy())
             {
-                throw RpcErrors.FailedPrecondition(
-                    $"target is busy with migration {_current?.Id ?? _lastId} ({_state.ToWire()})");
+                throw RpcErrors.FailedPrecondition($"target is busy with a migration ({_state.ToWire()})");
             }
 
             if (_resumed is not null)
             {
-                throw RpcErrors.FailedPrecondition($"target already runs the guest of migration {_lastId}");
+                throw RpcErrors.FailedPrecondition("target already runs a migrated guest");
+            }
+
+            if (_decisions.ContainsKey(request.MigrationId))
+            {
+                throw RpcErrors.AlreadyExists($"migration {request.MigrationId} was already received here");
             }
 
             GuestRam? ram = null;
@@ -83,8 +110,8 @@ internal sealed class IncomingMigrations : IDisposable
 
             try
             {
-                _current = new IncomingMigration(request.MigrationId, config,
-                    ram ?? GuestRam.Allocate(config.RamBytes));
+                _current = new IncomingMigration(request.MigrationId, config, request.GuestConfigJson, owner,
+                    ram ?? GuestRam.Allocate(config.RamBytes), _time);
             }
             catch (OutOfMemoryException ex)
             {
@@ -92,7 +119,6 @@ internal sealed class IncomingMigrations : IDisposable
             }
 
             Move(request.MigrationId, TargetState.Receiving);
-            _lastId = request.MigrationId;
             _lastError = null;
         }
 
@@ -100,22 +126,25 @@ internal sealed class IncomingMigrations : IDisposable
         return new BeginReply
         {
             MaxMessageBytes = (uint)_options.MaxMessageBytes,
+            MaxPageBatchBytes = (uint)_options.MaxPageMessageBytes,
             Features = { WireNames.Lz4Feature, WireNames.RoundTagsFeature },
+            MigrationKey = owner.Key,
+            InstanceId = InstanceId,
         };
     }
 
-    /// <summary>The migration a page stream names, while it is receiving; else a FailedPrecondition status.</summary>
-    public IncomingMigration RequireReceiving(string? migrationId)
+    /// <summary>The migration a page stream names, while it is receiving and the caller owns it.</summary>
+    public IncomingMigration RequireReceiving(string? migrationId, CallerCredentials caller)
     {
         lock (_lock)
         {
-            return CurrentLocked(migrationId, TargetState.Receiving);
+            var migration = CurrentLocked(migrationId, caller, TargetState.Receiving);
+            migration.Touch();
+            return migration;
         }
     }
 
-    /// <summary>
-    /// Receiving -> failed: a bad batch or a broken stream discards the partial guest. False if not receiving.
-    /// </summary>
+    /// <summary>Receiving -> failed: a bad batch or a broken stream discards the partial guest. False if not receiving.</summary>
     public bool Fail(IncomingMigration migration, string reason)
     {
         ArgumentNullException.ThrowIfNull(migration);
@@ -127,6 +156,7 @@ internal sealed class IncomingMigrations : IDisposable
             }
 
             Move(migration.Id, TargetState.Failed);
+            Remember(migration, MigrationOutcome.Discarded, reason);
             _current = null;
             _lastError = reason;
         }
@@ -140,16 +170,17 @@ internal sealed class IncomingMigrations : IDisposable
 
     /// <summary>
     /// Receiving -> verifying -> resumed or failed. The first step is atomic with the checks, so nothing can cancel or
-    /// discard the migration while it verifies; whatever the switchover does, the state leaves "verifying".
+    /// discard the migration while it verifies; whatever the switchover does, the state leaves "verifying". The
+    /// decision is recorded before the guest starts, so a source that loses this reply can still learn it.
     /// </summary>
-    public CompleteReply Complete(CompleteRequest request)
+    public CompleteReply Complete(CompleteRequest request, CallerCredentials caller)
     {
         ArgumentNullException.ThrowIfNull(request);
         long entered = Stopwatch.GetTimestamp();
         IncomingMigration migration;
         lock (_lock)
         {
-            migration = CurrentLocked(request.MigrationId, TargetState.Receiving);
+            migration = CurrentLocked(request.MigrationId, caller, TargetState.Receiving);
             Move(migration.Id, TargetState.Verifying);
         }
 
@@ -159,8 +190,8 @@ internal sealed class IncomingMigrations : IDisposable
         {
             (reply, vm) = _switchover.Run(migration, request);
         }
-        // The one boundary where any failure must end in "failed": a stuck "verifying" refuses every later Begin.
 #pragma warning disable CA1031
+        // The one boundary where any failure must end in "failed": a stuck "verifying" refuses every later Begin.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
@@ -171,10 +202,20 @@ internal sealed class IncomingMigrations : IDisposable
 
         lock (_lock)
         {
+            // Decided, and written down, before the guest runs: from here a query by id answers for certain.
             Move(migration.Id, vm is null ? TargetState.Failed : TargetState.Resumed);
+            Remember(migration, vm is null ? MigrationOutcome.Discarded : MigrationOutcome.Resumed, reply.Error);
             _current = null;
             _resumed = vm;
             _lastError = vm is null ? reply.Error : null;
+        }
+
+        if (vm is not null)
+        {
+            long resume = Stopwatch.GetTimestamp();
+            vm.Start();
+            reply.Resumed = true;
+            reply.PhasesMs["resume"] = Stopwatch.GetElapsedTime(resume).TotalMilliseconds;
         }
 
         var written = reply.Clone();
@@ -194,41 +235,93 @@ internal sealed class IncomingMigrations : IDisposable
         return reply;
     }
 
-    /// <summary>Receiving -> failed on the source's request; refused (false) in any other state.</summary>
-    public CancelReply Cancel(CancelRequest request)
+    /// <summary>
+    /// Receiving -> failed on the owner's request. Too late (verifying, resumed) or already over: not cancelled, and
+    /// the reply says where the migration stands, which for the source is as good as a Status call.
+    /// </summary>
+    public CancelReply Cancel(CancelRequest request, CallerCredentials caller)
     {
         ArgumentNullException.ThrowIfNull(request);
         IncomingMigration? migration;
         lock (_lock)
         {
             migration = _current;
-            if (migration is null || !string.Equals(migration.Id, request.MigrationId, StringComparison.Ordinal))
+            bool current = migration is not null
+                && string.Equals(migration.Id, request.MigrationId, StringComparison.Ordinal)
+                && migration.Owner.Admits(caller);
+            if (!current)
             {
-                return new CancelReply { Cancelled = false };
+                return new CancelReply { Cancelled = false, Outcome = OutcomeLocked(request.MigrationId, caller) };
             }
         }
 
-        return new CancelReply { Cancelled = Fail(migration, $"cancelled by the source: {request.Reason}") };
-    }
-
-    public StatusReply Status()
-    {
+        bool cancelled = Fail(migration!, $"cancelled by the source: {request.Reason}");
         lock (_lock)
         {
-            return new StatusReply
+            return new CancelReply { Cancelled = cancelled, Outcome = OutcomeLocked(request.MigrationId, caller) };
+        }
+    }
+
+    /// <summary>
+    /// The target's state; with a migration id and its key, that migration's outcome too. Without the key nothing
+    /// about any migration is told (not even its id), so other clients learn only whether the target is busy.
+    /// </summary>
+    public StatusReply Status(StatusRequest request, CallerCredentials caller)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        lock (_lock)
+        {
+            var reply = new StatusReply { State = _state.ToWire(), InstanceId = InstanceId };
+            if (string.IsNullOrEmpty(request.MigrationId))
             {
-                State = _state.ToWire(),
-                MigrationId = _current?.Id ?? _lastId ?? string.Empty,
-                PagesReceived = (ulong)(_current?.PagesReceived ?? 0),
-                BytesReceived = (ulong)(_current?.BytesReceived ?? 0),
-                Round = (uint)(_current?.MaxRound ?? 0),
-                Error = _lastError ?? string.Empty,
-            };
+                return reply;
+            }
+
+            reply.Outcome = OutcomeLocked(request.MigrationId, caller);
+            if (reply.Outcome == MigrationOutcome.Unknown)
+            {
+                return reply;
+            }
+
+            reply.MigrationId = request.MigrationId;
+            if (_current is { } current && current.Id == request.MigrationId)
+            {
+                current.Touch();
+                reply.PagesReceived = (ulong)current.PagesReceived;
+                reply.BytesReceived = (ulong)current.BytesReceived;
+                reply.Round = (uint)current.MaxRound;
+            }
+            else if (_decisions.TryGetValue(request.MigrationId, out var decision))
+            {
+                reply.Error = decision.Error ?? string.Empty;
+            }
+
+            return reply;
+        }
+    }
+
+    /// <summary>Discards a receiving migration whose source has been quiet for longer than the lease.</summary>
+    public void ExpireLeases()
+    {
+        IncomingMigration? stale;
+        lock (_lock)
+        {
+            stale = _state == TargetState.Receiving && _current is { } current && current.Idle > _options.Lease
+                ? current
+                : null;
+        }
+
+        if (stale is not null)
+        {
+            Fail(stale, "abandoned: the source did nothing for this migration for " +
+                $"{_options.Lease.TotalSeconds:F0} s " +
+                "(no call, no page batch, no stream opened or closed)");
         }
     }
 
     public void Dispose()
     {
+        _leaseTimer?.Dispose();
         lock (_lock)
         {
             _current?.Dispose();
@@ -240,18 +333,20 @@ internal sealed class IncomingMigrations : IDisposable
         }
     }
 
-    private IncomingMigration CurrentLocked(string? migrationId, TargetState expected)
+    private IncomingMigration CurrentLocked(string? migrationId, CallerCredentials caller, TargetState expected)
     {
-        if (_current is null)
+        if (_current is null || !string.Equals(_current.Id, migrationId, StringComparison.Ordinal))
         {
             throw RpcErrors.FailedPrecondition(
-                $"no migration is being received (state {_state.ToWire()}); call Begin first");
+                $"migration {Printable(migrationId)} is not being received here (state {_state.ToWire()}); " +
+                "call Begin first");
         }
 
-        if (!string.Equals(_current.Id, migrationId, StringComparison.Ordinal))
+        if (!_current.Owner.Admits(caller))
         {
-            throw RpcErrors.FailedPrecondition(
-                $"migration {migrationId} is not the one being received ({_current.Id})");
+            throw RpcErrors.Unauthenticated(
+                $"migration {migrationId} belongs to another client: the {WireNames.MigrationKeyHeader} header " +
+                "(and client certificate) must be the ones it began with");
         }
 
         if (_state != expected)
@@ -261,6 +356,38 @@ internal sealed class IncomingMigrations : IDisposable
         }
 
         return _current;
+    }
+
+    private MigrationOutcome OutcomeLocked(string? migrationId, CallerCredentials caller)
+    {
+        if (migrationId is null)
+        {
+            return MigrationOutcome.Unknown;
+        }
+
+        if (_current is { } current && current.Id == migrationId)
+        {
+            return !current.Owner.Admits(caller) ? MigrationOutcome.Unknown
+                : _state == TargetState.Verifying ? MigrationOutcome.Verifying
+                : MigrationOutcome.Receiving;
+        }
+
+        return _decisions.TryGetValue(migrationId, out var decision) && decision.Owner.Admits(caller)
+            ? decision.Outcome
+            : MigrationOutcome.Unknown;
+    }
+
+    /// <summary>Writes a migration's decision down; called under the lock, before the decision is acted on.</summary>
+    private void Remember(IncomingMigration migration, MigrationOutcome outcome, string? error)
+    {
+        if (_decisions.TryAdd(migration.Id, new Decision(migration.Owner, outcome, error)))
+        {
+            _decisionOrder.Enqueue(migration.Id);
+            while (_decisionOrder.Count > RememberedOutcomes)
+            {
+                _decisions.Remove(_decisionOrder.Dequeue());
+            }
+        }
     }
 
     /// <summary>Sets the state; called under the lock only.</summary>
@@ -281,8 +408,19 @@ internal sealed class IncomingMigrations : IDisposable
         await Task.Delay(TimeSpan.FromSeconds(seconds)).ConfigureAwait(false);
         var check = RunAfterCheck.Run(vm, migration.Id, seconds, _log);
         _reports.Queue(() => TargetReport.Of(migration.Id,
-            check.Ok ? TargetOutcome.Resumed : TargetOutcome.FailedAfterResume,
-            reply, check.Ok ? null : check.Text, migration.CpuAtStart, check.Text));
+            check.Ok ? TargetOutcome.Resumed : TargetOutcome.FailedAfterResume, reply, check.Ok ? null : check.Text,
+            migration.CpuAtStart, check.Text));
+        lock (_lock)
+        {
+            // The guest has been stopped and checked: it no longer runs here, and the target takes the next migration.
+            if (ReferenceEquals(_resumed, vm))
+            {
+                _resumed = null;
+                Move(migration.Id, TargetState.Idle);
+            }
+        }
+
+        vm.Dispose();
         StopIfOnce();
     }
 
@@ -294,4 +432,10 @@ internal sealed class IncomingMigrations : IDisposable
             _lifetime.StopApplication();
         }
     }
+
+    /// <summary>An id as it may appear in a message: bounded and printable, whatever a client sent.</summary>
+    private static string Printable(string? id) =>
+        id is null ? "(none)" : MigrationIds.Problem(id) is null ? id : "(malformed id)";
+
+    private sealed record Decision(MigrationOwner Owner, MigrationOutcome Outcome, string? Error);
 }

@@ -19,6 +19,15 @@ internal static class RpcErrors
     /// <summary>The target cannot afford what the request asks (guest RAM).</summary>
     public static RpcException ResourceExhausted(string detail) => New(StatusCode.ResourceExhausted, detail);
 
+    /// <summary>The thing the request would create exists already (a migration id used before).</summary>
+    public static RpcException AlreadyExists(string detail) => New(StatusCode.AlreadyExists, detail);
+
+    /// <summary>The caller lacks the credentials: the shared token, or the key of the migration it names.</summary>
+    public static RpcException Unauthenticated(string detail) => New(StatusCode.Unauthenticated, detail);
+
+    /// <summary>A bug on the target; the detail says what failed, so nothing reaches a client as Unknown.</summary>
+    public static RpcException Internal(string detail) => New(StatusCode.Internal, detail);
+
     /// <summary>The call's stream broke or was cancelled.</summary>
     public static RpcException Cancelled(string detail) => New(StatusCode.Cancelled, detail);
 

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Text;
+using Google.Protobuf;
 using Migration.Protocol;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
@@ -17,18 +19,30 @@ internal interface ISwitchover
     /// Verifies and, if everything holds, resumes. Returns the reply and the running VM (null unless resumed). Takes
     /// the migration's RAM in every case: on any failure the partial guest is gone.
     /// </summary>
-    (CompleteReply Reply, VirtualMachine? Resumed) Run(IncomingMigration migration, CompleteRequest request);
+    (CompleteReply Reply, VirtualMachine? Verified) Run(IncomingMigration migration, CompleteRequest request);
 }
 
 internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log) : ISwitchover
 {
-    public (CompleteReply Reply, VirtualMachine? Resumed) Run(IncomingMigration migration, CompleteRequest request)
+    public (CompleteReply Reply, VirtualMachine? Verified) Run(IncomingMigration migration, CompleteRequest request)
     {
+        ArgumentNullException.ThrowIfNull(migration);
+        ArgumentNullException.ThrowIfNull(request);
         var reply = new CompleteReply();
         if (migration.OpenStreams > 0)
         {
             migration.Dispose();
             reply.Error = $"{migration.OpenStreams} page stream(s) still open at completion";
+            return (reply, null);
+        }
+
+        ulong stateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(migration.ConfigJson),
+            request.VcpuStates.Select(s => s.Memory), request.Device?.ToByteArray() ?? []);
+        if (stateDigest != request.StateDigest)
+        {
+            migration.Dispose();
+            reply.Error = "the vCPU, device or configuration state differs from what the source sent (state digest " +
+                $"0x{stateDigest:x16}, source 0x{request.StateDigest:x16})";
             return (reply, null);
         }
 
@@ -58,9 +72,6 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
                     reply.PhasesMs["dumpRam"] = Lap(phase);
                 }
 
-                vm.Start();
-                reply.Resumed = true;
-                reply.PhasesMs["resume"] = Lap(phase);
                 return (reply, vm);
             }
         }

@@ -31,4 +31,7 @@ internal static partial class TargetLog
 
     [LoggerMessage(9, LogLevel.Error, "migration {Id}: switchover failed unexpectedly; guest discarded")]
     public static partial void SwitchoverCrashed(ILogger logger, string id, Exception exception);
+
+    [LoggerMessage(10, LogLevel.Error, "{Method} failed unexpectedly")]
+    public static partial void HandlerFailed(ILogger logger, string method, Exception exception);
 }

@@ -12,14 +12,17 @@ namespace Migration.Target.Services;
 internal sealed class MigrationService(IncomingMigrations migrations) : MigrationControl.MigrationBase
 {
     public override Task<BeginReply> Begin(BeginRequest request, ServerCallContext context) =>
-        Task.FromResult(migrations.Begin(request));
+        Task.FromResult(migrations.Begin(request, Caller(context)));
 
     public override Task<CompleteReply> Complete(CompleteRequest request, ServerCallContext context) =>
-        Task.FromResult(migrations.Complete(request));
+        Task.FromResult(migrations.Complete(request, Caller(context)));
 
     public override Task<CancelReply> Cancel(CancelRequest request, ServerCallContext context) =>
-        Task.FromResult(migrations.Cancel(request));
+        Task.FromResult(migrations.Cancel(request, Caller(context)));
 
     public override Task<StatusReply> Status(StatusRequest request, ServerCallContext context) =>
-        Task.FromResult(migrations.Status());
+        Task.FromResult(migrations.Status(request, Caller(context)));
+
+    private static CallerCredentials Caller(ServerCallContext context) =>
+        CallerCredentials.Of(context.GetHttpContext());
 }

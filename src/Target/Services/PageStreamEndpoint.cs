@@ -47,7 +47,8 @@ internal sealed class PageStreamEndpoint(
         IncomingMigration migration;
         try
         {
-            migration = migrations.RequireReceiving(context.Request.Headers[WireNames.MigrationIdHeader]);
+            migration = migrations.RequireReceiving(context.Request.Headers[WireNames.MigrationIdHeader],
+                CallerCredentials.Of(context));
         }
         catch (RpcException ex)
         {
@@ -75,6 +76,16 @@ internal sealed class PageStreamEndpoint(
             // The source went away mid-stream. The migration cannot complete without it; discard the partial guest.
             TargetLog.StreamBroke(log, migration.Id, ex.Message);
             migrations.Fail(migration, $"page stream broke: {ex.Message}");
+            return;
+        }
+#pragma warning disable CA1031 // the stream's boundary: a bug fails this migration with Internal, never leaves it open
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            TargetLog.HandlerFailed(log, Path, ex);
+            string reason = $"page stream failed on the target: {ex.GetType().Name}: {ex.Message}";
+            migrations.Fail(migration, reason);
+            GrpcStatusWriter.Finish(response, new Status(StatusCode.Internal, reason));
             return;
         }
         finally

@@ -50,7 +50,8 @@ internal sealed class InMemoryTarget : IMigrationTransport
 
     public bool Completed { get; private set; }
 
-    public Task BeginAsync(BeginRequest request, CancellationToken ct) => Task.CompletedTask;
+    public Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct) =>
+        Task.FromResult(new BeginReply { InstanceId = "in-memory" });
 
     public IPageSink OpenChannel(string migrationId, CancellationToken streamToken)
     {
@@ -59,7 +60,10 @@ internal sealed class InMemoryTarget : IMigrationTransport
         return sink;
     }
 
-    public Task<CompleteReply> CompleteAsync(CompleteRequest request, CancellationToken ct)
+    public Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct) =>
+        throw new NotSupportedException("the in-memory target always answers Complete");
+
+    public Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct)
     {
         Completed = true;
         Check(request);
@@ -71,7 +75,8 @@ internal sealed class InMemoryTarget : IMigrationTransport
         });
     }
 
-    public Task CancelAsync(string migrationId, string reason) => Task.CompletedTask;
+    public Task<CancelReply?> CancelAsync(string migrationId, string reason) =>
+        Task.FromResult<CancelReply?>(new CancelReply { Cancelled = true, Outcome = MigrationOutcome.Discarded });
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 

@@ -15,24 +15,34 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
 
     public List<string> Calls { get; } = [];
 
-    public Task BeginAsync(BeginRequest request, CancellationToken ct)
+    /// <summary>What Status answers (the handover's confirm step asks when Complete throws).</summary>
+    public Func<StatusReply> OnStatus { get; set; } = () => new StatusReply { InstanceId = "fake" };
+
+    public Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
     {
         Calls.Add("begin");
-        return Task.CompletedTask;
+        return Task.FromResult(new BeginReply { InstanceId = "fake", MigrationKey = "key" });
+    }
+
+    public Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct)
+    {
+        Calls.Add("status");
+        return Task.FromResult(OnStatus());
     }
 
     public IPageSink OpenChannel(string migrationId, CancellationToken streamToken) => new Sink(source, counters);
 
-    public Task<CompleteReply> CompleteAsync(CompleteRequest request, CancellationToken ct)
+    public Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct)
     {
         Calls.Add("complete");
         return Task.FromResult(OnComplete(request));
     }
 
-    public Task CancelAsync(string migrationId, string reason)
+    public Task<CancelReply?> CancelAsync(string migrationId, string reason)
     {
         Calls.Add("cancel: " + reason);
-        return Task.CompletedTask;
+        var reply = new CancelReply { Cancelled = true, Outcome = MigrationOutcome.Discarded };
+        return Task.FromResult<CancelReply?>(reply);
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

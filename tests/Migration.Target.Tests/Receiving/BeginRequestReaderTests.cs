@@ -14,7 +14,8 @@ public sealed class BeginRequestReaderTests
 
     public static TheoryData<string, string> BadRequests => new()
     {
-        { "id", "migration_id is required" },
+        { "id", "migration_id may hold only" },
+        { "long id", "at most 64" },
         { "page size", "page size 8192 is not supported" },
         { "json", "guest configuration rejected" },
         { "config", "guest configuration rejected" },
@@ -28,7 +29,8 @@ public sealed class BeginRequestReaderTests
         var request = Targets.Begin("a");
         switch (what)
         {
-            case "id": request.MigrationId = " "; break;
+            case "id": request.MigrationId = "a b"; break;
+            case "long id": request.MigrationId = new string('x', 65); break;
             case "page size": request.PageSize = 8192; break;
             case "json": request.GuestConfigJson = "{not json"; break;
             case "config": request.GuestConfigJson = "{\"vcpus\":0}"; break;

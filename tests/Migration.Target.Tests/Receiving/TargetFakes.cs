@@ -5,6 +5,7 @@ using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
 using Migration.Target.Receiving;
+using Migration.TestSupport;
 
 namespace Migration.Target.Tests.Receiving;
 
@@ -22,7 +23,7 @@ internal sealed class ScriptedSwitchover : ISwitchover
             return (new CompleteReply { Error = "digests differ" }, null);
         };
 
-    public (CompleteReply Reply, VirtualMachine? Resumed) Run(IncomingMigration migration, CompleteRequest request)
+    public (CompleteReply Reply, VirtualMachine? Verified) Run(IncomingMigration migration, CompleteRequest request)
     {
         Entered.Set();
         Assert.True(Release.Wait(TimeSpan.FromSeconds(30)), "the test never released the switchover");
@@ -45,13 +46,19 @@ internal sealed class StillRunning : IHostApplicationLifetime
 
 internal static class Targets
 {
-    public static IncomingMigrations New(ISwitchover switchover, TargetOptions? options = null)
+    /// <summary>A target state machine on a manual clock (lease checks run when the test says so).</summary>
+    public static IncomingMigrations New(ISwitchover switchover, TargetOptions? options = null,
+        TimeProvider? time = null)
     {
         options ??= TargetOptions.Defaults;
         return new IncomingMigrations(options, switchover,
             new TargetReportWriter(options, NullLogger<TargetReportWriter>.Instance), new StillRunning(),
-            NullLogger<IncomingMigrations>.Instance);
+            NullLogger<IncomingMigrations>.Instance, time ?? new ManualTimeProvider());
     }
+
+    /// <summary>Begins a migration as its source does; returns the credentials its later calls need.</summary>
+    public static CallerCredentials BeginAs(this IncomingMigrations target, string id) =>
+        new(target.Begin(Begin(id), default).MigrationKey, null);
 
     public static BeginRequest Begin(string id, long ramBytes = 8L << 20, int vcpus = 1)
     {

@@ -72,6 +72,6 @@ public sealed class AbWorkload : Workload
     protected override void LoadState(BinaryReader reader)
     {
         ArgumentNullException.ThrowIfNull(reader);
-        _cursor = reader.ReadInt64();
+        _cursor = ReadCount(reader, Options.AbPages, "ab cursor pages");
     }
 }

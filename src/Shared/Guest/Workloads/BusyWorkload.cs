@@ -103,10 +103,10 @@ public sealed class BusyWorkload : Workload
     {
         ArgumentNullException.ThrowIfNull(reader);
         _set = OpenTable(ReadTablePfn(reader));
-        _setPages = reader.ReadInt64();
+        _setPages = ReadCount(reader, Kernel.Layout.PageCount, "working-set pages");
         _warm = reader.ReadBoolean();
         _pacer = NewPacer();
-        _pacer.Tokens = reader.ReadDouble();
+        _pacer.Tokens = ReadTokens(reader);
         _history.Load(reader);
     }
 }

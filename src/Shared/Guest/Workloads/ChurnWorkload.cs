@@ -65,6 +65,6 @@ public sealed class ChurnWorkload : Workload
         ArgumentNullException.ThrowIfNull(reader);
         _held = OpenTable(ReadTablePfn(reader));
         _pacer = NewPacer();
-        _pacer.Tokens = reader.ReadDouble();
+        _pacer.Tokens = ReadTokens(reader);
     }
 }

@@ -100,8 +100,8 @@ public class IdleWorkload : Workload
         ArgumentNullException.ThrowIfNull(reader);
         _cache = OpenTable(ReadTablePfn(reader));
         _cacheFilled = reader.ReadBoolean();
-        _cachePages = reader.ReadInt64();
+        _cachePages = ReadCount(reader, Kernel.Layout.PageCount, "page-cache pages");
         _pacer = new RatePacer(Context.Time, Options.IdleDirtyPagesPerSecond);
-        _pacer.Tokens = reader.ReadDouble();
+        _pacer.Tokens = ReadTokens(reader);
     }
 }

@@ -103,8 +103,17 @@ internal sealed class StaleFill
     public void Load(BinaryReader reader)
     {
         _phase = (Phase)reader.ReadByte();
+        if (!Enum.IsDefined(_phase))
+        {
+            throw new InvalidDataException($"a vCPU state holds an unknown fill phase {(int)_phase}.");
+        }
+
         long table = reader.ReadInt64();
         _blocks = table < 0 ? null : TaskTable.Open(_kernel, table);
         _pages = reader.ReadInt64();
+        if (_pages < 0 || _pages > _kernel.Layout.PageCount)
+        {
+            throw new InvalidDataException($"a vCPU state holds {_pages} filled pages.");
+        }
     }
 }

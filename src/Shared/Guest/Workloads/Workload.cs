@@ -100,6 +100,12 @@ public abstract class Workload
 
         workload.Random = GuestRandom.Load(reader);
         workload.LoadState(reader);
+        if (reader.BaseStream.Position != state.Length)
+        {
+            throw new InvalidDataException(
+                $"vCPU {vcpu}: state has {state.Length - reader.BaseStream.Position} bytes after its end.");
+        }
+
         return workload;
     }
 
@@ -169,6 +175,26 @@ public abstract class Workload
     }
 
     protected static long ReadTablePfn(BinaryReader reader) => reader.ReadInt64();
+
+    /// <summary>A pacer's saved allowance: finite and not negative, or the state is not one a vCPU saved.</summary>
+    protected static double ReadTokens(BinaryReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        double tokens = reader.ReadDouble();
+        return double.IsFinite(tokens) && tokens >= 0
+            ? tokens
+            : throw new InvalidDataException($"a vCPU state holds a pacing allowance of {tokens}.");
+    }
+
+    /// <summary>A saved count: not negative and at most <paramref name="max"/>.</summary>
+    protected static long ReadCount(BinaryReader reader, long max, string what)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        long value = reader.ReadInt64();
+        return value >= 0 && value <= max
+            ? value
+            : throw new InvalidDataException($"a vCPU state holds {value} {what} (0..{max} possible).");
+    }
 
     protected TaskTable? OpenTable(long pfn) => pfn < 0 ? null : TaskTable.Open(Kernel, pfn);
 }

@@ -114,6 +114,11 @@ public sealed record WorkloadOptions
             }
         }
 
+        if (!Enum.IsDefined(Kind))
+        {
+            throw new ArgumentException($"Unknown workload kind {(int)Kind}.");
+        }
+
         Share(PageCacheShare, nameof(PageCacheShare));
         Share(MemhogShare, nameof(MemhogShare));
         Share(BusyStaleShare, nameof(BusyStaleShare));
@@ -134,9 +139,9 @@ public sealed record WorkloadOptions
             throw new ArgumentException($"ChurnMaxOrder must be 0..10, got {ChurnMaxOrder}.");
         }
 
-        if (ChurnHeldBlocks < 1)
+        if (ChurnHeldBlocks is < 1 or > 1 << 20)
         {
-            throw new ArgumentException("ChurnHeldBlocks must be at least 1.");
+            throw new ArgumentException("ChurnHeldBlocks must be 1..1048576.");
         }
 
         if (Kind == WorkloadKind.Ab && (AbMib < 1 || AbStartBytes + ((long)AbMib << 20) > ramBytes / 2))
