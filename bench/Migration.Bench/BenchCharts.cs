@@ -33,7 +33,42 @@ internal static class BenchCharts
             }
         }
 
+        if (results.Soak.Count > 0)
+        {
+            written.Add(Soak(results.Soak, dir));
+        }
+
         return written;
+    }
+
+    /// <summary>The soak: the target's RSS and descriptors after each migration, and each migration's downtime.</summary>
+    private static string Soak(List<SoakRun> runs, string dir)
+    {
+        var multi = new Multiplot();
+        multi.AddPlots(2);
+        double[] xs = [.. runs.Select(r => (double)r.Index)];
+        var footprint = multi.GetPlot(0);
+        var rss = footprint.Add.Scatter(xs, [.. runs.Select(r => r.TargetRssBytes / (double)(1 << 20))]);
+        rss.Color = On;
+        rss.LegendText = "target RSS (MiB)";
+        var fds = footprint.Add.Scatter(xs, [.. runs.Select(r => (double)r.TargetHandles)]);
+        fds.Color = Off;
+        fds.LegendText = "target file descriptors";
+        footprint.Title($"Soak: one target, {runs.Count} migrations: footprint once free again");
+        footprint.XLabel("migration");
+        footprint.ShowLegend();
+        var downtime = multi.GetPlot(1);
+        var bars = downtime.Add.Bars(xs, [.. runs.Select(r => r.DowntimeMs)]);
+        bars.Color = On;
+        var limit = downtime.Add.HorizontalLine(Bench.Soak.DowntimeLimitMs);
+        limit.LinePattern = LinePattern.Dashed;
+        limit.Text = "limit";
+        downtime.Title("Downtime of each migration");
+        downtime.XLabel("migration");
+        downtime.YLabel("ms");
+        const string File = "soak.png";
+        multi.SavePng(Path.Combine(dir, File), 900, 800);
+        return File;
     }
 
     private static string Grouped(BenchSummary summary, string dir, string file, string title, string unit,

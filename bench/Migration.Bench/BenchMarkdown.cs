@@ -10,8 +10,9 @@ internal static class BenchMarkdown
         var md = new StringBuilder();
         md.AppendLine("# Benchmark results");
         md.AppendLine();
-        md.AppendLine("Command: `dotnet run --project src/Source -c Release -- bench" +
-            $"{(results.Quick ? " --quick" : string.Empty)} --repeat {results.Repeat}`  ");
+        md.AppendLine("Command: `dotnet run --project bench/Migration.Bench -c Release --" +
+            $"{(results.Quick ? " --quick" : string.Empty)} --repeat {results.Repeat}" +
+            (results.Only is { } only ? $" --only {string.Join(' ', only)}`  " : "`  "));
         md.AppendLine($"Machine: {results.Machine.Describe()}  ");
         md.AppendLine($"Run: {results.StartedAt:yyyy-MM-dd HH:mm} to {results.FinishedAt:HH:mm} UTC. " +
                       "Each migration is a fresh target process (guest RAM preallocated) and a fresh source process; " +
@@ -47,9 +48,22 @@ internal static class BenchMarkdown
 
             md.AppendLine();
             md.AppendLine(summary.RawToIperf3 is double ratio
-                ? $"Best raw stream / mean iperf3: **{ratio:F2}**."
+                ? $"Best cleartext raw stream / mean iperf3: **{ratio:F2}**."
                 : "Raw stream / iperf3: n/a.");
+            foreach (var tls in summary.Tls)
+            {
+                md.AppendLine();
+                md.AppendLine($"Mutual TLS / cleartext at {tls.Channels} channels: throughput " +
+                    $"**{tls.ThroughputRatio:F2}**, source CPU per byte {tls.SourceCpuPerByteRatio:F2}, " +
+                    $"target CPU per byte {tls.TargetCpuPerByteRatio:F2}.");
+            }
+
             md.AppendLine();
+        }
+
+        if (results.Soak.Count > 0)
+        {
+            WriteSoak(md, results.Soak, summary.Soak);
         }
 
         md.AppendLine("## Scenarios: hints off against hints on");
@@ -88,7 +102,7 @@ internal static class BenchMarkdown
                 $"{(f.Met switch { true => "yes", false => "**no**", null => "n/a" })} |");
         }
 
-        var failed = results.Runs.Concat(results.RawStream).Where(r => !r.Ok).ToList();
+        var failed = results.Runs.Concat(results.RawStream).Where(r => !r.Ok).ToList(); // soak failures: above
         if (failed.Count > 0)
         {
             md.AppendLine();
@@ -101,6 +115,40 @@ internal static class BenchMarkdown
         }
 
         return md.ToString();
+    }
+
+    private static void WriteSoak(StringBuilder md, List<SoakRun> runs, SoakSummary? soak)
+    {
+        md.AppendLine("## Soak: back-to-back migrations into one long-lived target");
+        md.AppendLine();
+        md.AppendLine($"{runs.Count} migrations; workloads in turn (idle, stale, busy, churn), hints on and off, " +
+            "eager and manual dirty logging, 1 to 3 channels. The target runs each guest for 0.2 s, checks and stops " +
+            "it, and is sampled from /proc once it is free again. Chart: soak.png.");
+        md.AppendLine();
+        if (soak is not null)
+        {
+            md.AppendLine($"Verified {soak.Verified} of {soak.Runs}; target RSS at the 10th migration " +
+                $"{soak.RssAtTenth >> 20} MiB, highest after it {soak.MaxRssFromTenth >> 20} MiB; descriptors " +
+                $"{soak.HandlesAtTenth} -> at most {soak.MaxHandlesFromTenth}; worst downtime " +
+                $"{soak.WorstDowntimeMs:F0} ms (limit {soak.DowntimeLimitMs:F0} ms).");
+            md.AppendLine();
+        }
+
+        md.AppendLine(
+            "| # | workload | hints | dirty log | channels | total ms | downtime ms | target RSS MiB | fds |");
+        md.AppendLine("|---:|---|---|---|---:|---:|---:|---:|---:|");
+        foreach (var r in runs.Where(r => r.Index <= 3 || r.Index % 10 == 0 || !r.Ok))
+        {
+            md.AppendLine(r.Ok
+                ? $"| {r.Index} | {r.Workload} | {(r.Hints ? "on" : "off")} | {r.DirtyLog} | {r.Channels} " +
+                    $"| {r.TotalMs:F0} | {r.DowntimeMs:F0} | {r.TargetRssBytes >> 20} | {r.TargetHandles} |"
+                : $"| {r.Index} | {r.Workload} | | | | **failed**: {r.Error} | | {r.TargetRssBytes >> 20} " +
+                    $"| {r.TargetHandles} |");
+        }
+
+        md.AppendLine();
+        md.AppendLine("(Rows 1-3, every 10th and any failure; results.json has all of them.)");
+        md.AppendLine();
     }
 
     private static void Side(StringBuilder md, string link, string hints, SideMedians? s) =>

@@ -12,6 +12,9 @@ internal sealed class BenchResults
 
     public int Repeat { get; set; }
 
+    /// <summary>The parts run (--only), or null for all of them.</summary>
+    public List<string>? Only { get; set; }
+
     public DateTimeOffset StartedAt { get; set; }
 
     public DateTimeOffset? FinishedAt { get; set; }
@@ -23,6 +26,9 @@ internal sealed class BenchResults
     public List<BenchRun> RawStream { get; set; } = [];
 
     public List<BenchRun> Runs { get; set; } = [];
+
+    /// <summary>Back-to-back migrations into one long-lived target.</summary>
+    public List<SoakRun> Soak { get; set; } = [];
 
     public BenchSummary? Summary { get; set; }
 }

@@ -2,15 +2,21 @@ using System.Diagnostics;
 using System.Text.Json;
 using Migration.Shared.Reporting;
 using Migration.Source.Cli;
+using Migration.TestSupport;
 
 namespace Migration.Bench;
 
 /// <summary>What <c>bench</c> was asked to do.</summary>
-internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null);
+internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null,
+    int SoakMigrations = 100)
+{
+    public bool Runs(string name) => Only is null || Only.Contains(name);
+}
 
 /// <summary>
-/// The benchmark: the loopback link (iperf3 against our raw page stream, in the same sitting), then every scenario on
-/// every link, hints off and on interleaved (off, on, off, on ...) so that drift on a shared machine hits both alike.
+/// The benchmark: the loopback link (iperf3 against our raw page stream, cleartext and mutual TLS, in the same
+/// sitting), then every scenario on every link, hints off and on interleaved (off, on, off, on ...) so that drift on a
+/// shared machine hits both alike, then the soak (one long-lived target, many migrations).
 /// Each migration is a fresh target process and a fresh source process, exactly as a user runs them; both report their
 /// own CPU time and peak RSS. Results go to DIR as they come (results.json), then the tables and charts.
 /// </summary>
@@ -26,15 +32,14 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         _results.Machine = MachineInfo.Capture();
         _results.Quick = options.Quick;
         _results.Repeat = options.Repeat;
+        _results.Only = options.Only?.ToList();
         _results.StartedAt = DateTimeOffset.UtcNow;
-        var scenarios = BenchScenario.All(options.Quick)
-            .Where(s => options.Only is null || options.Only.Contains(s.Name))
-            .ToList();
+        var scenarios = BenchScenario.All(options.Quick).Where(s => options.Runs(s.Name)).ToList();
         output.WriteLine($"bench: {_results.Machine.Describe()}");
         output.WriteLine($"bench: {(options.Quick ? "quick (1 GiB guests)" : "full (8 GiB guests)")}, " +
             $"{options.Repeat} repeat(s), results in {Path.GetFullPath(options.OutDir)}");
 
-        if (options.Only is null || options.Only.Contains("raw"))
+        if (options.Runs("raw"))
         {
             await MeasureLinkAsync(ct);
         }
@@ -56,6 +61,14 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
             }
         }
 
+        if (options.Runs("soak"))
+        {
+            var soak = new Soak(options.OutDir, options.SoakMigrations, options.Quick ? 128L << 20 : 256L << 20,
+                output);
+            _results.Soak = await soak.RunAsync(ct);
+            Save();
+        }
+
         _results.FinishedAt = DateTimeOffset.UtcNow;
         var summary = BenchSummary.Build(_results, scenarios);
         _results.Summary = summary;
@@ -67,7 +80,8 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         output.WriteLine(md);
         output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts " +
             $"to {Path.GetFullPath(options.OutDir)}");
-        int failed = _results.Runs.Count(r => !r.Ok) + _results.RawStream.Count(r => !r.Ok);
+        int failed = _results.Runs.Count(r => !r.Ok) + _results.RawStream.Count(r => !r.Ok)
+            + _results.Soak.Count(r => !r.Ok);
         if (failed > 0)
         {
             output.WriteLine($"bench: {failed} run(s) failed; see their logs under runs/");
@@ -76,7 +90,10 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         return failed == 0 ? 0 : 1;
     }
 
-    /// <summary>iperf3 on loopback, then the raw page stream at 2 and 4 channels, then iperf3 again.</summary>
+    /// <summary>
+    /// iperf3 on loopback, then the raw page stream at 2 and 4 channels in cleartext and over mutual TLS (cleartext
+    /// and TLS alternate, so drift hits both alike), then iperf3 again.
+    /// </summary>
     private async Task MeasureLinkAsync(CancellationToken ct)
     {
         int seconds = options.Quick ? 3 : 5;
@@ -84,20 +101,39 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         long ram = options.Quick ? 1L << 30 : 4L << 30;
         // Random content, no guest activity: memhog leaves 90% of RAM full of random data, then the guest does nothing.
         string[] args = ["--workload", "memhog", "--memhog-share", "0.9", "--idle-dirty-pages", "0"];
+        using var pki = TestCertificates.Create();
+        string[] tlsTarget =
+        [
+            "--listen", "https://127.0.0.1:0", "--tls-cert", pki.ServerCertificatePath,
+            "--tls-key", pki.ServerKeyPath, "--tls-client-ca", pki.CaPath,
+        ];
+        string[] tlsSource =
+        [
+            "--tls-ca", pki.CaPath, "--tls-client-cert", pki.ClientCertificatePath,
+            "--tls-client-key", pki.ClientKeyPath,
+        ];
         foreach (int channels in new[] { 2, 4 })
         {
-            var run = await RunMigrationAsync($"raw-stream-{channels}ch", ram, args, BenchScenario.Uncapped,
-                hints: false, repeat: 1, channels, ct);
-            _results.RawStream.Add(run);
-            Save();
+            foreach (bool tls in new[] { false, true })
+            {
+                var run = await RunMigrationAsync($"raw-stream-{channels}ch{(tls ? TlsSuffix : "")}", ram, args,
+                    BenchScenario.Uncapped, hints: false, repeat: 1, channels, ct,
+                    tls ? tlsTarget : [], tls ? tlsSource : []);
+                _results.RawStream.Add(run);
+                Save();
+            }
         }
 
         _results.Iperf3.Add(await Iperf3.RunAsync(seconds, output, ct));
         Save();
     }
 
+    /// <summary>The raw-stream runs over mutual TLS carry this after their channel count.</summary>
+    public const string TlsSuffix = "-mtls";
+
     private async Task<BenchRun> RunMigrationAsync(string scenario, long ramBytes, IReadOnlyList<string> workloadArgs,
-        BenchLink link, bool hints, int repeat, int channels, CancellationToken ct)
+        BenchLink link, bool hints, int repeat, int channels, CancellationToken ct,
+        IReadOnlyList<string>? targetArgs = null, IReadOnlyList<string>? sourceArgs = null)
     {
         int index = ++_runIndex;
         string stem = Path.Combine(options.OutDir, "runs",
@@ -116,7 +152,8 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         try
         {
             await using var target = await TargetProcess.StartAsync(
-                ["--once", "--prealloc", ram, "--report", stem + ".target.json"], TimeSpan.FromMinutes(3), ct);
+                ["--once", "--prealloc", ram, "--report", stem + ".target.json", .. targetArgs ?? []],
+                TimeSpan.FromMinutes(3), ct);
             var args = new List<string>
             {
                 "migrate", "--target", target.Address.ToString(), "--ram", ram, "--vcpus", "2", "--seed", "1",
@@ -124,6 +161,7 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
                 "--hints", hints ? "on" : "off", "--report", stem + ".source.json",
             };
             args.AddRange(workloadArgs);
+            args.AddRange(sourceArgs ?? []);
             if (link.MaxBandwidth is not null)
             {
                 args.AddRange(["--max-bandwidth", link.MaxBandwidth]);

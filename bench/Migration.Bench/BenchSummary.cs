@@ -22,6 +22,13 @@ internal sealed record ScenarioRow(string Scenario, string Link, SideMedians? Of
         Off is null || On is null || f(Off) == 0 ? null : f(On) / f(Off);
 }
 
+/// <summary>
+/// What mutual TLS costs the raw page stream at one channel count: throughput and each side's CPU per byte, TLS over
+/// cleartext, from runs of the same sitting.
+/// </summary>
+internal sealed record TlsCost(int Channels, double ThroughputRatio, double SourceCpuPerByteRatio,
+    double TargetCpuPerByteRatio);
+
 /// <summary>One of the figures: the goal, what was measured, whether it was met.</summary>
 internal sealed record Figure(string Name, string Goal, string Measured, bool? Met);
 
@@ -36,6 +43,10 @@ internal sealed class BenchSummary
     public double? Iperf3BytesPerSecond { get; set; }
 
     public double? RawToIperf3 => RawStreamBytesPerSecond / Iperf3BytesPerSecond;
+
+    public List<TlsCost> Tls { get; set; } = [];
+
+    public SoakSummary? Soak { get; set; }
 
     public List<Figure> Figures { get; set; } = [];
 
@@ -52,16 +63,42 @@ internal sealed class BenchSummary
             }
         }
 
+        var cleartext = results.RawStream.Where(r => r.Ok && !IsTls(r)).ToList();
         summary.RawStreamBytesPerSecond =
-            results.RawStream.Where(r => r.Ok).Select(RoundZeroRate).DefaultIfEmpty().Max() is var raw and > 0
-                ? raw
-                : null;
+            cleartext.Select(RoundZeroRate).DefaultIfEmpty().Max() is var raw and > 0 ? raw : null;
+        foreach (var tls in results.RawStream.Where(r => r.Ok && IsTls(r)))
+        {
+            string plain = tls.Scenario[..^BenchRunner.TlsSuffix.Length];
+            if (cleartext.FirstOrDefault(r => r.Scenario == plain) is { } baseline && RoundZeroRate(baseline) > 0)
+            {
+                summary.Tls.Add(new TlsCost(ChannelsOf(plain), RoundZeroRate(tls) / RoundZeroRate(baseline),
+                    CpuPerByte(tls, source: true) / CpuPerByte(baseline, source: true),
+                    CpuPerByte(tls, source: false) / CpuPerByte(baseline, source: false)));
+            }
+        }
+
+        summary.Soak = SoakSummary.Of(results.Soak, Bench.Soak.DowntimeLimitMs);
         var iperf = results.Iperf3.Where(i => i.BytesPerSecond is not null)
             .Select(i => i.BytesPerSecond!.Value)
             .ToList();
         summary.Iperf3BytesPerSecond = iperf.Count > 0 ? iperf.Average() : null;
         summary.Figures = Evaluate(results, scenarios, summary);
         return summary;
+    }
+
+    /// <summary>The channel count in a raw-stream run's name (raw-stream-2ch).</summary>
+    private static int ChannelsOf(string rawScenario) =>
+        int.Parse(rawScenario["raw-stream-".Length..^"ch".Length], System.Globalization.CultureInfo.InvariantCulture);
+
+    public static bool IsTls(BenchRun run) => run.Scenario.EndsWith(BenchRunner.TlsSuffix, StringComparison.Ordinal);
+
+    /// <summary>A process's migration CPU seconds per byte on the wire.</summary>
+    private static double CpuPerByte(BenchRun run, bool source)
+    {
+        double cpu = source
+            ? run.Source!.Process?.MigrationCpuSeconds ?? 0
+            : run.TargetProcess?.MigrationCpuSeconds ?? 0;
+        return cpu / Math.Max(1, run.Source!.Transfer.BytesOnWire);
     }
 
     /// <summary>Round 0 of a raw-stream run: bytes over time, the part where the channels are busy with data.</summary>
@@ -136,6 +173,31 @@ internal sealed class BenchSummary
             figures.Add(new Figure("raw page stream / iperf3 loopback", ">= 0.50", Format(summary.RawToIperf3),
                 summary.RawToIperf3 >= 0.5));
         }
+        foreach (var tls in summary.Tls)
+        {
+            figures.Add(new Figure($"raw stream, mutual TLS / cleartext, {tls.Channels} channels: throughput",
+                "measured", Format(tls.ThroughputRatio), null));
+        }
+
+        if (summary.Soak is { } soak)
+        {
+            figures.Add(new Figure("soak: migrations verified", $"{soak.Runs} of {soak.Runs}",
+                $"{soak.Verified} of {soak.Runs}", soak.Verified == soak.Runs));
+            figures.Add(new Figure("soak: target RSS, highest from the 10th migration on / at the 10th", "<= 1.10",
+                $"{soak.RssGrowth:F3} ({soak.MaxRssFromTenth >> 20} / {soak.RssAtTenth >> 20} MiB)",
+                soak.RssGrowth <= 1.10));
+            figures.Add(new Figure("soak: target RSS, at the end / half way", "<= 1.02",
+                $"{soak.RssGrowthInLastHalf:F3} ({soak.RssAtEnd >> 20} / {soak.RssAtHalf >> 20} MiB)",
+                soak.RssGrowthInLastHalf <= 1.02));
+            figures.Add(new Figure("soak: target threads, at the 10th -> at the end", "measured",
+                $"{soak.ThreadsAtTenth} -> {soak.ThreadsAtEnd}", null));
+            figures.Add(new Figure("soak: target descriptors, most from the 10th on minus at the 10th", "<= 4",
+                $"{soak.MaxHandlesFromTenth - soak.HandlesAtTenth} ({soak.HandlesAtTenth} -> {soak.MaxHandlesFromTenth})",
+                soak.MaxHandlesFromTenth - soak.HandlesAtTenth <= 4));
+            figures.Add(new Figure("soak: worst downtime of any migration", $"<= {soak.DowntimeLimitMs:F0} ms",
+                $"{soak.WorstDowntimeMs:F0} ms", soak.WorstDowntimeMs <= soak.DowntimeLimitMs));
+        }
+
         foreach (var group in results.Runs.Concat(results.RawStream).Where(r => r.Ok)
             .GroupBy(r => r.Source!.Guest.RamBytes))
         {

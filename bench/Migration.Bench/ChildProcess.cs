@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Migration.Source.Cli;
 
 namespace Migration.Bench;
@@ -8,54 +7,19 @@ internal static class ChildProcess
 {
     /// <summary>
     /// Runs <c>dotnet Migration.Source.dll args</c>; returns the exit code, or throws TimeoutException after killing
-    /// it.
+    /// it. The log is written either way.
     /// </summary>
     public static async Task<int> RunSourceAsync(IReadOnlyList<string> args, string logPath, TimeSpan timeout,
         CancellationToken ct)
     {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.ArgumentList.Add(BuiltPrograms.Locate("Source", "Migration.Source.dll", "MIGRATION_SOURCE_DLL"));
-        foreach (string a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        await using var log = new StreamWriter(logPath) { AutoFlush = true };
-        using var process = Process.Start(psi)
-            ?? throw new InvalidOperationException("Could not start the source process.");
-        var gate = new object();
-        void Write(string? line)
-        {
-            if (line is not null)
-            {
-                lock (gate)
-                {
-                    log.WriteLine(line);
-                }
-            }
-        }
-
-        process.OutputDataReceived += (_, e) => Write(e.Data);
-        process.ErrorDataReceived += (_, e) => Write(e.Data);
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
+        await using var source = ChildProgram.Source(args);
         try
         {
-            await process.WaitForExitAsync(ct).WaitAsync(timeout, ct).ConfigureAwait(false);
+            return await source.WaitForExitAsync(timeout, ct).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+        finally
         {
-            process.Kill(entireProcessTree: true);
-            await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-            throw;
+            await File.WriteAllLinesAsync(logPath, source.Output, CancellationToken.None).ConfigureAwait(false);
         }
-
-        process.WaitForExit(); // drains the redirected output
-        return process.ExitCode;
     }
 }

@@ -1,8 +1,9 @@
 using System.CommandLine;
 using Migration.Bench;
 
-// The macro benchmark: hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) and the raw page
-// stream against iperf3, on loopback. Exit codes: 0 every run verified, 1 a run failed, 2 bad usage.
+// The macro benchmark: hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped), the raw page
+// stream against iperf3 (cleartext and mutual TLS) and the soak, on loopback. Exit codes: 0 every run verified, 1 a
+// run failed, 2 bad usage.
 var quick = new Option<bool>("--quick")
 {
     Description = "1 GiB guests instead of 8 GiB: a smoke check in a few minutes",
@@ -21,25 +22,34 @@ var only = new Option<string[]>("--only")
     Description = "Run only these scenarios (e.g. idle-8g stale-8g raw); default all",
     AllowMultipleArgumentsPerToken = true,
 };
+var soakMigrations = new Option<int?>("--soak-migrations")
+{
+    Description = "Migrations in the soak (one long-lived target); default 100, 30 with --quick",
+};
 var root = new RootCommand(
     "Benchmark hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) " +
-    "and the raw page stream against iperf3, on loopback.")
+    "the raw page stream against iperf3 (cleartext and mutual TLS), and a soak of back-to-back migrations into one " +
+    "target, on loopback.")
 {
-    quick, outDir, repeat, only,
+    quick, outDir, repeat, only, soakMigrations,
 };
 root.SetAction(async (parse, ct) =>
 {
     bool isQuick = parse.GetValue(quick);
     int repeats = parse.GetValue(repeat) ?? (isQuick ? 1 : 3);
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
-    var known = BenchScenario.All(isQuick).Select(x => x.Name).Append("raw").ToList();
-    if (repeats is < 1 or > 50 || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
+    int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
+    var known = BenchScenario.All(isQuick).Select(x => x.Name).Append("raw").Append("soak").ToList();
+    if (repeats is < 1 or > 50 || soak is < 10 or > 10000
+        || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
     {
-        Console.Error.WriteLine($"error: --repeat must be 1..50 and --only takes {string.Join(", ", known)}");
+        Console.Error.WriteLine("error: --repeat must be 1..50, --soak-migrations 10..10000, and --only takes " +
+            string.Join(", ", known));
         return 2;
     }
 
-    var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names), Console.Out);
+    var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak),
+        Console.Out);
     return await runner.RunAsync(ct);
 });
 

@@ -58,6 +58,11 @@ public sealed record GuestConfig
             throw new ArgumentException($"HintBlockOrder must be 0..10; got {HintBlockOrder}.");
         }
 
+        if (Workload is null)
+        {
+            throw new ArgumentException("The workload is missing.");
+        }
+
         Workload.Validate(RamBytes);
     }
 }

@@ -7,8 +7,10 @@ namespace Migration.Shared.Reporting;
 /// <summary>
 /// Compile-time JSON for the guest configuration that travels in Begin: no reflection on the setup path, which saved
 /// about 40 ms of first-call cost on each side of every migration (the processes are fresh, so nothing is warm).
-/// Same conventions as the reports: camelCase, enums as camelCase strings.
+/// Same conventions as the reports: camelCase, enums as camelCase strings. A property neither side knows is an error,
+/// not a silent default: both ends run the same build, so an unknown name is damage or a mistake.
 /// </summary>
-[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true)]
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true,
+    UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
 [JsonSerializable(typeof(GuestConfig))]
 public sealed partial class WireJson : JsonSerializerContext;

@@ -67,7 +67,7 @@ internal static class MigrateCommand
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
             target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, allowUnsafe, report,
-            logLevel,
+            logLevel, completeTimeout, handoverWindow, stallTimeout, tokenFile, tlsCa, tlsClientCert, tlsClientKey,
         };
         foreach (var option in guest.All)
         {

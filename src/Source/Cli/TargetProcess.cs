@@ -39,7 +39,7 @@ public sealed partial class TargetProcess : IAsyncDisposable
         }
     }
 
-    [GeneratedRegex(@"target listening on (http://\S+)")]
+    [GeneratedRegex(@"target listening on (https?://\S+)")]
     private static partial Regex ListeningLine();
 
     /// <summary>Locates the built target next to this build (same configuration), or at MIGRATION_TARGET_DLL.</summary>
@@ -47,8 +47,8 @@ public sealed partial class TargetProcess : IAsyncDisposable
         BuiltPrograms.Locate("Target", "Migration.Target.dll", "MIGRATION_TARGET_DLL");
 
     /// <summary>
-    /// Starts the target with <paramref name="arguments"/> (a --listen on loopback port 0 is added) and waits until it
-    /// listens.
+    /// Starts the target with <paramref name="arguments"/> (unless they hold a --listen, one on loopback port 0 is added)
+    /// and waits until it listens.
     /// </summary>
     public static async Task<TargetProcess> StartAsync(IEnumerable<string> arguments, TimeSpan timeout,
         CancellationToken ct = default)
@@ -60,11 +60,15 @@ public sealed partial class TargetProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         psi.ArgumentList.Add(LocateTargetDll());
-        psi.ArgumentList.Add("--listen");
-        psi.ArgumentList.Add("http://127.0.0.1:0");
         foreach (string a in arguments)
         {
             psi.ArgumentList.Add(a);
+        }
+
+        if (!psi.ArgumentList.Contains("--listen"))
+        {
+            psi.ArgumentList.Add("--listen");
+            psi.ArgumentList.Add("http://127.0.0.1:0");
         }
 
         var process = Process.Start(psi) ?? throw new InvalidOperationException("Could not start the target process.");
@@ -86,6 +90,37 @@ public sealed partial class TargetProcess : IAsyncDisposable
         }
 
         return target;
+    }
+
+    /// <summary>The target's state as its Status call reports it (idle, receiving, verifying, resumed, failed).</summary>
+    public async Task<string> StateAsync(CancellationToken ct = default)
+    {
+        using var channel = Transport.PageChannel.CreateGrpcChannel(Address, Transport.TransportSecurity.None);
+        var reply = await new Protocol.Migration.MigrationClient(channel).StatusAsync(new Protocol.StatusRequest(),
+            deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct).ConfigureAwait(false);
+        return reply.State;
+    }
+
+    /// <summary>
+    /// Polls <see cref="StateAsync"/> until it is one of <paramref name="states"/>; returns it, or throws
+    /// TimeoutException naming the last state seen.
+    /// </summary>
+    public async Task<string> WaitForStateAsync(TimeSpan timeout, params string[] states)
+    {
+        var watch = Stopwatch.StartNew();
+        string state;
+        while (Array.IndexOf(states, state = await StateAsync().ConfigureAwait(false)) < 0)
+        {
+            if (watch.Elapsed > timeout)
+            {
+                throw new TimeoutException(
+                    $"the target stayed {state}, not {string.Join(" or ", states)}, for {timeout.TotalSeconds:F0} s");
+            }
+
+            await Task.Delay(50).ConfigureAwait(false);
+        }
+
+        return state;
     }
 
     /// <summary>Waits for the process to exit; returns its exit code.</summary>

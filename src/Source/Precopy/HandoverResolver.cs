@@ -29,6 +29,11 @@ internal sealed class HandoverResolver(IMigrationTransport transport, string mig
     /// <summary>Between two questions: quick at first, then no faster than twice a second.</summary>
     private static readonly TimeSpan RetryDelay = TimeSpan.FromMilliseconds(250);
 
+    /// <summary>One question's deadline: an eighth of the window (0.5..5 s), so a question lost to a broken connection
+    /// leaves room for several more.</summary>
+    private TimeSpan QuestionTimeout =>
+        TimeSpan.FromSeconds(Math.Clamp(window.TotalSeconds / 8, 0.5, 5));
+
     public async Task<HandoverOutcome> ResolveAsync(string cause)
     {
         long start = time.GetTimestamp();
@@ -48,7 +53,7 @@ internal sealed class HandoverResolver(IMigrationTransport transport, string mig
             questions++;
             try
             {
-                var status = await transport.StatusAsync(migrationId, Min(left, TimeSpan.FromSeconds(5)),
+                var status = await transport.StatusAsync(migrationId, Min(left, QuestionTimeout),
                     CancellationToken.None).ConfigureAwait(false);
                 if (status.InstanceId != instanceId)
                 {
@@ -83,7 +88,9 @@ internal sealed class HandoverResolver(IMigrationTransport transport, string mig
             }
             catch (Grpc.Core.RpcException ex)
             {
-                lastSeen = $"{ex.StatusCode}: {ex.Status.Detail}";
+                lastSeen = ex.StatusCode == Grpc.Core.StatusCode.DeadlineExceeded
+                    ? "no answer in time"
+                    : $"{ex.StatusCode}: {ex.Status.Detail}";
             }
 
             await Task.Delay(Min(RetryDelay * Math.Min(questions, 2), window - time.GetElapsedTime(start)), time)
@@ -106,5 +113,10 @@ internal sealed class HandoverResolver(IMigrationTransport transport, string mig
         };
     }
 
-    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? (a > TimeSpan.Zero ? a : TimeSpan.Zero) : b;
+    /// <summary>The smaller of the two, never below zero.</summary>
+    private static TimeSpan Min(TimeSpan a, TimeSpan b)
+    {
+        var smaller = a < b ? a : b;
+        return smaller > TimeSpan.Zero ? smaller : TimeSpan.Zero;
+    }
 }

@@ -24,8 +24,9 @@ internal sealed partial class MigrationAttempt
         }
         catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
         {
-            string cause = "no answer to Complete: " +
-                MigrationFailedException.From(ex, cancelledByUser: false).Message;
+            string cause = ex is Grpc.Core.RpcException { StatusCode: Grpc.Core.StatusCode.DeadlineExceeded }
+                ? $"no answer to Complete within {_options.CompleteTimeout.TotalSeconds:0.#} s (--complete-timeout)"
+                : "no answer to Complete: " + MigrationFailedException.From(ex, cancelledByUser: false).Message;
             var resolver = new HandoverResolver(_transport, _id, _targetInstance, _time, _options.HandoverWindow);
             var outcome = await resolver.ResolveAsync(cause).ConfigureAwait(false);
             _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;

@@ -158,10 +158,14 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         }
 
         var failure = MigrationFailedException.From(ex, cancelledByUser: false);
-        return failure.Kind == FailureKind.ConnectionLost
-            ? new MigrationFailedException(FailureKind.ConnectionLost,
-                $"lost the connection to the target during {Where}: {failure.Message}", ex)
-            : failure;
+        return failure.Kind switch
+        {
+            FailureKind.ConnectionLost => new MigrationFailedException(FailureKind.ConnectionLost,
+                $"lost the connection to the target during {Where}: {failure.Message}", ex),
+            FailureKind.Timeout => new MigrationFailedException(FailureKind.Timeout,
+                $"the target did not answer in time during {Where} ({failure.Message.TrimEnd(' ', ':')})", ex),
+            _ => failure,
+        };
     }
 
     private void EnterPhase(MigrationPhase next)

@@ -52,6 +52,13 @@ public sealed class MigrationFailedException : Exception
             return new MigrationFailedException(FailureKind.Cancelled, "cancelled on request", ex);
         }
 
+        if (Find<System.Security.Authentication.AuthenticationException>(ex) is { } tls)
+        {
+            return new MigrationFailedException(FailureKind.TargetRefused,
+                $"the TLS handshake with the target failed: {tls.Message} (the target's certificate must chain to " +
+                "--tls-ca; a target with --tls-client-ca needs --tls-client-cert from that CA)", ex);
+        }
+
         return ex switch
         {
             MigrationFailedException failed => failed,
@@ -59,6 +66,20 @@ public sealed class MigrationFailedException : Exception
                 new MigrationFailedException(KindOf(rpc.StatusCode), $"{rpc.StatusCode}: {rpc.Status.Detail}", rpc),
             _ => new MigrationFailedException(FailureKind.ConnectionLost, ex.Message, ex),
         };
+    }
+
+    /// <summary>The first <typeparamref name="T"/> in the exception's chain, the RPC's debug exception included.</summary>
+    private static T? Find<T>(Exception? ex) where T : Exception
+    {
+        for (; ex is not null; ex = ex is RpcException rpc ? rpc.Status.DebugException : ex.InnerException)
+        {
+            if (ex is T found)
+            {
+                return found;
+            }
+        }
+
+        return null;
     }
 
     private static FailureKind KindOf(StatusCode code) => code switch

@@ -63,16 +63,26 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         await _client.CompleteAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
             .ConfigureAwait(false);
 
-    public async Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct) =>
-        await _client.StatusAsync(new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key),
-            Deadline(timeout), ct).ConfigureAwait(false);
+    /// <remarks>
+    /// On a connection of its own, as <see cref="CancelAsync"/>: they are asked when something went wrong, and the
+    /// control connection may be what went wrong (reset, or stalled in a middlebox that lost its state).
+    /// </remarks>
+    public async Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct)
+    {
+        using var channel = PageChannel.CreateGrpcChannel(_target, _options.Security);
+        return await new Protocol.Migration.MigrationClient(channel).StatusAsync(
+            new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key), Deadline(timeout), ct)
+            .ConfigureAwait(false);
+    }
 
     public async Task<CancelReply?> CancelAsync(string migrationId, string reason)
     {
         try
         {
-            return await _client.CancelAsync(new CancelRequest { MigrationId = migrationId, Reason = reason },
-                Headers(_options.Security, _key), Deadline(TimeSpan.FromSeconds(2))).ConfigureAwait(false);
+            using var channel = PageChannel.CreateGrpcChannel(_target, _options.Security);
+            return await new Protocol.Migration.MigrationClient(channel).CancelAsync(
+                new CancelRequest { MigrationId = migrationId, Reason = reason }, Headers(_options.Security, _key),
+                Deadline(TimeSpan.FromSeconds(2))).ConfigureAwait(false);
         }
         catch (RpcException)
         {

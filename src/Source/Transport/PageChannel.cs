@@ -73,6 +73,9 @@ internal sealed class PageChannel : IPageSink
             },
             MaxSendMessageSize = 64 << 20,
             MaxReceiveMessageSize = 64 << 20,
+            // The handler is ours: disposing the channel closes its connection (left to the pool, an idle connection
+            // lives on for a minute, kept up by the pings, and a long-lived target collects them).
+            DisposeHttpClient = true,
         });
 
     public static PageChannel Open(GuestRam ram, MigrationOptions options, string migrationId, Metadata headers,

@@ -62,20 +62,51 @@ internal static class TargetSecurity
         return uri.IsLoopback || (IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
     }
 
-    /// <summary>TLS for Kestrel: the server certificate, and with a client CA the demand for client certificates.</summary>
+    /// <summary>
+    /// TLS for Kestrel: the server certificate, and with a client CA the request for client certificates. The
+    /// handshake takes any certificate; <see cref="RequireClientCertificate"/> then checks it against the CA before any
+    /// endpoint runs, so a refused caller hears why (with TLS 1.3 a handshake refusal reaches the client only as a
+    /// connection that closed).
+    /// </summary>
     public static void ConfigureHttps(HttpsConnectionAdapterOptions https, TargetOptions options)
     {
         ArgumentNullException.ThrowIfNull(https);
         ArgumentNullException.ThrowIfNull(options);
-        https.ServerCertificate = LoadCertificate(options.TlsCertificatePath!, options.TlsKeyPath!);
-        if (options.TlsClientCaPath is not string caPath)
+        if (options.TlsCertificatePath is null || options.TlsKeyPath is null)
         {
-            return;
+            return; // plain http://; Problem() refuses https:// without both
         }
 
+        https.ServerCertificate = LoadCertificate(options.TlsCertificatePath, options.TlsKeyPath);
+        if (options.TlsClientCaPath is not null)
+        {
+            https.ClientCertificateMode = ClientCertificateMode.AllowCertificate;
+            https.ClientCertificateValidation = static (_, _, _) => true; // judged per call, below
+        }
+    }
+
+    /// <summary>
+    /// Mutual TLS: a call on a connection without a client certificate, or with one that does not chain to
+    /// <paramref name="caPath"/>'s CA, ends Unauthenticated (health probes excepted, as for the token).
+    /// </summary>
+    public static Func<RequestDelegate, RequestDelegate> RequireClientCertificate(string caPath)
+    {
         var ca = X509Certificate2.CreateFromPem(File.ReadAllText(caPath));
-        https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
-        https.ClientCertificateValidation = (certificate, _, _) => IssuedBy(certificate, ca);
+        return next => context =>
+        {
+            if (IsHealthProbe(context))
+            {
+                return next(context);
+            }
+
+            return context.Connection.ClientCertificate switch
+            {
+                null => Refuse(context, "this target needs a client certificate issued by its CA (mutual TLS)"),
+                var presented when !IssuedBy(presented, ca) => Refuse(context,
+                    $"the client certificate '{presented.Subject}' was not issued by this target's CA"),
+                _ => next(context),
+            };
+        };
     }
 
     /// <summary>
@@ -87,23 +118,27 @@ internal static class TargetSecurity
         byte[] expected = Encoding.UTF8.GetBytes("Bearer " + token);
         return context =>
         {
-            if (context.Request.Path.StartsWithSegments("/grpc.health.v1.Health", StringComparison.Ordinal))
+            if (IsHealthProbe(context))
             {
                 return next(context);
             }
 
             string header = context.Request.Headers[WireNames.AuthorizationHeader].ToString();
             byte[] presented = Encoding.UTF8.GetBytes(header);
-            if (CryptographicOperations.FixedTimeEquals(presented, expected))
-            {
-                return next(context);
-            }
-
-            context.Response.ContentType = GrpcStatusWriter.ContentType;
-            GrpcStatusWriter.Finish(context.Response,
-                new Status(StatusCode.Unauthenticated, "this target needs its token (authorization: Bearer TOKEN)"));
-            return Task.CompletedTask;
+            return CryptographicOperations.FixedTimeEquals(presented, expected)
+                ? next(context)
+                : Refuse(context, "this target needs its token (authorization: Bearer TOKEN)");
         };
+    }
+
+    private static bool IsHealthProbe(HttpContext context) =>
+        context.Request.Path.StartsWithSegments("/grpc.health.v1.Health", StringComparison.Ordinal);
+
+    private static Task Refuse(HttpContext context, string detail)
+    {
+        context.Response.ContentType = GrpcStatusWriter.ContentType;
+        GrpcStatusWriter.Finish(context.Response, new Status(StatusCode.Unauthenticated, detail));
+        return Task.CompletedTask;
     }
 
     /// <summary>A certificate and its key from PEM files, in a form TLS servers on every platform accept.</summary>

@@ -1,3 +1,4 @@
+using Grpc.AspNetCore.Server.Model;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -21,6 +22,7 @@ internal static class TargetServer
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
         builder.WebHost.UseUrls(options.Listen);
+        builder.WebHost.UseKestrelHttpsConfiguration(); // the slim builder leaves https:// out unless asked
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             // gRPC, cleartext HTTP/2
@@ -34,11 +36,15 @@ internal static class TargetServer
             // allows.
             http2.MaxFrameSize = 1 << 20;
             kestrel.Limits.MaxRequestBodySize = null; // streams are long; gRPC enforces per-message limits
+            kestrel.ConfigureHttpsDefaults(https => TargetSecurity.ConfigureHttps(https, options));
         });
         // Receive straight into a buffer rather than waiting for data first (one system call per read instead of two),
         // into 64 KiB pool blocks rather than 4 KiB (LargeBlockMemoryPool).
         builder.WebHost.UseSockets(sockets => sockets.WaitForDataBeforeAllocatingBuffer = false);
-        builder.Services.AddSingleton<IMemoryPoolFactory<byte>, LargeBlockMemoryPoolFactory>();
+        builder.Services.AddSingleton<LargeBlockMemoryPoolFactory>();
+        builder.Services.AddSingleton<IMemoryPoolFactory<byte>>(
+            services => services.GetRequiredService<LargeBlockMemoryPoolFactory>());
+        builder.Services.AddSingleton<IdleMemory>();
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ISwitchover, Switchover>();
         builder.Services.AddSingleton<TargetReportWriter>();
@@ -51,12 +57,18 @@ internal static class TargetServer
             grpc.EnableDetailedErrors = true;
         });
         builder.Services.AddGrpcHealthChecks();
+        builder.Services.AddSingleton<IServiceMethodProvider<MigrationService>, MigrationServiceMethods>();
 
         var app = builder.Build();
         // now, not at the first call: --prealloc before listening
         _ = app.Services.GetRequiredService<IncomingMigrations>();
         SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
         MessageWarmup.Run();
+        if (options.TlsClientCaPath is string clientCa)
+        {
+            app.Use(TargetSecurity.RequireClientCertificate(clientCa));
+        }
+
         if (options.Token is string token)
         {
             app.Use(next => TargetSecurity.RequireToken(next, token));

@@ -37,6 +37,7 @@ internal sealed class IncomingMigrations : IDisposable
     private readonly Dictionary<string, Decision> _decisions = new(StringComparer.Ordinal);
     private readonly Queue<string> _decisionOrder = new();
     private readonly ITimer? _leaseTimer;
+    private readonly Hosting.IdleMemory _idleMemory;
     private TargetState _state = TargetState.Idle;
     private IncomingMigration? _current;
     private GuestRam? _preallocated;
@@ -44,8 +45,10 @@ internal sealed class IncomingMigrations : IDisposable
     private string? _lastError;
 
     public IncomingMigrations(TargetOptions options, ISwitchover switchover, TargetReportWriter reports,
-        IHostApplicationLifetime lifetime, ILogger<IncomingMigrations> log, TimeProvider? time = null)
+        IHostApplicationLifetime lifetime, ILogger<IncomingMigrations> log, TimeProvider? time = null,
+        Hosting.IdleMemory? idleMemory = null)
     {
+        _idleMemory = idleMemory ?? new Hosting.IdleMemory();
         _options = options;
         _switchover = switchover;
         _reports = reports;
@@ -164,7 +167,7 @@ internal sealed class IncomingMigrations : IDisposable
         migration.Dispose();
         TargetLog.Failed(_log, migration.Id, reason);
         _reports.Queue(() => TargetReport.Of(migration.Id, TargetOutcome.Failed, null, reason, migration.CpuAtStart));
-        StopIfOnce();
+        Ended();
         return true;
     }
 
@@ -229,7 +232,7 @@ internal sealed class IncomingMigrations : IDisposable
         }
         else
         {
-            StopIfOnce();
+            Ended();
         }
 
         return reply;
@@ -421,7 +424,22 @@ internal sealed class IncomingMigrations : IDisposable
         }
 
         vm.Dispose();
-        StopIfOnce();
+        Ended();
+    }
+
+    /// <summary>
+    /// A migration is over and its guest gone: with --once the target exits; otherwise it gives the memory the
+    /// migration took back to the host (<see cref="Hosting.IdleMemory"/>), off the caller's thread.
+    /// </summary>
+    private void Ended()
+    {
+        if (_options.Once)
+        {
+            StopIfOnce();
+            return;
+        }
+
+        _ = Task.Run(_idleMemory.Release);
     }
 
     private void StopIfOnce()

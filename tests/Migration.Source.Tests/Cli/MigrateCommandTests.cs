@@ -69,6 +69,15 @@ public sealed class MigrateCommandTests
     }
 
     [Fact]
+    public void TheHandoverAndSecurityFlags_Parse()
+    {
+        var parse = Parse("--complete-timeout", "2", "--handover-window", "3", "--stall-timeout", "4",
+            "--token-file", "t", "--tls-ca", "ca.pem", "--tls-client-cert", "c.pem", "--tls-client-key", "k.pem");
+        Assert.Empty(parse.Errors);
+        Assert.Equal(3.0, parse.GetValue<double>("--handover-window"));
+    }
+
+    [Fact]
     public void TheTargetIsRequired()
     {
         var root = new RootCommand { MigrateCommand.Create() };

@@ -1,0 +1,105 @@
+using System.Text.Json;
+using Migration.Source.Cli;
+using Migration.TestSupport;
+
+namespace Migration.EndToEnd.Tests;
+
+/// <summary>
+/// The programs' contract with scripts, held with real processes: Ctrl+C and SIGTERM wind a migration down (Cancel
+/// sent, summary and report written, exit 1, the target discards and takes the next one), the timeout bounds the whole
+/// migration, and bad command lines exit 2 before anything boots.
+/// </summary>
+public sealed class CommandLineContractTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+    private readonly string _directory =
+        Path.Combine(Path.GetTempPath(), "migration-cli-" + Guid.NewGuid().ToString("N")[..8]);
+    private TargetProcess _target = null!;
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(_directory);
+        _target = await TargetProcess.StartAsync([], Limit);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _target.DisposeAsync();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    [Theory]
+    [InlineData(PosixSignals.Interrupt, "SIGINT")]
+    [InlineData(PosixSignals.Terminate, "SIGTERM")]
+    public async Task ASignalMidMigration_CancelsCleanly(int signal, string name)
+    {
+        string report = Path.Combine(_directory, $"{name}.json");
+        await using var source = ChildProgram.Source(
+        [
+            "migrate", "--target", _target.Address.ToString(), "--ram", "64MiB", "--vcpus", "1",
+            "--max-bandwidth", "8MB/s", "--warmup-seconds", "0", "--report", report,
+        ]);
+        await _target.WaitForStateAsync(Limit, "receiving");
+        await Task.Delay(300); // pages are flowing
+        PosixSignals.Send(source.ProcessId, signal);
+
+        Assert.Equal(CommandLine.Failed, await source.WaitForExitAsync(Limit));
+        Assert.True(source.Printed("stopping"), string.Join('\n', source.Output));
+        Assert.True(source.Printed("the guest keeps running here"), string.Join('\n', source.Output));
+        using var json = JsonDocument.Parse(await File.ReadAllTextAsync(report));
+        Assert.Equal("cancelled", json.RootElement.GetProperty("status").GetString());
+
+        // The target heard the Cancel (not a lease running out): discarded at once, and free for the next.
+        Assert.Equal("failed", await _target.WaitForStateAsync(Limit, "failed"));
+        Assert.Contains(_target.Output, l => l.Contains("cancelled by the source", StringComparison.Ordinal));
+        await using var next = ChildProgram.Source(
+            ["migrate", "--target", _target.Address.ToString(), "--ram", "16MiB", "--warmup-seconds", "0"]);
+        Assert.Equal(CommandLine.Completed, await next.WaitForExitAsync(Limit));
+    }
+
+    [Fact]
+    public async Task TheTimeout_BoundsTheWholeMigration_EvenInsideARound()
+    {
+        // At 200 kB/s round 0 of 64 MiB would take minutes; the 2 s limit must end it inside that round.
+        await using var source = ChildProgram.Source(
+        [
+            "migrate", "--target", _target.Address.ToString(), "--ram", "64MiB", "--vcpus", "1",
+            "--max-bandwidth", "200kB/s", "--warmup-seconds", "0", "--timeout-seconds", "2", "--memhog-share", "0.9",
+        ]);
+        Assert.Equal(CommandLine.Failed, await source.WaitForExitAsync(Limit));
+        Assert.True(source.Printed("longer than its 2 s limit"), string.Join('\n', source.Output));
+        Assert.Equal("failed", await _target.WaitForStateAsync(Limit, "failed"));
+    }
+
+    [Theory]
+    [InlineData("--workload", "3")]
+    [InlineData("--downtime-ms", "NaN")]
+    [InlineData("--channels", "99999999999")]
+    [InlineData("--timeout-seconds", "1e400")]
+    public async Task UsageErrors_Exit2_WithTheParsersMessage(string option, string value)
+    {
+        await using var source = ChildProgram.Source(["migrate", "--target", "http://127.0.0.1:1", option, value]);
+        Assert.Equal(2, await source.WaitForExitAsync(Limit));
+        Assert.True(source.Printed(option), string.Join('\n', source.Output));
+        Assert.False(source.Printed("booting"), "a usage error booted a guest");
+    }
+
+    [Fact]
+    public async Task AnUnwritableReportPath_Exits2_BeforeTheGuestBoots()
+    {
+        string report = Path.Combine(_directory, "no-such-directory", "report.json");
+        await using var source = ChildProgram.Source(
+            ["migrate", "--target", _target.Address.ToString(), "--report", report]);
+        Assert.Equal(2, await source.WaitForExitAsync(Limit));
+        Assert.True(source.Printed("--report"), string.Join('\n', source.Output));
+        Assert.False(source.Printed("booting"), "the guest booted before the report path was checked");
+    }
+
+    [Fact]
+    public async Task ATargetBeyondLoopbackWithoutCredentials_Exits2()
+    {
+        await using var target = ChildProgram.Target(["--listen", "http://0.0.0.0:0"]);
+        Assert.Equal(2, await target.WaitForExitAsync(Limit));
+        Assert.True(target.Printed("refusing to listen"), string.Join('\n', target.Output));
+    }
+}

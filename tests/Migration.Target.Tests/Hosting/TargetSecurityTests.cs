@@ -1,0 +1,89 @@
+using Grpc.Core;
+using Migration.Protocol;
+using Migration.Target.Hosting;
+using Migration.Target.Services;
+using Migration.TestSupport;
+
+namespace Migration.Target.Tests.Hosting;
+
+/// <summary>Which listen setups the target accepts, and the typed rejection of undecodable control requests.</summary>
+public sealed class TargetSecurityTests
+{
+    private static readonly string Token = new('t', TargetSecurity.MinTokenLength);
+
+    [Theory]
+    [InlineData("http://127.0.0.1:0")]
+    [InlineData("http://[::1]:0")]
+    [InlineData("http://localhost:0")]
+    public void Loopback_NeedsNothing(string listen) =>
+        Assert.Null(TargetSecurity.Problem(TargetOptions.Defaults with { Listen = listen }));
+
+    [Theory]
+    [InlineData("http://0.0.0.0:0", null, false, "without TLS")]
+    [InlineData("http://10.1.2.3:50051", "token", false, "without TLS")] // a token in cleartext is no secret
+    [InlineData("https://0.0.0.0:0", null, false, "without credentials")]
+    [InlineData("https://0.0.0.0:0", null, true, null)]
+    [InlineData("https://0.0.0.0:0", "token", false, null)]
+    public void BeyondLoopback_NeedsTlsAndCredentials(string listen, string? token, bool clientCa, string? problem)
+    {
+        var options = TargetOptions.Defaults with
+        {
+            Listen = listen,
+            Token = token is null ? null : Token,
+            TlsCertificatePath = listen.StartsWith("https", StringComparison.Ordinal) ? "server.pem" : null,
+            TlsKeyPath = listen.StartsWith("https", StringComparison.Ordinal) ? "server-key.pem" : null,
+            TlsClientCaPath = clientCa ? "ca.pem" : null,
+        };
+        string? found = TargetSecurity.Problem(options);
+        if (problem is null)
+        {
+            Assert.Null(found);
+        }
+        else
+        {
+            Assert.Contains(problem, found, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void AShortToken_IsRefused() =>
+        Assert.Contains("at least", TargetSecurity.Problem(TargetOptions.Defaults with { Token = "short" }),
+            StringComparison.Ordinal);
+
+    [Fact]
+    public void HttpsWithoutItsCertificate_IsRefused()
+    {
+        var options = TargetOptions.Defaults with { Listen = "https://127.0.0.1:0" };
+        Assert.Contains("--tls-cert", TargetSecurity.Problem(options), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void IssuedBy_TakesTheCasOwnCertificates_AndNoOthers()
+    {
+        using var pki = TestCertificates.Create();
+        using var ca = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(
+            File.ReadAllText(pki.CaPath));
+        using var client = TargetSecurity.LoadCertificate(pki.ClientCertificatePath, pki.ClientKeyPath);
+        using var stranger = TargetSecurity.LoadCertificate(pki.StrangerCertificatePath, pki.StrangerKeyPath);
+        Assert.True(TargetSecurity.IssuedBy(client, ca));
+        Assert.False(TargetSecurity.IssuedBy(stranger, ca));
+    }
+
+    [Theory]
+    [InlineData(new byte[] { 0x0a, 0x05, 0x61 })] // field 1, length 5, one byte present
+    [InlineData(new byte[] { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01 })] // a bad varint
+    public void UndecodableRequests_AreInvalidArgumentNamingTheMessage(byte[] bytes)
+    {
+        var marshaller = MigrationServiceMethods.Marshaller(BeginRequest.Parser);
+        var refused = Assert.Throws<RpcException>(() => marshaller.ContextualDeserializer(new Payload(bytes)));
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Contains(nameof(BeginRequest), refused.Status.Detail, StringComparison.Ordinal);
+    }
+
+    private sealed class Payload(byte[] bytes) : DeserializationContext
+    {
+        public override int PayloadLength => bytes.Length;
+
+        public override System.Buffers.ReadOnlySequence<byte> PayloadAsReadOnlySequence() => new(bytes);
+    }
+}
