@@ -127,9 +127,12 @@ internal static class BenchMarkdown
         md.AppendLine();
         if (soak is not null)
         {
-            md.AppendLine($"Verified {soak.Verified} of {soak.Runs}; target RSS at the 10th migration " +
-                $"{soak.RssAtTenth >> 20} MiB, highest after it {soak.MaxRssFromTenth >> 20} MiB; descriptors " +
-                $"{soak.HandlesAtTenth} -> at most {soak.MaxHandlesFromTenth}; worst downtime " +
+            md.AppendLine($"Verified {soak.Verified} of {soak.Runs}. From the 10th migration on the target's RSS " +
+                $"stayed within {soak.MinRss >> 20}-{soak.MaxRss >> 20} MiB (mean " +
+                $"{soak.EarlyRssMean / (1 << 20):F0} MiB over the 10th to the {9 + SoakSummary.Window}th, " +
+                $"{soak.LateRssMean / (1 << 20):F0} MiB over the last {SoakSummary.Window}); descriptors " +
+                $"{soak.HandlesAtTenth} -> at most {soak.MaxHandlesFromTenth}; threads {soak.ThreadsAtTenth} -> " +
+                $"{soak.ThreadsAtEnd}; worst downtime " +
                 $"{soak.WorstDowntimeMs:F0} ms (limit {soak.DowntimeLimitMs:F0} ms).");
             md.AppendLine();
         }

@@ -70,18 +70,39 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         }
 
         _results.FinishedAt = DateTimeOffset.UtcNow;
-        var summary = BenchSummary.Build(_results, scenarios);
-        _results.Summary = summary;
-        Save();
-        string md = BenchMarkdown.Write(_results, summary, scenarios);
-        await File.WriteAllTextAsync(Path.Combine(options.OutDir, "results.md"), md, ct);
-        var charts = BenchCharts.Write(_results, scenarios, options.OutDir);
+        return await RenderAsync(_results, options.OutDir, output, ct);
+    }
+
+    /// <summary>
+    /// Tables and charts from a results.json written earlier (<c>--render DIR</c>), with this build's summary rules.
+    /// </summary>
+    public static async Task<int> RenderAsync(string dir, TextWriter output, CancellationToken ct)
+    {
+        string path = Path.Combine(dir, "results.json");
+        var results = JsonSerializer.Deserialize<BenchResults>(await File.ReadAllTextAsync(path, ct),
+            MigrationReport.JsonOptions) ?? throw new JsonException($"{path} holds no results");
+        return await RenderAsync(results, dir, output, ct);
+    }
+
+    private static async Task<int> RenderAsync(BenchResults results, string dir, TextWriter output,
+        CancellationToken ct)
+    {
+        var scenarios = BenchScenario.All(results.Quick)
+            .Where(s => results.Only is null || results.Only.Contains(s.Name))
+            .ToList();
+        var summary = BenchSummary.Build(results, scenarios);
+        results.Summary = summary;
+        await File.WriteAllTextAsync(Path.Combine(dir, "results.json"),
+            JsonSerializer.Serialize(results, MigrationReport.JsonOptions), ct);
+        string md = BenchMarkdown.Write(results, summary, scenarios);
+        await File.WriteAllTextAsync(Path.Combine(dir, "results.md"), md, ct);
+        var charts = BenchCharts.Write(results, scenarios, dir);
         output.WriteLine();
         output.WriteLine(md);
         output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts " +
-            $"to {Path.GetFullPath(options.OutDir)}");
-        int failed = _results.Runs.Count(r => !r.Ok) + _results.RawStream.Count(r => !r.Ok)
-            + _results.Soak.Count(r => !r.Ok);
+            $"to {Path.GetFullPath(dir)}");
+        int failed = results.Runs.Count(r => !r.Ok) + results.RawStream.Count(r => !r.Ok)
+            + results.Soak.Count(r => !r.Ok);
         if (failed > 0)
         {
             output.WriteLine($"bench: {failed} run(s) failed; see their logs under runs/");

@@ -26,15 +26,24 @@ var soakMigrations = new Option<int?>("--soak-migrations")
 {
     Description = "Migrations in the soak (one long-lived target); default 100, 30 with --quick",
 };
+var render = new Option<string?>("--render")
+{
+    Description = "Run nothing: rebuild results.md and the charts from DIR/results.json",
+};
 var root = new RootCommand(
     "Benchmark hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped) " +
     "the raw page stream against iperf3 (cleartext and mutual TLS), and a soak of back-to-back migrations into one " +
     "target, on loopback.")
 {
-    quick, outDir, repeat, only, soakMigrations,
+    quick, outDir, repeat, only, soakMigrations, render,
 };
 root.SetAction(async (parse, ct) =>
 {
+    if (parse.GetValue(render) is string renderDir)
+    {
+        return await BenchRunner.RenderAsync(renderDir, Console.Out, ct);
+    }
+
     bool isQuick = parse.GetValue(quick);
     int repeats = parse.GetValue(repeat) ?? (isQuick ? 1 : 3);
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;

@@ -39,29 +39,34 @@ internal sealed record SoakRun
     public double WallSeconds { get; init; }
 }
 
-/// <summary>What the soak found: every run, and the flatness figures taken from the 10th migration on.</summary>
-internal sealed record SoakSummary(int Runs, int Verified, long RssAtTenth, long MaxRssFromTenth, int HandlesAtTenth,
-    int MaxHandlesFromTenth, double WorstDowntimeMs, double DowntimeLimitMs, long RssAtHalf, long RssAtEnd,
-    int ThreadsAtTenth, int ThreadsAtEnd)
+/// <summary>
+/// What the soak found: every run counted, and from the 10th migration on the target's footprint, as a trend (the
+/// mean of the last 30 against the mean of the 10th to the 39th: a leak grows it, noise does not) and as a range.
+/// </summary>
+internal sealed record SoakSummary(int Runs, int Verified, double EarlyRssMean, double LateRssMean, long MinRss,
+    long MaxRss, int HandlesAtTenth, int MaxHandlesFromTenth, int ThreadsAtTenth, int ThreadsAtEnd,
+    double WorstDowntimeMs, double DowntimeLimitMs)
 {
-    public double RssGrowth => RssAtTenth == 0 ? 0 : (double)MaxRssFromTenth / RssAtTenth;
+    /// <summary>How many migrations form each window of the trend.</summary>
+    public const int Window = 30;
 
-    /// <summary>RSS at the end over RSS half way: a leak keeps growing, a warm-up has stopped.</summary>
-    public double RssGrowthInLastHalf => RssAtHalf == 0 ? 0 : (double)RssAtEnd / RssAtHalf;
+    public double RssTrend => EarlyRssMean == 0 ? 0 : LateRssMean / EarlyRssMean;
 
     public static SoakSummary? Of(IReadOnlyList<SoakRun> runs, double downtimeLimitMs)
     {
         var settled = runs.Where(r => r.Index >= 10).ToList();
-        if (settled.Count == 0)
+        if (settled.Count < 2 * Window)
         {
             return null;
         }
 
-        var half = runs[runs.Count / 2];
-        return new SoakSummary(runs.Count, runs.Count(r => r.Ok), settled[0].TargetRssBytes,
-            settled.Max(r => r.TargetRssBytes), settled[0].TargetHandles, settled.Max(r => r.TargetHandles),
-            runs.Where(r => r.Ok).Select(r => r.DowntimeMs).DefaultIfEmpty().Max(), downtimeLimitMs,
-            half.TargetRssBytes, runs[^1].TargetRssBytes, settled[0].TargetThreads, runs[^1].TargetThreads);
+        return new SoakSummary(runs.Count, runs.Count(r => r.Ok),
+            settled.Take(Window).Average(r => (double)r.TargetRssBytes),
+            settled.TakeLast(Window).Average(r => (double)r.TargetRssBytes),
+            settled.Min(r => r.TargetRssBytes), settled.Max(r => r.TargetRssBytes),
+            settled[0].TargetHandles, settled.Max(r => r.TargetHandles),
+            settled[0].TargetThreads, runs[^1].TargetThreads,
+            runs.Where(r => r.Ok).Select(r => r.DowntimeMs).DefaultIfEmpty().Max(), downtimeLimitMs);
     }
 }
 

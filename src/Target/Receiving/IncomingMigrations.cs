@@ -413,9 +413,16 @@ internal sealed class IncomingMigrations : IDisposable
         _reports.Queue(() => TargetReport.Of(migration.Id,
             check.Ok ? TargetOutcome.Resumed : TargetOutcome.FailedAfterResume, reply, check.Ok ? null : check.Text,
             migration.CpuAtStart, check.Text));
+        // The guest has been stopped and checked. Its memory goes back to the host before the target says it is
+        // free, so "idle" means ready and as small as it started; meanwhile a Begin is told the guest still runs.
+        vm.Dispose();
+        if (!_options.Once)
+        {
+            _idleMemory.Release();
+        }
+
         lock (_lock)
         {
-            // The guest has been stopped and checked: it no longer runs here, and the target takes the next migration.
             if (ReferenceEquals(_resumed, vm))
             {
                 _resumed = null;
@@ -423,8 +430,7 @@ internal sealed class IncomingMigrations : IDisposable
             }
         }
 
-        vm.Dispose();
-        Ended();
+        StopIfOnce();
     }
 
     /// <summary>
