@@ -38,6 +38,11 @@ internal static class BenchCharts
             written.Add(Soak(results.Soak, dir));
         }
 
+        if (results.Peer is { Runs.Count: > 0 } peer)
+        {
+            written.Add(Peer(peer, results.Iperf3, dir));
+        }
+
         return written;
     }
 
@@ -68,6 +73,58 @@ internal static class BenchCharts
         downtime.YLabel("ms");
         const string File = "soak.png";
         multi.SavePng(Path.Combine(dir, File), 900, 800);
+        return File;
+    }
+
+    /// <summary>The page stream beside QEMU's: median GB/s by channels (bars show min to max), iperf3 as a line.</summary>
+    private static string Peer(Peers.PeerResults peer, List<Iperf3Result> iperf3, string dir)
+    {
+        var plot = new Plot();
+        var rows = Peers.PeerRow.Of(peer).Where(r => r.Work.StartsWith("random-", StringComparison.Ordinal)).ToList();
+        var works = rows.Select(r => r.Work).Distinct().ToList();
+        var bars = new List<Bar>();
+        var ticks = new List<Tick>();
+        for (int i = 0; i < works.Count; i++)
+        {
+            foreach (var (engine, offset, color) in new[] { (Peers.PeerRun.Qemu, 0, Off), (Peers.PeerRun.Ours, 1, On) })
+            {
+                if (rows.FirstOrDefault(r => r.Work == works[i] && r.Engine == engine)?.GBps is { } gbps)
+                {
+                    bars.Add(new Bar
+                    {
+                        Position = (i * 3) + offset,
+                        Value = gbps.Median,
+                        ValueBase = 0,
+                        Error = (gbps.Max - gbps.Min) / 2,
+                        FillColor = color,
+                        Label = $"{gbps.Median:F2}",
+                    });
+                }
+            }
+
+            ticks.Add(new Tick((i * 3) + 0.5, works[i].Replace("random-", string.Empty, StringComparison.Ordinal)));
+        }
+
+        plot.Add.Bars(bars);
+        if (iperf3.Where(x => x.BytesPerSecond is not null).Select(x => x.BytesPerSecond!.Value / 1e9).ToList() is
+            { Count: > 0 } link)
+        {
+            var line = plot.Add.HorizontalLine(link.Average());
+            line.LinePattern = LinePattern.Dashed;
+            line.Text = "iperf3";
+        }
+
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
+        plot.Axes.Bottom.MajorTickStyle.Length = 0;
+        plot.Axes.Margins(bottom: 0);
+        plot.Title($"Page stream, {peer.RamBytes >> 30} GiB of random RAM: QEMU against ours (median, min-max)");
+        plot.YLabel("GB/s on the wire");
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "QEMU", FillColor = Off });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "ours", FillColor = On });
+        plot.Legend.Alignment = Alignment.UpperLeft;
+        plot.ShowLegend();
+        const string File = "peer.png";
+        plot.SavePng(Path.Combine(dir, File), 800, 480);
         return File;
     }
 

@@ -61,13 +61,22 @@ internal static class BenchMarkdown
             md.AppendLine();
         }
 
+        if (results.Peer is { } peer)
+        {
+            WritePeer(md, peer);
+        }
+
         if (results.Soak.Count > 0)
         {
             WriteSoak(md, results.Soak, summary.Soak);
         }
 
-        md.AppendLine("## Scenarios: hints off against hints on");
-        md.AppendLine();
+        if (scenarios.Count > 0)
+        {
+            md.AppendLine("## Scenarios: hints off against hints on");
+            md.AppendLine();
+        }
+
         foreach (var scenario in scenarios)
         {
             md.AppendLine($"### {scenario.Name}");
@@ -103,7 +112,8 @@ internal static class BenchMarkdown
         }
 
         var failed = results.Runs.Concat(results.RawStream).Where(r => !r.Ok).ToList(); // soak failures: above
-        if (failed.Count > 0)
+        var peerFailed = results.Peer?.Runs.Where(r => !r.Ok).ToList() ?? [];
+        if (failed.Count + peerFailed.Count > 0)
         {
             md.AppendLine();
             md.AppendLine("## Failed runs");
@@ -112,9 +122,57 @@ internal static class BenchMarkdown
             {
                 md.AppendLine($"- {r.Label}: {r.Error} (logs: {r.SourceLog}, {r.TargetLog})");
             }
+
+            foreach (var r in peerFailed)
+            {
+                md.AppendLine($"- {r.Label}: {r.Error ?? "not verified"} (logs: runs/{r.Log})");
+            }
         }
 
         return md.ToString();
+    }
+
+    private static void WritePeer(StringBuilder md, Peers.PeerResults peer)
+    {
+        md.AppendLine("## Side by side with QEMU (same machine, same sitting, interleaved)");
+        md.AppendLine();
+        md.AppendLine(peer.Unavailable is string why
+            ? $"QEMU: n/a ({why})."
+            : $"{peer.QemuVersion}, TCG. {peer.RamBytes >> 30} GiB guests. Random RAM: QEMU's in a memory backend " +
+              "file with the VM paused, the destination's file compared with it after each run; ours a guest whose " +
+              "RAM is 90% random and that writes nothing, hints off, verified by the target. Idle: QEMU a blank VM " +
+              "running its firmware with 4.5% of RAM random data (`-device loader`), ours the idle guest with the " +
+              "same share in use. GB/s = bytes on the wire / total time. Guest stopped: ours pause to the " +
+              "target's verified resume; QEMU the source's STOP event to the destination's RESUME event (its own " +
+              "`downtime` beside it). CPU: each process during the migration. Min / median / max.");
+        md.AppendLine();
+        md.AppendLine("| work | engine | runs | GB/s | total ms | guest stopped ms | downtime ms | MB on wire | " +
+            "CPU s/GB source | CPU s/GB target |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var row in Peers.PeerRow.Of(peer))
+        {
+            string failed = row.Failed > 0 ? $" ({row.Failed} failed)" : string.Empty;
+            md.AppendLine($"| {row.Work} | {row.Engine} | {row.Runs}{failed} " +
+                $"| {row.GBps?.Format("F2")} | {row.TotalMs?.Format("F0")} | {row.GuestStoppedMs?.Format("F0")} " +
+                $"| {row.DowntimeMs?.Format("F0")} | {(row.BytesOnWire is { } b ? $"{b.Median / 1e6:F0}" : "")} " +
+                $"| {row.SourceCpuPerGB?.Format("F2")} | {row.TargetCpuPerGB?.Format("F2")} |");
+        }
+
+        var ratios = Peers.PeerRatio.Of(Peers.PeerRow.Of(peer));
+        if (ratios.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("| ours / QEMU (medians) | throughput | CPU/GB source | CPU/GB target | total time | " +
+                "guest stopped |");
+            md.AppendLine("|---|---:|---:|---:|---:|---:|");
+            foreach (var r in ratios)
+            {
+                md.AppendLine($"| {r.Work} | {F(r.Throughput)} | {F(r.SourceCpuPerGB)} | {F(r.TargetCpuPerGB)} " +
+                    $"| {F(r.TotalTime)} | {F(r.GuestStopped)} |");
+            }
+        }
+
+        md.AppendLine();
     }
 
     private static void WriteSoak(StringBuilder md, List<SoakRun> runs, SoakSummary? soak)
@@ -129,8 +187,9 @@ internal static class BenchMarkdown
         {
             md.AppendLine($"Verified {soak.Verified} of {soak.Runs}. From the 10th migration on the target's RSS " +
                 $"stayed within {soak.MinRss >> 20}-{soak.MaxRss >> 20} MiB (mean " +
-                $"{soak.EarlyRssMean / (1 << 20):F0} MiB over the 10th to the {9 + SoakSummary.Window}th, " +
-                $"{soak.LateRssMean / (1 << 20):F0} MiB over the last {SoakSummary.Window}); descriptors " +
+                $"{soak.EarlyRssMean / (1 << 20):F0} MiB over the 10th to the {9 + soak.Window}th, " +
+                $"{soak.LateRssMean / (1 << 20):F0} MiB over the last {soak.Window}; slope " +
+                $"{soak.RssSlopeBytesPerMigration / (1 << 20):F3} MiB per migration); descriptors " +
                 $"{soak.HandlesAtTenth} -> at most {soak.MaxHandlesFromTenth}; threads {soak.ThreadsAtTenth} -> " +
                 $"{soak.ThreadsAtEnd}; worst downtime " +
                 $"{soak.WorstDowntimeMs:F0} ms (limit {soak.DowntimeLimitMs:F0} ms).");

@@ -30,6 +30,9 @@ internal sealed class BenchResults
     /// <summary>Back-to-back migrations into one long-lived target.</summary>
     public List<SoakRun> Soak { get; set; } = [];
 
+    /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
+    public Peers.PeerResults? Peer { get; set; }
+
     public BenchSummary? Summary { get; set; }
 }
 

@@ -8,9 +8,10 @@ namespace Migration.Bench;
 
 /// <summary>What <c>bench</c> was asked to do.</summary>
 internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null,
-    int SoakMigrations = 100)
+    int SoakMigrations = 100, string? Peer = null)
 {
-    public bool Runs(string name) => Only is null || Only.Contains(name);
+    /// <summary>Whether a part runs: everything by default; with --only the parts named; with --peer only it.</summary>
+    public bool Runs(string name) => Only?.Contains(name) ?? Peer is null;
 }
 
 /// <summary>
@@ -20,7 +21,7 @@ internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IRead
 /// Each migration is a fresh target process and a fresh source process, exactly as a user runs them; both report their
 /// own CPU time and peak RSS. Results go to DIR as they come (results.json), then the tables and charts.
 /// </summary>
-internal sealed class BenchRunner(BenchOptions options, TextWriter output)
+internal sealed partial class BenchRunner(BenchOptions options, TextWriter output)
 {
     private static readonly TimeSpan RunTimeout = TimeSpan.FromMinutes(15);
     private readonly BenchResults _results = new();
@@ -61,6 +62,11 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
             }
         }
 
+        if (options.Peer is not null)
+        {
+            await RunPeersAsync(ct);
+        }
+
         if (options.Runs("soak"))
         {
             var soak = new Soak(options.OutDir, options.SoakMigrations, options.Quick ? 128L << 20 : 256L << 20,
@@ -88,7 +94,7 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         CancellationToken ct)
     {
         var scenarios = BenchScenario.All(results.Quick)
-            .Where(s => results.Only is null || results.Only.Contains(s.Name))
+            .Where(s => results.Only?.Contains(s.Name) ?? results.Peer is null)
             .ToList();
         var summary = BenchSummary.Build(results, scenarios);
         results.Summary = summary;
@@ -102,6 +108,7 @@ internal sealed class BenchRunner(BenchOptions options, TextWriter output)
         output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts " +
             $"to {Path.GetFullPath(dir)}");
         int failed = results.Runs.Count(r => !r.Ok) + results.RawStream.Count(r => !r.Ok)
+            + (results.Peer?.Runs.Count(r => !r.Ok) ?? 0)
             + results.Soak.Count(r => !r.Ok);
         if (failed > 0)
         {

@@ -179,15 +179,22 @@ internal sealed class BenchSummary
                 "measured", Format(tls.ThroughputRatio), null));
         }
 
+        if (results.Peer is { Unavailable: null } peer)
+        {
+            figures.AddRange(PeerFigures(peer, results.Iperf3));
+        }
+
         if (summary.Soak is { } soak)
         {
             figures.Add(new Figure("soak: migrations verified", $"{soak.Runs} of {soak.Runs}",
                 $"{soak.Verified} of {soak.Runs}", soak.Verified == soak.Runs));
             figures.Add(new Figure(
-                $"soak: target RSS, mean of the last {SoakSummary.Window} / of the 10th to the {9 + SoakSummary.Window}th",
+                $"soak: target RSS, mean of the last {soak.Window} / of the 10th to the {9 + soak.Window}th",
                 "<= 1.05", $"{soak.RssTrend:F3} ({soak.LateRssMean / (1 << 20):F0} / " +
                 $"{soak.EarlyRssMean / (1 << 20):F0} MiB; range {soak.MinRss >> 20}-{soak.MaxRss >> 20} MiB)",
                 soak.RssTrend <= 1.05));
+            figures.Add(new Figure("soak: target RSS slope from the 10th on (least squares), MiB per migration",
+                "measured", $"{soak.RssSlopeBytesPerMigration / (1 << 20):F3}", null));
             figures.Add(new Figure("soak: target threads, at the 10th -> at the end", "measured",
                 $"{soak.ThreadsAtTenth} -> {soak.ThreadsAtEnd}", null));
             figures.Add(new Figure("soak: target descriptors, most from the 10th on minus at the 10th", "<= 4",
@@ -211,6 +218,41 @@ internal sealed class BenchSummary
         }
 
         return figures;
+    }
+
+    /// <summary>The goals against QEMU measured in the same sitting (ratios of medians, ours / QEMU).</summary>
+    private static IEnumerable<Figure> PeerFigures(Peers.PeerResults peer, List<Iperf3Result> iperf3)
+    {
+        var rows = Peers.PeerRow.Of(peer);
+        var ratios = Peers.PeerRatio.Of(rows);
+        foreach (var r in ratios.Where(r => r.Work.StartsWith("random-", StringComparison.Ordinal)))
+        {
+            yield return new Figure($"vs QEMU, page stream {r.Work}: throughput ours / QEMU", ">= 1",
+                Format(r.Throughput), r.Throughput >= 1);
+            yield return new Figure($"vs QEMU, {r.Work}: CPU per GB, source ours / QEMU", "<= 1",
+                Format(r.SourceCpuPerGB), r.SourceCpuPerGB <= 1);
+            yield return new Figure($"vs QEMU, {r.Work}: CPU per GB, target ours / QEMU destination", "<= 1",
+                Format(r.TargetCpuPerGB), r.TargetCpuPerGB <= 1);
+        }
+
+        var link = iperf3.Where(i => i.BytesPerSecond is not null).Select(i => i.BytesPerSecond!.Value).ToList();
+        var best = rows
+            .Where(r => r.Engine == Peers.PeerRun.Ours && r.Work.StartsWith("random-", StringComparison.Ordinal))
+            .Select(r => r.GBps?.Median).Max();
+        if (link.Count > 0 && best is double gbps)
+        {
+            double ratio = gbps * 1e9 / link.Average();
+            yield return new Figure("page stream (best channel count, total time) / iperf3", ">= 0.7",
+                $"{ratio:F3}", ratio >= 0.7);
+        }
+
+        var qemuIdle = rows.FirstOrDefault(r => r.Engine == Peers.PeerRun.Qemu && r.Work == "idle");
+        var oursHinted = rows.FirstOrDefault(r => r.Engine == Peers.PeerRun.Ours && r.Work == "idle-hints");
+        if (qemuIdle?.TotalMs is { } q && oursHinted?.TotalMs is { } o)
+        {
+            yield return new Figure("idle with hints: total ms, ours with hints against QEMU without",
+                $"<= {q.Median:F0} ms", $"{o.Median:F0} ms", o.Median <= q.Median);
+        }
     }
 
     private static string Format(double? ratio) => ratio is null ? "n/a" : $"{ratio:F3}";

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
+using Migration.Bench.Peers;
 
 namespace Migration.Bench;
 
@@ -19,7 +20,7 @@ internal static class Iperf3
 {
     public static async Task<Iperf3Result> RunAsync(int seconds, TextWriter output, CancellationToken ct)
     {
-        string? exe = Find() ?? await TryInstallAsync(output, ct);
+        string? exe = await DebianPackage.EnsureAsync("iperf3", "iperf3", output, ct);
         if (exe is null)
         {
             return new Iperf3Result(null, "iperf3 is not installed and could not be installed (apt-get install iperf3)",
@@ -58,62 +59,6 @@ internal static class Iperf3
                 server.Kill();
             }
         }
-    }
-
-    private static string? Find() =>
-        (Environment.GetEnvironmentVariable("PATH") ?? string.Empty).Split(Path.PathSeparator)
-            .Select(dir => Path.Combine(dir, "iperf3"))
-            .FirstOrDefault(File.Exists);
-
-    private static async Task<string?> TryInstallAsync(TextWriter output, CancellationToken ct)
-    {
-        if (!File.Exists("/usr/bin/apt-get"))
-        {
-            return null;
-        }
-
-        bool root = Environment.UserName == "root";
-        output.WriteLine("bench: iperf3 is missing; installing the Debian package");
-        foreach (string[] step in new[] { new[] { "apt-get", "update", "-qq" },
-            new[] { "apt-get", "install", "-y", "-qq", "iperf3" } })
-        {
-            var psi = new ProcessStartInfo(root ? step[0] : "sudo")
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            psi.Environment["DEBIAN_FRONTEND"] = "noninteractive";
-            if (!root)
-            {
-                psi.ArgumentList.Add("-n");
-            }
-
-            foreach (string a in root ? step[1..] : step)
-            {
-                psi.ArgumentList.Add(a);
-            }
-
-            try
-            {
-                using var p = Process.Start(psi)!;
-                _ = p.StandardOutput.ReadToEndAsync(ct);
-                string err = await p.StandardError.ReadToEndAsync(ct);
-                await p.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromMinutes(5), ct);
-                if (p.ExitCode != 0)
-                {
-                    output.WriteLine($"bench: {string.Join(' ', step)} failed: {err.Trim()}");
-                    return null;
-                }
-            }
-            catch (Exception ex) when (ex is System.ComponentModel.Win32Exception or TimeoutException)
-            {
-                output.WriteLine($"bench: could not run {string.Join(' ', step)}: {ex.Message}");
-                return null;
-            }
-        }
-
-        return Find();
     }
 
     private static Process Start(string exe, IEnumerable<string> args)

@@ -2,7 +2,7 @@ using System.CommandLine;
 using Migration.Bench;
 
 // The macro benchmark: hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped), the raw page
-// stream against iperf3 (cleartext and mutual TLS) and the soak, on loopback. Exit codes: 0 every run verified, 1 a
+// stream against iperf3 (cleartext and mutual TLS), the soak, and QEMU side by side (--peer qemu), on loopback. Exit codes: 0 every run verified, 1 a
 // run failed, 2 bad usage.
 var quick = new Option<bool>("--quick")
 {
@@ -26,6 +26,12 @@ var soakMigrations = new Option<int?>("--soak-migrations")
 {
     Description = "Migrations in the soak (one long-lived target); default 100, 30 with --quick",
 };
+var peer = new Option<string?>("--peer")
+{
+    Description = "Run QEMU's migration side by side with ours on the same work (random RAM at 1, 2, 4 channels; " +
+        "an idle guest), interleaved; installs qemu-system-x86 when missing and allowed. Alone it runs only this",
+};
+peer.AcceptOnlyFromAmong("qemu");
 var render = new Option<string?>("--render")
 {
     Description = "Run nothing: rebuild results.md and the charts from DIR/results.json",
@@ -35,7 +41,7 @@ var root = new RootCommand(
     "the raw page stream against iperf3 (cleartext and mutual TLS), and a soak of back-to-back migrations into one " +
     "target, on loopback.")
 {
-    quick, outDir, repeat, only, soakMigrations, render,
+    quick, outDir, repeat, only, soakMigrations, peer, render,
 };
 root.SetAction(async (parse, ct) =>
 {
@@ -57,7 +63,8 @@ root.SetAction(async (parse, ct) =>
         return 2;
     }
 
-    var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak),
+    var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak,
+        parse.GetValue(peer)),
         Console.Out);
     return await runner.RunAsync(ct);
 });

@@ -41,32 +41,43 @@ internal sealed record SoakRun
 
 /// <summary>
 /// What the soak found: every run counted, and from the 10th migration on the target's footprint, as a trend (the
-/// mean of the last 30 against the mean of the 10th to the 39th: a leak grows it, noise does not) and as a range.
+/// mean of the last <see cref="Window"/> migrations against the mean of the first <see cref="Window"/> from the 10th
+/// on: a leak grows it, noise does not), as a least-squares slope, and as a range.
 /// </summary>
-internal sealed record SoakSummary(int Runs, int Verified, double EarlyRssMean, double LateRssMean, long MinRss,
-    long MaxRss, int HandlesAtTenth, int MaxHandlesFromTenth, int ThreadsAtTenth, int ThreadsAtEnd,
-    double WorstDowntimeMs, double DowntimeLimitMs)
+internal sealed record SoakSummary(int Runs, int Verified, int Window, double EarlyRssMean, double LateRssMean,
+    double RssSlopeBytesPerMigration, long MinRss, long MaxRss, int HandlesAtTenth, int MaxHandlesFromTenth,
+    int ThreadsAtTenth, int ThreadsAtEnd, double WorstDowntimeMs, double DowntimeLimitMs)
 {
-    /// <summary>How many migrations form each window of the trend.</summary>
-    public const int Window = 30;
+    /// <summary>How many migrations form each window of the trend at most (half of the settled ones if fewer).</summary>
+    public const int MaxWindow = 30;
 
     public double RssTrend => EarlyRssMean == 0 ? 0 : LateRssMean / EarlyRssMean;
 
     public static SoakSummary? Of(IReadOnlyList<SoakRun> runs, double downtimeLimitMs)
     {
         var settled = runs.Where(r => r.Index >= 10).ToList();
-        if (settled.Count < 2 * Window)
+        int window = Math.Min(MaxWindow, settled.Count / 2);
+        if (window < 1)
         {
             return null;
         }
 
-        return new SoakSummary(runs.Count, runs.Count(r => r.Ok),
-            settled.Take(Window).Average(r => (double)r.TargetRssBytes),
-            settled.TakeLast(Window).Average(r => (double)r.TargetRssBytes),
+        return new SoakSummary(runs.Count, runs.Count(r => r.Ok), window,
+            settled.Take(window).Average(r => (double)r.TargetRssBytes),
+            settled.TakeLast(window).Average(r => (double)r.TargetRssBytes),
+            Slope(settled.Select(r => ((double)r.Index, (double)r.TargetRssBytes)).ToList()),
             settled.Min(r => r.TargetRssBytes), settled.Max(r => r.TargetRssBytes),
             settled[0].TargetHandles, settled.Max(r => r.TargetHandles),
             settled[0].TargetThreads, runs[^1].TargetThreads,
             runs.Where(r => r.Ok).Select(r => r.DowntimeMs).DefaultIfEmpty().Max(), downtimeLimitMs);
+    }
+
+    /// <summary>Least-squares slope of y against x.</summary>
+    private static double Slope(List<(double X, double Y)> points)
+    {
+        double mx = points.Average(p => p.X), my = points.Average(p => p.Y);
+        double sxx = points.Sum(p => (p.X - mx) * (p.X - mx));
+        return sxx == 0 ? 0 : points.Sum(p => (p.X - mx) * (p.Y - my)) / sxx;
     }
 }
 

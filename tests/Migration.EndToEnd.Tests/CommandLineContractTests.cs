@@ -36,8 +36,10 @@ public sealed class CommandLineContractTests : IAsyncLifetime
         string report = Path.Combine(_directory, $"{name}.json");
         await using var source = ChildProgram.Source(
         [
+            // 58 MiB of random data at 8 MB/s: round 0 alone takes seven seconds, so the signal lands inside it
             "migrate", "--target", _target.Address.ToString(), "--ram", "64MiB", "--vcpus", "1",
             "--max-bandwidth", "8MB/s", "--warmup-seconds", "0", "--report", report,
+            "--workload", "memhog", "--memhog-share", "0.9", "--hints", "off",
         ]);
         await _target.WaitForStateAsync(Limit, "receiving");
         await Task.Delay(300); // pages are flowing

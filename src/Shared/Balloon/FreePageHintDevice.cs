@@ -1,4 +1,5 @@
 using Migration.Shared.Concurrency;
+using Migration.Shared.Diagnostics;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
@@ -42,6 +43,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     private bool _failed;
     private MigrationBitmap? _bitmap;
     private IDisposable? _hintThread;
+    private readonly BalloonMetrics _metrics = BalloonMetrics.Shared;
     private Counters _counters;
 
     public FreePageHintDevice(long ramPages, int queueCapacity = DefaultQueueCapacity)
@@ -251,6 +253,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
             CommandId = HintCommandId.Next(CommandId);
             Status = _defences.Next(Status, HintEvent.NewCommandId);
             _counters.CommandIdsIssued++;
+            _metrics.HintCommandIds.Add(1);
             Monitor.PulseAll(_gate);
         }
     }
@@ -402,12 +405,15 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
         if (!HintStateMachine.AppliesBlock(Status, current) || _bitmap is null || _failed)
         {
             _counters.BlocksDroppedStale++;
+            _metrics.HintBlocks.Add(1, BalloonMetrics.Outcome("stale"));
             return;
         }
 
         long cleared = _defences.Apply(_bitmap, buffer.Pfn, buffer.Pages);
         _counters.BlocksApplied++;
         _counters.PagesCleared += cleared;
+        _metrics.HintBlocks.Add(1, BalloonMetrics.Outcome("applied"));
+        _metrics.HintPagesCleared.Add(cleared);
     }
 
     private string? BlockProblem(HintBuffer b) => b switch
@@ -425,6 +431,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     {
         _counters.DeviceErrors++;
         _counters.Error ??= problem;
+        _metrics.DeviceErrors.Add(1);
         _failed = true;
         if (_bitmap is not null)
         {

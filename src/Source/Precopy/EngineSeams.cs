@@ -1,6 +1,7 @@
-using Migration.Shared.Precopy;
-using Migration.Source.Transport;
 using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
+using Migration.Source.Diagnostics;
+using Migration.Source.Transport;
 
 namespace Migration.Source.Precopy;
 
@@ -26,6 +27,9 @@ internal sealed record EngineSeams
     /// Runs after every page is marked to send and before dirty logging is on (R3 opens its window here).
     /// </summary>
     public Action<PrecopySetup, IReadOnlyList<IPrecopyParticipant>>? BeforeLoggingEnabled { get; init; }
+
+    /// <summary>The live instruments the attempt feeds (a test listens to a meter of its own).</summary>
+    public SourceMetrics Metrics { get; init; } = SourceMetrics.Shared;
 
     /// <summary>Runs the switchover's hashing beside the final send (inline under the fuzzer's scheduler).</summary>
     public IBackgroundWork Background { get; init; } = ThreadPoolWork.Instance;

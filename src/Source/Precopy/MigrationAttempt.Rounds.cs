@@ -32,6 +32,11 @@ internal sealed partial class MigrationAttempt
             previousRemaining = outcome.RemainingPages;
             _report.AddRound(round, dirtyAtStart, sent, bytes, seconds * 1000, stats.DirtyPagesPerSecond, final: false);
             Report(round, outcome.ExpectedDowntimeMs);
+            _metrics.Rounds.Add(1);
+            _metrics.PagesRemaining.Record(outcome.RemainingPages);
+            _metrics.DirtyRate.Record(stats.DirtyPagesPerSecond);
+            _metrics.Throughput.Record(stats.BytesPerSecond);
+            _metrics.ExpectedDowntime.Record(outcome.ExpectedDowntimeMs);
 
             var decision = _policy.Decide(outcome);
             PrecopyLog.RoundDecided(_log, _id, round, sent, outcome.RemainingPages, stats.DirtyPagesPerSecond,

@@ -50,6 +50,8 @@ internal sealed partial class MigrationAttempt
         timer.Next("finalSend");
         _report.AddRound((int)finalRound, finalDirty, finalSent, _counters.BytesOnWire - bytesBefore,
             _time.GetElapsedTime(finalStart).TotalMilliseconds, 0, final: true);
+        _metrics.Rounds.Add(1);
+        _metrics.PagesRemaining.Record(0);
         _report.Report.Guest.FreePages = free.Count;
         _report.Report.Guest.InUsePages = _vm.Ram.PageCount - free.Count;
 

@@ -5,6 +5,7 @@ using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
+using Migration.Source.Diagnostics;
 using Migration.Source.Transport;
 
 namespace Migration.Source.Precopy;
@@ -29,7 +30,8 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private readonly string _id = Guid.NewGuid().ToString("n");
     private readonly long _start;
     private readonly MigrationReportBuilder _report;
-    private readonly TransferCounters _counters = new();
+    private readonly TransferCounters _counters;
+    private readonly SourceMetrics _metrics;
     private readonly IMigrationTransport _transport;
     private readonly List<IPageSink> _channels = [];
     private readonly MigrationBitmap _bitmap;
@@ -58,6 +60,8 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         _log = log;
         _start = time.GetTimestamp();
         _report = new MigrationReportBuilder(_id, vm.Config, options);
+        _metrics = seams.Metrics;
+        _counters = new TransferCounters(_metrics);
         _points = vm.Scheduling;
         _bitmap = new MigrationBitmap(vm.DirtyLog, _points);
         _policy = seams.Convergence(new ConvergencePolicy(options));
@@ -81,6 +85,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         using var timeout = new CancellationTokenSource(_options.Timeout, _time);
         using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token, _stall.Token);
         _stall.Start();
+        _metrics.Active.Add(1);
         try
         {
             await SetupAsync(bounded.Token).ConfigureAwait(false);
@@ -105,10 +110,13 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         finally
         {
             _stall.Disarm();
+            _metrics.Active.Add(-1);
         }
 
         await CloseChannelsAsync().ConfigureAwait(false); // every byte counted before the totals are read
-        return _report.Finish(_counters, _time.GetElapsedTime(_start).TotalMilliseconds, _joined);
+        var report = _report.Finish(_counters, _time.GetElapsedTime(_start).TotalMilliseconds, _joined);
+        _metrics.Ended(report);
+        return report;
     }
 
     public async ValueTask DisposeAsync()

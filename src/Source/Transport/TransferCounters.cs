@@ -1,7 +1,11 @@
+using Migration.Source.Diagnostics;
+
 namespace Migration.Source.Transport;
 
-/// <summary>What the channels have put on the wire, summed over all of them.</summary>
-internal sealed class TransferCounters
+/// <summary>
+/// What the channels have put on the wire, summed over all of them (and passed on to the live instruments).
+/// </summary>
+internal sealed class TransferCounters(SourceMetrics? metrics = null)
 {
     private long _bytesOnWire;
     private long _pagesZero;
@@ -24,5 +28,6 @@ internal sealed class TransferCounters
         Interlocked.Add(ref _pagesZero, zero);
         Interlocked.Add(ref _pagesRaw, raw);
         Interlocked.Add(ref _pagesLz4, lz4);
+        metrics?.Sent(bytes, zero, raw, lz4);
     }
 }

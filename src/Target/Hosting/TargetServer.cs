@@ -1,9 +1,11 @@
+using System.Diagnostics.Metrics;
 using Grpc.AspNetCore.Server.Model;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Migration.Shared.Hosting;
+using Migration.Target.Diagnostics;
 using Migration.Target.Receiving;
 using Migration.Target.Services;
 
@@ -48,6 +50,7 @@ internal static class TargetServer
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ISwitchover, Switchover>();
         builder.Services.AddSingleton<TargetReportWriter>();
+        builder.Services.AddSingleton(services => new TargetMetrics(services.GetRequiredService<IMeterFactory>()));
         builder.Services.AddSingleton<IncomingMigrations>();
         builder.Services.AddSingleton<PageStreamEndpoint>();
         builder.Services.AddGrpc(grpc =>

@@ -4,6 +4,7 @@ using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 using Migration.Shared.Verification;
+using Migration.Target.Diagnostics;
 
 namespace Migration.Target.Receiving;
 
@@ -40,14 +41,16 @@ internal sealed class IncomingMigration : IDisposable
     private readonly ReaderWriterLockSlim _ramGuard = new(LockRecursionPolicy.NoRecursion);
 
     private readonly TimeProvider _time;
+    private readonly TargetMetrics? _metrics;
     private long _lastActivity;
 
     /// <summary>Takes ownership of <paramref name="ram"/>: fresh (all zero) RAM of the configuration's size.</summary>
     /// <param name="configJson">The guest configuration exactly as it arrived (the state digest covers it).</param>
     /// <param name="owner">Who began it: only the same caller (key, client certificate) may act on it later.</param>
     public IncomingMigration(string id, GuestConfig config, string configJson, MigrationOwner owner, GuestRam ram,
-        TimeProvider time)
+        TimeProvider time, TargetMetrics? metrics = null)
     {
+        _metrics = metrics;
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentNullException.ThrowIfNull(time);
         Id = id;
@@ -215,6 +218,8 @@ internal sealed class IncomingMigration : IDisposable
         Interlocked.Add(ref _pagesReceived, n);
         Interlocked.Add(ref _pagesApplied, applied);
         Interlocked.Add(ref _bytesReceived, batch.PayloadLength);
+        _metrics?.PagesReceived.Add(n);
+        _metrics?.BytesReceived.Add(batch.PayloadLength);
         int round = (int)batch.Round;
         int seen;
         while (round > (seen = Volatile.Read(ref _maxRound))

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Protocol;
+using Migration.Target.Diagnostics;
 
 namespace Migration.Target.Receiving;
 
@@ -38,6 +39,7 @@ internal sealed class IncomingMigrations : IDisposable
     private readonly Queue<string> _decisionOrder = new();
     private readonly ITimer? _leaseTimer;
     private readonly Hosting.IdleMemory _idleMemory;
+    private readonly TargetMetrics? _metrics;
     private TargetState _state = TargetState.Idle;
     private IncomingMigration? _current;
     private GuestRam? _preallocated;
@@ -46,9 +48,10 @@ internal sealed class IncomingMigrations : IDisposable
 
     public IncomingMigrations(TargetOptions options, ISwitchover switchover, TargetReportWriter reports,
         IHostApplicationLifetime lifetime, ILogger<IncomingMigrations> log, TimeProvider? time = null,
-        Hosting.IdleMemory? idleMemory = null)
+        Hosting.IdleMemory? idleMemory = null, TargetMetrics? metrics = null)
     {
         _idleMemory = idleMemory ?? new Hosting.IdleMemory();
+        _metrics = metrics;
         _options = options;
         _switchover = switchover;
         _reports = reports;
@@ -114,7 +117,7 @@ internal sealed class IncomingMigrations : IDisposable
             try
             {
                 _current = new IncomingMigration(request.MigrationId, config, request.GuestConfigJson, owner,
-                    ram ?? GuestRam.Allocate(config.RamBytes), _time);
+                    ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics);
             }
             catch (OutOfMemoryException ex)
             {
@@ -123,6 +126,7 @@ internal sealed class IncomingMigrations : IDisposable
 
             Move(request.MigrationId, TargetState.Receiving);
             _lastError = null;
+            _metrics?.Active.Add(1);
         }
 
         TargetLog.Receiving(_log, request.MigrationId, config.RamBytes >> 20, config.Vcpus);
@@ -221,6 +225,7 @@ internal sealed class IncomingMigrations : IDisposable
             reply.PhasesMs["resume"] = Stopwatch.GetElapsedTime(resume).TotalMilliseconds;
         }
 
+        _metrics?.Switchover.Record(Stopwatch.GetElapsedTime(entered).TotalMilliseconds);
         var written = reply.Clone();
         _reports.Queue(() => TargetReport.Of(migration.Id, vm is null ? TargetOutcome.Failed : TargetOutcome.Resumed,
             written, written.Error, migration.CpuAtStart));
@@ -385,6 +390,7 @@ internal sealed class IncomingMigrations : IDisposable
     {
         if (_decisions.TryAdd(migration.Id, new Decision(migration.Owner, outcome, error)))
         {
+            _metrics?.Ended(outcome);
             _decisionOrder.Enqueue(migration.Id);
             while (_decisionOrder.Count > RememberedOutcomes)
             {

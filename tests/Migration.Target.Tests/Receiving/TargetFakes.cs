@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
+using Migration.Target.Diagnostics;
 using Migration.Target.Receiving;
 using Migration.TestSupport;
 
@@ -48,12 +49,12 @@ internal static class Targets
 {
     /// <summary>A target state machine on a manual clock (lease checks run when the test says so).</summary>
     public static IncomingMigrations New(ISwitchover switchover, TargetOptions? options = null,
-        TimeProvider? time = null)
+        TimeProvider? time = null, TargetMetrics? metrics = null)
     {
         options ??= TargetOptions.Defaults;
         return new IncomingMigrations(options, switchover,
             new TargetReportWriter(options, NullLogger<TargetReportWriter>.Instance), new StillRunning(),
-            NullLogger<IncomingMigrations>.Instance, time ?? new ManualTimeProvider());
+            NullLogger<IncomingMigrations>.Instance, time ?? new ManualTimeProvider(), metrics: metrics);
     }
 
     /// <summary>Begins a migration as its source does; returns the credentials its later calls need.</summary>

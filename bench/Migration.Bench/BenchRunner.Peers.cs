@@ -1,0 +1,119 @@
+using Migration.Bench.Peers;
+
+namespace Migration.Bench;
+
+internal sealed partial class BenchRunner
+{
+    /// <summary>The work both engines run, in the order of a sitting.</summary>
+    private static readonly int[] PeerChannels = [1, 2, 4];
+
+    /// <summary>
+    /// <c>--peer qemu</c>: QEMU and ours on the same work, interleaved (which engine goes first alternates by
+    /// repeat), iperf3 before and after: random RAM at 1, 2 and 4 channels (QEMU multifd beyond one), and an idle
+    /// guest with 4.5% of its RAM in use (ours with hints off and on). QEMU's source RAM file is filled before its
+    /// runs and deleted before ours, so both never hold their guests at once.
+    /// </summary>
+    private async Task RunPeersAsync(CancellationToken ct)
+    {
+        long ram = options.Quick ? 1L << 30 : 8L << 30;
+        string work = Path.Combine(Path.GetFullPath(options.OutDir), "peer");
+        Directory.CreateDirectory(work);
+        var (qemu, reason) = await QemuPeer.FindAsync(work, output, ct);
+        var peer = _results.Peer = new PeerResults
+        {
+            QemuVersion = qemu?.Version,
+            Unavailable = reason,
+            RamBytes = ram,
+        };
+        if (reason is not null)
+        {
+            output.WriteLine($"bench: QEMU rows are n/a: {reason}");
+        }
+
+        int seconds = options.Quick ? 3 : 5;
+        _results.Iperf3.Add(await Iperf3.RunAsync(seconds, output, ct));
+        // RAM files where QEMU keeps guest memory: tmpfs when there is one, so neither side touches a disk.
+        string ramDir = Directory.Exists("/dev/shm") ? "/dev/shm" : work;
+        string sourceFile = Path.Combine(ramDir, $"qemu-src-{Environment.ProcessId}.ram");
+        string blob = Path.Combine(work, "in-use.bin");
+        string[] randomArgs = ["--workload", "memhog", "--memhog-share", "0.9", "--idle-dirty-pages", "0"];
+        var idle = BenchScenario.All(options.Quick)[0];
+        try
+        {
+            if (qemu is not null)
+            {
+                QemuPeer.FillRandom(blob, (long)(ram * 0.045));
+            }
+
+            for (int repeat = 1; repeat <= options.Repeat; repeat++)
+            {
+                bool qemuFirst = repeat % 2 == 1;
+                foreach (int channels in PeerChannels)
+                {
+                    foreach (bool qemuTurn in new[] { qemuFirst, !qemuFirst })
+                    {
+                        string stem = Path.Combine(options.OutDir, "runs", $"peer-{channels}ch-{repeat}");
+                        if (qemuTurn && qemu is not null)
+                        {
+                            QemuPeer.FillRandom(sourceFile, ram);
+                            peer.Runs.Add(await qemu.RandomRamAsync(sourceFile, ram, channels, repeat, stem, ct));
+                            File.Delete(sourceFile);
+                        }
+                        else if (!qemuTurn)
+                        {
+                            var run = await RunMigrationAsync($"peer-random-{channels}ch", ram, randomArgs,
+                                BenchScenario.Uncapped, hints: false, repeat, channels, ct);
+                            peer.Runs.Add(Ours(run, $"random-{channels}ch", channels, repeat));
+                        }
+
+                        Save();
+                    }
+                }
+
+                foreach (bool qemuTurn in new[] { qemuFirst, !qemuFirst })
+                {
+                    if (qemuTurn && qemu is not null)
+                    {
+                        string stem = Path.Combine(options.OutDir, "runs", $"peer-idle-{repeat}");
+                        peer.Runs.Add(await qemu.IdleAsync(ram, blob, channels: 1, repeat, stem, ct));
+                    }
+                    else if (!qemuTurn)
+                    {
+                        foreach (bool hints in new[] { false, true })
+                        {
+                            var run = await RunMigrationAsync($"peer-{idle.Name}", ram, idle.WorkloadArgs,
+                                BenchScenario.Uncapped, hints, repeat, channels: 2, ct);
+                            peer.Runs.Add(Ours(run, hints ? "idle-hints" : "idle", 2, repeat));
+                        }
+                    }
+
+                    Save();
+                }
+            }
+        }
+        finally
+        {
+            File.Delete(sourceFile);
+            File.Delete(blob);
+        }
+
+        _results.Iperf3.Add(await Iperf3.RunAsync(seconds, output, ct));
+        Save();
+    }
+
+    private static PeerRun Ours(BenchRun run, string work, int channels, int repeat) => new()
+    {
+        Engine = PeerRun.Ours,
+        Work = work,
+        Channels = channels,
+        Repeat = repeat,
+        TotalMs = run.Source?.Timing.TotalMs ?? 0,
+        DowntimeMs = run.Source?.Timing.DowntimeMs ?? 0,
+        BytesOnWire = run.Source?.Transfer.BytesOnWire ?? 0,
+        SourceCpuSeconds = run.Source?.Process?.MigrationCpuSeconds ?? 0,
+        TargetCpuSeconds = run.TargetProcess?.MigrationCpuSeconds ?? 0,
+        Verified = run.Source?.Verified,
+        Error = run.Error,
+        Log = run.SourceLog is null ? null : Path.GetFileName(run.SourceLog),
+    };
+}

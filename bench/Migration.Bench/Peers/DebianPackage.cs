@@ -1,0 +1,90 @@
+using System.ComponentModel;
+using System.Diagnostics;
+
+namespace Migration.Bench.Peers;
+
+/// <summary>
+/// A program the benchmark compares against (iperf3, QEMU): found on PATH, or installed from Debian's packages when
+/// the benchmark may (root, or sudo without a password). Otherwise null, and the caller reports why.
+/// </summary>
+internal static class DebianPackage
+{
+    public static string? Find(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? string.Empty).Split(Path.PathSeparator)
+            .Where(dir => dir.Length > 0)
+            .Select(dir => Path.Combine(dir, program))
+            .FirstOrDefault(File.Exists);
+
+    /// <summary>The program's path, after installing <paramref name="package"/> if it was missing.</summary>
+    public static async Task<string?> EnsureAsync(string program, string package, TextWriter output,
+        CancellationToken ct)
+    {
+        if (Find(program) is string found)
+        {
+            return found;
+        }
+
+        if (!File.Exists("/usr/bin/apt-get"))
+        {
+            output.WriteLine($"bench: {program} is missing and this is not a Debian system (apt-get {package})");
+            return null;
+        }
+
+        bool root = Environment.UserName == "root";
+        output.WriteLine($"bench: {program} is missing; installing the Debian package {package}");
+        string[][] steps =
+        [
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+        ];
+        foreach (string[] step in steps)
+        {
+            if (await RunAsync(step, root, output, ct) is false)
+            {
+                return null;
+            }
+        }
+
+        return Find(program);
+    }
+
+    private static async Task<bool> RunAsync(string[] step, bool root, TextWriter output, CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo(root ? step[0] : "sudo")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.Environment["DEBIAN_FRONTEND"] = "noninteractive";
+        if (!root)
+        {
+            psi.ArgumentList.Add("-n"); // never prompt: no password, no install
+        }
+
+        foreach (string a in root ? step[1..] : step)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        try
+        {
+            using var p = Process.Start(psi)!;
+            _ = p.StandardOutput.ReadToEndAsync(ct);
+            string err = await p.StandardError.ReadToEndAsync(ct);
+            await p.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromMinutes(10), ct);
+            if (p.ExitCode != 0)
+            {
+                output.WriteLine($"bench: {string.Join(' ', step)} failed: {err.Trim()}");
+                return false;
+            }
+
+            return true;
+        }
+        catch (Exception ex) when (ex is Win32Exception or TimeoutException)
+        {
+            output.WriteLine($"bench: could not run {string.Join(' ', step)}: {ex.Message}");
+            return false;
+        }
+    }
+}

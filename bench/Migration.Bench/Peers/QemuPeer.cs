@@ -1,0 +1,280 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+
+namespace Migration.Bench.Peers;
+
+/// <summary>
+/// QEMU's migration of the same work as ours, driven over QMP on this machine: RAM of random content in a memory
+/// backend file with the VM paused (the raw page stream; the destination's file is compared with the source's
+/// afterwards), and a running blank VM (SeaBIOS, nothing to boot) holding the share of RAM our idle guest keeps in use.
+/// QEMU runs under TCG; its vCPUs do nothing that matters in either case. Figures come from <c>query-migrate</c>.
+/// </summary>
+internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
+{
+    private const long Gib = 1L << 30;
+    private const int DowntimeLimitMs = 300;
+    private const long MaxBandwidth = 100 * Gib; // bytes/s: uncapped, as ours runs
+
+    public string Version { get; private set; } = string.Empty;
+
+    /// <summary>The QEMU to run, installed from Debian when missing and allowed; null with the reason when not.</summary>
+    public static async Task<(QemuPeer? Peer, string? Reason)> FindAsync(string workDir, TextWriter output,
+        CancellationToken ct)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return (null, "QEMU side by side needs Linux");
+        }
+
+        string? qemu = await DebianPackage.EnsureAsync("qemu-system-x86_64", "qemu-system-x86", output, ct);
+        if (qemu is null)
+        {
+            return (null, "qemu-system-x86_64 is not installed and could not be installed " +
+                "(apt-get install qemu-system-x86 as root)");
+        }
+
+        var peer = new QemuPeer(qemu, workDir, output);
+        peer.Version = await peer.VersionAsync(ct);
+        return (peer, null);
+    }
+
+    /// <summary>Fills <paramref name="path"/> with <paramref name="bytes"/> of random data (both cores).</summary>
+    public static void FillRandom(string path, long bytes)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Create, FileAccess.Write, FileShare.None,
+            FileOptions.None, preallocationSize: bytes);
+        RandomAccess.SetLength(handle, bytes);
+        const int Chunk = 64 << 20;
+        Parallel.For(0, (bytes + Chunk - 1) / Chunk, new ParallelOptions { MaxDegreeOfParallelism = 2 },
+            () => new byte[Chunk], (i, _, buffer) =>
+            {
+                Random.Shared.NextBytes(buffer);
+                long offset = i * (long)Chunk;
+                RandomAccess.Write(handle, buffer.AsSpan(0, (int)Math.Min(Chunk, bytes - offset)), offset);
+                return buffer;
+            }, _ => { });
+    }
+
+    /// <summary>
+    /// Random RAM: both VMs paused (<c>-S</c>), the source's RAM the file <paramref name="sourceFile"/>, the
+    /// destination's a preallocated file beside it; afterwards the two files must be equal.
+    /// </summary>
+    public async Task<PeerRun> RandomRamAsync(string sourceFile, long ramBytes, int channels, int repeat,
+        string logStem, CancellationToken ct)
+    {
+        var run = NewRun($"random-{channels}ch", channels, repeat, logStem);
+        string destFile = Path.Combine(Path.GetDirectoryName(sourceFile)!, $"qemu-dst-{Environment.ProcessId}.ram");
+        string size = Size(ramBytes);
+        try
+        {
+            await using (var source = await QemuVm.StartAsync(qemu, size,
+                $"memory-backend-file,id=m,size={size},mem-path={sourceFile},share=on", ["-S"], workDir,
+                logStem + ".qemu-src.log", ct))
+            await using (var dest = await QemuVm.StartAsync(qemu, size,
+                $"memory-backend-file,id=m,size={size},mem-path={destFile},share=on,prealloc=on",
+                ["-S", "-incoming", "defer"], workDir, logStem + ".qemu-dst.log", ct))
+            {
+                await MigrateAsync(source, dest, channels, run, ct);
+            }
+
+            run.Verified = SameContent(sourceFile, destFile);
+            if (run.Verified == false)
+            {
+                run.Error = "the destination's RAM differs from the source's";
+            }
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException or TimeoutException)
+        {
+            run.Error = ex.Message;
+        }
+        finally
+        {
+            File.Delete(destFile);
+        }
+
+        return Report(run);
+    }
+
+    /// <summary>
+    /// A running blank VM with anonymous RAM, the file <paramref name="blob"/> of random data loaded into it
+    /// (<c>-device loader</c>), as our idle guest keeps that share in use; the destination preallocates and resumes.
+    /// </summary>
+    public async Task<PeerRun> IdleAsync(long ramBytes, string blob, int channels, int repeat, string logStem,
+        CancellationToken ct)
+    {
+        var run = NewRun("idle", channels, repeat, logStem);
+        string size = Size(ramBytes);
+        string[] loader = ["-device", $"loader,file={blob},addr=0x10000000"];
+        try
+        {
+            await using var source = await QemuVm.StartAsync(qemu, size, $"memory-backend-ram,id=m,size={size}",
+                ["-S", .. loader], workDir, logStem + ".qemu-src.log", ct);
+            await using var dest = await QemuVm.StartAsync(qemu, size,
+                $"memory-backend-ram,id=m,size={size},prealloc=on", ["-incoming", "defer", .. loader], workDir,
+                logStem + ".qemu-dst.log", ct);
+            await source.Qmp.ExecuteAsync("cont", null, ct);
+            await Task.Delay(TimeSpan.FromSeconds(2), ct); // SeaBIOS finds nothing to boot and idles
+            await MigrateAsync(source, dest, channels, run, ct);
+            double stop = source.Qmp.Events.LastOrDefault(e => e.Name == "STOP").Timestamp;
+            double resume = dest.Qmp.Events.LastOrDefault(e => e.Name == "RESUME").Timestamp;
+            if (stop > 0 && resume > 0)
+            {
+                run.StopToResumeMs = (resume - stop) * 1000;
+            }
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException or TimeoutException)
+        {
+            run.Error = ex.Message;
+        }
+
+        return Report(run);
+    }
+
+    /// <summary>
+    /// Sets both sides up (multifd when more than one channel), migrates over loopback TCP and polls
+    /// <c>query-migrate</c> every 20 ms until it ends; then waits for the destination to finish loading.
+    /// </summary>
+    private static async Task MigrateAsync(QemuVm source, QemuVm dest, int channels, PeerRun run,
+        CancellationToken ct)
+    {
+        var caps = new JsonArray(new JsonObject { ["capability"] = "multifd", ["state"] = channels > 1 });
+        foreach (var vm in new[] { source, dest })
+        {
+            await vm.Qmp.ExecuteAsync("migrate-set-capabilities",
+                new JsonObject { ["capabilities"] = caps.DeepClone() }, ct);
+            if (channels > 1)
+            {
+                await vm.Qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["multifd-channels"] = channels },
+                    ct);
+            }
+        }
+
+        await source.Qmp.ExecuteAsync("migrate-set-parameters",
+            new JsonObject { ["max-bandwidth"] = MaxBandwidth, ["downtime-limit"] = DowntimeLimitMs }, ct);
+        int port = FreePort();
+        await dest.Qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, ct);
+        run.LoadAverage = LoadAverage();
+        double sourceCpu = source.CpuSeconds(), destCpu = dest.CpuSeconds();
+        await source.Qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, ct);
+        var limit = Stopwatch.StartNew();
+        JsonNode info;
+        while (true)
+        {
+            info = await source.Qmp.ExecuteAsync("query-migrate", null, ct)
+                ?? throw new InvalidOperationException("query-migrate returned nothing");
+            string status = info["status"]?.GetValue<string>() ?? "none";
+            if (status is "completed" or "failed" or "cancelled")
+            {
+                if (status != "completed")
+                {
+                    throw new InvalidOperationException($"QEMU's migration ended {status}: {info["error-desc"]}");
+                }
+
+                break;
+            }
+
+            if (limit.Elapsed > TimeSpan.FromMinutes(15))
+            {
+                await source.Qmp.ExecuteAsync("migrate_cancel", null, ct);
+                throw new TimeoutException("QEMU's migration took longer than 15 minutes");
+            }
+
+            await Task.Delay(20, ct);
+        }
+
+        while (true) // the destination has loaded everything once its own query-migrate says so
+        {
+            var incoming = await dest.Qmp.ExecuteAsync("query-migrate", null, ct);
+            _ = await dest.Qmp.ExecuteAsync("query-status", null, ct); // collects the RESUME event
+            if (incoming?["status"]?.GetValue<string>() is "completed" or null)
+            {
+                break;
+            }
+
+            if (limit.Elapsed > TimeSpan.FromMinutes(17))
+            {
+                throw new TimeoutException("QEMU's destination did not finish loading");
+            }
+
+            await Task.Delay(20, ct);
+        }
+
+        run.SourceCpuSeconds = source.CpuSeconds() - sourceCpu;
+        run.TargetCpuSeconds = dest.CpuSeconds() - destCpu;
+        run.TotalMs = info["total-time"]?.GetValue<long>() ?? 0;
+        run.DowntimeMs = info["downtime"]?.GetValue<long>() ?? 0;
+        run.BytesOnWire = info["ram"]?["transferred"]?.GetValue<long>() ?? 0;
+    }
+
+    private static PeerRun NewRun(string work, int channels, int repeat, string logStem) => new()
+    {
+        Engine = PeerRun.Qemu,
+        Work = work,
+        Channels = channels,
+        Repeat = repeat,
+        Log = Path.GetFileName(logStem) + ".qemu-*.log",
+    };
+
+    private PeerRun Report(PeerRun run)
+    {
+        output.WriteLine(run.Error is null
+            ? string.Create(CultureInfo.InvariantCulture,
+                $"[qemu] {run.Work,-12} #{run.Repeat} total {run.TotalMs,7:F0} ms  downtime {run.DowntimeMs,4:F0} ms" +
+                $"{(run.StopToResumeMs is double g ? $" (stop->resume {g:F0} ms)" : "")}  " +
+                $"{run.BytesOnWire / 1e6,8:F1} MB  {run.GBps:F2} GB/s  cpu {run.SourceCpuSeconds:F1}+" +
+                $"{run.TargetCpuSeconds:F1} s{(run.Verified == true ? "  RAM identical" : "")}")
+            : $"[qemu] {run.Work,-12} #{run.Repeat} FAILED: {run.Error}");
+        return run;
+    }
+
+    private async Task<string> VersionAsync(CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo(qemu, "--version") { RedirectStandardOutput = true, UseShellExecute = false };
+        using var p = Process.Start(psi)!;
+        string text = await p.StandardOutput.ReadToEndAsync(ct);
+        await p.WaitForExitAsync(ct);
+        return text.Split('\n')[0].Trim();
+    }
+
+    /// <summary>Compares two RAM files in 16 MiB pieces.</summary>
+    private static bool SameContent(string a, string b)
+    {
+        using var fa = new FileStream(a, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1);
+        using var fb = new FileStream(b, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1);
+        if (fa.Length != fb.Length)
+        {
+            return false;
+        }
+
+        byte[] ba = new byte[16 << 20], bb = new byte[16 << 20];
+        while (true)
+        {
+            int na = fa.ReadAtLeast(ba, ba.Length, throwOnEndOfStream: false);
+            int nb = fb.ReadAtLeast(bb, bb.Length, throwOnEndOfStream: false);
+            if (na != nb || !ba.AsSpan(0, na).SequenceEqual(bb.AsSpan(0, nb)))
+            {
+                return false;
+            }
+
+            if (na == 0)
+            {
+                return true;
+            }
+        }
+    }
+
+    private static string Size(long bytes) => bytes % Gib == 0 ? $"{bytes / Gib}G" : $"{bytes >> 20}M";
+
+    private static double LoadAverage() =>
+        double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture);
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
