@@ -68,6 +68,18 @@ public static class PageBatchWire
     public static int Write(Span<byte> output, PageBatchLayout layout, uint round, ReadOnlySpan<long> pfns,
         ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths, ReadOnlySpan<byte> payload)
     {
+        int pos = WriteHeader(output, layout, round, pfns, kinds, lengths, payload.Length);
+        payload.CopyTo(output[pos..]);
+        return pos + payload.Length;
+    }
+
+    /// <summary>
+    /// Writes everything of a batch but the payload's bytes (the payload field's tag and length included); the caller
+    /// writes exactly <paramref name="payloadLength"/> payload bytes after it. Returns the header's length.
+    /// </summary>
+    public static int WriteHeader(Span<byte> output, PageBatchLayout layout, uint round, ReadOnlySpan<long> pfns,
+        ReadOnlySpan<byte> kinds, ReadOnlySpan<int> lengths, int payloadLength)
+    {
         int pos = 0;
         if (round != 0)
         {
@@ -97,12 +109,10 @@ public static class PageBatchWire
             }
         }
 
-        if (!payload.IsEmpty)
+        if (payloadLength > 0)
         {
             output[pos++] = PayloadTag;
-            pos += WriteVarint(output[pos..], (uint)payload.Length);
-            payload.CopyTo(output[pos..]);
-            pos += payload.Length;
+            pos += WriteVarint(output[pos..], (uint)payloadLength);
         }
 
         return pos;

@@ -28,6 +28,16 @@ public static class PageCodec
     public static bool IsZero(ReadOnlySpan<byte> page) => page.IndexOfAnyExcept((byte)0) < 0;
 
     /// <summary>
+    /// LZ4-compresses <paramref name="page"/> into <paramref name="output"/>; returns the block's length if it is worth
+    /// keeping (at most <see cref="Lz4KeepThreshold"/>), else 0 and the page should go raw.
+    /// </summary>
+    public static int TryCompress(ReadOnlySpan<byte> page, Span<byte> output)
+    {
+        int n = LZ4Codec.Encode(page, output, LZ4Level.L00_FAST);
+        return n > 0 && n <= Lz4KeepThreshold ? n : 0;
+    }
+
+    /// <summary>
     /// Encodes <paramref name="page"/> into <paramref name="output"/>; returns the encoding and bytes written.
     /// </summary>
     public static (PageEncodingKind Kind, int Length) Encode(ReadOnlySpan<byte> page, Span<byte> output, bool compress)
@@ -37,13 +47,9 @@ public static class PageCodec
             return (PageEncodingKind.Zero, 0);
         }
 
-        if (compress)
+        if (compress && TryCompress(page, output) is > 0 and int n)
         {
-            int n = LZ4Codec.Encode(page, output, LZ4Level.L00_FAST);
-            if (n > 0 && n <= Lz4KeepThreshold)
-            {
-                return (PageEncodingKind.Lz4, n);
-            }
+            return (PageEncodingKind.Lz4, n);
         }
 
         page.CopyTo(output);
