@@ -100,7 +100,7 @@ public sealed class ChannelOrderingTests
         }
     }
 
-    private static PageBatch Batch(GuestRam ram, long first, int count, uint round)
+    internal static PageBatch Batch(GuestRam ram, long first, int count, uint round)
     {
         var batch = new PageBatch { Round = round };
         var payload = new MemoryStream();

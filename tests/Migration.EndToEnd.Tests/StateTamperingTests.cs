@@ -1,0 +1,109 @@
+using System.Text;
+using System.Text.Json;
+using Google.Protobuf;
+using Grpc.Core;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+using Migration.Shared.Verification;
+using Migration.Source.Cli;
+using Migration.Source.Transport;
+
+namespace Migration.EndToEnd.Tests;
+
+/// <summary>
+/// The whole VM is verified, not only its pages: one byte changed on the way in the vCPU state, the device state or
+/// the configuration the target was begun with, while every page arrives intact, and the target refuses to resume.
+/// The untouched control resumes, so the refusals are the digest's doing.
+/// </summary>
+public sealed class StateTamperingTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+
+    [Theory]
+    [InlineData("nothing")]
+    [InlineData("vcpu")]
+    [InlineData("device")]
+    [InlineData("config")]
+    public async Task OneByteChangedInTheState_IsCaughtBeforeResume(string tampered)
+    {
+        using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 2 });
+        await using var target = await TargetProcess.StartAsync([], Limit);
+        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        var client = new Protocol.Migration.MigrationClient(channel);
+        string id = Guid.NewGuid().ToString("n");
+        string configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig);
+        // What the target is begun with: the source's configuration, or one with a byte changed in transit (the
+        // seed, so it still parses and passes every range check).
+        string received = tampered == "config"
+            ? configJson.Replace($"\"seed\":{vm.Config.Workload.Seed}", $"\"seed\":{vm.Config.Workload.Seed + 1}",
+                StringComparison.Ordinal)
+            : configJson;
+        Assert.NotEqual(tampered == "config", received == configJson);
+        var begun = await client.BeginAsync(new BeginRequest
+        {
+            MigrationId = id,
+            RamBytes = (ulong)vm.Config.RamBytes,
+            PageSize = PageGeometry.PageSize,
+            Vcpus = (uint)vm.Config.Vcpus,
+            GuestConfigJson = received,
+        });
+        var headers = new Metadata { { "migration-id", id }, { "migration-key", begun.MigrationKey } };
+        using (var stream = new PageStream.PageStreamClient(channel).SendPages(headers))
+        {
+            for (long first = 0; first < vm.Ram.PageCount; first += 256)
+            {
+                await stream.RequestStream.WriteAsync(
+                    ChannelOrderingTests.Batch(vm.Ram, first, (int)Math.Min(256, vm.Ram.PageCount - first), 1));
+            }
+
+            await stream.RequestStream.CompleteAsync();
+            await stream.ResponseAsync;
+        }
+
+        var balloon = vm.SaveDeviceState();
+        var device = new DeviceState
+        {
+            HintStatus = (uint)balloon.HintStatus,
+            HintCmdId = balloon.HintCommandId,
+            PoisonVal = balloon.PoisonVal,
+            Features = balloon.Features,
+        };
+        byte[][] vcpus = [.. vm.SaveVcpuStates()];
+        ulong digest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson),
+            vcpus.Select(v => (ReadOnlyMemory<byte>)v), device.ToByteArray());
+        ulong[] pages = PageDigests.Compute(vm.Ram, vm.Kernel.FreePageMap());
+        var complete = new CompleteRequest
+        {
+            MigrationId = id,
+            PageDigests = ByteString.CopyFrom(PageDigests.ToBytes(pages)),
+            DigestPages = (ulong)pages.Length,
+            FinalRound = 2,
+            StateDigest = digest,
+            Device = device.Clone(),
+        };
+        if (tampered == "vcpu")
+        {
+            vcpus[1][vcpus[1].Length / 2] ^= 0x01; // one bit of the second vCPU's state, after the source hashed it
+        }
+        else if (tampered == "device")
+        {
+            complete.Device.HintCmdId ^= 0x100; // still in range: only the digest can tell
+        }
+
+        complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
+        var reply = await client.CompleteAsync(complete, new Metadata { { "migration-key", begun.MigrationKey } });
+
+        if (tampered == "nothing")
+        {
+            Assert.True(reply.Resumed, reply.Error);
+            Assert.True(reply.Verified, reply.Error);
+            return;
+        }
+
+        Assert.False(reply.Resumed);
+        Assert.Contains("state digest", reply.Error, StringComparison.Ordinal);
+        Assert.Equal(0ul, reply.MismatchedPages); // every page was intact: the state alone was refused
+        Assert.Equal("failed", await target.WaitForStateAsync(Limit, "failed"));
+    }
+}
