@@ -126,13 +126,8 @@ internal sealed class BenchSummary
             ok.Max(r => (double)(r.TargetProcess?.PeakRssBytes ?? 0)));
     }
 
-    private static double Median(List<BenchRun> runs, Func<BenchRun, double> f)
-    {
-        var values = runs.Select(f).Order().ToArray();
-        return values.Length % 2 == 1
-            ? values[values.Length / 2]
-            : (values[(values.Length / 2) - 1] + values[values.Length / 2]) / 2;
-    }
+    private static double Median(List<BenchRun> runs, Func<BenchRun, double> f) =>
+        Peers.Spread.Of(runs.Select(f))?.Median ?? throw new InvalidOperationException("a median of no runs");
 
     private static List<Figure> Evaluate(BenchResults results, IReadOnlyList<BenchScenario> scenarios,
         BenchSummary summary)

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json;
 using Migration.Bench.Peers;
 
@@ -27,7 +25,7 @@ internal static class Iperf3
                 null, seconds);
         }
 
-        int port = FreePort();
+        int port = Loopback.FreePort();
         using var server = Start(exe, ["-s", "-1", "-p", port.ToString()]);
         try
         {
@@ -75,12 +73,5 @@ internal static class Iperf3
         }
 
         return Process.Start(psi) ?? throw new InvalidOperationException("could not start iperf3");
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

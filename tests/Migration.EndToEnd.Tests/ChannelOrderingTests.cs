@@ -5,7 +5,6 @@ using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Reporting;
-using Migration.Shared.Transport;
 using Migration.Shared.Verification;
 using Migration.Source.Cli;
 using Migration.Source.Transport;
@@ -36,28 +35,11 @@ public sealed class ChannelOrderingTests
         var client = new Protocol.Migration.MigrationClient(control);
         string id = Guid.NewGuid().ToString("n");
         string configJson = JsonSerializer.Serialize(vm.Config, MigrationReport.JsonOptions);
-        var begun = await client.BeginAsync(new BeginRequest
-        {
-            MigrationId = id,
-            RamBytes = (ulong)vm.Config.RamBytes,
-            PageSize = PageGeometry.PageSize,
-            Vcpus = (uint)vm.Config.Vcpus,
-            GuestConfigJson = configJson,
-        });
+        var begun = await client.BeginAsync(HandDrivenSource.Begin(vm, id, configJson));
         var headers = new Metadata { { "migration-id", id }, { "migration-key", begun.MigrationKey } };
 
         // Channel B delivers round 1 (every page, P with its current content) first...
-        using (var b = new PageStream.PageStreamClient(channelB).SendPages(headers))
-        {
-            for (long first = 0; first < vm.Ram.PageCount; first += 256)
-            {
-                await b.RequestStream.WriteAsync(
-                    Batch(vm.Ram, first, (int)Math.Min(256, vm.Ram.PageCount - first), round: 1));
-            }
-
-            await b.RequestStream.CompleteAsync();
-            await b.ResponseAsync;
-        }
+        await HandDrivenSource.SendAllPagesAsync(channelB, headers, vm.Ram, round: 1);
 
         // ...then channel A delivers a different copy of P, tagged with staleRound.
         PageStreamSummary staleSummary;
@@ -98,23 +80,5 @@ public sealed class ChannelOrderingTests
         {
             Assert.Equal((ulong)p, Assert.Single(reply.FirstMismatches));
         }
-    }
-
-    internal static PageBatch Batch(GuestRam ram, long first, int count, uint round)
-    {
-        var batch = new PageBatch { Round = round };
-        var payload = new MemoryStream();
-        var buffer = new byte[PageCodec.MaxEncodedLength];
-        for (long p = first; p < first + count; p++)
-        {
-            var (kind, length) = PageCodec.Encode(ram.Page(p), buffer, compress: false);
-            batch.Pfns.Add((ulong)p);
-            batch.Encodings.Add((PageEncoding)(int)kind);
-            batch.Lengths.Add((uint)length);
-            payload.Write(buffer, 0, length);
-        }
-
-        batch.Payload = ByteString.CopyFrom(payload.ToArray());
-        return batch;
     }
 }

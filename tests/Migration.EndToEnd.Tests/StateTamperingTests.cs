@@ -40,26 +40,9 @@ public sealed class StateTamperingTests
                 StringComparison.Ordinal)
             : configJson;
         Assert.NotEqual(tampered == "config", received == configJson);
-        var begun = await client.BeginAsync(new BeginRequest
-        {
-            MigrationId = id,
-            RamBytes = (ulong)vm.Config.RamBytes,
-            PageSize = PageGeometry.PageSize,
-            Vcpus = (uint)vm.Config.Vcpus,
-            GuestConfigJson = received,
-        });
+        var begun = await client.BeginAsync(HandDrivenSource.Begin(vm, id, received));
         var headers = new Metadata { { "migration-id", id }, { "migration-key", begun.MigrationKey } };
-        using (var stream = new PageStream.PageStreamClient(channel).SendPages(headers))
-        {
-            for (long first = 0; first < vm.Ram.PageCount; first += 256)
-            {
-                await stream.RequestStream.WriteAsync(
-                    ChannelOrderingTests.Batch(vm.Ram, first, (int)Math.Min(256, vm.Ram.PageCount - first), 1));
-            }
-
-            await stream.RequestStream.CompleteAsync();
-            await stream.ResponseAsync;
-        }
+        await HandDrivenSource.SendAllPagesAsync(channel, headers, vm.Ram, round: 1);
 
         var balloon = vm.SaveDeviceState();
         var device = new DeviceState

@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 
 namespace Migration.Bench.Peers;
@@ -154,7 +152,7 @@ internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
 
         await source.Qmp.ExecuteAsync("migrate-set-parameters",
             new JsonObject { ["max-bandwidth"] = MaxBandwidth, ["downtime-limit"] = DowntimeLimitMs }, ct);
-        int port = FreePort();
+        int port = Loopback.FreePort();
         await dest.Qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = $"tcp:127.0.0.1:{port}" }, ct);
         run.LoadAverage = LoadAverage();
         double sourceCpu = source.CpuSeconds(), destCpu = dest.CpuSeconds();
@@ -270,11 +268,4 @@ internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
 
     private static double LoadAverage() =>
         double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], CultureInfo.InvariantCulture);
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }

@@ -1,11 +1,10 @@
 using System.Diagnostics;
-using System.Globalization;
 
 namespace Migration.Bench.Peers;
 
 /// <summary>
-/// One QEMU process (TCG, no devices, no display) with its QMP socket, ended by pid when disposed. Its CPU time is read
-/// from /proc, so the benchmark can charge QEMU's migration the same way it charges ours.
+/// One QEMU process (TCG, no devices, no display) with its QMP socket, ended by pid when disposed. Its CPU time is
+/// read around a migration, so the benchmark can charge QEMU's migration the same way it charges ours.
 /// </summary>
 internal sealed class QemuVm : IAsyncDisposable
 {
@@ -22,8 +21,6 @@ internal sealed class QemuVm : IAsyncDisposable
     }
 
     public QmpClient Qmp { get; }
-
-    public int Pid => _process.Id;
 
     /// <summary>
     /// Starts QEMU with <paramref name="memoryBackend"/> as its RAM (<c>-object ...,id=m</c>) and connects to QMP.
@@ -75,15 +72,11 @@ internal sealed class QemuVm : IAsyncDisposable
         }
     }
 
-    /// <summary>User plus system CPU seconds the process has used so far (/proc/PID/stat).</summary>
+    /// <summary>User plus system CPU seconds the process has used so far.</summary>
     public double CpuSeconds()
     {
-        string stat = File.ReadAllText($"/proc/{Pid}/stat");
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        // after the command name: state is field 3 of stat(5), utime 14 and stime 15
-        long ticks = long.Parse(fields[11], CultureInfo.InvariantCulture)
-            + long.Parse(fields[12], CultureInfo.InvariantCulture);
-        return ticks / 100.0; // USER_HZ is 100 on Linux
+        _process.Refresh();
+        return _process.TotalProcessorTime.TotalSeconds;
     }
 
     public async ValueTask DisposeAsync()

@@ -36,6 +36,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     private readonly SchedulingPoints _scheduling;
     private readonly IHintDefences _defences;
     private readonly IDeviceThreads _threads;
+    private readonly BalloonMetrics _metrics = BalloonMetrics.Shared;
     private long _nextSeq;
     private long _usedUpTo = -1;
     private int _queuedCount;
@@ -43,7 +44,6 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     private bool _failed;
     private MigrationBitmap? _bitmap;
     private IDisposable? _hintThread;
-    private readonly BalloonMetrics _metrics = BalloonMetrics.Shared;
     private Counters _counters;
 
     public FreePageHintDevice(long ramPages, int queueCapacity = DefaultQueueCapacity)

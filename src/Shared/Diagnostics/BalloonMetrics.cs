@@ -17,7 +17,8 @@ public sealed class BalloonMetrics
     {
         ArgumentNullException.ThrowIfNull(meter);
         HintBlocks = meter.CreateCounter<long>("migration.balloon.hint.blocks", "{block}",
-            "Free page hint blocks the device took off its queue, by outcome (applied, or stale: an old command id or hinting stopped)");
+            "Free page hint blocks the device took off its queue, by outcome " +
+            "(applied, or stale: an old command id or hinting stopped)");
         HintPagesCleared = meter.CreateCounter<long>("migration.balloon.hint.pages_cleared", "{page}",
             "Pages free page hinting cleared from the migration bitmap (not sent)");
         HintCommandIds = meter.CreateCounter<long>("migration.balloon.hint.command_ids", "{id}",

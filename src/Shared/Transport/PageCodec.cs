@@ -28,32 +28,43 @@ public static class PageCodec
     public static bool IsZero(ReadOnlySpan<byte> page) => page.IndexOfAnyExcept((byte)0) < 0;
 
     /// <summary>
-    /// LZ4-compresses <paramref name="page"/> into <paramref name="output"/>; returns the block's length if it is worth
-    /// keeping (at most <see cref="Lz4KeepThreshold"/>), else 0 and the page should go raw.
+    /// Decides how <paramref name="page"/> travels, copying nothing raw: zero (no bytes), LZ4 (the block is written to
+    /// <paramref name="lz4Output"/>) or raw (<see cref="PageGeometry.PageSize"/> bytes, still only in the page). The
+    /// source's sender copies raw pages from RAM straight into the outgoing message itself.
     /// </summary>
-    public static int TryCompress(ReadOnlySpan<byte> page, Span<byte> output)
-    {
-        int n = LZ4Codec.Encode(page, output, LZ4Level.L00_FAST);
-        return n > 0 && n <= Lz4KeepThreshold ? n : 0;
-    }
-
-    /// <summary>
-    /// Encodes <paramref name="page"/> into <paramref name="output"/>; returns the encoding and bytes written.
-    /// </summary>
-    public static (PageEncodingKind Kind, int Length) Encode(ReadOnlySpan<byte> page, Span<byte> output, bool compress)
+    public static (PageEncodingKind Kind, int Length) Classify(ReadOnlySpan<byte> page, Span<byte> lz4Output,
+        bool compress)
     {
         if (IsZero(page))
         {
             return (PageEncodingKind.Zero, 0);
         }
 
-        if (compress && TryCompress(page, output) is > 0 and int n)
+        if (compress)
         {
-            return (PageEncodingKind.Lz4, n);
+            int n = LZ4Codec.Encode(page, lz4Output, LZ4Level.L00_FAST);
+            if (n > 0 && n <= Lz4KeepThreshold)
+            {
+                return (PageEncodingKind.Lz4, n);
+            }
         }
 
-        page.CopyTo(output);
         return (PageEncodingKind.Raw, PageGeometry.PageSize);
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="page"/> into <paramref name="output"/>; returns the encoding and bytes written
+    /// (<see cref="Classify"/>, with a raw page copied to the output too).
+    /// </summary>
+    public static (PageEncodingKind Kind, int Length) Encode(ReadOnlySpan<byte> page, Span<byte> output, bool compress)
+    {
+        var encoded = Classify(page, output, compress);
+        if (encoded.Kind == PageEncodingKind.Raw)
+        {
+            page.CopyTo(output);
+        }
+
+        return encoded;
     }
 
     /// <summary>

@@ -32,7 +32,7 @@ internal sealed class SourceMetrics
         Throughput = meter.CreateGauge<double>("migration.source.throughput", "By/s",
             "Wire bytes per second of the latest round");
         ExpectedDowntime = meter.CreateGauge<double>("migration.source.expected_downtime", "ms",
-            "Downtime expected if the guest stopped now: the rest at the measured rate plus the measured fixed costs");
+            "Downtime expected if the guest stopped now: the pages still dirty at the measured data-page rate");
         Active = meter.CreateUpDownCounter<long>("migration.source.active", "{migration}",
             "Migrations running now");
         Migrations = meter.CreateCounter<long>("migration.source.migrations", "{migration}",

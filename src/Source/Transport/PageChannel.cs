@@ -35,7 +35,6 @@ internal sealed class PageChannel : IPageSink
     private readonly AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> _call;
     private readonly Channel<WorkItem> _queue =
         Channel.CreateBounded<WorkItem>(new BoundedChannelOptions(4) { SingleReader = true });
-    private readonly GuestRam _ram;
     private readonly bool _compress;
     private readonly BandwidthLimiter _limiter;
     private readonly TransferCounters _counters;
@@ -47,11 +46,10 @@ internal sealed class PageChannel : IPageSink
     {
         _grpc = grpc;
         _call = call;
-        _ram = ram;
         _compress = compress;
         _limiter = limiter;
         _counters = counters;
-        _batch = new OutgoingBatch(pagesPerBatch);
+        _batch = new OutgoingBatch(ram, pagesPerBatch);
         _worker = Task.Run(RunAsync);
     }
 
@@ -127,7 +125,7 @@ internal sealed class PageChannel : IPageSink
 
                 try
                 {
-                    var (zero, raw, lz4) = _batch.Encode(_ram, item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
+                    var (zero, raw, lz4) = _batch.Encode(item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
                     long bytes = _batch.MessageLength + 5; // + gRPC message header
                     await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
                     // The batch's buffers are reused only after WriteAsync returns, by which time it has been

@@ -1,0 +1,55 @@
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Transport;
+
+namespace Migration.EndToEnd.Tests;
+
+/// <summary>
+/// A source's messages written by hand, for tests that change one piece of what a source sends: Begin for a VM, and
+/// every page of its RAM as raw batches of one round.
+/// </summary>
+internal static class HandDrivenSource
+{
+    public static BeginRequest Begin(VirtualMachine vm, string id, string configJson) => new()
+    {
+        MigrationId = id,
+        RamBytes = (ulong)vm.Config.RamBytes,
+        PageSize = PageGeometry.PageSize,
+        Vcpus = (uint)vm.Config.Vcpus,
+        GuestConfigJson = configJson,
+    };
+
+    /// <summary>Sends all of <paramref name="ram"/> on one page stream, 256 pages a batch, and closes it.</summary>
+    public static async Task SendAllPagesAsync(GrpcChannel channel, Metadata headers, GuestRam ram, uint round)
+    {
+        using var stream = new PageStream.PageStreamClient(channel).SendPages(headers);
+        for (long first = 0; first < ram.PageCount; first += 256)
+        {
+            await stream.RequestStream.WriteAsync(Batch(ram, first, (int)Math.Min(256, ram.PageCount - first), round));
+        }
+
+        await stream.RequestStream.CompleteAsync();
+        await stream.ResponseAsync;
+    }
+
+    private static PageBatch Batch(GuestRam ram, long first, int count, uint round)
+    {
+        var batch = new PageBatch { Round = round };
+        var payload = new MemoryStream();
+        var buffer = new byte[PageCodec.MaxEncodedLength];
+        for (long p = first; p < first + count; p++)
+        {
+            var (kind, length) = PageCodec.Encode(ram.Page(p), buffer, compress: false);
+            batch.Pfns.Add((ulong)p);
+            batch.Encodings.Add((PageEncoding)(int)kind);
+            batch.Lengths.Add((uint)length);
+            payload.Write(buffer, 0, length);
+        }
+
+        batch.Payload = ByteString.CopyFrom(payload.ToArray());
+        return batch;
+    }
+}
