@@ -18,22 +18,24 @@ public class MigrationEndToEndTests
 
     // The last column: the target rehashes all in-use RAM at switchover (--verify full) instead of using the digests it
     // took while receiving; both must verify the same guests.
-    public static TheoryData<WorkloadKind, DirtyLogMode, int, bool, byte?, bool> Matrix => new()
+    // And the switchover order: resume first (the default; digests compared after the target resumed) or verify
+    // first (everything compared inside the downtime).
+    public static TheoryData<WorkloadKind, DirtyLogMode, int, bool, byte?, bool, bool> Matrix => new()
     {
-        { WorkloadKind.Idle, DirtyLogMode.Eager, 1, false, null, false },
-        { WorkloadKind.Memhog, DirtyLogMode.Manual, 2, true, null, false },
-        { WorkloadKind.Busy, DirtyLogMode.Eager, 3, true, null, false },
-        { WorkloadKind.Busy, DirtyLogMode.Manual, 2, false, (byte)0xAA, true },
-        { WorkloadKind.Churn, DirtyLogMode.Eager, 2, false, (byte)0x5A, false },
-        { WorkloadKind.Churn, DirtyLogMode.Manual, 1, true, null, true },
-        { WorkloadKind.Ab, DirtyLogMode.Eager, 2, true, null, false },
-        { WorkloadKind.Ab, DirtyLogMode.Manual, 3, false, null, false },
+        { WorkloadKind.Idle, DirtyLogMode.Eager, 1, false, null, false, true },
+        { WorkloadKind.Memhog, DirtyLogMode.Manual, 2, true, null, false, false },
+        { WorkloadKind.Busy, DirtyLogMode.Eager, 3, true, null, false, true },
+        { WorkloadKind.Busy, DirtyLogMode.Manual, 2, false, (byte)0xAA, true, true },
+        { WorkloadKind.Churn, DirtyLogMode.Eager, 2, false, (byte)0x5A, false, false },
+        { WorkloadKind.Churn, DirtyLogMode.Manual, 1, true, null, true, false },
+        { WorkloadKind.Ab, DirtyLogMode.Eager, 2, true, null, false, true },
+        { WorkloadKind.Ab, DirtyLogMode.Manual, 3, false, null, false, false },
     };
 
     [Theory]
     [MemberData(nameof(Matrix))]
     public async Task Migration_CompletesVerified_WithNoMismatchedPages(WorkloadKind kind, DirtyLogMode mode,
-        int channels, bool lz4, byte? poison, bool fullRehash)
+        int channels, bool lz4, byte? poison, bool fullRehash, bool resumeFirst)
     {
         string targetReport = Path.GetTempFileName();
         try
@@ -55,9 +57,12 @@ public class MigrationEndToEndTests
                 Target = target.Address,
                 Channels = channels,
                 Compression = lz4 ? Compression.Lz4 : Compression.None,
+                ResumeFirst = resumeFirst,
             });
 
             Assert.True(report.Status == MigrationStatus.Completed, $"{report.Status}: {report.Error}");
+            Assert.Equal(resumeFirst, report.Timing.AfterResumePhasesMs.ContainsKey("digests"));
+            Assert.Equal(!resumeFirst, report.Timing.DowntimePhasesMs.ContainsKey("sourceDigests"));
             Assert.True(report.Verified);
             Assert.Equal(0, report.Verification.MismatchedPages);
             Assert.True(report.Verification.PagesCompared > 0);

@@ -50,12 +50,27 @@ internal sealed class PhaseTriggers(IMigrationTransport inner, FaultPhase phase,
     {
         Strike(FaultPhase.Complete);
         var reply = await inner.CompleteAsync(request, timeout, ct).ConfigureAwait(false);
+        if (!reply.Provisional)
+        {
+            Strike(FaultPhase.AfterReply);
+        }
+
+        return reply;
+    }
+
+    /// <summary>Resume-first: the definite reply is Confirm's, so "after the reply" strikes here.</summary>
+    public async Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct)
+    {
+        var reply = await inner.ConfirmAsync(request, timeout, ct).ConfigureAwait(false);
         Strike(FaultPhase.AfterReply);
         return reply;
     }
 
     public Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct) =>
         inner.StatusAsync(migrationId, timeout, ct);
+
+    public Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct) =>
+        inner.RehearseCompleteAsync(request, ct);
 
     public Task<CancelReply?> CancelAsync(string migrationId, string reason) => inner.CancelAsync(migrationId, reason);
 
@@ -84,6 +99,8 @@ internal sealed class PhaseTriggers(IMigrationTransport inner, FaultPhase phase,
         public Task BarrierAsync(CancellationToken ct) => inner.BarrierAsync(ct);
 
         public Task CompleteAsync(CancellationToken ct) => inner.CompleteAsync(ct);
+
+        public Task<TimeSpan> RehearseCloseAsync(CancellationToken ct) => inner.RehearseCloseAsync(ct);
 
         public ValueTask DisposeAsync() => inner.DisposeAsync();
     }

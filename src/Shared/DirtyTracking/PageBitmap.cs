@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.InteropServices;
 using Migration.Shared.Internal;
 
 namespace Migration.Shared.DirtyTracking;
@@ -137,6 +138,43 @@ public sealed class PageBitmap
         }
 
         return n;
+    }
+
+    /// <summary>The bits as bytes, bit p in byte p/8 (least significant first): the wire form of a page map.</summary>
+    public byte[] ToBytes()
+    {
+        var bytes = new byte[(PageCount + 7) >> 3];
+        MemoryMarshal.AsBytes(_words.AsSpan())[..bytes.Length].CopyTo(bytes); // little-endian hosts only (x64, arm64)
+        return bytes;
+    }
+
+    /// <summary>
+    /// A map of <paramref name="pageCount"/> pages from <see cref="ToBytes"/>'s form; null when the length is wrong or
+    /// a bit beyond the last page is set.
+    /// </summary>
+    public static PageBitmap? FromBytes(ReadOnlySpan<byte> bytes, long pageCount)
+    {
+        if (pageCount <= 0 || bytes.Length != (pageCount + 7) >> 3)
+        {
+            return null;
+        }
+
+        var map = new PageBitmap(pageCount);
+        bytes.CopyTo(MemoryMarshal.AsBytes(map._words.AsSpan()));
+        int tail = (int)(pageCount & 63);
+        if (tail != 0 && (map._words[^1] >> tail) != 0)
+        {
+            return null;
+        }
+
+        long count = 0;
+        foreach (ulong word in map._words)
+        {
+            count += BitOperations.PopCount(word);
+        }
+
+        map.Count = count;
+        return map;
     }
 
     /// <summary>First set bit at or after <paramref name="fromPfn"/>, or -1.</summary>

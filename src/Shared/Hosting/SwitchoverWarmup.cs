@@ -46,6 +46,12 @@ public static class SwitchoverWarmup
                 throw new InvalidOperationException("the warm-up guest's digest lists disagree");
             }
 
+            ulong[] received = PageDigests.FromReceived(free, new ulong[vm.Ram.PageCount], new byte[vm.Ram.PageCount]);
+            if (received.LongLength != digests.LongLength)
+            {
+                throw new InvalidOperationException("the warm-up guest's received digest list has the wrong length");
+            }
+
             var (mismatched, _) = PageDigests.Compare(digests, digests, free);
             var check = vm.Kernel.SelfCheck();
             if (mismatched != 0 || !check.Ok)
@@ -54,5 +60,24 @@ public static class SwitchoverWarmup
                     $"the warm-up guest does not verify against itself: {mismatched} mismatched, {check}");
             }
         }
+
+        // The target's rebuild, start and stop of a migrated guest, which run inside the downtime, for every workload
+        // (each restores its own vCPU state): cold, the first restore of a process took 17-33 ms of a switchover.
+        foreach (var kind in Enum.GetValues<WorkloadKind>())
+        {
+            RestoreOnce(config with { Vcpus = 2, Workload = new WorkloadOptions { Kind = kind, AbMib = 2 } });
+        }
+    }
+
+    private static void RestoreOnce(GuestConfig config)
+    {
+        using var vm = VirtualMachine.Boot(config);
+        var copy = GuestRam.Allocate(vm.Ram.SizeBytes);
+        vm.Ram.Pages(0, (int)vm.Ram.PageCount).CopyTo(copy.Pages(0, (int)copy.PageCount));
+        using var restored = VirtualMachine.Restore(config, copy, vm.SaveVcpuStates(), balloon: vm.SaveDeviceState());
+        restored.Start();
+        restored.Pause();
+        _ = restored.SaveVcpuStates();
+        _ = restored.Kernel.FreePageMap().ToBytes();
     }
 }

@@ -104,6 +104,13 @@ public sealed class MigrationReport
         /// Where setup went: begin (connect and the Begin call), openChannels, startLogging, setupSync.
         /// </summary>
         public Dictionary<string, double> SetupPhasesMs { get; set; } = [];
+
+        /// <summary>
+        /// Resume-first switchover only: the verification that followed the target's resume while the source stayed
+        /// paused and the target held the guest's outputs: freeMap, digests and selfCheck on the stopped source, the
+        /// target's compare, heldOutputs (target resume to its decision) and rpc. Empty when verified in the downtime.
+        /// </summary>
+        public Dictionary<string, double> AfterResumePhasesMs { get; set; } = [];
     }
 
     public sealed class TransferSection

@@ -72,6 +72,35 @@ public static class PageDigests
         return [.. parts.SelectMany(x => x)];
     }
 
+    /// <summary>
+    /// The digest list from digests taken as pages were written, without reading RAM: where <paramref name="known"/>
+    /// is zero the page was never written or written as zero, so it holds zeros and gets the zero page's digest.
+    /// </summary>
+    public static ulong[] FromReceived(PageBitmap free, ulong[] digests, byte[] known)
+    {
+        ArgumentNullException.ThrowIfNull(free);
+        ArgumentNullException.ThrowIfNull(digests);
+        ArgumentNullException.ThrowIfNull(known);
+        if (digests.LongLength != free.PageCount || known.LongLength != free.PageCount)
+        {
+            throw new ArgumentException($"digests for {digests.LongLength} pages, the map has {free.PageCount}",
+                nameof(digests));
+        }
+
+        ReadOnlySpan<byte> zero = stackalloc byte[PageGeometry.PageSize];
+        var list = new ulong[free.PageCount - free.Count];
+        long n = 0;
+        for (long p = 0; p < free.PageCount; p++)
+        {
+            if (!free.Get(p))
+            {
+                list[n++] = known[p] != 0 ? digests[p] : Hash(zero, p);
+            }
+        }
+
+        return list;
+    }
+
     public static byte[] ToBytes(ulong[] digests) => MemoryMarshal.AsBytes(digests.AsSpan()).ToArray();
 
     public static ulong[] FromBytes(ReadOnlySpan<byte> bytes)

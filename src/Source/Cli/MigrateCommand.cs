@@ -34,6 +34,8 @@ internal static class MigrateCommand
         var timeout = CliOptions.Number("--timeout-seconds", "Fail if precopy takes longer",
             Defaults.Timeout.TotalSeconds, 1e-3, 86400 * 7);
         var hints = CliOptions.Switch("--hints", "Free page hinting", Defaults.Hints);
+        var resumeFirst = CliOptions.Switch("--resume-first",
+            "Resume on the target before comparing page digests (outputs held until they match)", Defaults.ResumeFirst);
         var allowUnsafe = new Option<bool>("--allow-unsafe")
         {
             Description = "Permit manual dirty-log mode with hints and wait-on-ack off " +
@@ -66,8 +68,9 @@ internal static class MigrateCommand
 
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
-            target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, allowUnsafe, report,
-            logLevel, completeTimeout, handoverWindow, stallTimeout, tokenFile, tlsCa, tlsClientCert, tlsClientKey,
+            target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, resumeFirst,
+            allowUnsafe, report, logLevel, completeTimeout, handoverWindow, stallTimeout, tokenFile, tlsCa,
+            tlsClientCert, tlsClientKey,
         };
         foreach (var option in guest.All)
         {
@@ -96,6 +99,7 @@ internal static class MigrateCommand
                     MaxRounds = parse.GetValue(maxRounds),
                     Timeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
                     Hints = parse.GetValue(hints) == OnOff.On,
+                    ResumeFirst = parse.GetValue(resumeFirst) == OnOff.On,
                     AllowUnsafe = parse.GetValue(allowUnsafe),
                     CompleteTimeout = TimeSpan.FromSeconds(parse.GetValue(completeTimeout)),
                     HandoverWindow = TimeSpan.FromSeconds(parse.GetValue(handoverWindow)),

@@ -10,14 +10,16 @@ internal readonly record struct RoundOutcome(
     double DataPagesPerSecond,
     double DirtyPagesPerSecond,
     double BytesPerSecond,
-    TimeSpan Elapsed)
+    TimeSpan Elapsed,
+    double FixedCostMs = 0)
 {
     /// <summary>
-    /// Remaining pages at the rate the last round moved pages that carry data. A page costs what it cost on the wire,
-    /// so LZ4 is credited, which QEMU's full-page-over-bandwidth estimate is not (with compressible pages it never
-    /// converges).
+    /// Remaining pages at the rate the last round moved pages that carry data, plus the switchover's fixed cost
+    /// measured at setup (<see cref="FixedCostMs"/>: closing the streams and the Complete round trip). A page
+    /// costs what it cost on the wire, so LZ4 is credited, which QEMU's full-page-over-bandwidth estimate is not (with
+    /// compressible pages it never converges).
     /// </summary>
-    public double ExpectedDowntimeMs => RemainingPages / Math.Max(DataPagesPerSecond, 1) * 1000;
+    public double ExpectedDowntimeMs => RemainingPages / Math.Max(DataPagesPerSecond, 1) * 1000 + FixedCostMs;
 }
 
 /// <summary>What to do after a round.</summary>

@@ -6,58 +6,38 @@ namespace Migration.Source.Precopy;
 internal sealed partial class MigrationAttempt
 {
     /// <summary>
-    /// Hands the guest over: the target rebuilds the VM, checks the state digest and the page digests, runs the guest's
-    /// self-check, records its decision and only then resumes it; its reply ends the downtime. A reply is definite
-    /// either way. Without one (lost, late, a broken connection) the source asks the target what it decided
-    /// (<see cref="HandoverResolver"/>) and never guesses: it resumes its own guest only when the target did not and
-    /// will not resume, and stays paused when that cannot be learned. The user's cancel does not apply here.
+    /// Hands the guest over. Verify-first: the target rebuilds the VM, checks the state digest and the page digests,
+    /// runs the guest's self-check, records its decision and only then resumes it; its reply ends the downtime.
+    /// Resume-first: the target checks the state digest, rebuilds and resumes the guest with its outputs held, and its
+    /// provisional reply ends the downtime; this guest stays paused while its digests and self-check go to the target
+    /// (Confirm), whose reply is the decision. A definite reply is definite either way. Without one (lost, late, a
+    /// broken connection) the source asks the target what it decided (<see cref="HandoverResolver"/>) and never
+    /// guesses: it resumes its own guest only when the target did not and will not resume, and stays paused when that
+    /// cannot be learned. The user's cancel does not apply here.
     /// </summary>
     private async Task HandOverAsync(CompleteRequest completion)
     {
-        var phases = _report.Timing.DowntimePhasesMs;
-        long sent = _time.GetTimestamp();
-        CompleteReply reply;
-        try
+        var reply = await AskTargetAsync(
+            () => _transport.CompleteAsync(completion, _options.CompleteTimeout, CancellationToken.None),
+            "Complete", _report.Timing.DowntimePhasesMs, downtimeEnds: true).ConfigureAwait(false);
+        if (reply is { Provisional: true })
         {
-            reply = await _transport.CompleteAsync(completion, _options.CompleteTimeout, CancellationToken.None)
-                .ConfigureAwait(false);
-        }
-        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
-        {
-            string cause = ex is Grpc.Core.RpcException { StatusCode: Grpc.Core.StatusCode.DeadlineExceeded }
-                ? $"no answer to Complete within {_options.CompleteTimeout.TotalSeconds:0.#} s (--complete-timeout)"
-                : "no answer to Complete: " + MigrationFailedException.From(ex, cancelledByUser: false).Message;
-            var resolver = new HandoverResolver(_transport, _id, _targetInstance, _time, _options.HandoverWindow);
-            var outcome = await resolver.ResolveAsync(cause).ConfigureAwait(false);
-            _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
-            switch (outcome)
-            {
-                case HandoverOutcome.TargetResumed resumed:
-                    _report.Report.Verified = true; // the target resumes only a guest that verified
-                    _report.Report.Handover = resumed.How;
-                    _report.Report.Verification.GuestSelfCheck = "passed on the target (its reply was lost)";
-                    Finish();
-                    return;
-                case HandoverOutcome.TargetWillNotResume notResumed:
-                    throw new MigrationFailedException(FailureKind.ConnectionLost, notResumed.Why, ex);
-                default:
-                    throw new HandoverUnknownException(((HandoverOutcome.Unknown)outcome).Why);
-            }
+            var confirmation = BuildConfirmation();
+            reply = await AskTargetAsync(
+                () => _transport.ConfirmAsync(confirmation, _options.CompleteTimeout, CancellationToken.None),
+                "Confirm", _report.Timing.AfterResumePhasesMs, downtimeEnds: false).ConfigureAwait(false);
         }
 
-        _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
-        double rpc = _time.GetElapsedTime(sent).TotalMilliseconds;
-        foreach (var (name, ms) in reply.PhasesMs)
+        if (reply is null)
         {
-            phases["target" + char.ToUpperInvariant(name[0]) + name[1..]] = ms;
-            rpc -= ms;
+            return; // resolved through the target's record of its decision
         }
 
-        phases["rpc"] = Math.Max(rpc, 0); // the round trip minus the target's own work
         var verification = _report.Report.Verification;
         verification.PagesCompared = (long)reply.PagesCompared;
         verification.MismatchedPages = (long)reply.MismatchedPages;
-        verification.GuestSelfCheck = reply.GuestSelfCheck;
+        verification.GuestSelfCheck = completion.ResumeFirst ? $"{reply.GuestSelfCheck} (on the stopped source)"
+            : reply.GuestSelfCheck;
         verification.FirstMismatchedPages = [.. reply.FirstMismatches.Select(p => (long)p)];
         _report.Report.Verified = reply.Verified && reply.Resumed;
         if (!_report.Report.Verified)
@@ -67,6 +47,63 @@ internal sealed partial class MigrationAttempt
         }
 
         Finish();
+    }
+
+    /// <summary>
+    /// One handover call. Returns its reply, with the target's phases (prefixed "target") and the round trip minus
+    /// them ("rpc") recorded; or null when the reply was lost and the target's record says it resumed the guest (the
+    /// attempt is then finished). Throws when the target will not resume it, or when that cannot be learned.
+    /// </summary>
+    private async Task<CompleteReply?> AskTargetAsync(Func<Task<CompleteReply>> call, string name,
+        Dictionary<string, double> phases, bool downtimeEnds)
+    {
+        long sent = _time.GetTimestamp();
+        CompleteReply reply;
+        try
+        {
+            reply = await call().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
+        {
+            string cause = ex is Grpc.Core.RpcException { StatusCode: Grpc.Core.StatusCode.DeadlineExceeded }
+                ? $"no answer to {name} within {_options.CompleteTimeout.TotalSeconds:0.#} s (--complete-timeout)"
+                : $"no answer to {name}: " + MigrationFailedException.From(ex, cancelledByUser: false).Message;
+            var resolver = new HandoverResolver(_transport, _id, _targetInstance, _time, _options.HandoverWindow);
+            var outcome = await resolver.ResolveAsync(cause).ConfigureAwait(false);
+            if (downtimeEnds)
+            {
+                _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
+            }
+
+            switch (outcome)
+            {
+                case HandoverOutcome.TargetResumed resumed:
+                    _report.Report.Verified = true; // the target resumes only a guest that verified
+                    _report.Report.Handover = resumed.How;
+                    _report.Report.Verification.GuestSelfCheck = "passed on the target (its reply was lost)";
+                    Finish();
+                    return null;
+                case HandoverOutcome.TargetWillNotResume notResumed:
+                    throw new MigrationFailedException(FailureKind.ConnectionLost, notResumed.Why, ex);
+                default:
+                    throw new HandoverUnknownException(((HandoverOutcome.Unknown)outcome).Why);
+            }
+        }
+
+        if (downtimeEnds)
+        {
+            _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
+        }
+
+        double rpc = _time.GetElapsedTime(sent).TotalMilliseconds;
+        foreach (var (phase, ms) in reply.PhasesMs)
+        {
+            phases["target" + char.ToUpperInvariant(phase[0]) + phase[1..]] = ms;
+            rpc -= ms;
+        }
+
+        phases["rpc"] = Math.Max(rpc, 0); // the round trip minus the target's own work
+        return reply;
     }
 
     /// <summary>The target runs the guest: this copy never runs again (the engine leaves it paused).</summary>

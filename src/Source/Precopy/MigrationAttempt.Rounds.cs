@@ -28,7 +28,7 @@ internal sealed partial class MigrationAttempt
             _sync!.Run(vmRunning: true); // what did the guest dirty while we sent?
             stats.RecordSync(_vm.DirtyLog.PagesLogged, _time.GetTimestamp(), _time);
             var outcome = new RoundOutcome(round, _bitmap.Remaining, previousRemaining, stats.DataPagesPerSecond,
-                stats.DirtyPagesPerSecond, stats.BytesPerSecond, _time.GetElapsedTime(_start));
+                stats.DirtyPagesPerSecond, stats.BytesPerSecond, _time.GetElapsedTime(_start), _fixedSwitchoverMs);
             previousRemaining = outcome.RemainingPages;
             _report.AddRound(round, dirtyAtStart, sent, bytes, seconds * 1000, stats.DirtyPagesPerSecond, final: false);
             Report(round, outcome.ExpectedDowntimeMs);

@@ -1,6 +1,7 @@
 using System.Text;
 using Google.Protobuf;
 using Migration.Protocol;
+using Migration.Shared.DirtyTracking;
 using Migration.Shared.Verification;
 
 namespace Migration.Source.Precopy;
@@ -30,9 +31,13 @@ internal sealed partial class MigrationAttempt
         long bytesBefore = _counters.BytesOnWire;
 
         // Digests of every page the guest does not consider free, from RAM after the stop: a write the dirty log
-        // missed (the bugs the check is for) then shows as a mismatch on the target.
-        var free = _vm.Kernel.FreePageMap();
-        var digests = _seams.Background.Run(() => PageDigests.Compute(_vm.Ram, free), ct);
+        // missed (the bugs the check is for) then shows as a mismatch on the target. Resume-first takes them after
+        // the target resumed (ConfirmAsync); otherwise now, beside the last pages.
+        Task<(PageBitmap Free, ulong[] Digests)>? digests = _options.ResumeFirst ? null : _seams.Background.Run(() =>
+        {
+            var free = _vm.Kernel.FreePageMap();
+            return (free, PageDigests.Compute(_vm.Ram, free));
+        }, ct);
         long finalSent = await SendRoundAsync(finalRound, ct).ConfigureAwait(false);
         _stall.Arm("closing the page streams");
         foreach (var channel in _channels)
@@ -52,10 +57,6 @@ internal sealed partial class MigrationAttempt
             _time.GetElapsedTime(finalStart).TotalMilliseconds, 0, final: true);
         _metrics.Rounds.Add(1);
         _metrics.PagesRemaining.Record(0);
-        _report.Report.Guest.FreePages = free.Count;
-        _report.Report.Guest.InUsePages = _vm.Ram.PageCount - free.Count;
-
-        ulong[] pageDigests = await digests.ConfigureAwait(false);
         var balloon = _vm.SaveDeviceState();
         var completion = new CompleteRequest
         {
@@ -67,15 +68,53 @@ internal sealed partial class MigrationAttempt
                 PoisonVal = balloon.PoisonVal,
                 Features = balloon.Features,
             },
-            PageDigests = UnsafeByteOperations.UnsafeWrap(PageDigests.ToBytes(pageDigests)),
-            DigestPages = (ulong)pageDigests.LongLength,
             FinalRound = finalRound,
             PagesSent = (ulong)_counters.PagesSent,
+            ResumeFirst = _options.ResumeFirst,
         };
         completion.VcpuStates.AddRange(_vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
         completion.StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(_configJson),
             completion.VcpuStates.Select(s => s.Memory), completion.Device.ToByteArray());
-        timer.Next("sourceDigests"); // what hashing added beyond the final send
+        if (digests is not null)
+        {
+            var (free, pageDigests) = await digests.ConfigureAwait(false);
+            RecordFreePages(free);
+            completion.PageDigests = UnsafeByteOperations.UnsafeWrap(PageDigests.ToBytes(pageDigests));
+            completion.DigestPages = (ulong)pageDigests.LongLength;
+            timer.Next("sourceDigests"); // what hashing added beyond the final send
+        }
+
         return completion;
+    }
+
+    /// <summary>
+    /// Resume-first's second half, the target's guest running with its outputs held: the digests and the self-check
+    /// of this guest, stopped since the pause (its RAM is exactly what was migrated).
+    /// </summary>
+    private ConfirmRequest BuildConfirmation()
+    {
+        var timer = new PhaseTimer(_time, _report.Timing.AfterResumePhasesMs);
+        var free = _vm.Kernel.FreePageMap();
+        RecordFreePages(free);
+        timer.Next("freeMap");
+        ulong[] pageDigests = PageDigests.Compute(_vm.Ram, free);
+        timer.Next("digests");
+        var check = _vm.Kernel.SelfCheck();
+        timer.Next("selfCheck");
+        return new ConfirmRequest
+        {
+            MigrationId = _id,
+            PageDigests = UnsafeByteOperations.UnsafeWrap(PageDigests.ToBytes(pageDigests)),
+            DigestPages = (ulong)pageDigests.LongLength,
+            FreePages = UnsafeByteOperations.UnsafeWrap(free.ToBytes()),
+            SelfCheckOk = check.Ok,
+            SelfCheck = check.ToString(),
+        };
+    }
+
+    private void RecordFreePages(PageBitmap free)
+    {
+        _report.Report.Guest.FreePages = free.Count;
+        _report.Report.Guest.InUsePages = _vm.Ram.PageCount - free.Count;
     }
 }

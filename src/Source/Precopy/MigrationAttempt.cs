@@ -46,6 +46,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private RoundStats? _stats;
     private string _targetInstance = string.Empty;
     private long _downtimeStart;
+    private double _fixedSwitchoverMs; // measured at setup (RehearseSwitchoverAsync)
     private bool _paused;
     private int _round;
 

@@ -72,6 +72,15 @@ public sealed record MigrationOptions
     /// <summary>Deadline of Begin, Status and Cancel calls.</summary>
     public TimeSpan ControlCallTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Switchover order. On (default): the target checks the state, resumes the guest with its outputs held and
+    /// answers; the downtime ends there, and the page digests (taken from the stopped source guest) are compared
+    /// after, with the source still paused: a mismatch discards the target's copy and the source guest resumes.
+    /// Off: every digest is computed and compared inside the downtime, before the target resumes. Measured on an idle
+    /// 8 GiB guest the first halves the downtime (see the README's switchover figures).
+    /// </summary>
+    public bool ResumeFirst { get; init; } = true;
+
     /// <summary>Credentials and TLS trust for reaching the target; none by default (a loopback target).</summary>
     public TransportSecurity Security { get; init; } = TransportSecurity.None;
 

@@ -63,6 +63,18 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         await _client.CompleteAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
             .ConfigureAwait(false);
 
+    public async Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        _ = await _client.CompleteAsync(request, Headers(_options.Security, _key),
+            Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        return System.Diagnostics.Stopwatch.GetElapsedTime(start);
+    }
+
+    public async Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct) =>
+        await _client.ConfirmAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
+            .ConfigureAwait(false);
+
     /// <remarks>
     /// On a connection of its own, as <see cref="CancelAsync"/>: they are asked when something went wrong, and the
     /// control connection may be what went wrong (reset, or stalled in a middlebox that lost its state).

@@ -17,6 +17,15 @@ internal interface IMigrationTransport : IAsyncDisposable
     /// <summary>Hands the guest over; throws when no reply arrives within <paramref name="timeout"/>.</summary>
     Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct);
 
+    /// <summary>
+    /// A rehearsal Complete (<see cref="CompleteRequest.Rehearsal"/> set): changes nothing on the target; returns the
+    /// round trip.
+    /// </summary>
+    Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct);
+
+    /// <summary>Resume-first's second half: the page digests of the stopped source guest.</summary>
+    Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct);
+
     /// <summary>What the target says of this migration (its outcome, which it records before acting on it).</summary>
     Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct);
 
@@ -36,6 +45,12 @@ internal interface IPageSink : IAsyncDisposable
 
     /// <summary>Ends the stream once everything queued is written and acknowledged.</summary>
     Task CompleteAsync(CancellationToken ct);
+
+    /// <summary>
+    /// Opens and closes an empty page stream on this channel's connection; returns the round trip. The switchover's
+    /// stream-end code then runs warm, and its cost is known.
+    /// </summary>
+    Task<TimeSpan> RehearseCloseAsync(CancellationToken ct);
 }
 
 /// <summary>Pages to send in a round. <see cref="Pfns"/> is rented from the shared array pool; the sink returns it.</summary>

@@ -41,11 +41,15 @@ internal sealed class PageChannel : IPageSink
     private readonly OutgoingBatch _batch;
     private readonly Task _worker;
 
-    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call, GuestRam ram,
-        bool compress, int pagesPerBatch, BandwidthLimiter limiter, TransferCounters counters)
+    private readonly Metadata _headers;
+
+    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call,
+        Metadata headers, GuestRam ram, bool compress, int pagesPerBatch, BandwidthLimiter limiter,
+        TransferCounters counters)
     {
         _grpc = grpc;
         _call = call;
+        _headers = headers;
         _compress = compress;
         _limiter = limiter;
         _counters = counters;
@@ -85,8 +89,8 @@ internal sealed class PageChannel : IPageSink
         headers.Add(WireNames.MigrationIdHeader, migrationId);
         var call = grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
             new CallOptions(headers, cancellationToken: ct));
-        return new PageChannel(grpc, call, ram, options.Compression == Compression.Lz4, options.PagesPerBatch, limiter,
-            counters);
+        return new PageChannel(grpc, call, headers, ram, options.Compression == Compression.Lz4, options.PagesPerBatch,
+            limiter, counters);
     }
 
     public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) =>
@@ -109,6 +113,16 @@ internal sealed class PageChannel : IPageSink
         await _worker.WaitAsync(ct).ConfigureAwait(false);
         await _call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
         await _call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    public async Task<TimeSpan> RehearseCloseAsync(CancellationToken ct)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        using var call = _grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
+            new CallOptions(_headers, cancellationToken: ct));
+        await call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
+        await call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+        return System.Diagnostics.Stopwatch.GetElapsedTime(start);
     }
 
     private async Task RunAsync()

@@ -236,6 +236,12 @@ internal sealed class IncomingMigration : IDisposable
     /// </summary>
     public ulong[] Digests(GuestRam ram, PageBitmap free) => PageDigests.Compute(ram, free, _digests, _digestKnown);
 
+    /// <summary>
+    /// The digest list built from receive-time digests alone, for a guest already running: a page never written
+    /// (or written as zero) is zero here, so its digest is the zero page's. Reads no guest RAM.
+    /// </summary>
+    public ulong[] ReceivedDigests(PageBitmap free) => PageDigests.FromReceived(free, _digests, _digestKnown);
+
     /// <summary>Gives the RAM to a VM (which then owns it).</summary>
     public GuestRam TakeRam()
     {

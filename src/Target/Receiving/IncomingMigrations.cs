@@ -44,6 +44,7 @@ internal sealed class IncomingMigrations : IDisposable
     private IncomingMigration? _current;
     private GuestRam? _preallocated;
     private VirtualMachine? _resumed;
+    private Provisional? _provisional;
     private string? _lastError;
 
     public IncomingMigrations(TargetOptions options, ISwitchover switchover, TargetReportWriter reports,
@@ -188,7 +189,25 @@ internal sealed class IncomingMigrations : IDisposable
         lock (_lock)
         {
             migration = CurrentLocked(request.MigrationId, caller, TargetState.Receiving);
-            Move(migration.Id, TargetState.Verifying);
+            if (request.Rehearsal)
+            {
+                migration.Touch();
+            }
+            else
+            {
+                Move(migration.Id, TargetState.Verifying);
+            }
+        }
+
+        if (request.Rehearsal)
+        {
+            _switchover.Rehearse(migration, request); // still receiving: nothing changed
+            return new CompleteReply();
+        }
+
+        if (request.ResumeFirst)
+        {
+            return ResumeFirst(migration, request, entered);
         }
 
         CompleteReply reply;
@@ -207,16 +226,7 @@ internal sealed class IncomingMigrations : IDisposable
             (reply, vm) = (new CompleteReply { Error = $"switchover failed: {ex.Message}" }, null);
         }
 
-        lock (_lock)
-        {
-            // Decided, and written down, before the guest runs: from here a query by id answers for certain.
-            Move(migration.Id, vm is null ? TargetState.Failed : TargetState.Resumed);
-            Remember(migration, vm is null ? MigrationOutcome.Discarded : MigrationOutcome.Resumed, reply.Error);
-            _current = null;
-            _resumed = vm;
-            _lastError = vm is null ? reply.Error : null;
-        }
-
+        Record(migration, reply, vm); // decided, and written down, before the guest runs
         if (vm is not null)
         {
             long resume = Stopwatch.GetTimestamp();
@@ -226,11 +236,132 @@ internal sealed class IncomingMigrations : IDisposable
         }
 
         _metrics?.Switchover.Record(Stopwatch.GetElapsedTime(entered).TotalMilliseconds);
+        Publish(migration, reply, vm);
+        reply.PhasesMs["other"] =
+            Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
+        return reply;
+    }
+
+    /// <summary>
+    /// Resume-first, first half: rebuild and start the guest with its outputs held (nothing about it leaves this
+    /// process: no outcome but "verifying", no report, no run-after, no dump), still "verifying". Confirm decides; a
+    /// source that never confirms loses the guest to the lease (<see cref="ExpireLeases"/>), as nothing was let out.
+    /// </summary>
+    private CompleteReply ResumeFirst(IncomingMigration migration, CompleteRequest request, long entered)
+    {
+        CompleteReply reply;
+        PendingConfirm? pending;
+        try
+        {
+            (reply, pending) = _switchover.Prepare(migration, request);
+        }
+#pragma warning disable CA1031 // as in Complete: any failure ends in "failed"
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            TargetLog.SwitchoverCrashed(_log, migration.Id, ex);
+            migration.Dispose();
+            (reply, pending) = (new CompleteReply { Error = $"switchover failed: {ex.Message}" }, null);
+        }
+
+        if (pending is null)
+        {
+            Decide(migration, reply, vm: null);
+            return reply;
+        }
+
+        lock (_lock)
+        {
+            migration.Touch(); // the lease now waits for Confirm
+            _provisional = new Provisional(migration, pending, Stopwatch.GetTimestamp());
+        }
+
+        long resume = Stopwatch.GetTimestamp();
+        pending.Vm.Start();
+        reply.PhasesMs["resume"] = Stopwatch.GetElapsedTime(resume).TotalMilliseconds;
+        _metrics?.Switchover.Record(Stopwatch.GetElapsedTime(entered).TotalMilliseconds);
+        reply.PhasesMs["other"] =
+            Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
+        return reply;
+    }
+
+    /// <summary>
+    /// Resume-first, second half: verifying -> resumed (outputs released) when the source's digests match what
+    /// arrived, else -> failed with the running copy stopped and discarded (the source then resumes its own).
+    /// </summary>
+    public CompleteReply Confirm(ConfirmRequest request, CallerCredentials caller)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        Provisional held;
+        lock (_lock)
+        {
+            var migration = CurrentLocked(request.MigrationId, caller, TargetState.Verifying);
+            held = _provisional is { } p && ReferenceEquals(p.Migration, migration)
+                ? p
+                : throw RpcErrors.FailedPrecondition(
+                    $"migration {migration.Id} is not waiting for Confirm (it did not ask to resume first)");
+            _provisional = null; // taken: the lease cannot discard it now
+        }
+
+        CompleteReply reply;
+        try
+        {
+            reply = _switchover.Confirm(held.Migration, held.Pending, request);
+        }
+#pragma warning disable CA1031 // the decision's boundary, as in Complete
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            TargetLog.SwitchoverCrashed(_log, held.Migration.Id, ex);
+            reply = new CompleteReply { Error = $"confirm failed: {ex.Message}" };
+        }
+
+        reply.PhasesMs["heldOutputs"] = Stopwatch.GetElapsedTime(held.ResumedAt).TotalMilliseconds;
+        if (reply.Verified)
+        {
+            reply.Resumed = true;
+            Decide(held.Migration, reply, held.Pending.Vm);
+        }
+        else
+        {
+            held.Pending.Vm.Dispose(); // stops its threads, releases its RAM: no output of it ever left
+            Decide(held.Migration, reply, vm: null);
+        }
+
+        return reply;
+    }
+
+    /// <summary>
+    /// Writes the decision down and acts on it, out of verifying: resumed (the report, the run-after check) or failed.
+    /// </summary>
+    private void Decide(IncomingMigration migration, CompleteReply reply, VirtualMachine? vm)
+    {
+        Record(migration, reply, vm);
+        Publish(migration, reply, vm);
+    }
+
+    /// <summary>
+    /// Verifying -> resumed or failed, written down: from here a query by id answers for certain. The guest (if any)
+    /// may start once this returns.
+    /// </summary>
+    private void Record(IncomingMigration migration, CompleteReply reply, VirtualMachine? vm)
+    {
+        lock (_lock)
+        {
+            Move(migration.Id, vm is null ? TargetState.Failed : TargetState.Resumed);
+            Remember(migration, vm is null ? MigrationOutcome.Discarded : MigrationOutcome.Resumed, reply.Error);
+            _current = null;
+            _resumed = vm;
+            _lastError = vm is null ? reply.Error : null;
+        }
+    }
+
+    /// <summary>What follows a decision: the report, then the run-after check of a resumed guest, or the cleanup.</summary>
+    private void Publish(IncomingMigration migration, CompleteReply reply, VirtualMachine? vm)
+    {
         var written = reply.Clone();
         _reports.Queue(() => TargetReport.Of(migration.Id, vm is null ? TargetOutcome.Failed : TargetOutcome.Resumed,
             written, written.Error, migration.CpuAtStart));
-        reply.PhasesMs["other"] =
-            Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
         if (vm is not null)
         {
             _ = RunAfterAsync(migration, vm, reply);
@@ -239,8 +370,6 @@ internal sealed class IncomingMigrations : IDisposable
         {
             Ended();
         }
-
-        return reply;
     }
 
     /// <summary>
@@ -312,11 +441,25 @@ internal sealed class IncomingMigrations : IDisposable
     public void ExpireLeases()
     {
         IncomingMigration? stale;
+        Provisional? unconfirmed = null;
         lock (_lock)
         {
             stale = _state == TargetState.Receiving && _current is { } current && current.Idle > _options.Lease
                 ? current
                 : null;
+            if (_provisional is { } p && p.Migration.Idle > _options.Lease)
+            {
+                (unconfirmed, _provisional) = (p, null);
+            }
+        }
+
+        if (unconfirmed is not null)
+        {
+            unconfirmed.Pending.Vm.Dispose();
+            string reason = "abandoned: the guest ran here with its outputs held, and the source sent no Confirm for " +
+                $"{_options.Lease.TotalSeconds:F0} s; this copy is discarded";
+            TargetLog.Failed(_log, unconfirmed.Migration.Id, reason);
+            Decide(unconfirmed.Migration, new CompleteReply { Error = reason }, vm: null);
         }
 
         if (stale is not null)
@@ -338,6 +481,8 @@ internal sealed class IncomingMigrations : IDisposable
             _preallocated = null;
             _resumed?.Dispose();
             _resumed = null;
+            _provisional?.Pending.Vm.Dispose();
+            _provisional = null;
         }
     }
 
@@ -468,4 +613,7 @@ internal sealed class IncomingMigrations : IDisposable
         id is null ? "(none)" : MigrationIds.Problem(id) is null ? id : "(malformed id)";
 
     private sealed record Decision(MigrationOwner Owner, MigrationOutcome Outcome, string? Error);
+
+    /// <summary>A guest resumed first, its outputs held until Confirm.</summary>
+    private sealed record Provisional(IncomingMigration Migration, PendingConfirm Pending, long ResumedAt);
 }

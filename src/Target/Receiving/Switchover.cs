@@ -3,6 +3,7 @@ using System.Text;
 using Google.Protobuf;
 using Migration.Protocol;
 using Migration.Shared.Balloon;
+using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Verification;
@@ -20,7 +21,30 @@ internal interface ISwitchover
     /// the migration's RAM in every case: on any failure the partial guest is gone.
     /// </summary>
     (CompleteReply Reply, VirtualMachine? Verified) Run(IncomingMigration migration, CompleteRequest request);
+
+    /// <summary>
+    /// Resume-first, inside the downtime: the stream and state checks and the rebuild, nothing that reads every page.
+    /// Returns the reply (provisional) and the rebuilt VM, not started, with what Confirm needs; or the reply with
+    /// the error and null, the migration's RAM released.
+    /// </summary>
+    (CompleteReply Reply, PendingConfirm? Pending) Prepare(IncomingMigration migration, CompleteRequest request);
+
+    /// <summary>
+    /// Resume-first, after the guest resumed: compares the source's digests with those taken as the pages arrived
+    /// (reading no guest RAM, which the running guest now changes). Fills <see cref="CompleteReply.Verified"/>.
+    /// </summary>
+    CompleteReply Confirm(IncomingMigration migration, PendingConfirm pending, ConfirmRequest request);
+
+    /// <summary>A rehearsal Complete: the state digest computed and dropped; nothing changes.</summary>
+    void Rehearse(IncomingMigration migration, CompleteRequest request);
 }
+
+/// <summary>
+/// A guest resumed before its pages were compared. With <c>--verify full</c> its digests were taken from RAM before it
+/// ran (<paramref name="RamDigests"/> over the pages <paramref name="RamFree"/> leaves out); otherwise Confirm builds
+/// them from the receive-time digests.
+/// </summary>
+internal sealed record PendingConfirm(VirtualMachine Vm, PageBitmap? RamFree, ulong[]? RamDigests);
 
 internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log) : ISwitchover
 {
@@ -29,35 +53,9 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         ArgumentNullException.ThrowIfNull(migration);
         ArgumentNullException.ThrowIfNull(request);
         var reply = new CompleteReply();
-        if (migration.OpenStreams > 0)
-        {
-            migration.Dispose();
-            reply.Error = $"{migration.OpenStreams} page stream(s) still open at completion";
-            return (reply, null);
-        }
-
-        ulong stateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(migration.ConfigJson),
-            request.VcpuStates.Select(s => s.Memory), request.Device?.ToByteArray() ?? []);
-        if (stateDigest != request.StateDigest)
-        {
-            migration.Dispose();
-            reply.Error = "the vCPU, device or configuration state differs from what the source sent (state digest " +
-                $"0x{stateDigest:x16}, source 0x{request.StateDigest:x16})";
-            return (reply, null);
-        }
-
         var phase = Stopwatch.StartNew();
-        VirtualMachine vm;
-        try
+        if (Rebuild(migration, request, reply) is not { } vm)
         {
-            vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(),
-                [.. request.VcpuStates.Select(s => s.ToByteArray())], balloon: BalloonStateOf(request.Device));
-        }
-        catch (Exception ex) when (ex is ArgumentException or InvalidDataException or EndOfStreamException
-            or GuestKernelException)
-        {
-            migration.Dispose();
-            reply.Error = $"guest could not be rebuilt: {ex.Message}";
             return (reply, null);
         }
 
@@ -83,6 +81,136 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
 
         vm.Dispose();
         return (reply, null);
+    }
+
+    public (CompleteReply Reply, PendingConfirm? Pending) Prepare(IncomingMigration migration,
+        CompleteRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(migration);
+        ArgumentNullException.ThrowIfNull(request);
+        var reply = new CompleteReply();
+        var phase = Stopwatch.StartNew();
+        if (Rebuild(migration, request, reply) is not { } vm)
+        {
+            return (reply, null);
+        }
+
+        reply.PhasesMs["restore"] = Lap(phase);
+        PageBitmap? free = null;
+        ulong[]? digests = null;
+        if (options.Verify == VerifyMode.Full)
+        {
+            // A full rehash reads RAM, so it happens before the guest runs, inside the downtime.
+            free = vm.Kernel.FreePageMap();
+            digests = PageDigests.Compute(vm.Ram, free);
+            reply.PhasesMs["hash"] = Lap(phase);
+        }
+
+        if (options.DumpRamPath is not null)
+        {
+            DumpRam(vm.Ram, options.DumpRamPath); // the image as received, before the guest changes it
+            reply.PhasesMs["dumpRam"] = Lap(phase);
+        }
+
+        reply.Provisional = true;
+        return (reply, new PendingConfirm(vm, free, digests));
+    }
+
+    public CompleteReply Confirm(IncomingMigration migration, PendingConfirm pending, ConfirmRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(migration);
+        ArgumentNullException.ThrowIfNull(pending);
+        ArgumentNullException.ThrowIfNull(request);
+        var reply = new CompleteReply();
+        var phase = Stopwatch.StartNew();
+        long pages = pending.Vm.Ram.PageCount;
+        if (PageBitmap.FromBytes(request.FreePages.Span, pages) is not { } sourceFree)
+        {
+            reply.Error = $"the free-page map has {request.FreePages.Length} bytes; a guest of {pages} pages needs " +
+                $"{(pages + 7) >> 3}";
+            return reply;
+        }
+
+        ulong[] expected;
+        try
+        {
+            expected = PageDigests.FromBytes(request.PageDigests.Span);
+        }
+        catch (InvalidDataException ex)
+        {
+            reply.Error = $"verification failed: {ex.Message}";
+            return reply;
+        }
+
+        var free = pending.RamFree ?? sourceFree;
+        ulong[] actual = pending.RamDigests ?? migration.ReceivedDigests(free);
+        var (mismatched, first) = PageDigests.Compare(expected, actual, free);
+        reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
+        reply.MismatchedPages = (ulong)mismatched;
+        reply.FirstMismatches.AddRange(first.Select(p => (ulong)p));
+        reply.GuestSelfCheck = request.SelfCheck;
+        reply.PhasesMs["compare"] = Lap(phase);
+        TargetLog.Verified(log, migration.Id, reply.PagesCompared, (long)reply.PhasesMs["compare"], mismatched,
+            "source: " + request.SelfCheck);
+        reply.Error = expected.LongLength != (long)request.DigestPages
+            ? $"digest list has {expected.LongLength} entries, the source announced {request.DigestPages}"
+            : sourceFree.PageCount - sourceFree.Count != expected.LongLength
+            ? $"{expected.LongLength} digests for the {sourceFree.PageCount - sourceFree.Count} pages the free-page " +
+                "map leaves in use"
+            : mismatched != 0
+            ? $"{mismatched} page(s) differ from the source (first: {string.Join(", ", first)})"
+            : !request.SelfCheckOk
+            ? $"guest self-check failed on the stopped source: {request.SelfCheck}"
+            : string.Empty;
+        reply.Verified = reply.Error.Length == 0;
+        return reply;
+    }
+
+    public void Rehearse(IncomingMigration migration, CompleteRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(migration);
+        ArgumentNullException.ThrowIfNull(request);
+        _ = StateDigest(migration, request);
+    }
+
+    private static ulong StateDigest(IncomingMigration migration, CompleteRequest request) =>
+        MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(migration.ConfigJson),
+            request.VcpuStates.Select(s => s.Memory), request.Device?.ToByteArray() ?? []);
+
+    /// <summary>
+    /// The checks that need no page and the rebuild: every stream closed, the state digest, the VM from RAM and state.
+    /// Null (the error in the reply, the migration's RAM released) when any fails.
+    /// </summary>
+    private static VirtualMachine? Rebuild(IncomingMigration migration, CompleteRequest request, CompleteReply reply)
+    {
+        if (migration.OpenStreams > 0)
+        {
+            migration.Dispose();
+            reply.Error = $"{migration.OpenStreams} page stream(s) still open at completion";
+            return null;
+        }
+
+        ulong stateDigest = StateDigest(migration, request);
+        if (stateDigest != request.StateDigest)
+        {
+            migration.Dispose();
+            reply.Error = "the vCPU, device or configuration state differs from what the source sent (state digest " +
+                $"0x{stateDigest:x16}, source 0x{request.StateDigest:x16})";
+            return null;
+        }
+
+        try
+        {
+            return VirtualMachine.Restore(migration.Config, migration.TakeRam(),
+                [.. request.VcpuStates.Select(s => s.ToByteArray())], balloon: BalloonStateOf(request.Device));
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidDataException or EndOfStreamException
+            or GuestKernelException)
+        {
+            migration.Dispose();
+            reply.Error = $"guest could not be rebuilt: {ex.Message}";
+            return null;
+        }
     }
 
     /// <summary>Digests and self-check; fills the reply; true when the guest may run.</summary>

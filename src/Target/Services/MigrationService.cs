@@ -17,6 +17,9 @@ internal sealed class MigrationService(IncomingMigrations migrations)
     public Task<CompleteReply> Complete(CompleteRequest request, ServerCallContext context) =>
         Task.FromResult(migrations.Complete(request, Caller(context)));
 
+    public Task<CompleteReply> Confirm(ConfirmRequest request, ServerCallContext context) =>
+        Task.FromResult(migrations.Confirm(request, Caller(context)));
+
     public Task<CancelReply> Cancel(CancelRequest request, ServerCallContext context) =>
         Task.FromResult(migrations.Cancel(request, Caller(context)));
 

@@ -21,6 +21,7 @@ internal sealed class MigrationServiceMethods : IServiceMethodProvider<Migration
         ArgumentNullException.ThrowIfNull(context);
         Add(context, "Begin", BeginRequest.Parser, BeginReply.Parser, static (s, r, c) => s.Begin(r, c));
         Add(context, "Complete", CompleteRequest.Parser, CompleteReply.Parser, static (s, r, c) => s.Complete(r, c));
+        Add(context, "Confirm", ConfirmRequest.Parser, CompleteReply.Parser, static (s, r, c) => s.Confirm(r, c));
         Add(context, "Cancel", CancelRequest.Parser, CancelReply.Parser, static (s, r, c) => s.Cancel(r, c));
         Add(context, "Status", StatusRequest.Parser, StatusReply.Parser, static (s, r, c) => s.Status(r, c));
     }

@@ -75,6 +75,13 @@ internal sealed class InMemoryTarget : IMigrationTransport
         });
     }
 
+    /// <summary>Never reached: Complete's reply here is always definite (the check reads the source's RAM itself).</summary>
+    public Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct) =>
+        throw new NotSupportedException("the in-memory target answers Complete definitely");
+
+    public Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct) =>
+        Task.FromResult(TimeSpan.Zero);
+
     public Task<CancelReply?> CancelAsync(string migrationId, string reason) =>
         Task.FromResult<CancelReply?>(new CancelReply { Cancelled = true, Outcome = MigrationOutcome.Discarded });
 
@@ -171,6 +178,8 @@ internal sealed class InMemoryTarget : IMigrationTransport
             owner._source.Scheduling.WaitUntil(() => Idle); // the stream closes once everything is delivered
             return Task.CompletedTask;
         }
+
+        public Task<TimeSpan> RehearseCloseAsync(CancellationToken ct) => Task.FromResult(TimeSpan.Zero);
 
         /// <summary>
         /// The channel actor's step: deliver what is in flight, else read the next list. False when idle.

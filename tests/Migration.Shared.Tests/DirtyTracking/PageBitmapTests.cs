@@ -55,4 +55,35 @@ public class PageBitmapTests
         Assert.False(b.Get(60));
         Assert.True(b.Get(80));
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
+    [InlineData(1000)]
+    public void TheWireForm_RoundTrips_AndRejectsAWrongLengthOrBitsPastTheEnd(long pages)
+    {
+        var map = new PageBitmap(pages);
+        for (long p = 0; p < pages; p += 3)
+        {
+            map.Set(p);
+        }
+
+        byte[] bytes = map.ToBytes();
+        Assert.Equal((pages + 7) / 8, bytes.Length);
+        var back = PageBitmap.FromBytes(bytes, pages);
+        Assert.NotNull(back);
+        Assert.Equal(map.Count, back.Count);
+        for (long p = 0; p < pages; p++)
+        {
+            Assert.Equal(map.Get(p), back.Get(p));
+        }
+
+        Assert.Null(PageBitmap.FromBytes(bytes.AsSpan(1), pages));
+        Assert.Null(PageBitmap.FromBytes([.. bytes, 0], pages));
+        if (pages % 8 != 0)
+        {
+            bytes[^1] |= 0x80; // a page beyond the last
+            Assert.Null(PageBitmap.FromBytes(bytes, pages));
+        }
+    }
 }

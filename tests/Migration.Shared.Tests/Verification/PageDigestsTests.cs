@@ -33,6 +33,37 @@ public sealed class PageDigestsTests
     }
 
     [Fact]
+    public void DigestsFromReceivedPagesAlone_MatchRehashingRam_WhenUnwrittenPagesAreZero()
+    {
+        using var guest = new TestGuest();
+        for (int i = 0; i < 100; i++)
+        {
+            long pfn = guest.Kernel.TryAllocate(i % 2, PageOwner.Anonymous, stamp: true);
+            guest.Memory.FillPagePattern(pfn, (ulong)i + 7, PageStamp.DataOffset);
+        }
+
+        var free = guest.Kernel.FreePageMap();
+        long pages = guest.Ram.PageCount;
+        var digests = new ulong[pages];
+        var known = new byte[pages];
+        for (long p = 0; p < pages; p++)
+        {
+            if (guest.Ram.Page(p).ContainsAnyExcept((byte)0))
+            {
+                digests[p] = PageDigests.Hash(guest.Ram.Page(p), p);
+                known[p] = 1; // what a receiver knows: every page that arrived with data
+            }
+        }
+
+        Assert.Equal(PageDigests.Compute(guest.Ram, free), PageDigests.FromReceived(free, digests, known));
+
+        // A page that arrived with data but is recorded as never written gets the zero page's digest: a mismatch.
+        long written = Array.FindIndex(known, k => k != 0);
+        known[written] = 0;
+        Assert.NotEqual(PageDigests.Compute(guest.Ram, free), PageDigests.FromReceived(free, digests, known));
+    }
+
+    [Fact]
     public void AKnownDigestThatNoLongerMatchesRam_IsWhatGetsCompared()
     {
         // The incremental list trusts the digest taken at write time: that is its contract (only the receive path

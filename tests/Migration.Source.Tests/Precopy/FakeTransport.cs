@@ -38,6 +38,19 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
         return Task.FromResult(OnComplete(request));
     }
 
+    /// <summary>What Confirm answers (reached only when <see cref="OnComplete"/> answers provisional).</summary>
+    public Func<ConfirmRequest, CompleteReply> OnConfirm { get; set; } =
+        _ => new CompleteReply { Verified = true, Resumed = true, GuestSelfCheck = "ok" };
+
+    public Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct)
+    {
+        Calls.Add("confirm");
+        return Task.FromResult(OnConfirm(request));
+    }
+
+    public Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct) =>
+        Task.FromResult(TimeSpan.Zero);
+
     public Task<CancelReply?> CancelAsync(string migrationId, string reason)
     {
         Calls.Add("cancel: " + reason);
@@ -65,6 +78,8 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
         public Task BarrierAsync(CancellationToken ct) => Task.CompletedTask;
 
         public Task CompleteAsync(CancellationToken ct) => Task.CompletedTask;
+
+        public Task<TimeSpan> RehearseCloseAsync(CancellationToken ct) => Task.FromResult(TimeSpan.Zero);
 
         public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }

@@ -24,11 +24,42 @@ internal sealed class ScriptedSwitchover : ISwitchover
             return (new CompleteReply { Error = "digests differ" }, null);
         };
 
+    /// <summary>Resume-first's rebuild; by default a small real VM (not started) that Confirm then judges.</summary>
+    public Func<IncomingMigration, CompleteRequest, (CompleteReply, PendingConfirm?)> PrepareResult { get; set; } =
+        (migration, _) =>
+        {
+            migration.Dispose();
+            var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 1 });
+            return (new CompleteReply { Provisional = true }, new PendingConfirm(vm, null, null));
+        };
+
+    /// <summary>What Confirm decides; by default whatever the request's self-check says.</summary>
+    public Func<ConfirmRequest, CompleteReply> ConfirmResult { get; set; } =
+        request => new CompleteReply
+        {
+            Verified = request.SelfCheckOk,
+            Error = request.SelfCheckOk ? string.Empty : "self-check failed",
+        };
+
     public (CompleteReply Reply, VirtualMachine? Verified) Run(IncomingMigration migration, CompleteRequest request)
     {
         Entered.Set();
         Assert.True(Release.Wait(TimeSpan.FromSeconds(30)), "the test never released the switchover");
         return Result(migration, request);
+    }
+
+    public (CompleteReply Reply, PendingConfirm? Pending) Prepare(IncomingMigration migration,
+        CompleteRequest request) => PrepareResult(migration, request);
+
+    public int Rehearsals { get; private set; }
+
+    public void Rehearse(IncomingMigration migration, CompleteRequest request) => Rehearsals++;
+
+    public CompleteReply Confirm(IncomingMigration migration, PendingConfirm pending, ConfirmRequest request)
+    {
+        Entered.Set();
+        Assert.True(Release.Wait(TimeSpan.FromSeconds(30)), "the test never released the confirm");
+        return ConfirmResult(request);
     }
 }
 

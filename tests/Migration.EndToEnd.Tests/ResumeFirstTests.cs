@@ -1,0 +1,101 @@
+using System.Text;
+using System.Text.Json;
+using Google.Protobuf;
+using Grpc.Core;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+using Migration.Shared.Verification;
+using Migration.Source.Cli;
+using Migration.Source.Transport;
+
+namespace Migration.EndToEnd.Tests;
+
+/// <summary>
+/// Resume-first switchover against a real target process: Complete resumes the guest provisionally, and only a
+/// Confirm whose digests match what arrived makes it the live copy. One digest changed in the Confirm (a page the
+/// source's dirty log missed looks exactly like this to the target) and the target discards its running copy, says so
+/// to a Status by id, and takes the next migration.
+/// </summary>
+public sealed class ResumeFirstTests
+{
+    private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task OnlyAMatchingConfirm_MakesTheResumedGuestTheLiveCopy(bool oneDigestWrong)
+    {
+        using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 2 });
+        await using var target = await TargetProcess.StartAsync(["--run-after", "0.2"], Limit);
+        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        var client = new Protocol.Migration.MigrationClient(channel);
+        string id = Guid.NewGuid().ToString("n");
+        string configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig);
+        var begun = await client.BeginAsync(HandDrivenSource.Begin(vm, id, configJson));
+        var key = new Metadata { { "migration-key", begun.MigrationKey } };
+        var headers = new Metadata { { "migration-id", id }, { "migration-key", begun.MigrationKey } };
+        await HandDrivenSource.SendAllPagesAsync(channel, headers, vm.Ram, round: 1);
+
+        var balloon = vm.SaveDeviceState();
+        var device = new DeviceState
+        {
+            HintStatus = (uint)balloon.HintStatus,
+            HintCmdId = balloon.HintCommandId,
+            PoisonVal = balloon.PoisonVal,
+            Features = balloon.Features,
+        };
+        byte[][] vcpus = [.. vm.SaveVcpuStates()];
+        var complete = new CompleteRequest
+        {
+            MigrationId = id,
+            FinalRound = 2,
+            ResumeFirst = true,
+            Device = device,
+            StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson),
+                vcpus.Select(v => (ReadOnlyMemory<byte>)v), device.ToByteArray()),
+        };
+        complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
+        var provisional = await client.CompleteAsync(complete, key);
+        Assert.True(provisional.Provisional, provisional.Error);
+        Assert.False(provisional.Resumed);
+        var asked = await client.StatusAsync(new StatusRequest { MigrationId = id }, key);
+        Assert.Equal(MigrationOutcome.Verifying, asked.Outcome);
+
+        var free = vm.Kernel.FreePageMap();
+        ulong[] pages = PageDigests.Compute(vm.Ram, free);
+        if (oneDigestWrong)
+        {
+            pages[pages.Length / 2] ^= 1;
+        }
+
+        var check = vm.Kernel.SelfCheck();
+        var confirmed = await client.ConfirmAsync(new ConfirmRequest
+        {
+            MigrationId = id,
+            PageDigests = ByteString.CopyFrom(PageDigests.ToBytes(pages)),
+            DigestPages = (ulong)pages.Length,
+            FreePages = ByteString.CopyFrom(free.ToBytes()),
+            SelfCheckOk = check.Ok,
+            SelfCheck = check.ToString(),
+        }, key);
+
+        var outcome = (await client.StatusAsync(new StatusRequest { MigrationId = id }, key)).Outcome;
+        if (!oneDigestWrong)
+        {
+            Assert.True(confirmed.Verified, confirmed.Error);
+            Assert.True(confirmed.Resumed);
+            Assert.Equal(MigrationOutcome.Resumed, outcome);
+            Assert.Equal("idle", await target.WaitForStateAsync(Limit, "idle")); // ran, stopped, checked
+            return;
+        }
+
+        Assert.False(confirmed.Verified);
+        Assert.False(confirmed.Resumed);
+        Assert.Equal(1ul, confirmed.MismatchedPages);
+        Assert.Equal(MigrationOutcome.Discarded, outcome);
+        Assert.Equal("failed", await target.WaitForStateAsync(Limit, "failed"));
+        var next = await client.BeginAsync(HandDrivenSource.Begin(vm, Guid.NewGuid().ToString("n"), configJson));
+        Assert.NotEmpty(next.MigrationKey);
+    }
+}
