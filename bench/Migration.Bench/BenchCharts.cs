@@ -33,6 +33,11 @@ internal static class BenchCharts
             }
         }
 
+        if (results.Scale.Any(r => r.Ok))
+        {
+            written.Add(Scale(results.Scale, dir));
+        }
+
         if (results.Soak.Count > 0)
         {
             written.Add(Soak(results.Soak, dir));
@@ -44,6 +49,54 @@ internal static class BenchCharts
         }
 
         return written;
+    }
+
+    /// <summary>The scale scenario: total time and downtime against guest size, hints off and on (medians).</summary>
+    private static string Scale(List<BenchRun> runs, string dir)
+    {
+        var multi = new Multiplot();
+        multi.AddPlots(2);
+        var metrics = new (string Title, Func<BenchRun, double> Value)[]
+        {
+            ("Idle guest: total migration time against RAM size (median)", r => r.Source!.Timing.TotalMs),
+            ("Downtime against RAM size (median)", r => r.Source!.Timing.DowntimeMs),
+        };
+        for (int m = 0; m < metrics.Length; m++)
+        {
+            var plot = multi.GetPlot(m);
+            foreach (var (hints, fixedInUse, color, label) in new[]
+            {
+                (false, false, Off, "hints off, 4.5% in use"), (true, false, On, "hints on, 4.5% in use"),
+                (false, true, Colors.DarkOrange, "hints off, 370 MiB in use"),
+                (true, true, Colors.Green, "hints on, 370 MiB in use"),
+            })
+            {
+                var points = runs
+                    .Where(r => r.Hints == hints && r.Ok
+                        && r.Scenario.EndsWith(BenchRunner.FixedSuffix, StringComparison.Ordinal) == fixedInUse)
+                    .GroupBy(r => r.Source!.Guest.RamBytes / (double)(1L << 30))
+                    .OrderBy(g => g.Key)
+                    .Select(g => (X: g.Key, Y: Peers.Spread.Of(g.Select(metrics[m].Value))!.Median))
+                    .ToList();
+                if (points.Count == 0)
+                {
+                    continue;
+                }
+
+                var line = plot.Add.Scatter(points.Select(p => p.X).ToArray(), points.Select(p => p.Y).ToArray());
+                line.Color = color;
+                line.LegendText = label;
+            }
+
+            plot.Title(metrics[m].Title);
+            plot.XLabel("guest RAM (GiB)");
+            plot.YLabel("ms");
+            plot.ShowLegend();
+        }
+
+        const string File = "scale.png";
+        multi.SavePng(Path.Combine(dir, File), 900, 800);
+        return File;
     }
 
     /// <summary>The soak: the target's RSS and descriptors after each migration, and each migration's downtime.</summary>

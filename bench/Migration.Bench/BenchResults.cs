@@ -27,6 +27,12 @@ internal sealed class BenchResults
 
     public List<BenchRun> Runs { get; set; } = [];
 
+    /// <summary>Idle guests of growing size, hints off and on (the scale scenario).</summary>
+    public List<BenchRun> Scale { get; set; } = [];
+
+    /// <summary>Sizes of the scale scenario this machine could not hold, with the reason.</summary>
+    public List<string> ScaleSkipped { get; set; } = [];
+
     /// <summary>Back-to-back migrations into one long-lived target.</summary>
     public List<SoakRun> Soak { get; set; } = [];
 

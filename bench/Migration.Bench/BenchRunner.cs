@@ -62,6 +62,11 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
             }
         }
 
+        if (options.Runs("scale"))
+        {
+            await RunScaleAsync(ct);
+        }
+
         if (options.Peer is not null)
         {
             await RunPeersAsync(ct);
@@ -161,7 +166,7 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
 
     private async Task<BenchRun> RunMigrationAsync(string scenario, long ramBytes, IReadOnlyList<string> workloadArgs,
         BenchLink link, bool hints, int repeat, int channels, CancellationToken ct,
-        IReadOnlyList<string>? targetArgs = null, IReadOnlyList<string>? sourceArgs = null)
+        IReadOnlyList<string>? targetArgs = null, IReadOnlyList<string>? sourceArgs = null, bool prealloc = true)
     {
         int index = ++_runIndex;
         string stem = Path.Combine(options.OutDir, "runs",
@@ -179,8 +184,9 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         var sw = Stopwatch.StartNew();
         try
         {
+            string[] backing = prealloc ? ["--prealloc", ram] : [];
             await using var target = await TargetProcess.StartAsync(
-                ["--once", "--prealloc", ram, "--report", stem + ".target.json", .. targetArgs ?? []],
+                ["--once", .. backing, "--report", stem + ".target.json", .. targetArgs ?? []],
                 TimeSpan.FromMinutes(3), ct);
             var args = new List<string>
             {

@@ -162,7 +162,7 @@ public sealed class TargetProtocolTests : IAsyncLifetime
     [Fact]
     public async Task GeometryItCannotHost_IsRejected()
     {
-        var tooBig = Begin("big", 64L << 30);
+        var tooBig = Begin("big", 2L << 40);
         var ex = await Assert.ThrowsAsync<RpcException>(async () => await _client.BeginAsync(tooBig));
         Assert.Equal(StatusCode.InvalidArgument, ex.StatusCode);
         Assert.Contains("between", ex.Status.Detail, StringComparison.Ordinal);

@@ -8,7 +8,7 @@ public class GuestRamTests
     [InlineData(0)]
     [InlineData(4096)]
     [InlineData((4L << 20) + 1)]
-    [InlineData((16L << 30) + 4096)]
+    [InlineData((1L << 40) + 4096)]
     public void Allocate_InvalidSize_ThrowsWithTheSize(long bytes)
     {
         var ex = Assert.ThrowsAny<ArgumentException>(() => GuestRam.Allocate(bytes));
