@@ -48,8 +48,9 @@ public sealed record TargetOptions
     public VerifyMode Verify { get; init; } = VerifyMode.Incremental;
 
     /// <summary>
-    /// Largest gRPC message accepted. Batches are a few MiB; the completion message carries 8 bytes of digest per
-    /// in-use page (16 MiB for a fully used 8 GiB guest), so 64 MiB leaves headroom without inviting abuse.
+    /// Largest gRPC message accepted. Batches are a few MiB; Complete (verify-first) or Confirm (resume-first, with a
+    /// bit per page of free-page map beside) carries 8 bytes of digest per in-use page (16 MiB for a fully used 8 GiB
+    /// guest), so 64 MiB leaves headroom without inviting abuse; the source checks the fit before it pauses.
     /// </summary>
     public int MaxMessageBytes { get; init; } = 64 << 20;
 

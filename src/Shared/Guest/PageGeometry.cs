@@ -14,8 +14,8 @@ public static class PageGeometry
     /// <summary>
     /// Largest guest we boot: 1 TiB. Page numbers are 32-bit in the guest kernel's descriptors (16 TiB), and guest RAM
     /// is an anonymous mapping on both sides, so what the host needs is the memory the guest touches (an idle guest,
-    /// about 6%), not its size; the scale benchmark runs up to 128 GiB. The target's per-page bookkeeping is about 13
-    /// bytes a page (13 GiB for 1 TiB), zero-filled on demand like the RAM.
+    /// about 6%), not its size; the scale benchmark runs up to 128 GiB. The target's per-page bookkeeping is 13 bytes
+    /// a page (3.25 GiB for 1 TiB), zero-filled on demand like the RAM.
     /// </summary>
     public const long MaxRamBytes = 1L << 40;
 

@@ -20,4 +20,10 @@ public static class WireNames
 
     /// <summary>Pages may be LZ4-compressed.</summary>
     public const string Lz4Feature = "lz4";
+
+    /// <summary>
+    /// The target takes a rehearsal Complete, a resume-first Complete and Confirm. A target that does not list it gets
+    /// neither (to an older target a rehearsal would be a real Complete).
+    /// </summary>
+    public const string ResumeFirstFeature = "resume-first";
 }

@@ -109,6 +109,10 @@ internal static class MigrationRunner
                 string.Create(inv, $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms)")),
             ("downtime split",
                 string.Join(", ", r.Timing.DowntimePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
+            ("after resume", r.Timing.AfterResumePhasesMs.Count == 0
+                ? "nothing (verified inside the downtime)"
+                : "outputs held " + string.Join(", ",
+                    r.Timing.AfterResumePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
             ("rounds",
                 $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),

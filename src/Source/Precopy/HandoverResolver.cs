@@ -20,7 +20,8 @@ internal abstract record HandoverOutcome
 /// The handover's confirm step (libvirt's "confirm", QEMU's rule that a source whose outcome is unknown stays paused).
 /// After a lost or late Complete answer it asks the target, by migration id and with the migration's key, what it
 /// decided: the target records that before it acts on it. Receiving means the completion never arrived, so a Cancel
-/// settles it; verifying means ask again; resumed and discarded are final. A different target process at the address,
+/// settles it; verifying means ask again (resume-first, a copy waiting for a Confirm that never comes is discarded when
+/// its lease runs out, which Status does not renew); resumed and discarded are final. A different target process at the address,
 /// or no answer for the whole window, leaves the outcome unknown: the source never guesses.
 /// </summary>
 internal sealed class HandoverResolver(IMigrationTransport transport, string migrationId, string instanceId,

@@ -10,22 +10,34 @@ internal sealed partial class MigrationAttempt
     /// runs the guest's self-check, records its decision and only then resumes it; its reply ends the downtime.
     /// Resume-first: the target checks the state digest, rebuilds and resumes the guest with its outputs held, and its
     /// provisional reply ends the downtime; this guest stays paused while its digests and self-check go to the target
-    /// (Confirm), whose reply is the decision. A definite reply is definite either way. Without one (lost, late, a
+    /// (Confirm), whose reply is the decision; a lost provisional reply is followed by Confirm all the same (a target
+    /// that never took Complete refuses it). A definite reply is definite either way. Without one (lost, late, a
     /// broken connection) the source asks the target what it decided (<see cref="HandoverResolver"/>) and never
     /// guesses: it resumes its own guest only when the target did not and will not resume, and stays paused when that
     /// cannot be learned. The user's cancel does not apply here.
     /// </summary>
     private async Task HandOverAsync(CompleteRequest completion)
     {
-        var reply = await AskTargetAsync(
-            () => _transport.CompleteAsync(completion, _options.CompleteTimeout, CancellationToken.None),
-            "Complete", _report.Timing.DowntimePhasesMs, downtimeEnds: true).ConfigureAwait(false);
-        if (reply is { Provisional: true })
+        CompleteReply? reply;
+        if (completion.ResumeFirst)
         {
-            var confirmation = BuildConfirmation();
+            reply = await TryAskAsync(
+                () => _transport.CompleteAsync(completion, _options.CompleteTimeout, CancellationToken.None),
+                _report.Timing.DowntimePhasesMs).ConfigureAwait(false);
+            _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
+            if (reply is null or { Provisional: true })
+            {
+                var confirmation = BuildConfirmation();
+                reply = await AskTargetAsync(
+                    () => _transport.ConfirmAsync(confirmation, _options.CompleteTimeout, CancellationToken.None),
+                    "Confirm", _report.Timing.AfterResumePhasesMs, downtimeEnds: false).ConfigureAwait(false);
+            }
+        }
+        else
+        {
             reply = await AskTargetAsync(
-                () => _transport.ConfirmAsync(confirmation, _options.CompleteTimeout, CancellationToken.None),
-                "Confirm", _report.Timing.AfterResumePhasesMs, downtimeEnds: false).ConfigureAwait(false);
+                () => _transport.CompleteAsync(completion, _options.CompleteTimeout, CancellationToken.None),
+                "Complete", _report.Timing.DowntimePhasesMs, downtimeEnds: true).ConfigureAwait(false);
         }
 
         if (reply is null)
@@ -47,6 +59,35 @@ internal sealed partial class MigrationAttempt
         }
 
         Finish();
+    }
+
+    /// <summary>A resume-first Complete: its reply with the phases recorded, or null when it was lost.</summary>
+    private async Task<CompleteReply?> TryAskAsync(Func<Task<CompleteReply>> call, Dictionary<string, double> phases)
+    {
+        long sent = _time.GetTimestamp();
+        try
+        {
+            var reply = await call().ConfigureAwait(false);
+            RecordPhases(reply, phases, sent);
+            return reply;
+        }
+        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
+        {
+            PrecopyLog.CompleteReplyLost(_log, _id, ex.Message);
+            return null;
+        }
+    }
+
+    private void RecordPhases(CompleteReply reply, Dictionary<string, double> phases, long sent)
+    {
+        double rpc = _time.GetElapsedTime(sent).TotalMilliseconds;
+        foreach (var (phase, ms) in reply.PhasesMs)
+        {
+            phases["target" + char.ToUpperInvariant(phase[0]) + phase[1..]] = ms;
+            rpc -= phase == "heldOutputs" ? 0 : ms; // held since the resume, most of it before this call
+        }
+
+        phases["rpc"] = Math.Max(rpc, 0); // the round trip minus the target's own work
     }
 
     /// <summary>
@@ -80,7 +121,7 @@ internal sealed partial class MigrationAttempt
                 case HandoverOutcome.TargetResumed resumed:
                     _report.Report.Verified = true; // the target resumes only a guest that verified
                     _report.Report.Handover = resumed.How;
-                    _report.Report.Verification.GuestSelfCheck = "passed on the target (its reply was lost)";
+                    _report.Report.Verification.GuestSelfCheck = "verified by the target (its reply was lost)";
                     Finish();
                     return null;
                 case HandoverOutcome.TargetWillNotResume notResumed:
@@ -95,14 +136,7 @@ internal sealed partial class MigrationAttempt
             _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
         }
 
-        double rpc = _time.GetElapsedTime(sent).TotalMilliseconds;
-        foreach (var (phase, ms) in reply.PhasesMs)
-        {
-            phases["target" + char.ToUpperInvariant(phase[0]) + phase[1..]] = ms;
-            rpc -= ms;
-        }
-
-        phases["rpc"] = Math.Max(rpc, 0); // the round trip minus the target's own work
+        RecordPhases(reply, phases, sent);
         return reply;
     }
 

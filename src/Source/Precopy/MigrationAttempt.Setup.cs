@@ -18,6 +18,11 @@ internal sealed partial class MigrationAttempt
         var timer = new PhaseTimer(_time, _report.Timing.SetupPhasesMs);
         var begun = await _transport.BeginAsync(BeginRequest(), ct).ConfigureAwait(false);
         _targetInstance = begun.InstanceId;
+        _maxMessageBytes = begun.MaxMessageBytes;
+        bool speaksResumeFirst = begun.Features.Contains(WireNames.ResumeFirstFeature);
+        // With a poison value the target must see its free pages hold it (R12), which reads its RAM before the guest
+        // runs: such guests verify first.
+        _resumeFirst = _options.ResumeFirst && speaksResumeFirst && _vm.Config.PoisonValue is null;
         timer.Next("begin");
         for (int i = 0; i < _options.Channels; i++)
         {
@@ -25,8 +30,11 @@ internal sealed partial class MigrationAttempt
         }
 
         timer.Next("openChannels");
-        await RehearseSwitchoverAsync(ct).ConfigureAwait(false);
-        timer.Next("rehearsal");
+        if (speaksResumeFirst)
+        {
+            await RehearseSwitchoverAsync(ct).ConfigureAwait(false);
+            timer.Next("rehearsal");
+        }
         _bitmap.SetAll();
         var setup = new PrecopySetup(_bitmap, new MigrationCapabilities { FreePageHinting = _options.Hints });
         _seams.BeforeLoggingEnabled?.Invoke(setup, _participants);
@@ -51,8 +59,9 @@ internal sealed partial class MigrationAttempt
     /// <summary>
     /// Runs the switchover's calls once before the downtime, on both sides: an empty page stream opened and closed on
     /// the first channel's connection, and a rehearsal Complete (which changes nothing); twice, since the first pays
-    /// for first-call code and the second is the estimate. Their sum is the switchover's fixed cost in the expected
-    /// downtime.
+    /// for first-call code. The faster pair is the switchover's fixed cost in the expected downtime, capped at a
+    /// quarter of the downtime limit so that a slow sample (a loaded machine, a pause in setup) cannot keep precopy
+    /// from stopping.
     /// </summary>
     private async Task RehearseSwitchoverAsync(CancellationToken ct)
     {
@@ -61,18 +70,18 @@ internal sealed partial class MigrationAttempt
             MigrationId = _id,
             Device = new DeviceState(),
             Rehearsal = true,
-            ResumeFirst = _options.ResumeFirst,
+            ResumeFirst = _resumeFirst,
         };
         rehearsal.VcpuStates.Add(ByteString.CopyFrom(new byte[64]));
-        double fixedMs = 0;
+        double fixedMs = double.MaxValue;
         for (int i = 0; i < 2; i++)
         {
             var close = await _channels[0].RehearseCloseAsync(ct).ConfigureAwait(false);
             var complete = await _transport.RehearseCompleteAsync(rehearsal, ct).ConfigureAwait(false);
-            fixedMs = (close + complete).TotalMilliseconds;
+            fixedMs = Math.Min(fixedMs, (close + complete).TotalMilliseconds);
         }
 
-        _fixedSwitchoverMs = fixedMs;
+        _fixedSwitchoverMs = Math.Min(fixedMs, _options.DowntimeLimit.TotalMilliseconds / 4);
     }
 
     private BeginRequest BeginRequest()

@@ -16,6 +16,7 @@ internal sealed partial class MigrationAttempt
     /// </summary>
     private async Task<CompleteRequest> StopAndCopyAsync(CancellationToken ct)
     {
+        CheckDigestsFit();
         var timer = new PhaseTimer(_time, _report.Timing.DowntimePhasesMs);
         _downtimeStart = _time.GetTimestamp();
         _vm.Pause();
@@ -33,7 +34,7 @@ internal sealed partial class MigrationAttempt
         // Digests of every page the guest does not consider free, from RAM after the stop: a write the dirty log
         // missed (the bugs the check is for) then shows as a mismatch on the target. Resume-first takes them after
         // the target resumed (ConfirmAsync); otherwise now, beside the last pages.
-        Task<(PageBitmap Free, ulong[] Digests)>? digests = _options.ResumeFirst ? null : _seams.Background.Run(() =>
+        Task<(PageBitmap Free, ulong[] Digests)>? digests = _resumeFirst ? null : _seams.Background.Run(() =>
         {
             var free = _vm.Kernel.FreePageMap();
             return (free, PageDigests.Compute(_vm.Ram, free));
@@ -70,7 +71,7 @@ internal sealed partial class MigrationAttempt
             },
             FinalRound = finalRound,
             PagesSent = (ulong)_counters.PagesSent,
-            ResumeFirst = _options.ResumeFirst,
+            ResumeFirst = _resumeFirst,
         };
         completion.VcpuStates.AddRange(_vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
         completion.StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(_configJson),
@@ -110,6 +111,25 @@ internal sealed partial class MigrationAttempt
             SelfCheckOk = check.Ok,
             SelfCheck = check.ToString(),
         };
+    }
+
+    /// <summary>
+    /// Before the guest stops: the digest list (8 bytes per page in use) and, resume-first, the free-page map (a bit a
+    /// page) travel in one control message, which the target limits. A guest that cannot fit fails here, while it
+    /// still runs, rather than after the pause. (The in-use count may grow a little until the stop; 1 MiB of slack.)
+    /// </summary>
+    private void CheckDigestsFit()
+    {
+        long pages = _vm.Ram.PageCount;
+        long inUse = pages - _vm.Kernel.FreePages;
+        long bytes = (inUse * 8) + (_resumeFirst ? (pages + 7) / 8 : 0) + (1 << 20);
+        if (_maxMessageBytes > 0 && bytes > _maxMessageBytes)
+        {
+            throw new MigrationFailedException(FailureKind.TargetRefused,
+                $"the guest has {inUse} pages in use: their digests ({bytes >> 20} MiB with the free-page map) " +
+                $"exceed the target's {_maxMessageBytes >> 20} MiB message limit; digests in chunks are not " +
+                "supported yet");
+        }
     }
 
     private void RecordFreePages(PageBitmap free)

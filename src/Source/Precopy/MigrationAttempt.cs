@@ -47,6 +47,8 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private string _targetInstance = string.Empty;
     private long _downtimeStart;
     private double _fixedSwitchoverMs; // measured at setup (RehearseSwitchoverAsync)
+    private bool _resumeFirst; // the options' choice, when the target speaks it and the guest has no poison value
+    private uint _maxMessageBytes; // the target's limit on a control message (BeginReply)
     private bool _paused;
     private int _round;
 

@@ -21,6 +21,10 @@ internal static partial class PrecopyLog
     [LoggerMessage(4, LogLevel.Information, "migration {Id}: completed and verified; downtime {DowntimeMs:F1} ms")]
     public static partial void Completed(ILogger logger, string id, double downtimeMs);
 
+    [LoggerMessage(6, LogLevel.Warning,
+        "migration {Id}: no answer to the resume-first Complete ({Reason}); sending Confirm all the same")]
+    public static partial void CompleteReplyLost(ILogger logger, string id, string reason);
+
     [LoggerMessage(5, LogLevel.Debug, "migration {Id}: {Count} participant(s) joined")]
     public static partial void ParticipantsJoined(ILogger logger, string id, int count);
 }

@@ -17,7 +17,8 @@ namespace Migration.Target.Receiving;
 /// <para>Handover: the target records its decision for a migration (resumed or discarded) before it acts on it, and
 /// keeps the decisions of recent migrations, so a source that lost the Complete reply asks (Status by id) and learns
 /// for certain whether the guest runs here. Only a migration whose digests match and whose guest passes its self-check
-/// is resumed (<see cref="ISwitchover"/>).</para>
+/// is resumed (<see cref="ISwitchover"/>). Resume-first, the guest runs while still "verifying", its outputs held, and
+/// becomes "resumed" only on a matching Confirm; a mismatch, a Cancel before Confirm or the lease discards it.</para>
 /// <para>Ownership: Begin hands out a key (<see cref="MigrationOwner"/>); every later call about that migration must
 /// carry it (and, with mutual TLS, come with the same client certificate).</para>
 /// <para>Leases: a receiving migration whose source does nothing for <see cref="TargetOptions.Lease"/> (no call, no
@@ -135,7 +136,7 @@ internal sealed class IncomingMigrations : IDisposable
         {
             MaxMessageBytes = (uint)_options.MaxMessageBytes,
             MaxPageBatchBytes = (uint)_options.MaxPageMessageBytes,
-            Features = { WireNames.Lz4Feature, WireNames.RoundTagsFeature },
+            Features = { WireNames.Lz4Feature, WireNames.RoundTagsFeature, WireNames.ResumeFirstFeature },
             MigrationKey = owner.Key,
             InstanceId = InstanceId,
         };
@@ -270,15 +271,16 @@ internal sealed class IncomingMigrations : IDisposable
             return reply;
         }
 
-        lock (_lock)
-        {
-            migration.Touch(); // the lease now waits for Confirm
-            _provisional = new Provisional(migration, pending, Stopwatch.GetTimestamp());
-        }
-
         long resume = Stopwatch.GetTimestamp();
         pending.Vm.Start();
         reply.PhasesMs["resume"] = Stopwatch.GetElapsedTime(resume).TotalMilliseconds;
+        lock (_lock)
+        {
+            // Running before anyone can see it: a Confirm, a Cancel or the lease finds a started guest.
+            migration.Touch(); // the lease now waits for Confirm
+            _provisional = new Provisional(migration, pending, resume);
+        }
+
         _metrics?.Switchover.Record(Stopwatch.GetElapsedTime(entered).TotalMilliseconds);
         reply.PhasesMs["other"] =
             Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
@@ -380,6 +382,7 @@ internal sealed class IncomingMigrations : IDisposable
     {
         ArgumentNullException.ThrowIfNull(request);
         IncomingMigration? migration;
+        Provisional? held = null;
         lock (_lock)
         {
             migration = _current;
@@ -389,6 +392,22 @@ internal sealed class IncomingMigrations : IDisposable
             if (!current)
             {
                 return new CancelReply { Cancelled = false, Outcome = OutcomeLocked(request.MigrationId, caller) };
+            }
+
+            if (_provisional is { } p && ReferenceEquals(p.Migration, migration))
+            {
+                (held, _provisional) = (p, null); // resumed first, not confirmed: nothing of it has left, so it may go
+            }
+        }
+
+        if (held is not null)
+        {
+            held.Pending.Vm.Dispose();
+            var discarded = new CompleteReply { Error = $"cancelled by the source: {request.Reason}" };
+            Decide(held.Migration, discarded, vm: null);
+            lock (_lock)
+            {
+                return new CancelReply { Cancelled = true, Outcome = OutcomeLocked(request.MigrationId, caller) };
             }
         }
 
@@ -423,7 +442,11 @@ internal sealed class IncomingMigrations : IDisposable
             reply.MigrationId = request.MigrationId;
             if (_current is { } current && current.Id == request.MigrationId)
             {
-                current.Touch();
+                if (_state == TargetState.Receiving)
+                {
+                    current.Touch(); // asking keeps a receiving migration; a guest waiting for Confirm waits for Confirm
+                }
+
                 reply.PagesReceived = (ulong)current.PagesReceived;
                 reply.BytesReceived = (ulong)current.BytesReceived;
                 reply.Round = (uint)current.MaxRound;

@@ -96,24 +96,55 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         }
 
         reply.PhasesMs["restore"] = Lap(phase);
-        PageBitmap? free = null;
-        ulong[]? digests = null;
-        if (options.Verify == VerifyMode.Full)
+        try
         {
-            // A full rehash reads RAM, so it happens before the guest runs, inside the downtime.
-            free = vm.Kernel.FreePageMap();
-            digests = PageDigests.Compute(vm.Ram, free);
-            reply.PhasesMs["hash"] = Lap(phase);
+            PageBitmap? free = null;
+            ulong[]? digests = null;
+            if (options.Verify == VerifyMode.Full)
+            {
+                // A full rehash reads RAM, so it happens before the guest runs, inside the downtime.
+                free = vm.Kernel.FreePageMap();
+                digests = PageDigests.Compute(vm.Ram, free);
+                reply.PhasesMs["hash"] = Lap(phase);
+            }
+
+            if (options.DumpRamPath is { } path)
+            {
+                // The image as received, before the guest changes it; it takes its name only once Confirm verified.
+                DumpRam(vm.Ram, UnverifiedDump(path));
+                reply.PhasesMs["dumpRam"] = Lap(phase);
+            }
+
+            reply.Provisional = true;
+            return (reply, new PendingConfirm(vm, free, digests));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            vm.Dispose();
+            reply.Error = $"switchover failed before resume: {ex.Message}";
+            return (reply, null);
+        }
+    }
+
+    /// <summary>Where <c>--dump-ram</c> writes a resume-first image until Confirm decides.</summary>
+    private static string UnverifiedDump(string path) => path + ".unverified";
+
+    /// <summary>After Confirm: a verified guest's image takes its name; a discarded one's is deleted.</summary>
+    private void SettleDump(bool verified)
+    {
+        if (options.DumpRamPath is not { } path || !File.Exists(UnverifiedDump(path)))
+        {
+            return;
         }
 
-        if (options.DumpRamPath is not null)
+        if (verified)
         {
-            DumpRam(vm.Ram, options.DumpRamPath); // the image as received, before the guest changes it
-            reply.PhasesMs["dumpRam"] = Lap(phase);
+            File.Move(UnverifiedDump(path), path, overwrite: true);
         }
-
-        reply.Provisional = true;
-        return (reply, new PendingConfirm(vm, free, digests));
+        else
+        {
+            File.Delete(UnverifiedDump(path));
+        }
     }
 
     public CompleteReply Confirm(IncomingMigration migration, PendingConfirm pending, ConfirmRequest request)
@@ -163,6 +194,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
             ? $"guest self-check failed on the stopped source: {request.SelfCheck}"
             : string.Empty;
         reply.Verified = reply.Error.Length == 0;
+        SettleDump(reply.Verified);
         return reply;
     }
 

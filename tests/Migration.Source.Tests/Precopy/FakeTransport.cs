@@ -1,5 +1,6 @@
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Protocol;
 using Migration.Source.Transport;
 
 namespace Migration.Source.Tests.Precopy;
@@ -8,12 +9,16 @@ namespace Migration.Source.Tests.Precopy;
 /// A target in the test process: channels copy pages out of source RAM at once, and Complete answers as configured.
 /// Enough to run the engine's phases without a network.
 /// </summary>
-internal sealed class FakeTransport(VirtualMachine source, TransferCounters counters) : IMigrationTransport
+internal sealed class FakeTransport(VirtualMachine source, TransferCounters counters, bool resumeFirst = false)
+    : IMigrationTransport
 {
     public Func<CompleteRequest, CompleteReply> OnComplete { get; set; } =
         _ => new CompleteReply { Verified = true, Resumed = true, GuestSelfCheck = "ok" };
 
     public List<string> Calls { get; } = [];
+
+    /// <summary>What Begin's reply lists: "resume-first" when asked, so the engine runs that switchover.</summary>
+    public List<string> Features { get; } = resumeFirst ? [WireNames.ResumeFirstFeature] : [];
 
     /// <summary>What Status answers (the handover's confirm step asks when Complete throws).</summary>
     public Func<StatusReply> OnStatus { get; set; } = () => new StatusReply { InstanceId = "fake" };
@@ -21,7 +26,9 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
     public Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
     {
         Calls.Add("begin");
-        return Task.FromResult(new BeginReply { InstanceId = "fake", MigrationKey = "key" });
+        var reply = new BeginReply { InstanceId = "fake", MigrationKey = "key" };
+        reply.Features.AddRange(Features);
+        return Task.FromResult(reply);
     }
 
     public Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct)

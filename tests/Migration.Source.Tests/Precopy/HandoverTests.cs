@@ -17,8 +17,10 @@ public sealed class HandoverTests
     private static readonly TimeSpan Window = TimeSpan.FromMilliseconds(600);
 
     private static (MigrationReport Report, VirtualMachine Vm, FakeTransport Transport) Migrate(
-        Func<StatusReply> status, Func<CompleteReply>? complete = null, TimeSpan? window = null)
+        Func<StatusReply> status, Func<CompleteReply>? complete = null, TimeSpan? window = null,
+        Func<ConfirmRequest, CompleteReply>? confirm = null)
     {
+        bool resumeFirst = confirm is not null; // the target speaks resume-first only in the tests that confirm
         var vm = VirtualMachine.Boot(new GuestConfig
         {
             RamBytes = 16L << 20,
@@ -30,11 +32,12 @@ public sealed class HandoverTests
         FakeTransport? transport = null;
         var seams = EngineSeams.Production with
         {
-            Transport = (source, counters) => transport = new FakeTransport(source, counters)
+            Transport = (source, counters) => transport = new FakeTransport(source, counters, resumeFirst)
             {
                 OnComplete = _ => complete?.Invoke() ?? throw new RpcException(new Status(StatusCode.DeadlineExceeded,
                     "the reply did not arrive")),
                 OnStatus = status,
+                OnConfirm = confirm ?? (_ => throw new InvalidOperationException("verify-first never confirms")),
             },
         };
         var options = MigrationOptions.Defaults with
@@ -50,6 +53,35 @@ public sealed class HandoverTests
 
     private static StatusReply Says(MigrationOutcome outcome, string error = "") =>
         new() { InstanceId = "fake", Outcome = outcome, Error = error };
+
+    [Fact]
+    public void ResumeFirst_ALostProvisionalReply_IsFollowedByConfirm_WhoseAnswerDecides()
+    {
+        ConfirmRequest? sent = null;
+        var (report, vm, transport) = Migrate(() => Says(MigrationOutcome.Verifying), confirm: request =>
+        {
+            sent = request;
+            return new CompleteReply { Verified = true, Resumed = true, GuestSelfCheck = "ok" };
+        });
+        using var _ = vm;
+        Assert.Equal(MigrationStatus.Completed, report.Status);
+        Assert.Equal(["complete", "confirm"], transport.Calls.Where(c => c is "complete" or "confirm"));
+        Assert.Equal(VmRunState.Paused, vm.State);
+        Assert.True(sent!.SelfCheckOk);
+        Assert.Equal((long)sent.DigestPages, report.Guest.InUsePages);
+    }
+
+    [Fact]
+    public void ResumeFirst_AConfirmThatDoesNotVerify_FailsAndTheGuestResumesHere()
+    {
+        var (report, vm, _) = Migrate(() => Says(MigrationOutcome.Discarded),
+            complete: () => new CompleteReply { Provisional = true },
+            confirm: _ => new CompleteReply { Error = "1 page(s) differ from the source", MismatchedPages = 1 });
+        using var _ = vm;
+        Assert.Equal(MigrationStatus.Failed, report.Status);
+        Assert.Contains("differ", report.Error, StringComparison.Ordinal);
+        Assert.Equal(VmRunState.Running, vm.State);
+    }
 
     [Fact]
     public void ALostReply_TheTargetResumed_CompletesAndTheSourceStaysPaused()

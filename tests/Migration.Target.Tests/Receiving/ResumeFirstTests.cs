@@ -40,12 +40,12 @@ public sealed class ResumeFirstTests
         Assert.Equal(TargetState.Verifying, target.State);
         var status = target.Status(new StatusRequest { MigrationId = "a" }, owner);
         Assert.Equal(MigrationOutcome.Verifying, status.Outcome); // not "resumed": the source must not give up yet
-        Assert.False(target.Cancel(new CancelRequest { MigrationId = "a" }, owner).Cancelled);
 
         switchover.Release.Reset();
         var confirming = Task.Run(() => target.Confirm(Confirm("a", ok: true), owner));
         Assert.True(switchover.Entered.Wait(TimeSpan.FromSeconds(10)));
-        target.ExpireLeases(); // a lease check while Confirm decides cannot take the guest away
+        target.ExpireLeases(); // neither a lease check nor a Cancel while Confirm decides takes the guest away
+        Assert.False(target.Cancel(new CancelRequest { MigrationId = "a" }, owner).Cancelled);
         Assert.Equal(TargetState.Verifying, target.State);
         switchover.Release.Set();
         var confirmed = await confirming;
@@ -83,6 +83,49 @@ public sealed class ResumeFirstTests
         var status = target.Status(new StatusRequest { MigrationId = "a" }, owner);
         Assert.Equal(MigrationOutcome.Discarded, status.Outcome);
         target.BeginAs("b"); // and the target takes the next migration
+    }
+
+    [Fact]
+    public void ACancelBeforeConfirm_DiscardsTheRunningCopy()
+    {
+        var switchover = new ScriptedSwitchover();
+        VirtualMachine? running = null;
+        var prepare = switchover.PrepareResult;
+        switchover.PrepareResult = (migration, request) =>
+        {
+            var result = prepare(migration, request);
+            running = result.Item2!.Vm;
+            return result;
+        };
+        using var target = Targets.New(switchover);
+        var owner = target.BeginAs("a");
+        target.Complete(ResumeFirst("a"), owner);
+
+        var cancelled = target.Cancel(new CancelRequest { MigrationId = "a", Reason = "source failed" }, owner);
+
+        Assert.True(cancelled.Cancelled);
+        Assert.Equal(MigrationOutcome.Discarded, cancelled.Outcome);
+        Assert.NotEqual(VmRunState.Running, running!.State);
+        Assert.Throws<RpcException>(() => target.Confirm(Confirm("a", ok: true), owner));
+        target.BeginAs("b");
+    }
+
+    [Fact]
+    public void AStatusQuestionDoesNotKeepAnUnconfirmedCopy()
+    {
+        var clock = new ManualTimeProvider();
+        var options = TargetOptions.Defaults with { Lease = TimeSpan.FromSeconds(5) };
+        using var target = Targets.New(new ScriptedSwitchover(), options, clock);
+        var owner = target.BeginAs("a");
+        target.Complete(ResumeFirst("a"), owner);
+        for (int i = 0; i < 3; i++)
+        {
+            clock.Advance(TimeSpan.FromSeconds(2));
+            target.Status(new StatusRequest { MigrationId = "a" }, owner); // a source that lost the reply, asking
+        }
+
+        target.ExpireLeases();
+        Assert.Equal(TargetState.Failed, target.State);
     }
 
     [Fact]
