@@ -211,21 +211,7 @@ internal sealed class IncomingMigrations : IDisposable
             return ResumeFirst(migration, request, entered);
         }
 
-        CompleteReply reply;
-        VirtualMachine? vm;
-        try
-        {
-            (reply, vm) = _switchover.Run(migration, request);
-        }
-#pragma warning disable CA1031
-        // The one boundary where any failure must end in "failed": a stuck "verifying" refuses every later Begin.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            TargetLog.SwitchoverCrashed(_log, migration.Id, ex);
-            migration.Dispose();
-            (reply, vm) = (new CompleteReply { Error = $"switchover failed: {ex.Message}" }, null);
-        }
+        var (reply, vm) = Guarded(migration, () => _switchover.Run(migration, request));
 
         Record(migration, reply, vm); // decided, and written down, before the guest runs
         if (vm is not null)
@@ -250,20 +236,7 @@ internal sealed class IncomingMigrations : IDisposable
     /// </summary>
     private CompleteReply ResumeFirst(IncomingMigration migration, CompleteRequest request, long entered)
     {
-        CompleteReply reply;
-        PendingConfirm? pending;
-        try
-        {
-            (reply, pending) = _switchover.Prepare(migration, request);
-        }
-#pragma warning disable CA1031 // as in Complete: any failure ends in "failed"
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            TargetLog.SwitchoverCrashed(_log, migration.Id, ex);
-            migration.Dispose();
-            (reply, pending) = (new CompleteReply { Error = $"switchover failed: {ex.Message}" }, null);
-        }
+        var (reply, pending) = Guarded(migration, () => _switchover.Prepare(migration, request));
 
         if (pending is null)
         {
@@ -285,6 +258,27 @@ internal sealed class IncomingMigrations : IDisposable
         reply.PhasesMs["other"] =
             Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - reply.PhasesMs.Values.Sum());
         return reply;
+    }
+
+    /// <summary>
+    /// The switchover's call with its one boundary: any failure ends in "failed" with the partial guest discarded (a
+    /// stuck "verifying" would refuse every later Begin).
+    /// </summary>
+    private (CompleteReply Reply, T? Result) Guarded<T>(IncomingMigration migration,
+        Func<(CompleteReply, T?)> switchover) where T : class
+    {
+        try
+        {
+            return switchover();
+        }
+#pragma warning disable CA1031 // the boundary itself
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            TargetLog.SwitchoverCrashed(_log, migration.Id, ex);
+            migration.Dispose();
+            return (new CompleteReply { Error = $"switchover failed: {ex.Message}" }, null);
+        }
     }
 
     /// <summary>

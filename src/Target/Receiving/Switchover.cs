@@ -54,12 +54,11 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         ArgumentNullException.ThrowIfNull(request);
         var reply = new CompleteReply();
         var phase = Stopwatch.StartNew();
-        if (Rebuild(migration, request, reply) is not { } vm)
+        if (Rebuild(migration, request, reply, phase) is not { } vm)
         {
             return (reply, null);
         }
 
-        reply.PhasesMs["restore"] = Lap(phase);
         try
         {
             if (Verify(migration, request, vm, reply, phase))
@@ -90,12 +89,11 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         ArgumentNullException.ThrowIfNull(request);
         var reply = new CompleteReply();
         var phase = Stopwatch.StartNew();
-        if (Rebuild(migration, request, reply) is not { } vm)
+        if (Rebuild(migration, request, reply, phase) is not { } vm)
         {
             return (reply, null);
         }
 
-        reply.PhasesMs["restore"] = Lap(phase);
         try
         {
             PageBitmap? free = null;
@@ -174,11 +172,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         }
 
         var free = pending.RamFree ?? sourceFree;
-        ulong[] actual = pending.RamDigests ?? migration.ReceivedDigests(free);
-        var (mismatched, first) = PageDigests.Compare(expected, actual, free);
-        reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
-        reply.MismatchedPages = (ulong)mismatched;
-        reply.FirstMismatches.AddRange(first.Select(p => (ulong)p));
+        var (mismatched, first) = Compare(expected, pending.RamDigests ?? migration.ReceivedDigests(free), free, reply);
         reply.GuestSelfCheck = request.SelfCheck;
         reply.PhasesMs["compare"] = Lap(phase);
         TargetLog.Verified(log, migration.Id, reply.PagesCompared, (long)reply.PhasesMs["compare"], mismatched,
@@ -211,9 +205,11 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
 
     /// <summary>
     /// The checks that need no page and the rebuild: every stream closed, the state digest, the VM from RAM and state.
-    /// Null (the error in the reply, the migration's RAM released) when any fails.
+    /// Null (the error in the reply, the migration's RAM released) when any fails; otherwise the time since
+    /// <paramref name="phase"/> started is the reply's "restore".
     /// </summary>
-    private static VirtualMachine? Rebuild(IncomingMigration migration, CompleteRequest request, CompleteReply reply)
+    private static VirtualMachine? Rebuild(IncomingMigration migration, CompleteRequest request, CompleteReply reply,
+        Stopwatch phase)
     {
         if (migration.OpenStreams > 0)
         {
@@ -233,8 +229,10 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
 
         try
         {
-            return VirtualMachine.Restore(migration.Config, migration.TakeRam(),
+            var vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(),
                 [.. request.VcpuStates.Select(s => s.ToByteArray())], balloon: BalloonStateOf(request.Device));
+            reply.PhasesMs["restore"] = Lap(phase);
+            return vm;
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidDataException or EndOfStreamException
             or GuestKernelException)
@@ -254,10 +252,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         ulong[] actual = options.Verify == VerifyMode.Full
             ? PageDigests.Compute(vm.Ram, free)
             : migration.Digests(vm.Ram, free);
-        var (mismatched, first) = PageDigests.Compare(expected, actual, free);
-        reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
-        reply.MismatchedPages = (ulong)mismatched;
-        reply.FirstMismatches.AddRange(first.Select(p => (ulong)p));
+        var (mismatched, first) = Compare(expected, actual, free, reply);
         reply.PhasesMs["compare"] = Lap(phase);
         var check = vm.Kernel.SelfCheck();
         reply.GuestSelfCheck = check.ToString();
@@ -280,6 +275,17 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
 
         reply.Verified = reply.Error.Length == 0;
         return reply.Verified;
+    }
+
+    /// <summary>The source's digests against the target's, the counts and first mismatches into the reply.</summary>
+    private static (long Mismatched, List<long> First) Compare(ulong[] expected, ulong[] actual, PageBitmap free,
+        CompleteReply reply)
+    {
+        var (mismatched, first) = PageDigests.Compare(expected, actual, free);
+        reply.PagesCompared = (ulong)Math.Max(expected.LongLength, actual.LongLength);
+        reply.MismatchedPages = (ulong)mismatched;
+        reply.FirstMismatches.AddRange(first.Select(p => (ulong)p));
+        return (mismatched, first);
     }
 
     private static BalloonState? BalloonStateOf(DeviceState? device) => device is null

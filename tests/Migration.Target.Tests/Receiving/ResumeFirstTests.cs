@@ -22,21 +22,13 @@ public sealed class ResumeFirstTests
     public async Task TheGuestRunsBeforeTheDecision_WhichWaitsForAMatchingConfirm()
     {
         var switchover = new ScriptedSwitchover();
-        VirtualMachine? running = null;
-        var prepare = switchover.PrepareResult;
-        switchover.PrepareResult = (migration, request) =>
-        {
-            var result = prepare(migration, request);
-            running = result.Item2!.Vm;
-            return result;
-        };
         using var target = Targets.New(switchover);
         var owner = target.BeginAs("a");
 
         var reply = target.Complete(ResumeFirst("a"), owner);
         Assert.True(reply.Provisional);
         Assert.False(reply.Resumed);
-        Assert.Equal(VmRunState.Running, running!.State);
+        Assert.Equal(VmRunState.Running, switchover.Prepared!.State);
         Assert.Equal(TargetState.Verifying, target.State);
         var status = target.Status(new StatusRequest { MigrationId = "a" }, owner);
         Assert.Equal(MigrationOutcome.Verifying, status.Outcome); // not "resumed": the source must not give up yet
@@ -55,21 +47,13 @@ public sealed class ResumeFirstTests
         Assert.Equal(TargetState.Resumed, target.State);
         Assert.Equal(MigrationOutcome.Resumed,
             target.Status(new StatusRequest { MigrationId = "a" }, owner).Outcome);
-        Assert.Equal(VmRunState.Running, running.State);
+        Assert.Equal(VmRunState.Running, switchover.Prepared.State);
     }
 
     [Fact]
     public void AConfirmThatDoesNotMatch_StopsAndDiscardsTheRunningCopy()
     {
         var switchover = new ScriptedSwitchover();
-        VirtualMachine? running = null;
-        var prepare = switchover.PrepareResult;
-        switchover.PrepareResult = (migration, request) =>
-        {
-            var result = prepare(migration, request);
-            running = result.Item2!.Vm;
-            return result;
-        };
         using var target = Targets.New(switchover);
         var owner = target.BeginAs("a");
         target.Complete(ResumeFirst("a"), owner);
@@ -79,7 +63,7 @@ public sealed class ResumeFirstTests
         Assert.False(reply.Verified);
         Assert.False(reply.Resumed);
         Assert.Equal(TargetState.Failed, target.State);
-        Assert.NotEqual(VmRunState.Running, running!.State);
+        Assert.NotEqual(VmRunState.Running, switchover.Prepared!.State);
         var status = target.Status(new StatusRequest { MigrationId = "a" }, owner);
         Assert.Equal(MigrationOutcome.Discarded, status.Outcome);
         target.BeginAs("b"); // and the target takes the next migration
@@ -89,14 +73,6 @@ public sealed class ResumeFirstTests
     public void ACancelBeforeConfirm_DiscardsTheRunningCopy()
     {
         var switchover = new ScriptedSwitchover();
-        VirtualMachine? running = null;
-        var prepare = switchover.PrepareResult;
-        switchover.PrepareResult = (migration, request) =>
-        {
-            var result = prepare(migration, request);
-            running = result.Item2!.Vm;
-            return result;
-        };
         using var target = Targets.New(switchover);
         var owner = target.BeginAs("a");
         target.Complete(ResumeFirst("a"), owner);
@@ -105,7 +81,7 @@ public sealed class ResumeFirstTests
 
         Assert.True(cancelled.Cancelled);
         Assert.Equal(MigrationOutcome.Discarded, cancelled.Outcome);
-        Assert.NotEqual(VmRunState.Running, running!.State);
+        Assert.NotEqual(VmRunState.Running, switchover.Prepared!.State);
         Assert.Throws<RpcException>(() => target.Confirm(Confirm("a", ok: true), owner));
         target.BeginAs("b");
     }

@@ -48,8 +48,16 @@ internal sealed class ScriptedSwitchover : ISwitchover
         return Result(migration, request);
     }
 
+    /// <summary>The VM the last Prepare handed over, to see whether the target runs or stopped it.</summary>
+    public VirtualMachine? Prepared { get; private set; }
+
     public (CompleteReply Reply, PendingConfirm? Pending) Prepare(IncomingMigration migration,
-        CompleteRequest request) => PrepareResult(migration, request);
+        CompleteRequest request)
+    {
+        var result = PrepareResult(migration, request);
+        Prepared = result.Item2?.Vm;
+        return result;
+    }
 
     public int Rehearsals { get; private set; }
 
