@@ -127,7 +127,9 @@ public abstract class FaultMatrix(ITestOutputHelper output)
         output.WriteLine($"{Fault} during {phase}: source {report.Status}: {report.Error ?? report.Handover}");
 
         bool sourceRuns = vm.State == VmRunState.Running;
-        string targetState = targetKilled ? "dead" : await target.StateAsync();
+        // A target stopped past the source's patience still holds the calls queued while it was; it may resume the
+        // guest (the source stays paused then) or discard it once it runs again, so judge it once it has settled.
+        string targetState = targetKilled ? "dead" : await WaitForSettledAsync(target, Lease + TimeSpan.FromSeconds(5));
         bool targetRuns = targetState == "resumed";
         Judge(report, sourceRuns, targetRuns, copyKilledByTheFault: targetKilled);
         if (sourceRuns)
