@@ -152,6 +152,14 @@ internal static class BenchMarkdown
               "target's verified resume; QEMU the source's STOP event to the destination's RESUME event (its own " +
               "`downtime` beside it). CPU: each process during the migration. Min / median / max.");
         md.AppendLine();
+        md.AppendLine(peer.LinuxUnavailable is string linuxWhy
+            ? $"QEMU's stale rows: n/a ({linuxWhy})."
+            : "Stale (free memory holding old data), hints off and on: QEMU a real Linux guest (" +
+              $"{Path.GetFileName(peer.LinuxGuest?.Kernel)}, busybox initramfs, one vCPU under TCG, " +
+              "virtio-balloon with `free-page-hint`) that filled 75% of its RAM in tmpfs and deleted it, one " +
+              "channel, verified by its heartbeat on the destination and no kernel crash there; ours a memhog guest " +
+              "of the same size that filled and freed the same share, two channels, verified by the target.");
+        md.AppendLine();
         md.AppendLine("| work | engine | runs | GB/s | total ms | guest stopped ms | downtime ms | MB on wire | " +
             "CPU s/GB source | CPU s/GB target |");
         md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -175,6 +183,26 @@ internal static class BenchMarkdown
             {
                 md.AppendLine($"| {r.Work} | {F(r.Throughput)} | {F(r.SourceCpuPerGB)} | {F(r.TargetCpuPerGB)} " +
                     $"| {F(r.TotalTime)} | {F(r.GuestStopped)} |");
+            }
+        }
+
+        var rows = Peers.PeerRow.Of(peer);
+        var hinting = new[] { Peers.PeerRun.Qemu, Peers.PeerRun.Ours }
+            .Select(engine => (Engine: engine,
+                Off: rows.FirstOrDefault(r => r.Engine == engine && r.Work == "stale"),
+                On: rows.FirstOrDefault(r => r.Engine == engine && r.Work == "stale-hints")))
+            .Where(e => e.Off?.TotalMs is not null && e.On?.TotalMs is not null)
+            .ToList();
+        if (hinting.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("| stale, hints on / off (medians) | total time | bytes on wire | guest stopped |");
+            md.AppendLine("|---|---:|---:|---:|");
+            foreach (var (engine, off, on) in hinting)
+            {
+                md.AppendLine($"| {engine} | {F(on!.TotalMs!.Median / off!.TotalMs!.Median)} " +
+                    $"| {F(on.BytesOnWire!.Median / off.BytesOnWire!.Median)} " +
+                    $"| {F(on.GuestStoppedMs!.Median / off.GuestStoppedMs!.Median)} |");
             }
         }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Migration.Bench.Peers;
 
 namespace Migration.Bench;
@@ -40,7 +41,7 @@ internal sealed partial class BenchRunner
         var idle = BenchScenario.All(options.Quick)[0];
         try
         {
-            if (qemu is not null)
+            if (qemu is not null && options.RunsPeerPart("peer-idle"))
             {
                 QemuPeer.FillRandom(blob, (long)(ram * 0.045));
             }
@@ -48,7 +49,7 @@ internal sealed partial class BenchRunner
             for (int repeat = 1; repeat <= options.Repeat; repeat++)
             {
                 bool qemuFirst = repeat % 2 == 1;
-                foreach (int channels in PeerChannels)
+                foreach (int channels in options.RunsPeerPart("peer-random") ? PeerChannels : [])
                 {
                     foreach (bool qemuTurn in new[] { qemuFirst, !qemuFirst })
                     {
@@ -70,7 +71,7 @@ internal sealed partial class BenchRunner
                     }
                 }
 
-                foreach (bool qemuTurn in new[] { qemuFirst, !qemuFirst })
+                foreach (bool qemuTurn in options.RunsPeerPart("peer-idle") ? [qemuFirst, !qemuFirst] : (bool[])[])
                 {
                     if (qemuTurn && qemu is not null)
                     {
@@ -97,8 +98,121 @@ internal sealed partial class BenchRunner
             File.Delete(blob);
         }
 
+        if (options.RunsPeerPart("peer-stale"))
+        {
+            await RunPeerStaleAsync(qemu, peer, work, ct);
+        }
+
         _results.Iperf3.Add(await Iperf3.RunAsync(seconds, output, ct));
         Save();
+    }
+
+    /// <summary>
+    /// Stale free memory with and without free page hinting. QEMU: two real Linux guests (hints on, hints off)
+    /// boot once and fill 75% of their RAM in tmpfs and delete it; each repeat migrates each of them to a fresh
+    /// destination and resumes the source for the next. Ours: a memhog guest of the same size that filled and freed
+    /// the same share, hints off and on, two channels as it runs by default.
+    /// </summary>
+    private async Task RunPeerStaleAsync(QemuPeer? qemu, PeerResults peer, string work, CancellationToken ct)
+    {
+        long ram = options.Quick ? 1L << 30 : 4L << 30;
+        long fillMiB = (ram >> 20) * 3 / 4;
+        string[] staleArgs = ["--workload", "memhog", "--memhog-share", "0.75", "--page-cache-share", "0.045"];
+        var linux = new Dictionary<bool, QemuVm>();
+        try
+        {
+            if (qemu is not null)
+            {
+                peer.LinuxUnavailable = await BootLinuxGuestsAsync(qemu, ram, fillMiB, work, linux, ct);
+                if (peer.LinuxUnavailable is string why)
+                {
+                    output.WriteLine($"bench: QEMU's Linux guest rows are n/a: {why}");
+                }
+            }
+
+            for (int repeat = 1; repeat <= options.Repeat; repeat++)
+            {
+                bool qemuFirst = repeat % 2 == 1;
+                foreach (bool qemuTurn in new[] { qemuFirst, !qemuFirst })
+                {
+                    foreach (bool hints in new[] { false, true })
+                    {
+                        if (qemuTurn && linux.TryGetValue(hints, out var source))
+                        {
+                            string stem = Path.Combine(options.OutDir, "runs",
+                                $"peer-stale-hints-{(hints ? "on" : "off")}-{repeat}");
+                            peer.Runs.Add(await qemu!.StaleLinuxAsync(source, peer.LinuxGuest!, ram, hints, fillMiB,
+                                repeat, stem, ct));
+                        }
+                        else if (!qemuTurn)
+                        {
+                            var run = await RunMigrationAsync($"peer-stale-{ram >> 30}g", ram, staleArgs,
+                                BenchScenario.Uncapped, hints, repeat, channels: 2, ct);
+                            peer.Runs.Add(Ours(run, hints ? "stale-hints" : "stale", 2, repeat));
+                        }
+
+                        Save();
+                    }
+                }
+            }
+        }
+        finally
+        {
+            foreach (var vm in linux.Values)
+            {
+                await vm.DisposeAsync();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Builds the Linux guest and boots it twice (hints off, on) as paused sources; null, or why they cannot run.
+    /// </summary>
+    private async Task<string?> BootLinuxGuestsAsync(QemuPeer qemu, long ram, long fillMiB, string work,
+        Dictionary<bool, QemuVm> booted, CancellationToken ct)
+    {
+        // Two sources (their filled share plus QEMU), a preallocated destination, and ours' source and target.
+        long needed = (long)(4.5 * ram);
+        if (LinuxGuest.AvailableBytes() < needed)
+        {
+            return $"the two Linux guests, a destination and ours need {needed >> 30} GiB available, the machine has " +
+                $"{LinuxGuest.AvailableBytes() >> 30} GiB";
+        }
+
+        var (guest, reason) = await LinuxGuest.PrepareAsync(work, output, ct);
+        if (guest is null)
+        {
+            return reason;
+        }
+
+        _results.Peer!.LinuxGuest = guest;
+        var watch = Stopwatch.StartNew();
+        foreach (bool hints in new[] { false, true })
+        {
+            string stem = Path.Combine(options.OutDir, "runs", $"peer-linux-hints-{(hints ? "on" : "off")}");
+            booted[hints] = await qemu.BootLinuxAsync(guest, ram, hints, fillMiB, stem + ".serial.log",
+                stem + ".qemu.log", ct);
+        }
+
+        foreach (bool hints in new[] { false, true })
+        {
+            string serial = Path.Combine(options.OutDir, "runs",
+                $"peer-linux-hints-{(hints ? "on" : "off")}.serial.log");
+            if (!await LinuxGuest.WaitForAsync(serial, LinuxGuest.Ready, TimeSpan.FromMinutes(15), ct))
+            {
+                return $"the Linux guest (hints {(hints ? "on" : "off")}) did not get ready in 15 minutes; " +
+                    $"see {serial}";
+            }
+        }
+
+        output.WriteLine($"bench: both Linux guests booted, filled {fillMiB} MiB and freed it in " +
+            $"{watch.Elapsed.TotalSeconds:F0} s (TCG)");
+        foreach (var vm in booted.Values)
+        {
+            await vm.Qmp.ExecuteAsync("stop", null, ct); // each runs only for its own migration
+        }
+
+        return null;
     }
 
     private static PeerRun Ours(BenchRun run, string work, int channels, int repeat) => new()

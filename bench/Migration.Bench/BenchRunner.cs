@@ -12,6 +12,12 @@ internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IRead
 {
     /// <summary>Whether a part runs: everything by default; with --only the parts named; with --peer only it.</summary>
     public bool Runs(string name) => Only?.Contains(name) ?? Peer is null;
+
+    /// <summary>The parts of <c>--peer</c>, which <c>--only</c> may name.</summary>
+    public static readonly string[] PeerParts = ["peer-random", "peer-idle", "peer-stale"];
+
+    /// <summary>Whether a part of the peer comparison runs: all of them unless --only names some.</summary>
+    public bool RunsPeerPart(string part) => Only?.Any(PeerParts.Contains) != true || Only.Contains(part);
 }
 
 /// <summary>

@@ -2,8 +2,8 @@ using System.CommandLine;
 using Migration.Bench;
 
 // The macro benchmark: hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped), the raw page
-// stream against iperf3 (cleartext and mutual TLS), the soak, and QEMU side by side (--peer qemu), on loopback. Exit codes: 0 every run verified, 1 a
-// run failed, 2 bad usage.
+// stream against iperf3 (cleartext and mutual TLS), the soak, and QEMU side by side (--peer qemu), on loopback.
+// Exit codes: 0 every run verified, 1 a run failed, 2 bad usage.
 var quick = new Option<bool>("--quick")
 {
     Description = "1 GiB guests instead of 8 GiB: a smoke check in a few minutes",
@@ -19,7 +19,8 @@ var repeat = new Option<int?>("--repeat")
 };
 var only = new Option<string[]>("--only")
 {
-    Description = "Run only these scenarios (e.g. idle-8g stale-8g raw scale); default all",
+    Description = "Run only these scenarios (e.g. idle-8g stale-8g raw scale; with --peer: peer-random peer-idle " +
+        "peer-stale); default all",
     AllowMultipleArgumentsPerToken = true,
 };
 var soakMigrations = new Option<int?>("--soak-migrations")
@@ -29,7 +30,9 @@ var soakMigrations = new Option<int?>("--soak-migrations")
 var peer = new Option<string?>("--peer")
 {
     Description = "Run QEMU's migration side by side with ours on the same work (random RAM at 1, 2, 4 channels; " +
-        "an idle guest), interleaved; installs qemu-system-x86 when missing and allowed. Alone it runs only this",
+        "an idle guest; stale memory hinted and not, QEMU on a real Linux guest), interleaved; installs " +
+        "qemu-system-x86 (and Debian's kernel and busybox for the Linux guest) when missing and allowed. Alone it " +
+        "runs only this",
 };
 peer.AcceptOnlyFromAmong("qemu");
 var render = new Option<string?>("--render")
@@ -54,7 +57,8 @@ root.SetAction(async (parse, ct) =>
     int repeats = parse.GetValue(repeat) ?? (isQuick ? 1 : 3);
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
     int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
-    var known = BenchScenario.All(isQuick).Select(x => x.Name).Append("raw").Append("scale").Append("soak").ToList();
+    var known = BenchScenario.All(isQuick).Select(x => x.Name).Append("raw").Append("scale").Append("soak")
+        .Concat(BenchOptions.PeerParts).ToList();
     if (repeats is < 1 or > 50 || soak is < 10 or > 10000
         || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
     {

@@ -17,35 +17,58 @@ internal static class DebianPackage
 
     /// <summary>The program's path, after installing <paramref name="package"/> if it was missing.</summary>
     public static async Task<string?> EnsureAsync(string program, string package, TextWriter output,
+        CancellationToken ct) =>
+        Find(program) ?? (await InstallAsync([package], program, output, ct) ? Find(program) : null);
+
+    /// <summary>
+    /// Installs those of <paramref name="packages"/> whose file (the key: a path, a path whose name has a <c>*</c>
+    /// wildcard, or a program on PATH) is missing;
+    /// true when every file is there afterwards.
+    /// </summary>
+    public static async Task<bool> EnsureFilesAsync(IReadOnlyDictionary<string, string> packages, TextWriter output,
         CancellationToken ct)
     {
-        if (Find(program) is string found)
+        static bool Present(string file) => file switch
         {
-            return found;
-        }
+            _ when file.Contains('*') => Directory.Exists(Path.GetDirectoryName(file))
+                && Directory.EnumerateFiles(Path.GetDirectoryName(file)!, Path.GetFileName(file)).Any(),
+            _ when file.Contains('/') => File.Exists(file),
+            _ => Find(file) is not null,
+        };
 
+        var missing = packages.Where(p => !Present(p.Key)).ToList();
+        return missing.Count == 0
+            || (await InstallAsync([.. missing.Select(p => p.Value).Distinct()],
+                    string.Join(", ", missing.Select(p => p.Key)), output, ct)
+                && packages.Keys.All(Present));
+    }
+
+    private static async Task<bool> InstallAsync(string[] packages, string what, TextWriter output,
+        CancellationToken ct)
+    {
+        string names = string.Join(' ', packages);
         if (!File.Exists("/usr/bin/apt-get"))
         {
-            output.WriteLine($"bench: {program} is missing and this is not a Debian system (apt-get {package})");
-            return null;
+            output.WriteLine($"bench: {what} missing and this is not a Debian system (apt-get install {names})");
+            return false;
         }
 
         bool root = Environment.UserName == "root";
-        output.WriteLine($"bench: {program} is missing; installing the Debian package {package}");
+        output.WriteLine($"bench: {what} missing; installing the Debian package(s) {names}");
         string[][] steps =
         [
             ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", .. packages],
         ];
         foreach (string[] step in steps)
         {
             if (await RunAsync(step, root, output, ct) is false)
             {
-                return null;
+                return false;
             }
         }
 
-        return Find(program);
+        return true;
     }
 
     private static async Task<bool> RunAsync(string[] step, bool root, TextWriter output, CancellationToken ct)

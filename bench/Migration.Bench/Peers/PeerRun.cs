@@ -11,7 +11,7 @@ internal sealed class PeerRun
     /// <summary><see cref="Qemu"/> or <see cref="Ours"/>.</summary>
     public required string Engine { get; init; }
 
-    /// <summary>The work, the same for both engines: "random-2ch", "idle", "idle-hints".</summary>
+    /// <summary>The work, the same for both engines: "random-2ch", "idle", "idle-hints", "stale", "stale-hints".</summary>
     public required string Work { get; init; }
 
     public required int Channels { get; init; }
@@ -34,8 +34,14 @@ internal sealed class PeerRun
 
     public double TargetCpuSeconds { get; set; }
 
-    /// <summary>Ours: the target's verification. QEMU random RAM: the two RAM files compared; null: not checked.</summary>
+    /// <summary>
+    /// Ours: the target's verification. QEMU random RAM: the two RAM files compared. QEMU's Linux guest: its
+    /// heartbeat on the destination's serial port and no kernel crash there. Null: not checked.
+    /// </summary>
     public bool? Verified { get; set; }
+
+    /// <summary>QEMU's Linux guest: the first crash line its kernel printed on the destination, if any.</summary>
+    public string? GuestCrash { get; set; }
 
     /// <summary>1-minute load average just before the run (the machine is shared).</summary>
     public double LoadAverage { get; set; }

@@ -10,6 +10,12 @@ internal sealed class PeerResults
 
     public long RamBytes { get; set; }
 
+    /// <summary>The Linux guest of QEMU's stale-memory rows, or null.</summary>
+    public LinuxGuest? LinuxGuest { get; set; }
+
+    /// <summary>Why QEMU's Linux guest rows could not run, or null.</summary>
+    public string? LinuxUnavailable { get; set; }
+
     public List<PeerRun> Runs { get; set; } = [];
 }
 
@@ -59,7 +65,8 @@ internal sealed record PeerRow(string Engine, string Work, int Runs, int Failed,
         "random-1ch" => 0,
         "random-2ch" => 1,
         "random-4ch" => 2,
-        _ => 3,
+        "idle" or "idle-hints" => 3,
+        _ => 4,
     };
 }
 
@@ -72,6 +79,7 @@ internal sealed record PeerRatio(string Work, double? Throughput, double? Source
         var list = new List<PeerRatio>();
         foreach (var ours in rows.Where(r => r.Engine == PeerRun.Ours))
         {
+            // QEMU's idle VM runs no hinting driver: ours with hints and without both meet its one row.
             string qemuWork = ours.Work.StartsWith("idle", StringComparison.Ordinal) ? "idle" : ours.Work;
             if (rows.FirstOrDefault(r => r.Engine == PeerRun.Qemu && r.Work == qemuWork) is not { } qemu)
             {

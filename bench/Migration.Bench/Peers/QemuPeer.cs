@@ -116,11 +116,54 @@ internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
             await source.Qmp.ExecuteAsync("cont", null, ct);
             await Task.Delay(TimeSpan.FromSeconds(2), ct); // SeaBIOS finds nothing to boot and idles
             await MigrateAsync(source, dest, channels, run, ct);
-            double stop = source.Qmp.Events.LastOrDefault(e => e.Name == "STOP").Timestamp;
-            double resume = dest.Qmp.Events.LastOrDefault(e => e.Name == "RESUME").Timestamp;
-            if (stop > 0 && resume > 0)
+            StopToResume(source, dest, run);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException or TimeoutException)
+        {
+            run.Error = ex.Message;
+        }
+
+        return Report(run);
+    }
+
+    /// <summary>
+    /// Boots <paramref name="guest"/> as a migration source; it fills and frees <paramref name="fillMiB"/> and
+    /// idles. The caller waits for <see cref="LinuxGuest.Ready"/> on <paramref name="serialLog"/>.
+    /// </summary>
+    public Task<QemuVm> BootLinuxAsync(LinuxGuest guest, long ramBytes, bool hints, long fillMiB, string serialLog,
+        string logPath, CancellationToken ct) =>
+        QemuVm.StartAsync(qemu, Size(ramBytes), $"memory-backend-ram,id=m,size={Size(ramBytes)}",
+            guest.QemuArgs(hints, fillMiB, serialLog), workDir, logPath, ct);
+
+    /// <summary>
+    /// Stale free memory on a real Linux guest: resumes the paused <paramref name="source"/> (booted by
+    /// <see cref="BootLinuxAsync"/>), lets it idle, and migrates it over one channel to a fresh preallocated
+    /// destination, where it must go on beating and print no kernel crash. The source ends paused
+    /// (post-migrate), ready for the next repeat.
+    /// </summary>
+    public async Task<PeerRun> StaleLinuxAsync(QemuVm source, LinuxGuest guest, long ramBytes, bool hints,
+        long fillMiB, int repeat, string logStem, CancellationToken ct)
+    {
+        var run = NewRun(hints ? "stale-hints" : "stale", channels: 1, repeat, logStem);
+        string size = Size(ramBytes), serial = logStem + ".dst.serial.log";
+        try
+        {
+            await source.Qmp.ExecuteAsync("cont", null, ct);
+            await Task.Delay(TimeSpan.FromSeconds(5), ct); // the balloon gives back the last run's hints; it idles
+            await using var dest = await QemuVm.StartAsync(qemu, size,
+                $"memory-backend-ram,id=m,size={size},prealloc=on",
+                [.. guest.QemuArgs(hints, fillMiB, serial), "-incoming", "defer"], workDir, logStem + ".qemu-dst.log",
+                ct);
+            await MigrateAsync(source, dest, channels: 1, run, ct);
+            StopToResume(source, dest, run);
+            bool alive = await LinuxGuest.WaitForAsync(serial, LinuxGuest.Alive, TimeSpan.FromSeconds(30), ct);
+            run.GuestCrash = LinuxGuest.FirstCrash(serial);
+            run.Verified = alive && run.GuestCrash is null;
+            if (run.Verified == false)
             {
-                run.StopToResumeMs = (resume - stop) * 1000;
+                run.Error = run.GuestCrash is null
+                    ? "the guest did not run on the destination (no heartbeat in 30 s)"
+                    : $"the guest's kernel crashed on the destination: {run.GuestCrash}";
             }
         }
         catch (Exception ex) when (ex is InvalidOperationException or IOException or TimeoutException)
@@ -129,6 +172,17 @@ internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
         }
 
         return Report(run);
+    }
+
+    /// <summary>The guest-visible gap: the source's last STOP event to the destination's RESUME event.</summary>
+    private static void StopToResume(QemuVm source, QemuVm dest, PeerRun run)
+    {
+        double stop = source.Qmp.Events.LastOrDefault(e => e.Name == "STOP").Timestamp;
+        double resume = dest.Qmp.Events.LastOrDefault(e => e.Name == "RESUME").Timestamp;
+        if (stop > 0 && resume > 0)
+        {
+            run.StopToResumeMs = (resume - stop) * 1000;
+        }
     }
 
     /// <summary>
@@ -223,10 +277,17 @@ internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
                 $"[qemu] {run.Work,-12} #{run.Repeat} total {run.TotalMs,7:F0} ms  downtime {run.DowntimeMs,4:F0} ms" +
                 $"{(run.StopToResumeMs is double g ? $" (stop->resume {g:F0} ms)" : "")}  " +
                 $"{run.BytesOnWire / 1e6,8:F1} MB  {run.GBps:F2} GB/s  cpu {run.SourceCpuSeconds:F1}+" +
-                $"{run.TargetCpuSeconds:F1} s{(run.Verified == true ? "  RAM identical" : "")}")
+                $"{run.TargetCpuSeconds:F1} s{Checked(run)}")
             : $"[qemu] {run.Work,-12} #{run.Repeat} FAILED: {run.Error}");
         return run;
     }
+
+    private static string Checked(PeerRun run) => run.Verified switch
+    {
+        true when run.Work.StartsWith("stale", StringComparison.Ordinal) => "  guest runs on the destination",
+        true => "  RAM identical",
+        _ => string.Empty,
+    };
 
     private async Task<string> VersionAsync(CancellationToken ct)
     {
