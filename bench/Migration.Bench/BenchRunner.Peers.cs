@@ -123,7 +123,8 @@ internal sealed partial class BenchRunner
         {
             if (qemu is not null)
             {
-                peer.LinuxUnavailable = await BootLinuxGuestsAsync(qemu, ram, fillMiB, work, linux, ct);
+                (peer.LinuxGuest, peer.LinuxUnavailable) = await BootLinuxGuestsAsync(qemu, ram, fillMiB, work, linux,
+                    ct);
                 if (peer.LinuxUnavailable is string why)
                 {
                     output.WriteLine($"bench: QEMU's Linux guest rows are n/a: {why}");
@@ -166,42 +167,41 @@ internal sealed partial class BenchRunner
     }
 
     /// <summary>
-    /// Builds the Linux guest and boots it twice (hints off, on) as paused sources; null, or why they cannot run.
+    /// Builds the Linux guest and boots it twice (hints off, on) into <paramref name="booted"/> as paused sources;
+    /// the guest, or null and why they cannot run.
     /// </summary>
-    private async Task<string?> BootLinuxGuestsAsync(QemuPeer qemu, long ram, long fillMiB, string work,
-        Dictionary<bool, QemuVm> booted, CancellationToken ct)
+    private async Task<(LinuxGuest? Guest, string? Reason)> BootLinuxGuestsAsync(QemuPeer qemu, long ram,
+        long fillMiB, string work, Dictionary<bool, QemuVm> booted, CancellationToken ct)
     {
         // Two sources (their filled share plus QEMU), a preallocated destination, and ours' source and target.
-        long needed = (long)(4.5 * ram);
-        if (LinuxGuest.AvailableBytes() < needed)
+        long needed = (long)(4.5 * ram), available = LinuxGuest.AvailableBytes();
+        if (available < needed)
         {
-            return $"the two Linux guests, a destination and ours need {needed >> 30} GiB available, the machine has " +
-                $"{LinuxGuest.AvailableBytes() >> 30} GiB";
+            return (null, $"the two Linux guests, a destination and ours need {needed >> 30} GiB available, the " +
+                $"machine has {available >> 30} GiB");
         }
 
         var (guest, reason) = await LinuxGuest.PrepareAsync(work, output, ct);
         if (guest is null)
         {
-            return reason;
+            return (null, reason);
         }
 
-        _results.Peer!.LinuxGuest = guest;
+        string Stem(bool hints) => Path.Combine(options.OutDir, "runs", $"peer-linux-hints-{(hints ? "on" : "off")}");
+        string Serial(bool hints) => Stem(hints) + ".serial.log";
         var watch = Stopwatch.StartNew();
         foreach (bool hints in new[] { false, true })
         {
-            string stem = Path.Combine(options.OutDir, "runs", $"peer-linux-hints-{(hints ? "on" : "off")}");
-            booted[hints] = await qemu.BootLinuxAsync(guest, ram, hints, fillMiB, stem + ".serial.log",
-                stem + ".qemu.log", ct);
+            booted[hints] = await qemu.BootLinuxAsync(guest, ram, hints, fillMiB, Serial(hints),
+                Stem(hints) + ".qemu.log", ct);
         }
 
         foreach (bool hints in new[] { false, true })
         {
-            string serial = Path.Combine(options.OutDir, "runs",
-                $"peer-linux-hints-{(hints ? "on" : "off")}.serial.log");
-            if (!await LinuxGuest.WaitForAsync(serial, LinuxGuest.Ready, TimeSpan.FromMinutes(15), ct))
+            if (!await LinuxGuest.WaitForAsync(Serial(hints), LinuxGuest.Ready, TimeSpan.FromMinutes(15), ct))
             {
-                return $"the Linux guest (hints {(hints ? "on" : "off")}) did not get ready in 15 minutes; " +
-                    $"see {serial}";
+                return (null, $"the Linux guest (hints {(hints ? "on" : "off")}) did not get ready in 15 minutes; " +
+                    $"see {Serial(hints)}");
             }
         }
 
@@ -212,7 +212,7 @@ internal sealed partial class BenchRunner
             await vm.Qmp.ExecuteAsync("stop", null, ct); // each runs only for its own migration
         }
 
-        return null;
+        return (guest, null);
     }
 
     private static PeerRun Ours(BenchRun run, string work, int channels, int repeat) => new()

@@ -67,6 +67,12 @@ root.SetAction(async (parse, ct) =>
         return 2;
     }
 
+    if (parse.GetValue(peer) is null && names?.FirstOrDefault(BenchOptions.PeerParts.Contains) is string part)
+    {
+        Console.Error.WriteLine($"error: --only {part} is a part of the QEMU comparison: add --peer qemu");
+        return 2;
+    }
+
     var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak,
         parse.GetValue(peer)),
         Console.Out);

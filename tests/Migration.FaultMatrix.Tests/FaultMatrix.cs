@@ -203,14 +203,12 @@ public abstract class FaultMatrix(ITestOutputHelper output)
         }
     }
 
-    /// <summary>A running source guest migrates again and verifies; a surviving target takes the next migration.</summary>
+    /// <summary>
+    /// A running source guest migrates again and verifies; a surviving target, which the caller has waited to settle
+    /// (<see cref="WaitForSettledAsync"/>), takes the next migration.
+    /// </summary>
     private static async Task NextMigrationsAsync(VirtualMachine? vm, bool sourceRuns, TargetProcess? survivor)
     {
-        if (survivor is not null)
-        {
-            await WaitForSettledAsync(survivor, Lease + TimeSpan.FromSeconds(5));
-        }
-
         if (sourceRuns)
         {
             await using var fresh = survivor is null ? await TargetProcess.StartAsync([], StartTimeout) : null;

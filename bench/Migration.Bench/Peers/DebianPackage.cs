@@ -22,8 +22,7 @@ internal static class DebianPackage
 
     /// <summary>
     /// Installs those of <paramref name="packages"/> whose file (the key: a path, a path whose name has a <c>*</c>
-    /// wildcard, or a program on PATH) is missing;
-    /// true when every file is there afterwards.
+    /// wildcard, or a program on PATH) is missing; true when every file is there afterwards.
     /// </summary>
     public static async Task<bool> EnsureFilesAsync(IReadOnlyDictionary<string, string> packages, TextWriter output,
         CancellationToken ct)
