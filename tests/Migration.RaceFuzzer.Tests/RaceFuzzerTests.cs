@@ -33,6 +33,7 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
     [InlineData(FuzzProfile.EagerNoAck)]
     [InlineData(FuzzProfile.EagerWaitOnAck)]
     [InlineData(FuzzProfile.ManualWaitOnAck)]
+    [InlineData(FuzzProfile.Balloon)]
     public void CorrectEngine_SurvivesManySeeds(FuzzProfile profile)
     {
         var sw = Stopwatch.StartNew();

@@ -203,6 +203,65 @@ public sealed class PageBitmap
         return (idx << 6) + BitOperations.TrailingZeroCount(_words[idx]);
     }
 
+    /// <summary>First clear bit at or after <paramref name="fromPfn"/>, or <see cref="PageCount"/>.</summary>
+    public long FindNextClear(long fromPfn)
+    {
+        if (fromPfn >= PageCount)
+        {
+            return PageCount;
+        }
+
+        long wi = fromPfn >> 6;
+        ulong first = ~_words[wi] & (ulong.MaxValue << (int)(fromPfn & 63));
+        if (first != 0)
+        {
+            return Math.Min(PageCount, (wi << 6) + BitOperations.TrailingZeroCount(first));
+        }
+
+        ReadOnlySpan<ulong> rest = _words.AsSpan((int)wi + 1);
+        int k = rest.IndexOfAnyExcept(ulong.MaxValue);
+        if (k < 0)
+        {
+            return PageCount;
+        }
+
+        long idx = wi + 1 + k;
+        return Math.Min(PageCount, (idx << 6) + BitOperations.TrailingZeroCount(~_words[idx]));
+    }
+
+    /// <summary>The runs of set bits, in page order, as (first, count).</summary>
+    public IEnumerable<(long First, long Count)> SetRuns()
+    {
+        for (long p = FindNextSet(0); p >= 0;)
+        {
+            long end = FindNextClear(p);
+            yield return (p, end - p);
+            p = FindNextSet(end);
+        }
+    }
+
+    /// <summary>Sets every bit in [first, first+count); returns how many were clear.</summary>
+    public long SetRange(long firstPfn, long count)
+    {
+        CheckRange(firstPfn, count);
+        long set = 0;
+        long pfn = firstPfn;
+        long end = firstPfn + count;
+        while (pfn < end)
+        {
+            int bit = (int)(pfn & 63);
+            int n = (int)Math.Min(64 - bit, end - pfn);
+            ulong mask = (n == 64 ? ulong.MaxValue : ((1UL << n) - 1)) << bit;
+            ref ulong w = ref _words[pfn >> 6];
+            set += BitOperations.PopCount(~w & mask);
+            w |= mask;
+            pfn += n;
+        }
+
+        Count += set;
+        return set;
+    }
+
     private void CheckPage(long pfn)
     {
         if ((ulong)pfn >= (ulong)PageCount)

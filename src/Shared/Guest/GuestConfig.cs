@@ -1,3 +1,4 @@
+using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Workloads;
 
@@ -25,7 +26,10 @@ public sealed record GuestConfig
     public bool WaitOnAck { get; init; } = true;
 
     /// <summary>Order of the free blocks the balloon driver hints (Linux on x86: 10, 4 MiB).</summary>
-    public int HintBlockOrder { get; init; } = Balloon.BalloonDriver.DefaultBlockOrder;
+    public int HintBlockOrder { get; init; } = BalloonDriver.DefaultBlockOrder;
+
+    /// <summary>The balloon's inflate/deflate features: encoding, deflate-on-OOM, MUST_TELL_HOST, events.</summary>
+    public BalloonOptions Balloon { get; init; } = new();
 
     /// <summary>Manual mode's clear granularity in pages (QEMU: 1 GiB).</summary>
     public long ClearChunkPages { get; init; } = DirtyLog.DefaultClearChunkPages;
@@ -64,5 +68,11 @@ public sealed record GuestConfig
         }
 
         Workload.Validate(RamBytes);
+        if (Balloon is null)
+        {
+            throw new ArgumentException("The balloon options are missing.");
+        }
+
+        Balloon.Validate();
     }
 }

@@ -124,6 +124,20 @@ public sealed unsafe partial class GuestRam : IDisposable
         NativeMemory.Clear(start, length);
     }
 
+    /// <summary>
+    /// Tells the host kernel a discarded range will be used again (a deflated balloon range): it may read ahead or
+    /// back it early. Contents are unchanged (zero after a discard). Best effort: a refusal is not an error.
+    /// </summary>
+    public void WillNeed(long firstPfn, long count)
+    {
+        CheckRange(firstPfn, count);
+        if (_mapped)
+        {
+            _ = Native.madvise((nint)(_base + (firstPfn << PageGeometry.PageShift)),
+                (nuint)(count << PageGeometry.PageShift), Native.MadvWillNeed);
+        }
+    }
+
     public void CheckPage(long pfn)
     {
         if ((ulong)pfn >= (ulong)PageCount)
@@ -166,6 +180,7 @@ public sealed unsafe partial class GuestRam : IDisposable
         public const int MapPrivate = 0x02;
         public const int MapAnonymous = 0x20;
         public const int MapNoReserve = 0x4000;
+        public const int MadvWillNeed = 3;
         public const int MadvDontNeed = 4;
         public const int MadvHugePage = 14;
         public const int MadvPopulateWrite = 23;

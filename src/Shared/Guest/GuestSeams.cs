@@ -26,6 +26,15 @@ internal sealed record GuestSeams
     /// <summary>Whether the balloon driver initialises the blocks it gives back (R12's mutant passes false).</summary>
     public bool BalloonInitialisesOnRelease { get; init; } = true;
 
+    /// <summary>The inflate/deflate ordering rules (R13-R17's mutants remove one each).</summary>
+    public BalloonRules BalloonRules { get; init; } = BalloonRules.Standard;
+
+    /// <summary>
+    /// Whether the inflate/deflate driver runs as a guest thread. Always in production; the fuzzer's hint-only profiles
+    /// leave it out so their schedules stay those their seed bounds were measured with.
+    /// </summary>
+    public bool RunsInflateDriver { get; init; } = true;
+
     /// <summary>Told the page of every guest store once it landed (fuzzer bookkeeping).</summary>
     public Action<long>? StoreObserver { get; init; }
 

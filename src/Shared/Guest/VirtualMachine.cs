@@ -30,7 +30,10 @@ public sealed class VirtualMachine : IDisposable
     private readonly object _gate = new();
     private readonly IGuestThreadHost _threads;
 
-    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads, GuestSeams seams)
+    private readonly bool _runsInflateDriver;
+
+    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads, GuestSeams seams,
+        TimeProvider time)
     {
         Config = config;
         Ram = ram;
@@ -46,7 +49,17 @@ public sealed class VirtualMachine : IDisposable
         };
         BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, config.HintBlockOrder, seams.Scheduling,
             seams.BalloonInitialisesOnRelease);
+        Balloon = new BalloonDevice(ram, NegotiatedBalloonFeatures(config), BalloonDevice.DefaultQueueCapacity,
+            seams.Scheduling, seams.DeviceThreads, seams.BalloonRules);
+        InflateDriver = new BalloonInflateDriver(kernel, Balloon, time, seams.Scheduling, seams.BalloonRules);
+        _runsInflateDriver = seams.RunsInflateDriver;
     }
+
+    /// <summary>The virtio-balloon device's inflate/deflate part (host side): target, actual, held pages.</summary>
+    public BalloonDevice Balloon { get; }
+
+    /// <summary>The guest's inflate/deflate driver; runs on its own guest thread.</summary>
+    public BalloonInflateDriver InflateDriver { get; }
 
     /// <summary>The virtio-balloon device's free-page-hint part (host side).</summary>
     public FreePageHintDevice HintDevice { get; }
@@ -55,7 +68,7 @@ public sealed class VirtualMachine : IDisposable
     public BalloonDriver BalloonDriver { get; }
 
     /// <summary>The devices that take part in a migration of this VM (QEMU's precopy notifier list).</summary>
-    public IReadOnlyList<IPrecopyParticipant> PrecopyParticipants => [HintDevice];
+    public IReadOnlyList<IPrecopyParticipant> PrecopyParticipants => [HintDevice, Balloon];
 
     public GuestConfig Config { get; }
 
@@ -69,11 +82,12 @@ public sealed class VirtualMachine : IDisposable
 
     public IReadOnlyList<Workload> Workloads { get; }
 
-    /// <summary>The guest threads: one per vCPU, then the balloon driver's.</summary>
+    /// <summary>The guest threads: one per vCPU, then the balloon driver's (hinting), then its inflate/deflate one.</summary>
     public IReadOnlyList<GuestThread> GuestThreads =>
     [
         .. Workloads.Select((w, i) => new GuestThread($"vcpu{i}", w.Step)),
         new GuestThread("balloon driver", BalloonDriver.Step),
+        .. _runsInflateDriver ? [new GuestThread("balloon inflate", InflateDriver.Step)] : Array.Empty<GuestThread>(),
     ];
 
     public VmRunState State { get; private set; }
@@ -115,7 +129,7 @@ public sealed class VirtualMachine : IDisposable
             });
             var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
             var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Create(context, i)).ToArray();
-            return new VirtualMachine(config, ram, kernel, workloads, seams);
+            return new VirtualMachine(config, ram, kernel, workloads, seams, time ?? TimeProvider.System);
         }
         catch
         {
@@ -164,10 +178,16 @@ public sealed class VirtualMachine : IDisposable
         var workloads = Enumerable.Range(0, config.Vcpus)
             .Select(i => Workload.Restore(context, i, vcpuStates[i]))
             .ToArray();
-        var vm = new VirtualMachine(config, ram, kernel, workloads, seams);
+        if (balloon is not null)
+        {
+            CheckHeldPages(kernel, balloon.Held);
+        }
+
+        var vm = new VirtualMachine(config, ram, kernel, workloads, seams, time ?? TimeProvider.System);
         if (balloon is not null)
         {
             vm.HintDevice.Restore(balloon.HintStatus, balloon.HintCommandId);
+            vm.Balloon.Restore(balloon.TargetPages, balloon.ActualPages, balloon.Held);
         }
 
         return vm;
@@ -177,7 +197,12 @@ public sealed class VirtualMachine : IDisposable
     public BalloonState SaveDeviceState()
     {
         var (status, id) = HintDevice.SavedState;
-        return new BalloonState(status, id, HintDevice.PoisonVal, HintDevice.FeatureBits);
+        return new BalloonState(status, id, HintDevice.PoisonVal, HintDevice.FeatureBits)
+        {
+            TargetPages = Balloon.TargetPages,
+            ActualPages = Balloon.ActualPages,
+            Held = Balloon.HeldRanges(),
+        };
     }
 
     /// <summary>Starts the guest threads.</summary>
@@ -193,6 +218,7 @@ public sealed class VirtualMachine : IDisposable
             State = VmRunState.Running;
         }
 
+        Balloon.Start();
         _threads.Start(GuestThreads);
     }
 
@@ -258,6 +284,7 @@ public sealed class VirtualMachine : IDisposable
         if (started)
         {
             _threads.Shutdown();
+            Balloon.Stop();
         }
     }
 
@@ -268,7 +295,8 @@ public sealed class VirtualMachine : IDisposable
     }
 
     private static ulong NegotiatedBalloonFeatures(GuestConfig config) =>
-        BalloonFeatureBits.FreePageHint
+        config.Balloon.Features
+        | BalloonFeatureBits.FreePageHint
         | (config.PoisonValue is null ? 0 : BalloonFeatureBits.PagePoison)
         | (config.WaitOnAck ? BalloonFeatureBits.HintWaitOnAck : 0);
 
@@ -285,6 +313,14 @@ public sealed class VirtualMachine : IDisposable
                 $"(features 0x{NegotiatedBalloonFeatures(config):x}, poison 0x{config.PoisonValue ?? 0:x})");
         }
 
+        if (state.TargetPages < 0 || state.TargetPages > config.PageCount || state.ActualPages < 0
+            || state.ActualPages > config.PageCount)
+        {
+            throw new InvalidDataException(
+                $"balloon state has target {state.TargetPages} and actual {state.ActualPages} pages; the guest has " +
+                $"{config.PageCount}");
+        }
+
         if (state.HintStatus != HintStatus.Done)
         {
             throw new InvalidDataException(
@@ -295,6 +331,46 @@ public sealed class VirtualMachine : IDisposable
         {
             throw new InvalidDataException(
                 $"balloon state has command id 0x{state.HintCommandId:x}, below the id range");
+        }
+    }
+
+    /// <summary>
+    /// A held page is discarded on arrival; it must be the balloon's in the guest's own descriptors, or the discard would
+    /// wipe memory the guest owns (a device state that disagrees with the RAM it travelled with).
+    /// </summary>
+    private static void CheckHeldPages(GuestKernel kernel, IReadOnlyList<PageRange> held)
+    {
+        if (held.Count == 0)
+        {
+            return;
+        }
+
+        var balloon = new PageBitmap(kernel.Layout.PageCount);
+        foreach (var (pfn, order) in kernel.BlocksWithOrderOwnedBy(PageOwner.BalloonInflated))
+        {
+            balloon.SetRange(pfn, Math.Min(1L << order, balloon.PageCount - pfn));
+        }
+
+        foreach (var r in held)
+        {
+            if (r.First < 0 || r.Count <= 0 || r.First > balloon.PageCount - r.Count)
+            {
+                throw new InvalidDataException($"balloon held range {r} is outside guest RAM");
+            }
+
+            long owned = r.Count - balloon.CountRange(r.First, r.Count);
+            if (owned != 0)
+            {
+                long first = r.First;
+                while (balloon.Get(first))
+                {
+                    first++;
+                }
+
+                throw new InvalidDataException(
+                    $"balloon state holds {r}, but {owned} of its pages (first: {first}) are the guest's, not the " +
+                    "balloon's: discarding them would lose guest memory");
+            }
         }
     }
 }

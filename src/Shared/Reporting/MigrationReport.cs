@@ -44,6 +44,9 @@ public sealed class MigrationReport
     /// <summary>Free page hinting; null when hints were off.</summary>
     public HintsSection? Hints { get; set; }
 
+    /// <summary>The balloon's inflate/deflate side: target, actual, held pages, what it kept off the wire.</summary>
+    public BalloonSection? Balloon { get; set; }
+
     /// <summary>CPU time and peak RSS of the process that wrote the report, taken as it wrote it.</summary>
     public ProcessStats? Process { get; set; }
 
@@ -126,7 +129,37 @@ public sealed class MigrationReport
         /// <summary>Migration-bitmap bits cleared by free-page hints: page sends the hints saved.</summary>
         public long PagesSkippedByHints { get; set; }
 
+        /// <summary>Migration-bitmap bits cleared because the balloon held the page: discarded, never sent.</summary>
+        public long PagesSkippedAsBallooned { get; set; }
+
         public double ThroughputMBps { get; set; }
+    }
+
+    /// <summary>The balloon device at the end of the migration (inflate and deflate; hints are their own section).</summary>
+    public sealed class BalloonSection
+    {
+        public string Encoding { get; set; } = "";
+
+        public string Features { get; set; } = "";
+
+        public long TargetPages { get; set; }
+
+        public long ActualPages { get; set; }
+
+        /// <summary>Pages the device held at the end: discarded on both sides, sent as ranges in the device state.</summary>
+        public long HeldPages { get; set; }
+
+        public long PagesSkipped { get; set; }
+
+        public long InflatedDuringMigration { get; set; }
+
+        public long DeflatedDuringMigration { get; set; }
+
+        public long GuestEvents { get; set; }
+
+        public long DeviceErrors { get; set; }
+
+        public string? DeviceError { get; set; }
     }
 
     public sealed class HintsSection

@@ -1,6 +1,7 @@
 using System.Text;
 using Google.Protobuf;
 using Migration.Protocol;
+using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Verification;
 
@@ -68,6 +69,9 @@ internal sealed partial class MigrationAttempt
                 HintCmdId = balloon.HintCommandId,
                 PoisonVal = balloon.PoisonVal,
                 Features = balloon.Features,
+                BalloonTargetPages = (ulong)balloon.TargetPages,
+                BalloonActualPages = (ulong)balloon.ActualPages,
+                BalloonHeld = ByteString.CopyFrom(BalloonState.HeldToBytes(balloon.Held)),
             },
             FinalRound = finalRound,
             PagesSent = (ulong)_counters.PagesSent,

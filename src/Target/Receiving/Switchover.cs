@@ -229,8 +229,9 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
 
         try
         {
+            var balloon = BalloonStateOf(request.Device, migration.Config.PageCount);
             var vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(),
-                [.. request.VcpuStates.Select(s => s.ToByteArray())], balloon: BalloonStateOf(request.Device));
+                [.. request.VcpuStates.Select(s => s.ToByteArray())], balloon: balloon);
             reply.PhasesMs["restore"] = Lap(phase);
             return vm;
         }
@@ -288,9 +289,14 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         return (mismatched, first);
     }
 
-    private static BalloonState? BalloonStateOf(DeviceState? device) => device is null
+    private static BalloonState? BalloonStateOf(DeviceState? device, long ramPages) => device is null
         ? null
-        : new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal, device.Features);
+        : new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal, device.Features)
+        {
+            TargetPages = checked((long)Math.Min(device.BalloonTargetPages, long.MaxValue)),
+            ActualPages = checked((long)Math.Min(device.BalloonActualPages, long.MaxValue)),
+            Held = BalloonState.HeldFromBytes(device.BalloonHeld.Span, ramPages),
+        };
 
     private static double Lap(Stopwatch phase)
     {

@@ -57,15 +57,23 @@ public static class FuzzHarness
                 DeviceThreads = NoDeviceThreads.Instance,
                 StoreObserver = _clock.Stored,
                 SyncObserver = _clock.Syncing,
+                RunsInflateDriver = _profile == FuzzProfile.Balloon, // the hint profiles keep their schedules
             };
             guestSeams = _mutant?.Guest(guestSeams) ?? guestSeams;
             guestSeams = guestSeams with { HintDefences = new Recording(guestSeams.HintDefences, _clock) };
 
             var config = GuestConfigFor(_profile);
             using var vm = VirtualMachine.Boot(config, _time, guestSeams);
-            for (int i = 0, warm = _random.Next(200, 3000); i < warm; i++)
+            if (_profile == FuzzProfile.Balloon)
             {
-                vm.Workloads[i % 2].Step(); // before the scheduler runs: no scheduling points are taken
+                WarmBalloon(vm);
+            }
+            else
+            {
+                for (int i = 0, warm = _random.Next(200, 3000); i < warm; i++)
+                {
+                    vm.Workloads[i % 2].Step(); // before the scheduler runs: no scheduling points are taken
+                }
             }
 
             InMemoryTarget? target = null;
@@ -101,6 +109,11 @@ public static class FuzzHarness
             AddHintThread(scheduler, vm, threads);
             AddReplayingGuest(threads, vm);
             AddReclaim(threads, vm);
+            if (_profile == FuzzProfile.Balloon)
+            {
+                AddBalloonHost(scheduler, vm);
+                AddBalloonDevice(scheduler, vm);
+            }
             scheduler.Add("migration", () =>
             {
                 report = engine.MigrateAsync().GetAwaiter().GetResult();
@@ -135,14 +148,22 @@ public static class FuzzHarness
         private GuestConfig GuestConfigFor(FuzzProfile profile)
         {
             bool manual = profile is FuzzProfile.ManualWaitOnAck or FuzzProfile.ManualNoAck;
+            var balloon = profile != FuzzProfile.Balloon ? new BalloonOptions() : new BalloonOptions
+            {
+                Encoding = (BalloonEncoding)_random.Next(3),
+                MustTellHost = _random.Next(2) == 0,
+                Events = _random.Next(2) == 0,
+            };
             return new GuestConfig
             {
+                Balloon = balloon,
                 RamBytes = GuestBytes,
                 Vcpus = 2,
                 PoisonValue = 0xAA,
                 DirtyLogMode = manual ? DirtyLogMode.Manual : DirtyLogMode.Eager,
                 ClearChunkPages = 256,
-                WaitOnAck = profile is FuzzProfile.EagerWaitOnAck or FuzzProfile.ManualWaitOnAck,
+                WaitOnAck = profile is FuzzProfile.EagerWaitOnAck or FuzzProfile.ManualWaitOnAck
+                    or FuzzProfile.Balloon,
                 // Smaller hint blocks than Linux's 4 MiB: a 16 MiB guest then has dozens of them in flight, not three.
                 HintBlockOrder = profile == FuzzProfile.ManualNoAck ? 10 : _random.Next(4, 11),
                 Workload = new WorkloadOptions
@@ -188,6 +209,88 @@ public static class FuzzHarness
                 },
                 ready: () => _done || (vm.HintDevice.Queued > 0 && (scheduler.Steps >= wakesAt
                     || (_host.HintThreadStarvedByGuest && scheduler.Steps - _host.WakeDelay >= _stoppedAt))));
+        }
+
+        /// <summary>
+        /// The balloon profile's warm-up: the guest runs, then the host inflates the balloon to a drawn size (up to a
+        /// quarter of RAM), driver and device taking turns, so most migrations start with a ballooned guest. On some
+        /// seeds without MUST_TELL_HOST the host then lowers the target, the guest queues a deflate the device has not
+        /// used yet and runs on, reusing those pages at once, before dirty logging starts. (With MUST_TELL_HOST an
+        /// out-of-memory vCPU would wait for a device that does not run before the scheduler does.)
+        /// </summary>
+        private void WarmBalloon(VirtualMachine vm)
+        {
+            for (int i = 0, warm = _random.Next(200, 3000); i < warm; i++)
+            {
+                vm.Workloads[i % 2].Step(); // before the scheduler runs: no scheduling points are taken
+            }
+
+            vm.Balloon.SetTargetPages(_random.NextInt64((vm.Ram.PageCount / 4) + 1));
+            for (int i = 0; i < 1000 && vm.Balloon.ActualPages != vm.Balloon.TargetPages; i++)
+            {
+                vm.InflateDriver.Step();
+                vm.Balloon.ProcessOne();
+            }
+
+            if (!vm.InflateDriver.MustTellHost && _random.Next(2) == 0 && vm.Balloon.ActualPages > 0)
+            {
+                vm.Balloon.SetTargetPages(_random.NextInt64(vm.Balloon.ActualPages));
+                vm.InflateDriver.Step();
+                for (int i = 0, more = _random.Next(1, 400); i < more; i++)
+                {
+                    vm.Workloads[i % 2].Step();
+                }
+            }
+        }
+
+        /// <summary>
+        /// The management API: now and then the host sets a new balloon target (up to a quarter of RAM), during
+        /// precopy and the stop alike. A refusal (the guest reported pressure during this migration) is the API's
+        /// answer, not a failure.
+        /// </summary>
+        private void AddBalloonHost(SeededScheduler scheduler, VirtualMachine vm)
+        {
+            double rate = _random.NextDouble() * 0.01;
+            long quarter = vm.Ram.PageCount / 4;
+            scheduler.Add("balloon host", () =>
+            {
+                if (_random.NextDouble() < rate)
+                {
+                    try
+                    {
+                        vm.Balloon.SetTargetPages(_random.NextInt64(quarter + 1));
+                    }
+                    catch (InvalidOperationException)
+                    {
+                    }
+                }
+
+                return !_done;
+            });
+        }
+
+        /// <summary>
+        /// The balloon device's thread: it uses one buffer of a queue it picks (virtqueues are independent, so a
+        /// deflate may be used before an older inflate), and is sometimes descheduled for a long stretch.
+        /// </summary>
+        private void AddBalloonDevice(SeededScheduler scheduler, VirtualMachine vm)
+        {
+            long wakesAt = 0;
+            double descheduleChance = _random.NextDouble() * 0.2;
+            BalloonVq[] queues = [BalloonVq.Inflate, BalloonVq.Deflate, BalloonVq.Events];
+            scheduler.Add(
+                "balloon device",
+                () =>
+                {
+                    vm.Balloon.ProcessOne(queues[_random.Next(queues.Length)]);
+                    if (_random.NextDouble() < descheduleChance)
+                    {
+                        wakesAt = scheduler.Steps + _random.Next(50, 3000);
+                    }
+
+                    return !_done;
+                },
+                ready: () => _done || (vm.Balloon.Queued > 0 && scheduler.Steps >= wakesAt));
         }
 
         /// <summary>

@@ -13,5 +13,6 @@ public sealed record FuzzOutcome(int Seed, FuzzProfile Profile, Mutant? Mutant, 
         $"seed {Seed} ({Profile}, {(Mutant is null ? "correct engine" : "mutant " + Mutant)}): " +
         $"{(Finished ? "finished" : "did not finish")} in {Steps} steps; " +
         (Caught ? string.Join(" | ", Violations) : "no violation") +
-        $"  [replay: FUZZ_SEEDS={Seed} dotnet test tests/Migration.RaceFuzzer.Tests -c Release]";
+        $"  [replay: FUZZ_SEEDS={Seed}{(Mutant is null ? string.Empty : " FUZZ_MUTANT=" + Mutant.Race)} " +
+        "dotnet test tests/Migration.RaceFuzzer.Tests -c Release]";
 }

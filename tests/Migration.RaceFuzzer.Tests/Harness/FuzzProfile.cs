@@ -15,4 +15,11 @@ public enum FuzzProfile
 
     /// <summary>Manual dirty log without wait-on-ack: refused unless --allow-unsafe (race R5).</summary>
     ManualNoAck,
+
+    /// <summary>
+    /// Eager log and wait-on-ack hinting, plus the balloon's inflate/deflate: a drawn encoding, MUST_TELL_HOST or not,
+    /// events or not, a host that moves the target during the migration and a device that serves its queues in any
+    /// order (races R13-R17).
+    /// </summary>
+    Balloon,
 }

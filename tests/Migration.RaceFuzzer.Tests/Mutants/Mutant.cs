@@ -11,7 +11,7 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 /// </summary>
 public abstract class Mutant
 {
-    /// <summary>Every mutant, in catalogue order (R1..R12).</summary>
+    /// <summary>Every mutant, in catalogue order (R1..R17).</summary>
     public static IReadOnlyList<Mutant> All { get; } =
     [
         new R01AcceptStaleIds(),
@@ -26,9 +26,14 @@ public abstract class Mutant
         new R10HonourReplayedStart(),
         new R11OutOfOrderChannels(),
         new R12ReleaseWithoutPoison(),
+        new R13TouchBeforeInflateAck(),
+        new R14DeflateBeforeInflateAck(),
+        new R15SkipDeflatedRange(),
+        new R16SaveWithoutDrain(),
+        new R17SkipBeforeDrain(),
     ];
 
-    /// <summary>The race's id in the catalogue (R1..R12).</summary>
+    /// <summary>The race's id in the catalogue (R1..R17).</summary>
     public abstract string Race { get; }
 
     /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>

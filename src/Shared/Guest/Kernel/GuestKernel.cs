@@ -2,6 +2,19 @@ using Migration.Shared.Concurrency;
 
 namespace Migration.Shared.Guest.Kernel;
 
+/// <summary>How hard an allocation had to work (Linux's vmpressure levels, simplified).</summary>
+public enum MemoryPressure
+{
+    None = 0,
+    Low = 1,
+
+    /// <summary>An allocation needed reclaim (the shrinker gave memory back).</summary>
+    Medium = 2,
+
+    /// <summary>An allocation needed the OOM path, or failed.</summary>
+    Critical = 3,
+}
+
 /// <summary>Boot parameters of the guest kernel.</summary>
 public sealed record KernelBootOptions
 {
@@ -154,14 +167,79 @@ public sealed partial class GuestKernel
     public long TryAllocate(int order, PageOwner owner, bool stamp = false)
     {
         long pfn = TryAllocateOnce(order, owner, stamp);
-        // Memory pressure: let the shrinker (the balloon driver's held blocks) give memory back, then try once more.
-        // The balloon's own allocations never shrink the balloon.
-        if (pfn < 0 && owner != PageOwner.Balloon && Shrinker is { } shrink && shrink(order))
+        // The balloon's own allocations never shrink or deflate the balloon: they fail, and the driver retries later.
+        if (pfn >= 0 || owner is PageOwner.Balloon or PageOwner.BalloonInflated)
         {
+            return pfn;
+        }
+
+        // Memory pressure: let the shrinker (the balloon driver's held hint blocks) give memory back, then try once
+        // more; then the OOM notifier (deflate-on-OOM takes pages back from the balloon).
+        if (Shrinker is { } shrink && shrink(order))
+        {
+            Pressure?.Invoke(MemoryPressure.Medium);
             pfn = TryAllocateOnce(order, owner, stamp);
         }
 
+        while (pfn < 0 && OomNotifier is { } oom && oom(order))
+        {
+            Pressure?.Invoke(MemoryPressure.Critical);
+            pfn = TryAllocateOnce(order, owner, stamp);
+        }
+
+        if (pfn < 0)
+        {
+            Pressure?.Invoke(MemoryPressure.Critical);
+        }
+
         return pfn;
+    }
+
+    /// <summary>
+    /// Called when an allocation still fails after the shrinker, outside the zone lock, with the order wanted; returns
+    /// whether it freed anything, and is called again until it frees nothing or the allocation succeeds (Linux's OOM
+    /// notifier chain, where the balloon's deflate-on-OOM sits).
+    /// </summary>
+    public Func<int, bool>? OomNotifier { get; set; }
+
+    /// <summary>
+    /// Told when an allocation needed reclaim (medium) or the OOM path (critical), outside the zone lock: the in-RAM
+    /// kernel's vmpressure.
+    /// </summary>
+    public Action<MemoryPressure>? Pressure { get; set; }
+
+    /// <summary>
+    /// Splits the allocated block at <paramref name="pfn"/> of <paramref name="order"/> into two allocated halves of
+    /// order - 1 with the same owner (the balloon deflating part of a block). Returns the upper half's head.
+    /// </summary>
+    public long SplitAllocated(long pfn, int order)
+    {
+        CheckOrder(order);
+        if (order == 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(order), order, "An order-0 block cannot be split.");
+        }
+
+        _memory.Ram.CheckPage(pfn);
+        lock (_zoneLock)
+        {
+            using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
+            var d = ReadDescriptor(pfn);
+            if (d.State != PageState.AllocatedHead || d.Order != order)
+            {
+                throw new GuestKernelException(
+                    $"page {pfn}: split as an allocated block of order {order}, but it is {d.State} order {d.Order}.",
+                    pfn);
+            }
+
+            long upper = pfn + (1L << (order - 1));
+            WriteDescriptor(pfn, PageState.AllocatedHead, (byte)(order - 1), d.Flags, d.Owner,
+                PageDescriptor.NoPage, PageDescriptor.NoPage, d.Generation);
+            WriteDescriptor(upper, PageState.AllocatedHead, (byte)(order - 1), d.Flags, d.Owner,
+                PageDescriptor.NoPage, PageDescriptor.NoPage, d.Generation);
+            AddToHeader64(HAllocations, 1);
+            return upper;
+        }
     }
 
     /// <summary>
@@ -307,8 +385,9 @@ public sealed partial class GuestKernel
         {
             // Blocks the balloon driver holds are free memory lent to the device: their content does not matter
             // (the driver initialises them when it gives them back), so migration neither sends nor checks them.
+            // Pages inflated into the balloon are the host's: discarded, zero until deflated, never the guest's data.
             bool free = d.State == PageState.FreeHead
-                || (d.State == PageState.AllocatedHead && d.Owner == PageOwner.Balloon);
+                || (d.State == PageState.AllocatedHead && d.Owner is PageOwner.Balloon or PageOwner.BalloonInflated);
             if (free && pfn + size <= Layout.PageCount)
             {
                 for (long p = pfn; p < pfn + size; p++)
@@ -318,6 +397,20 @@ public sealed partial class GuestKernel
             }
         });
         return map;
+    }
+
+    /// <summary>The allocated blocks recorded with <paramref name="owner"/> as (head, order), in page order.</summary>
+    public List<(long Pfn, int Order)> BlocksWithOrderOwnedBy(PageOwner owner)
+    {
+        var blocks = new List<(long, int)>();
+        WalkBlocks((pfn, d, _) =>
+        {
+            if (d.State == PageState.AllocatedHead && d.Owner == owner)
+            {
+                blocks.Add((pfn, d.Order));
+            }
+        });
+        return blocks;
     }
 
     /// <summary>Head pages of the allocated blocks recorded with <paramref name="owner"/>, in page order.</summary>

@@ -30,7 +30,11 @@ public enum PageOwner : byte
     PageCache = 2,
     Anonymous = 3,
     TaskTable = 4,
+    /// <summary>Free blocks the balloon driver holds while it hints them (free page hinting).</summary>
     Balloon = 5,
+
+    /// <summary>Pages inflated into the balloon: given to the host, discarded there, not the guest's until deflated.</summary>
+    BalloonInflated = 6,
 }
 
 /// <summary>Descriptor flag bits.</summary>

@@ -1,0 +1,65 @@
+using System.Text.Json.Serialization;
+
+namespace Migration.Shared.Balloon;
+
+/// <summary>How inflate and deflate buffers describe pages (one per negotiated feature).</summary>
+public enum BalloonEncoding
+{
+    /// <summary>The spec's arrays of at most 256 le32 page numbers per buffer: what every guest speaks.</summary>
+    PageNumbers,
+
+    /// <summary>Liang Li's bitmap: a 32-byte header (start page, length) and bitmaps of 32 KiB per GiB.</summary>
+    Bitmap,
+
+    /// <summary>Wei Wang's chunks: a le32 count and up to 4090 (le64 base, le64 size) pairs per buffer.</summary>
+    Chunks,
+}
+
+/// <summary>
+/// The balloon features this guest's device and driver agree on (inflate and deflate; hinting has its own settings in
+/// <see cref="Guest.GuestConfig"/>). Part of the guest configuration, so the target's device negotiates the same.
+/// </summary>
+public sealed record BalloonOptions
+{
+    public BalloonEncoding Encoding { get; init; } = BalloonEncoding.PageNumbers;
+
+    /// <summary>VIRTIO_BALLOON_F_DEFLATE_ON_OOM: the guest takes 1 MiB back per failed allocation.</summary>
+    public bool DeflateOnOom { get; init; } = true;
+
+    /// <summary>
+    /// VIRTIO_BALLOON_F_MUST_TELL_HOST: a deflated page is reused only after the device acknowledged it. Off by default,
+    /// as QEMU does not offer it; our driver then reuses deflated pages as soon as it queued the buffer (the spec
+    /// allows it), which the device must survive.
+    /// </summary>
+    public bool MustTellHost { get; init; }
+
+    /// <summary>Our events queue (PRESSURE, PUFF_FAILURE); on by default.</summary>
+    public bool Events { get; init; } = true;
+
+    /// <summary>The feature bits these options negotiate.</summary>
+    [JsonIgnore]
+    public ulong Features =>
+        (DeflateOnOom ? BalloonFeatureBits.DeflateOnOom : 0)
+        | (MustTellHost ? BalloonFeatureBits.MustTellHost : 0)
+        | (Events ? BalloonFeatureBits.EventsQueue : 0)
+        | Encoding switch
+        {
+            BalloonEncoding.Bitmap => BalloonFeatureBits.PageBitmap,
+            BalloonEncoding.Chunks => BalloonFeatureBits.PageChunks,
+            _ => 0UL,
+        };
+
+    public void Validate()
+    {
+        if (!Enum.IsDefined(Encoding))
+        {
+            throw new ArgumentException($"Unknown balloon encoding {(int)Encoding}.");
+        }
+    }
+
+    /// <summary>The encoding <paramref name="features"/> negotiate (chunks win if a rogue state names both).</summary>
+    public static BalloonEncoding EncodingOf(ulong features) =>
+        BalloonFeatureBits.Has(features, BalloonFeatureBits.PageChunks) ? BalloonEncoding.Chunks
+        : BalloonFeatureBits.Has(features, BalloonFeatureBits.PageBitmap) ? BalloonEncoding.Bitmap
+        : BalloonEncoding.PageNumbers;
+}

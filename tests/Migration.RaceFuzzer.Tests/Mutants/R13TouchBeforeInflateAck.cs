@@ -1,0 +1,19 @@
+using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Guest;
+
+namespace Migration.RaceFuzzer.Tests.Mutants;
+
+/// <summary>
+/// R13: the driver takes back the pages of an inflate the device has not used yet (the target fell meanwhile) and the
+/// guest reuses them; the device then discards pages the guest owns. Defence B1: an inflate's pages stay the
+/// balloon's until the device used the buffer.
+/// </summary>
+public sealed class R13TouchBeforeInflateAck : Mutant
+{
+    public override string Race => "R13";
+
+    public override FuzzProfile Profile => FuzzProfile.Balloon;
+
+    internal override GuestSeams Guest(GuestSeams seams) =>
+        seams with { BalloonRules = seams.BalloonRules with { DriverWaitsForInflateAck = false } };
+}

@@ -1,0 +1,19 @@
+using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Guest;
+
+namespace Migration.RaceFuzzer.Tests.Mutants;
+
+/// <summary>
+/// R17: at setup the device clears its held pages from the bitmap before it uses the deflates already queued, so pages
+/// the guest took back (and wrote before dirty logging started) are never sent. Defence B5: use what is queued, then
+/// skip what is held.
+/// </summary>
+public sealed class R17SkipBeforeDrain : Mutant
+{
+    public override string Race => "R17";
+
+    public override FuzzProfile Profile => FuzzProfile.Balloon;
+
+    internal override GuestSeams Guest(GuestSeams seams) =>
+        seams with { BalloonRules = seams.BalloonRules with { DeviceDrainsBeforeSetupSkip = false } };
+}
