@@ -7,5 +7,7 @@ var root = new RootCommand("Live-migration source: hosts a simulated VM and migr
 {
     MigrateCommand.Create(),
     DemoCommand.Create(),
+    RunCommand.Create(),
+    CtlCommand.Create(),
 };
 return await UsageErrors.ParseAndRunAsync(root, args);

@@ -555,21 +555,40 @@ public sealed class BalloonDevice : IPrecopyParticipant
             return;
         }
 
+        // B6: whatever of the request the balloon holds goes back, even when part of it is not held. The guest may
+        // already be reusing every page it names (without MUST_TELL_HOST it need not wait), so dropping the whole
+        // request would leave guest pages marked discarded, and the target would discard them.
+        PageRange? notHeld = null;
         foreach (var r in _scratch)
         {
             if (_held.CountRange(r.First, r.Count) != r.Count)
             {
-                FailLocked($"deflate: pages of {r} are not in the balloon");
-                return;
+                notHeld = r;
+                break;
             }
+        }
+
+        if (notHeld is { } missing && !_rules.DeviceReturnsHeldPartOfDeflate)
+        {
+            FailLocked($"deflate: pages of {missing} are not in the balloon"); // R18's mutant: the request dropped
+            return;
         }
 
         long pages = 0;
         foreach (var r in _scratch)
         {
-            _held.ClearRange(r.First, r.Count);
-            _ram.WillNeed(r.First, r.Count);
-            pages += r.Count;
+            long held = _held.ClearRange(r.First, r.Count);
+            if (held != 0)
+            {
+                _ram.WillNeed(r.First, r.Count);
+                pages += held;
+            }
+        }
+
+        if (notHeld is { } bad)
+        {
+            FailLocked($"deflate: pages of {bad} are not in the balloon" +
+                (pages == 0 ? string.Empty : $"; the {pages} held pages it names are returned"));
         }
 
         _migration.Deflated += pages;

@@ -32,4 +32,10 @@ internal sealed record BalloonRules
     /// first: a page the guest took back and wrote before logging began is never sent).
     /// </summary>
     public bool DeviceDrainsBeforeSetupSkip { get; init; } = true;
+
+    /// <summary>
+    /// B6: a deflate naming some pages the balloon does not hold still returns the ones it does (R18 drops the whole
+    /// request, so pages the guest already reuses stay marked as discarded and the target discards them).
+    /// </summary>
+    public bool DeviceReturnsHeldPartOfDeflate { get; init; } = true;
 }

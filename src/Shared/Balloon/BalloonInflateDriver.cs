@@ -148,7 +148,7 @@ public sealed class BalloonInflateDriver
             return StepResult.Idle;
         }
 
-        return diff > 0 ? Inflate(diff) : Deflate(-diff, oom: false) ? StepResult.Progress : StepResult.Idle;
+        return diff > 0 ? Inflate(diff) : Deflate(-diff, oom: false) > 0 ? StepResult.Progress : StepResult.Idle;
     }
 
     /// <summary>The request in flight, if any: done once the device used it. Null when none is in flight.</summary>
@@ -281,19 +281,19 @@ public sealed class BalloonInflateDriver
         }
     }
 
-    /// <summary>Queues one deflate of up to <paramref name="wanted"/> pages; false when nothing can go.</summary>
-    private bool Deflate(long wanted, bool oom)
+    /// <summary>Queues one deflate of up to <paramref name="wanted"/> pages; returns how many went (0: none could).</summary>
+    private long Deflate(long wanted, bool oom)
     {
         if (_device.FreeSlots(BalloonVq.Deflate) == 0)
         {
-            return false;
+            return 0;
         }
 
         long cap = Encoding == BalloonEncoding.PageNumbers ? BalloonWire.MaxPageNumbers : MaxPagesPerRequest;
         var blocks = TakeNewest(Math.Min(wanted, cap));
         if (blocks.Count == 0)
         {
-            return false;
+            return 0;
         }
 
         long pages = blocks.Sum(b => b.Pages);
@@ -303,7 +303,7 @@ public sealed class BalloonInflateDriver
         if (seq < 0)
         {
             Return(blocks);
-            return false;
+            return 0;
         }
 
         if (MustTellHost)
@@ -319,12 +319,12 @@ public sealed class BalloonInflateDriver
                 _inFlight = new Request(Inflate: false, blocks, pages, seq);
             }
 
-            return true;
+            return pages;
         }
 
         FreeBlocks(blocks); // without MUST_TELL_HOST the pages are the guest's once the buffer is queued
         AfterDeflate(pages);
-        return true;
+        return pages;
     }
 
     private void AfterDeflate(long pages)
@@ -339,7 +339,8 @@ public sealed class BalloonInflateDriver
 
     /// <summary>
     /// Takes up to <paramref name="pages"/> pages of the newest acknowledged blocks, splitting the last one so exactly
-    /// that many go (the rest stays in the balloon).
+    /// that many go (the rest stays in the balloon), and no more than one buffer of the encoding carries (chunk count,
+    /// bitmap span).
     /// </summary>
     private List<Block> TakeNewest(long pages)
     {
@@ -347,9 +348,21 @@ public sealed class BalloonInflateDriver
         using (_scheduling.Lock(_gate))
         {
             long left = pages;
+            long lo = long.MaxValue;
+            long hi = long.MinValue;
             while (left > 0 && _inflated.Count > 0)
             {
                 var b = _inflated[^1];
+                long newLo = Math.Min(lo, b.Pfn);
+                long newHi = Math.Max(hi, b.End);
+                if (taken.Count > 0
+                    && !BalloonWire.Fits(Encoding, pages - left + Math.Min(b.Pages, left), taken.Count + 1,
+                        newHi - (newLo & ~63L)))
+                {
+                    break;
+                }
+
+                (lo, hi) = (newLo, newHi);
                 if (b.Pages <= left)
                 {
                     _inflated.RemoveAt(_inflated.Count - 1);
@@ -390,8 +403,8 @@ public sealed class BalloonInflateDriver
     /// </summary>
     private bool OnOom(int order)
     {
-        long pages = Math.Max(OomDeflatePages, 1L << order);
-        if (!Deflate(pages, oom: true))
+        long pages = Deflate(Math.Max(OomDeflatePages, 1L << order), oom: true);
+        if (pages == 0)
         {
             return false;
         }

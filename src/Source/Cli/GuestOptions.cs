@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Migration.Shared.Balloon;
 using Migration.Shared.Cli;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
@@ -11,6 +12,7 @@ internal sealed class GuestOptions
 {
     private static readonly GuestConfig Guest = new();
     private static readonly WorkloadOptions Load = new();
+    private static readonly BalloonOptions Balloon = new();
 
     public Option<ByteSize> Ram { get; } = CliOptions.Size("--ram", "Guest RAM (e.g. 1GiB, 512MiB)", Guest.RamBytes);
 
@@ -56,10 +58,23 @@ internal sealed class GuestOptions
     public Option<double> IdleRate { get; } = CliOptions.Number("--idle-dirty-pages", "idle: pages written per second",
         Load.IdleDirtyPagesPerSecond, 0, 1e9);
 
+    public Option<BalloonEncoding> BalloonEncoding { get; } = CliOptions.Choice("--balloon-encoding",
+        "Inflate/deflate buffers: the spec's page numbers, Liang Li's bitmap or Wei Wang's chunks", Balloon.Encoding);
+
+    public Option<OnOff> DeflateOnOom { get; } = CliOptions.Switch("--deflate-on-oom",
+        "Balloon feature DEFLATE_ON_OOM: the guest takes 1 MiB back per failed allocation", Balloon.DeflateOnOom);
+
+    public Option<OnOff> MustTellHost { get; } = CliOptions.Switch("--must-tell-host",
+        "Balloon feature MUST_TELL_HOST: deflated pages are reused only after the device acknowledged them",
+        Balloon.MustTellHost);
+
+    public Option<OnOff> BalloonEvents { get; } = CliOptions.Switch("--balloon-events",
+        "Balloon events queue (ours): the guest reports memory pressure and failed inflates", Balloon.Events);
+
     public IEnumerable<Option> All =>
     [
         Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot,
-        MemhogShare, PageCache, IdleRate,
+        MemhogShare, PageCache, IdleRate, BalloonEncoding, DeflateOnOom, MustTellHost, BalloonEvents,
     ];
 
     /// <summary>
@@ -75,6 +90,13 @@ internal sealed class GuestOptions
             DirtyLogMode = parse.GetValue(DirtyLog),
             WaitOnAck = parse.GetValue(WaitOnAck) == OnOff.On,
             PoisonValue = parse.GetValue(Poison),
+            Balloon = Balloon with
+            {
+                Encoding = parse.GetValue(BalloonEncoding),
+                DeflateOnOom = parse.GetValue(DeflateOnOom) == OnOff.On,
+                MustTellHost = parse.GetValue(MustTellHost) == OnOff.On,
+                Events = parse.GetValue(BalloonEvents) == OnOff.On,
+            },
             Workload = Load with
             {
                 Kind = parse.GetValue(Workload),

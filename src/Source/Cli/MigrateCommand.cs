@@ -63,13 +63,16 @@ internal static class MigrateCommand
         {
             Description = "The client certificate's key (PEM)",
         };
+        var balloon = CliOptions.Size("--balloon",
+            "Inflate the balloon to this size before migrating (e.g. 512MiB); its pages are neither scanned nor sent",
+            0);
         var logLevel = CliOptions.Choice("--log-level", "Engine log messages on stderr (phases, convergence decisions)",
             LogLevel.Warning);
 
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
             target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, resumeFirst,
-            allowUnsafe, report, logLevel, completeTimeout, handoverWindow, stallTimeout, tokenFile, tlsCa,
+            allowUnsafe, report, balloon, logLevel, completeTimeout, handoverWindow, stallTimeout, tokenFile, tlsCa,
             tlsClientCert, tlsClientKey,
         };
         foreach (var option in guest.All)
@@ -81,9 +84,11 @@ internal static class MigrateCommand
         {
             Precopy.MigrationOptions options;
             Shared.Guest.GuestConfig config;
+            long balloonPages;
             try
             {
                 config = guest.Bind(parse);
+                balloonPages = BalloonInflation.PagesFor(parse.GetValue(balloon).Bytes, config);
                 if (!Uri.TryCreate(parse.GetValue(target), UriKind.Absolute, out var uri))
                 {
                     throw new ArgumentException($"--target '{parse.GetValue(target)}' is not a URL.");
@@ -121,7 +126,7 @@ internal static class MigrateCommand
 
             using var logging = ConsoleLogging.Create(parse.GetValue(logLevel));
             var result = await MigrationRunner.RunAsync(config, options, TimeSpan.FromSeconds(parse.GetValue(warmup)),
-                Console.Out, logging, ShutdownSignals.Token).ConfigureAwait(false);
+                Console.Out, logging, ShutdownSignals.Token, balloonPages).ConfigureAwait(false);
             MigrationRunner.PrintSummary(result, Console.Out);
             if (parse.GetValue(report) is string path)
             {

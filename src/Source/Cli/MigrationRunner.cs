@@ -22,8 +22,9 @@ internal static class MigrationRunner
     /// </summary>
     public static readonly TimeSpan DefaultWarmup = TimeSpan.FromSeconds(1);
 
+    /// <param name="balloonPages">Inflate the balloon to this many pages once the guest is warm (0: leave it).</param>
     public static async Task<MigrationReport> RunAsync(GuestConfig guest, MigrationOptions options, TimeSpan warmup,
-        TextWriter output, ILoggerFactory logging, CancellationToken ct)
+        TextWriter output, ILoggerFactory logging, CancellationToken ct, long balloonPages = 0)
     {
         ArgumentNullException.ThrowIfNull(guest);
         ArgumentNullException.ThrowIfNull(options);
@@ -59,6 +60,11 @@ internal static class MigrationRunner
         }
 
         await verifyWarmup.ConfigureAwait(false);
+        if (balloonPages > 0)
+        {
+            await BalloonInflation.RunAsync(vm, balloonPages, output, ct).ConfigureAwait(false);
+        }
+
         output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s " +
             $"({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
         var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole(),
@@ -126,6 +132,12 @@ internal static class MigrationRunner
                     $"{h.BlocksDroppedStale:N0} dropped as stale, {h.DeviceErrors} device errors" +
                     $"{(h.DeviceError is null ? string.Empty : " (" + h.DeviceError + ")")}; " +
                     $"wait-on-ack {(h.WaitOnAck ? "on" : "off")}"),
+            ("balloon", r.Balloon is not { } b || (b.HeldPages == 0 && b.InflatedDuringMigration == 0)
+                ? "empty"
+                : $"{b.HeldPages:N0} pages held ({b.Encoding}), {r.Transfer.PagesSkippedAsBallooned:N0} skipped; " +
+                    $"{b.InflatedDuringMigration:N0} inflated, {b.DeflatedDuringMigration:N0} deflated during it; " +
+                    $"{b.GuestEvents} guest events, {b.DeviceErrors} device errors" +
+                    $"{(b.DeviceError is null ? string.Empty : " (" + b.DeviceError + ")")}"),
             ("verification", $"{r.Verification.PagesCompared:N0} pages compared, " +
                 $"{r.Verification.MismatchedPages:N0} mismatched; self-check {r.Verification.GuestSelfCheck}"),
         };

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Migration.Management;
 using Migration.Shared.Hosting;
 using Migration.Target.Diagnostics;
 using Migration.Target.Receiving;
@@ -61,10 +62,12 @@ internal static class TargetServer
         });
         builder.Services.AddGrpcHealthChecks();
         builder.Services.AddSingleton<IServiceMethodProvider<MigrationService>, MigrationServiceMethods>();
+        builder.Services.AddSingleton<IManagementHost, TargetManagementHost>();
 
         var app = builder.Build();
         // now, not at the first call: --prealloc before listening
         _ = app.Services.GetRequiredService<IncomingMigrations>();
+        _ = app.Services.GetRequiredService<IManagementHost>(); // watches for resumed guests from the start
         SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
         MessageWarmup.Run();
         if (options.TlsClientCaPath is string clientCa)
@@ -78,6 +81,7 @@ internal static class TargetServer
         }
 
         app.MapGrpcService<MigrationService>();
+        app.MapGrpcService<ManagementService>();
         var pages = app.Services.GetRequiredService<PageStreamEndpoint>();
         app.MapPost(PageStreamEndpoint.Path, pages.HandleAsync);
         app.MapGrpcHealthChecksService();

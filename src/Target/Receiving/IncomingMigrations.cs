@@ -45,6 +45,7 @@ internal sealed class IncomingMigrations : IDisposable
     private IncomingMigration? _current;
     private GuestRam? _preallocated;
     private VirtualMachine? _resumed;
+    private VirtualMachine? _serving; // the resumed guest while it runs: what the management API may touch
     private Provisional? _provisional;
     private string? _lastError;
 
@@ -85,6 +86,24 @@ internal sealed class IncomingMigrations : IDisposable
             {
                 return _state;
             }
+        }
+    }
+
+    /// <summary>Raised once a verified guest was resumed here (the management API publishes its events).</summary>
+    public event Action<VirtualMachine>? GuestResumed;
+
+    /// <summary>
+    /// Runs <paramref name="use"/> on the guest resumed here while it runs (null when there is none, with why); the
+    /// guest is neither stopped nor freed meanwhile.
+    /// </summary>
+    public T WithServedGuest<T>(Func<VirtualMachine?, string, T> use)
+    {
+        ArgumentNullException.ThrowIfNull(use);
+        lock (_lock)
+        {
+            return use(_serving, _serving is not null ? string.Empty
+                : _resumed is not null ? "the received guest is being stopped and checked"
+                : $"no guest has been received (target {_state.ToWire()})");
         }
     }
 
@@ -348,7 +367,13 @@ internal sealed class IncomingMigrations : IDisposable
             Remember(migration, vm is null ? MigrationOutcome.Discarded : MigrationOutcome.Resumed, reply.Error);
             _current = null;
             _resumed = vm;
+            _serving = vm;
             _lastError = vm is null ? reply.Error : null;
+        }
+
+        if (vm is not null)
+        {
+            GuestResumed?.Invoke(vm);
         }
     }
 
@@ -496,6 +521,7 @@ internal sealed class IncomingMigrations : IDisposable
             _current = null;
             _preallocated?.Dispose();
             _preallocated = null;
+            _serving = null;
             _resumed?.Dispose();
             _resumed = null;
             _provisional?.Pending.Vm.Dispose();
@@ -577,6 +603,11 @@ internal sealed class IncomingMigrations : IDisposable
         }
 
         await Task.Delay(TimeSpan.FromSeconds(seconds)).ConfigureAwait(false);
+        lock (_lock)
+        {
+            _serving = ReferenceEquals(_serving, vm) ? null : _serving; // the API lets go before the guest stops
+        }
+
         var check = RunAfterCheck.Run(vm, migration.Id, seconds, _log);
         _reports.Queue(() => TargetReport.Of(migration.Id,
             check.Ok ? TargetOutcome.Resumed : TargetOutcome.FailedAfterResume, reply, check.Ok ? null : check.Text,

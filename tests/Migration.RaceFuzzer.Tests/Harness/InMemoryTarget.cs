@@ -141,7 +141,9 @@ internal sealed class InMemoryTarget : IMigrationTransport
         catch (InvalidDataException ex)
         {
             ram.Dispose();
-            Violations.Add($"the target refused the device state: {ex.Message}");
+            var errors = _source.Balloon.Stats;
+            Violations.Add($"the target refused the device state: {ex.Message} (source balloon device: " +
+                $"{errors.DeviceErrors} errors{(errors.LastError is null ? string.Empty : ", last: " + errors.LastError)})");
             return;
         }
 

@@ -11,7 +11,7 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 /// </summary>
 public abstract class Mutant
 {
-    /// <summary>Every mutant, in catalogue order (R1..R17).</summary>
+    /// <summary>Every mutant, in catalogue order (R1..R18).</summary>
     public static IReadOnlyList<Mutant> All { get; } =
     [
         new R01AcceptStaleIds(),
@@ -31,9 +31,10 @@ public abstract class Mutant
         new R15SkipDeflatedRange(),
         new R16SaveWithoutDrain(),
         new R17SkipBeforeDrain(),
+        new R18DropPartlyHeldDeflate(),
     ];
 
-    /// <summary>The race's id in the catalogue (R1..R17).</summary>
+    /// <summary>The race's id in the catalogue (R1..R18).</summary>
     public abstract string Race { get; }
 
     /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>

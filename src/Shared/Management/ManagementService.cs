@@ -1,0 +1,124 @@
+using Grpc.Core;
+using Migration.Shared.Guest;
+
+namespace Migration.Management;
+
+/// <summary>
+/// The management API (proto/management.proto) over whichever guest <see cref="IManagementHost"/> runs now. Every
+/// refusal is a status code with a sentence: INVALID_ARGUMENT for a value out of range, FAILED_PRECONDITION when the
+/// VM's state does not allow the call.
+/// </summary>
+public sealed class ManagementService(IManagementHost host) : Management.ManagementBase
+{
+    public override Task<VmInfo> QueryVm(QueryVmRequest request, ServerCallContext context) =>
+        Task.FromResult(host.WithVm((vm, why) => vm is null
+            ? new VmInfo { Role = host.Role, State = "none", Detail = why }
+            : new VmInfo
+            {
+                Role = host.Role,
+                State = vm.State.ToString().ToLowerInvariant(),
+                RamBytes = (ulong)vm.Ram.SizeBytes,
+                Vcpus = (uint)vm.Config.Vcpus,
+                Workload = vm.Config.Workload.Kind.ToString().ToLowerInvariant(),
+                FreePages = (ulong)Math.Max(0, vm.Kernel.FreePages),
+            }));
+
+    public override Task<BalloonInfo> SetBalloon(SetBalloonRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return Task.FromResult(Running(vm => SetBalloon(vm, request)));
+    }
+
+    public override Task<BalloonInfo> QueryBalloon(QueryBalloonRequest request, ServerCallContext context) =>
+        Task.FromResult(Running(InfoOf));
+
+    private static BalloonInfo SetBalloon(VirtualMachine vm, SetBalloonRequest request)
+    {
+        long ramPages = vm.Ram.PageCount;
+        long logicalPages = (long)Math.Min(request.LogicalSizeBytes >> PageGeometry.PageShift, (ulong)long.MaxValue);
+        if (request.LogicalSizeBytes > (ulong)vm.Ram.SizeBytes)
+        {
+            throw Invalid($"logical_size_bytes {request.LogicalSizeBytes} is larger than the guest's RAM " +
+                $"({vm.Ram.SizeBytes} bytes)");
+        }
+
+        if (logicalPages < 1)
+        {
+            throw Invalid($"logical_size_bytes {request.LogicalSizeBytes} leaves the guest less than one page");
+        }
+
+        try
+        {
+            vm.Balloon.SetTargetPages(ramPages - logicalPages);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, ex.Message));
+        }
+
+        return InfoOf(vm);
+    }
+
+    public override async Task WatchEvents(WatchEventsRequest request, IServerStreamWriter<VmEvent> responseStream,
+        ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(responseStream);
+        ArgumentNullException.ThrowIfNull(context);
+        var (reader, lease) = host.Events.Watch();
+        using (lease)
+        {
+            try
+            {
+                await foreach (var e in reader.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
+                {
+                    await responseStream.WriteAsync(e, context.CancellationToken).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+            {
+                // the client went away
+            }
+        }
+    }
+
+    public override Task<MigrationInfo> StartMigration(StartMigrationRequest request, ServerCallContext context) =>
+        Task.FromResult(host.StartMigration(request));
+
+    public override Task<MigrationInfo> QueryMigration(QueryMigrationRequest request, ServerCallContext context) =>
+        Task.FromResult(host.QueryMigration());
+
+    public override Task<MigrationInfo> CancelMigration(CancelMigrationRequest request, ServerCallContext context) =>
+        Task.FromResult(host.CancelMigration());
+
+    /// <summary>The balloon's state as <c>query-balloon</c> shows it.</summary>
+    public static BalloonInfo InfoOf(VirtualMachine vm)
+    {
+        ArgumentNullException.ThrowIfNull(vm);
+        var s = vm.Balloon.Stats;
+        return new BalloonInfo
+        {
+            LogicalSizeBytes = (ulong)(vm.Ram.SizeBytes - (s.ActualPages << PageGeometry.PageShift)),
+            RamBytes = (ulong)vm.Ram.SizeBytes,
+            TargetPages = (ulong)s.TargetPages,
+            ActualPages = (ulong)s.ActualPages,
+            HeldPages = (ulong)s.HeldPages,
+            Encoding = vm.Balloon.Encoding.ToString().ToLowerInvariant(),
+            Features = $"0x{vm.Balloon.Features:x}",
+            InflateRequests = (ulong)s.InflateRequests,
+            DeflateRequests = (ulong)s.DeflateRequests,
+            PagesInflated = (ulong)s.PagesInflated,
+            PagesDeflated = (ulong)s.PagesDeflated,
+            GuestEvents = (ulong)s.GuestEvents,
+            DeviceErrors = (ulong)s.DeviceErrors,
+            LastError = s.LastError ?? string.Empty,
+            PuffFailures = (ulong)vm.InflateDriver.PuffFailures,
+            OomDeflatedPages = (ulong)vm.InflateDriver.OomDeflatedPages,
+        };
+    }
+
+    private T Running<T>(Func<VirtualMachine, T> use) => host.WithVm((vm, why) => vm is null
+        ? throw new RpcException(new Status(StatusCode.FailedPrecondition, $"no guest runs here: {why}"))
+        : use(vm));
+
+    private static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
+}

@@ -1,0 +1,180 @@
+using System.CommandLine;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Migration.Management;
+using Migration.Shared.Cli;
+using ManagementClient = Migration.Management.Management.ManagementClient;
+
+namespace Migration.Source.Cli;
+
+/// <summary>
+/// <c>ctl</c>: the management API's client, one subcommand per call (QMP's commands in spirit). Answers print as JSON;
+/// a refused call prints its status code and reason and exits 1.
+/// </summary>
+internal static class CtlCommand
+{
+    private static readonly JsonFormatter Json = new(JsonFormatter.Settings.Default.WithFormatDefaultValues(true));
+
+    public static Command Create()
+    {
+        var api = new Option<string>("--api")
+        {
+            Description = "Management API of a running VM (`run`, or a target running a guest)",
+            DefaultValueFactory = _ => RunCommand.DefaultListen,
+            Recursive = true,
+        };
+        var command = new Command("ctl", "Drive a running VM through its management API.") { api };
+
+        var queryVm = new Command("query-vm", "What runs there: role, state, geometry.");
+        queryVm.SetAction((parse, _) => Call(parse, api, async c => Print(await c.QueryVmAsync(new QueryVmRequest()))));
+
+        var size = new Argument<ByteSize>("SIZE")
+        {
+            Description = "The balloon's size (e.g. 512MiB; 0 deflates it): what the guest gives back to the host",
+            CustomParser = r => ParseSize(r),
+        };
+        var balloon = new Command("balloon", "Set the balloon's target size.") { size };
+        balloon.SetAction((parse, _) => Call(parse, api, async c =>
+        {
+            var now = await c.QueryBalloonAsync(new QueryBalloonRequest());
+            ulong bytes = (ulong)parse.GetValue(size).Bytes;
+            if (bytes >= now.RamBytes)
+            {
+                throw new ArgumentException($"SIZE {bytes} bytes: the balloon must be smaller than the guest's RAM " +
+                    $"({now.RamBytes} bytes).");
+            }
+
+            Print(await c.SetBalloonAsync(new SetBalloonRequest { LogicalSizeBytes = now.RamBytes - bytes }));
+        }));
+
+        var queryBalloon = new Command("query-balloon", "The balloon as the device sees it.");
+        queryBalloon.SetAction((parse, _) =>
+            Call(parse, api, async c => Print(await c.QueryBalloonAsync(new QueryBalloonRequest()))));
+
+        var count = CliOptions.WholeNumber("--count", "Stop after this many events (0: until interrupted)", 0, 0,
+            int.MaxValue);
+        var events = new Command("events", "Print events as they happen, one JSON object per line.") { count };
+        events.SetAction((parse, _) => Call(parse, api, async c =>
+        {
+            int wanted = parse.GetValue(count);
+            using var call = c.WatchEvents(new WatchEventsRequest(), cancellationToken: ShutdownSignals.Token);
+            int seen = 0;
+            try
+            {
+                await foreach (var e in call.ResponseStream.ReadAllAsync(ShutdownSignals.Token))
+                {
+                    Console.WriteLine(JsonFormatter.Default.Format(e));
+                    if (++seen == wanted)
+                    {
+                        return;
+                    }
+                }
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Cancelled && ShutdownSignals.Token
+                .IsCancellationRequested)
+            {
+                // interrupted
+            }
+        }));
+
+        var target = new Option<string>("--target") { Description = "Target URL", Required = true };
+        var hints = new Option<OnOff?>("--hints") { Description = "Free page hinting: on | off (default on)" };
+        var wait = new Option<bool>("--wait")
+        {
+            Description = "Wait for the migration to end; exit 1 unless it completed",
+        };
+        var migrate = new Command("migrate", "Migrate the running VM to a target.") { target, hints, wait };
+        migrate.SetAction((parse, _) => Call(parse, api, async c =>
+        {
+            var request = new StartMigrationRequest { Target = parse.GetValue(target) };
+            if (parse.GetValue(hints) is { } h)
+            {
+                request.Hints = h == OnOff.On;
+            }
+
+            var info = await c.StartMigrationAsync(request);
+            if (!parse.GetValue(wait))
+            {
+                Print(info);
+                return 0;
+            }
+
+            while (info.Status == "active")
+            {
+                await Task.Delay(200, ShutdownSignals.Token);
+                info = await c.QueryMigrationAsync(new QueryMigrationRequest());
+            }
+
+            info.ReportJson = string.Empty; // `query-migrate` prints it in full
+            Print(info);
+            return info.Status == "completed" ? 0 : 1;
+        }));
+
+        var queryMigrate = new Command("query-migrate", "The running or last migration, with its report once ended.");
+        queryMigrate.SetAction((parse, _) =>
+            Call(parse, api, async c => Print(await c.QueryMigrationAsync(new QueryMigrationRequest()))));
+
+        var cancel = new Command("migrate-cancel", "Cancel the running migration; the guest keeps running.");
+        cancel.SetAction((parse, _) =>
+            Call(parse, api, async c => Print(await c.CancelMigrationAsync(new CancelMigrationRequest()))));
+
+        foreach (var sub in new[] { queryVm, balloon, queryBalloon, events, migrate, queryMigrate, cancel })
+        {
+            command.Subcommands.Add(sub);
+        }
+
+        return command;
+    }
+
+    private static ByteSize ParseSize(System.CommandLine.Parsing.ArgumentResult result)
+    {
+        string text = result.Tokens.Count == 1 ? result.Tokens[0].Value : string.Empty;
+        try
+        {
+            return new ByteSize(Shared.Units.ParseBytes(text));
+        }
+        catch (Exception ex) when (ex is FormatException or OverflowException)
+        {
+            result.AddError($"SIZE: {ex.Message}");
+            return default;
+        }
+    }
+
+    private static void Print(IMessage message) => Console.WriteLine(Json.Format(message));
+
+    private static Task<int> Call(ParseResult parse, Option<string> api, Func<ManagementClient, Task> call) =>
+        Call(parse, api, async c =>
+        {
+            await call(c).ConfigureAwait(false);
+            return 0;
+        });
+
+    private static async Task<int> Call(ParseResult parse, Option<string> api,
+        Func<ManagementClient, Task<int>> call)
+    {
+        if (!Uri.TryCreate(parse.GetValue(api), UriKind.Absolute, out var address))
+        {
+            return UsageErrors.Report($"--api '{parse.GetValue(api)}' is not a URL.");
+        }
+
+        using var channel = GrpcChannel.ForAddress(address);
+        try
+        {
+            return await call(new ManagementClient(channel)).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            return UsageErrors.Report(ex.Message);
+        }
+        catch (RpcException ex)
+        {
+            await Console.Error.WriteLineAsync($"error: {ex.StatusCode}: {ex.Status.Detail}").ConfigureAwait(false);
+            return CommandLine.Failed;
+        }
+        catch (OperationCanceledException)
+        {
+            return CommandLine.Failed;
+        }
+    }
+}
