@@ -36,6 +36,12 @@ internal sealed class BenchResults
     /// <summary>Back-to-back migrations into one long-lived target.</summary>
     public List<SoakRun> Soak { get; set; } = [];
 
+    /// <summary>The balloon scenario's inflate and deflate timings, one per encoding and repeat.</summary>
+    public List<BalloonTiming> BalloonTimings { get; set; } = [];
+
+    /// <summary>The balloon scenario's migrations: the guest ballooned and not.</summary>
+    public List<BenchRun> BalloonMigrations { get; set; } = [];
+
     /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
     public Peers.PeerResults? Peer { get; set; }
 

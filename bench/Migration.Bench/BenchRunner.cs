@@ -73,6 +73,11 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
             await RunScaleAsync(ct);
         }
 
+        if (options.Runs("balloon"))
+        {
+            await RunBalloonAsync(ct);
+        }
+
         if (options.Peer is not null)
         {
             await RunPeersAsync(ct);
@@ -111,7 +116,7 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         results.Summary = summary;
         await File.WriteAllTextAsync(Path.Combine(dir, "results.json"),
             JsonSerializer.Serialize(results, MigrationReport.JsonOptions), ct);
-        string md = BenchMarkdown.Write(results, summary, scenarios);
+        string md = BenchMarkdown.Write(results, summary, scenarios) + BalloonMarkdown(results);
         await File.WriteAllTextAsync(Path.Combine(dir, "results.md"), md, ct);
         var charts = BenchCharts.Write(results, scenarios, dir);
         output.WriteLine();

@@ -19,8 +19,8 @@ var repeat = new Option<int?>("--repeat")
 };
 var only = new Option<string[]>("--only")
 {
-    Description = "Run only these scenarios (e.g. idle-8g stale-8g raw scale; with --peer: peer-random peer-idle " +
-        "peer-stale); default all",
+    Description = "Run only these scenarios (e.g. idle-8g stale-8g raw scale balloon; with --peer: peer-random " +
+        "peer-idle peer-stale); default all",
     AllowMultipleArgumentsPerToken = true,
 };
 var soakMigrations = new Option<int?>("--soak-migrations")
@@ -57,8 +57,8 @@ root.SetAction(async (parse, ct) =>
     int repeats = parse.GetValue(repeat) ?? (isQuick ? 1 : 3);
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
     int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
-    var known = BenchScenario.All(isQuick).Select(x => x.Name).Append("raw").Append("scale").Append("soak")
-        .Concat(BenchOptions.PeerParts).ToList();
+    var known = BenchScenario.All(isQuick).Select(x => x.Name)
+        .Concat(["raw", "scale", "soak", "balloon"]).Concat(BenchOptions.PeerParts).ToList();
     if (repeats is < 1 or > 50 || soak is < 10 or > 10000
         || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
     {
