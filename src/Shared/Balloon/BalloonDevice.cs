@@ -41,6 +41,7 @@ public sealed class BalloonDevice : IPrecopyParticipant
     private long _usedUpTo = -1;
     private int _queuedCount;
     private MigrationBitmap? _bitmap;
+    private bool _skipping; // this migration skips held pages (off: sent as zero pages, as QEMU does)
     private PageBitmap? _setupSnapshot;
     private bool _pressureDuringMigration;
     private IDisposable? _thread;
@@ -360,7 +361,8 @@ public sealed class BalloonDevice : IPrecopyParticipant
 
     /// <summary>
     /// Joins every migration (the balloon's pages are the device's, whatever the capabilities): uses what is queued,
-    /// then clears the held pages from the bitmap, once (B3, B5).
+    /// then clears the held pages from the bitmap, once (B3, B5), unless the migration sends them as zero pages
+    /// (<see cref="MigrationCapabilities.SkipBallooned"/> off).
     /// </summary>
     public bool Setup(PrecopySetup setup)
     {
@@ -373,10 +375,12 @@ public sealed class BalloonDevice : IPrecopyParticipant
             }
 
             _bitmap = setup.Bitmap;
+            _skipping = setup.Capabilities.SkipBallooned;
             _migration = default;
             _pressureDuringMigration = false;
-            _migration.PagesSkipped = ClearHeldFromBitmapLocked(_held);
-            _setupSnapshot = _rules.DeviceSkipsBalloonOnce ? null : Copy(_held);
+            _migration.Skipping = _skipping;
+            _migration.PagesSkipped = _skipping ? ClearHeldFromBitmapLocked(_held) : 0;
+            _setupSnapshot = _rules.DeviceSkipsBalloonOnce || !_skipping ? null : Copy(_held);
             if (!_rules.DeviceDrainsBeforeSetupSkip)
             {
                 DrainLocked();
@@ -438,6 +442,7 @@ public sealed class BalloonDevice : IPrecopyParticipant
         report.Balloon = new MigrationReport.BalloonSection
         {
             Encoding = Encoding.ToString(),
+            SkipsBallooned = m.Skipping,
             Features = $"0x{Features:x}",
             TargetPages = stats.TargetPages,
             ActualPages = stats.ActualPages,
@@ -536,7 +541,7 @@ public sealed class BalloonDevice : IPrecopyParticipant
             _held.SetRange(r.First, r.Count);
             _ram.Discard(r.First, r.Count); // one madvise per merged range
             pages += r.Count;
-            if (_bitmap is not null)
+            if (_bitmap is not null && _skipping)
             {
                 _migration.PagesSkipped += ClearFromBitmap(_bitmap, r.First, r.Count);
             }
@@ -708,6 +713,7 @@ public sealed class BalloonDevice : IPrecopyParticipant
 
     private struct MigrationCounters
     {
+        public bool Skipping;
         public long PagesSkipped;
         public long Inflated;
         public long Deflated;

@@ -8,6 +8,12 @@ public sealed record MigrationCapabilities
 {
     /// <summary>Free page hinting: the balloon device may clear hinted free pages from the bitmap.</summary>
     public bool FreePageHinting { get; init; }
+
+    /// <summary>
+    /// The balloon device may clear the pages it holds (discarded: they read as zero) from the bitmap, so they are
+    /// neither scanned nor sent. Off sends them as zero pages, as QEMU does (the comparison `bench` makes).
+    /// </summary>
+    public bool SkipBallooned { get; init; } = true;
 }
 
 /// <summary>

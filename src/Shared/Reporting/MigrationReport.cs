@@ -138,6 +138,9 @@ public sealed class MigrationReport
     /// <summary>The balloon device at the end of the migration (inflate and deflate; hints are their own section).</summary>
     public sealed class BalloonSection
     {
+        /// <summary>Whether this migration skipped the balloon's pages (off: sent as zero pages, as QEMU does).</summary>
+        public bool SkipsBallooned { get; set; }
+
         public string Encoding { get; set; } = "";
 
         public string Features { get; set; } = "";

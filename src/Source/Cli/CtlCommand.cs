@@ -80,17 +80,29 @@ internal static class CtlCommand
 
         var target = new Option<string>("--target") { Description = "Target URL", Required = true };
         var hints = new Option<OnOff?>("--hints") { Description = "Free page hinting: on | off (default on)" };
+        var skipBallooned = new Option<OnOff?>("--skip-ballooned")
+        {
+            Description = "Neither scan nor send ballooned pages: on | off (default on; off sends zero pages)",
+        };
         var wait = new Option<bool>("--wait")
         {
             Description = "Wait for the migration to end; exit 1 unless it completed",
         };
-        var migrate = new Command("migrate", "Migrate the running VM to a target.") { target, hints, wait };
+        var migrate = new Command("migrate", "Migrate the running VM to a target.")
+        {
+            target, hints, skipBallooned, wait,
+        };
         migrate.SetAction((parse, _) => Call(parse, api, async c =>
         {
             var request = new StartMigrationRequest { Target = parse.GetValue(target) };
             if (parse.GetValue(hints) is { } h)
             {
                 request.Hints = h == OnOff.On;
+            }
+
+            if (parse.GetValue(skipBallooned) is { } skip)
+            {
+                request.SkipBallooned = skip == OnOff.On;
             }
 
             var info = await c.StartMigrationAsync(request);
@@ -169,7 +181,10 @@ internal static class CtlCommand
         }
         catch (RpcException ex)
         {
-            await Console.Error.WriteLineAsync($"error: {ex.StatusCode}: {ex.Status.Detail}").ConfigureAwait(false);
+            string what = ex.StatusCode == StatusCode.Unavailable
+                ? $"no management API answers at {address} ({ex.Status.Detail})"
+                : $"{ex.StatusCode}: {ex.Status.Detail}";
+            await Console.Error.WriteLineAsync($"error: {what}").ConfigureAwait(false);
             return CommandLine.Failed;
         }
         catch (OperationCanceledException)

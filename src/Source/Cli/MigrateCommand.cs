@@ -34,6 +34,9 @@ internal static class MigrateCommand
         var timeout = CliOptions.Number("--timeout-seconds", "Fail if precopy takes longer",
             Defaults.Timeout.TotalSeconds, 1e-3, 86400 * 7);
         var hints = CliOptions.Switch("--hints", "Free page hinting", Defaults.Hints);
+        var skipBallooned = CliOptions.Switch("--skip-ballooned",
+            "Neither scan nor send ballooned pages (off: send them as zero pages, as QEMU does)",
+            Defaults.SkipBallooned);
         var resumeFirst = CliOptions.Switch("--resume-first",
             "Resume on the target before comparing page digests (outputs held until they match)", Defaults.ResumeFirst);
         var allowUnsafe = new Option<bool>("--allow-unsafe")
@@ -71,7 +74,8 @@ internal static class MigrateCommand
 
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
-            target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, resumeFirst,
+            target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, skipBallooned,
+            resumeFirst,
             allowUnsafe, report, balloon, logLevel, completeTimeout, handoverWindow, stallTimeout, tokenFile, tlsCa,
             tlsClientCert, tlsClientKey,
         };
@@ -104,6 +108,7 @@ internal static class MigrateCommand
                     MaxRounds = parse.GetValue(maxRounds),
                     Timeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
                     Hints = parse.GetValue(hints) == OnOff.On,
+                    SkipBallooned = parse.GetValue(skipBallooned) == OnOff.On,
                     ResumeFirst = parse.GetValue(resumeFirst) == OnOff.On,
                     AllowUnsafe = parse.GetValue(allowUnsafe),
                     CompleteTimeout = TimeSpan.FromSeconds(parse.GetValue(completeTimeout)),

@@ -36,7 +36,11 @@ internal sealed partial class MigrationAttempt
             timer.Next("rehearsal");
         }
         _bitmap.SetAll();
-        var setup = new PrecopySetup(_bitmap, new MigrationCapabilities { FreePageHinting = _options.Hints });
+        var setup = new PrecopySetup(_bitmap, new MigrationCapabilities
+        {
+            FreePageHinting = _options.Hints,
+            SkipBallooned = _options.SkipBallooned,
+        });
         _seams.BeforeLoggingEnabled?.Invoke(setup, _participants);
         _vm.DirtyLog.Enable();
         foreach (var participant in _participants)

@@ -93,6 +93,12 @@ public sealed record MigrationOptions
     public bool Hints { get; init; } = true;
 
     /// <summary>
+    /// Ballooned pages are neither scanned nor sent (the device knows they are discarded). Off: sent as zero pages,
+    /// as QEMU does; for comparisons. On by default.
+    /// </summary>
+    public bool SkipBallooned { get; init; } = true;
+
+    /// <summary>
     /// Permit manual dirty-log mode with hints but without wait-on-ack, which can lose a write (race R5). For
     /// demonstrations, and for the race fuzzer, which shows that the write is lost.
     /// </summary>

@@ -224,6 +224,27 @@ public sealed class BalloonDeviceTests
         Assert.Equal("Chunks", report.Balloon.Encoding);
     }
 
+    [Fact]
+    public void WithoutSkipping_HeldPagesStayInTheBitmap_AndAreSentAsZeroPages()
+    {
+        using var guest = new TestGuest(32L << 20);
+        var device = new BalloonDevice(guest.Ram, Chunked);
+        device.Kick(BalloonVq.Inflate, Encode(device, BalloonVq.Inflate, new PageRange(1000, 500)));
+        var bitmap = new MigrationBitmap(guest.Log);
+        bitmap.SetAll();
+        guest.Log.Enable();
+        Assert.True(device.Setup(new PrecopySetup(bitmap, new MigrationCapabilities { SkipBallooned = false })));
+        device.Kick(BalloonVq.Inflate, Encode(device, BalloonVq.Inflate, new PageRange(3000, 100)));
+        device.ProcessOne();
+
+        Assert.Equal(guest.Ram.PageCount, bitmap.Remaining);
+        Assert.True(IsZero(guest, 1000, 500));
+        var report = new MigrationReport();
+        device.Report(report);
+        Assert.Equal((0L, false, 600L), (report.Transfer.PagesSkippedAsBallooned, report.Balloon!.SkipsBallooned,
+            report.Balloon.HeldPages));
+    }
+
     private static byte[] Encode(BalloonDevice device, BalloonVq queue, params PageRange[] ranges) =>
         BalloonWire.Encode(device.Encoding, ranges, queue);
 
