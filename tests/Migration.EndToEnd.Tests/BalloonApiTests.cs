@@ -92,6 +92,39 @@ public sealed class BalloonApiTests
     }
 
     [Fact]
+    public async Task CancelThroughTheApi_StopsTheMigration_AndTheGuestRunsOnForTheNext()
+    {
+        await using var target = await TargetProcess.StartAsync([], Limit);
+        await using var source = ChildProgram.Source(
+        [
+            "run", "--listen", "http://127.0.0.1:0", "--ram", "64MiB", "--vcpus", "1", "--workload", "memhog",
+            "--memhog-share", "0.9",
+        ]);
+        await source.WaitForLineAsync("management API listening on", Limit);
+        using var channel = GrpcChannel.ForAddress(ApiAddress(source));
+        var api = new ManagementClient(channel);
+        await Task.Delay(2000); // memhog fills 90% and frees it: without hints its stale data goes as data
+
+        // 58 MiB at 8 MB/s: round 0 alone takes seven seconds, so the cancel lands inside it
+        await api.StartMigrationAsync(new StartMigrationRequest
+        {
+            Target = target.Address.ToString(),
+            Hints = false,
+            MaxBandwidthBytesPerSecond = 8_000_000,
+        });
+        await target.WaitForStateAsync(Limit, "receiving");
+        Assert.Equal("active", (await api.CancelMigrationAsync(new CancelMigrationRequest())).Status);
+        var cancelled = await WaitForMigrationAsync(api);
+        Assert.Equal("cancelled", cancelled.Status);
+        Assert.Equal("running", (await api.QueryVmAsync(new QueryVmRequest())).State);
+        Assert.Equal("failed", await target.WaitForStateAsync(Limit, "failed"));
+
+        var next = await api.StartMigrationAsync(new StartMigrationRequest { Target = target.Address.ToString() });
+        Assert.Equal("active", next.Status);
+        Assert.Equal("completed", (await WaitForMigrationAsync(api)).Status);
+    }
+
+    [Fact]
     public async Task Migrate_WithBalloon_NeitherScansNorSendsTheBalloon()
     {
         await using var target = await TargetProcess.StartAsync([], Limit);
