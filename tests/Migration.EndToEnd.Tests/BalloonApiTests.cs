@@ -149,6 +149,12 @@ public sealed class BalloonApiTests
             File.Delete(report);
         }
 
+        await using (var open = ChildProgram.Source(["run", "--listen", "http://0.0.0.0:0", "--ram", "64MiB"]))
+        {
+            Assert.Equal(2, await open.WaitForExitAsync(Limit)); // no authentication of its own: loopback only
+            Assert.True(open.Printed("loopback only"), string.Join('\n', open.Output));
+        }
+
         await AssertBadUsageAsync(["--balloon", "64MiB"], "smaller than the guest's RAM");
         await AssertBadUsageAsync(["--balloon-encoding", "zip"], "--balloon-encoding must be one of");
     }

@@ -1,9 +1,11 @@
 using System.CommandLine;
 using Google.Protobuf;
 using Grpc.Core;
-using Grpc.Net.Client;
+using Grpc.Core.Interceptors;
 using Migration.Management;
 using Migration.Shared.Cli;
+using Migration.Shared.Protocol;
+using Migration.Source.Transport;
 using ManagementClient = Migration.Management.Management.ManagementClient;
 
 namespace Migration.Source.Cli;
@@ -24,7 +26,13 @@ internal static class CtlCommand
             DefaultValueFactory = _ => RunCommand.DefaultListen,
             Recursive = true,
         };
+        var security = new SecurityOptions("management API", recursive: true);
+        Security = security;
         var command = new Command("ctl", "Drive a running VM through its management API.") { api };
+        foreach (var option in security.All)
+        {
+            command.Options.Add(option);
+        }
 
         var queryVm = new Command("query-vm", "What runs there: role, state, geometry.");
         queryVm.SetAction((parse, _) => Call(parse, api, async c => Print(await c.QueryVmAsync(new QueryVmRequest()))));
@@ -153,6 +161,9 @@ internal static class CtlCommand
         }
     }
 
+    /// <summary>The flags the calls authenticate with (a target behind a token or mutual TLS).</summary>
+    private static SecurityOptions Security { get; set; } = null!;
+
     private static void Print(IMessage message) => Console.WriteLine(Json.Format(message));
 
     private static Task<int> Call(ParseResult parse, Option<string> api, Func<ManagementClient, Task> call) =>
@@ -170,10 +181,27 @@ internal static class CtlCommand
             return UsageErrors.Report($"--api '{parse.GetValue(api)}' is not a URL.");
         }
 
-        using var channel = GrpcChannel.ForAddress(address);
+        TransportSecurity security;
         try
         {
-            return await call(new ManagementClient(channel)).ConfigureAwait(false);
+            security = Security.Bind(parse);
+        }
+        catch (ArgumentException ex)
+        {
+            return UsageErrors.Report(ex.Message);
+        }
+
+        using var channel = PageChannel.CreateGrpcChannel(address, security);
+        var invoker = security.Token is string token
+            ? channel.Intercept(headers =>
+            {
+                headers.Add(WireNames.AuthorizationHeader, "Bearer " + token);
+                return headers;
+            })
+            : channel.CreateCallInvoker();
+        try
+        {
+            return await call(new ManagementClient(invoker)).ConfigureAwait(false);
         }
         catch (ArgumentException ex)
         {

@@ -2,7 +2,6 @@ using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
 using Migration.Source.Precopy;
-using Migration.Source.Transport;
 
 namespace Migration.Source.Cli;
 
@@ -53,19 +52,7 @@ internal static class MigrateCommand
         var stallTimeout = CliOptions.Number("--stall-timeout",
             "Seconds without progress after which a connection counts as stalled", Defaults.StallTimeout.TotalSeconds,
             0.01, 86400);
-        var tokenFile = new Option<string?>("--token-file")
-        {
-            Description = "Send this shared token (the file's content) to the target",
-        };
-        var tlsCa = new Option<string?>("--tls-ca") { Description = "CA (PEM) the target's certificate must chain to" };
-        var tlsClientCert = new Option<string?>("--tls-client-cert")
-        {
-            Description = "Client certificate (PEM) for mutual TLS",
-        };
-        var tlsClientKey = new Option<string?>("--tls-client-key")
-        {
-            Description = "The client certificate's key (PEM)",
-        };
+        var security = new SecurityOptions("target");
         var balloon = CliOptions.Size("--balloon",
             "Inflate the balloon to this size before migrating (e.g. 512MiB); its pages are neither scanned nor sent",
             0);
@@ -76,10 +63,9 @@ internal static class MigrateCommand
         {
             target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, skipBallooned,
             resumeFirst,
-            allowUnsafe, report, balloon, logLevel, completeTimeout, handoverWindow, stallTimeout, tokenFile, tlsCa,
-            tlsClientCert, tlsClientKey,
+            allowUnsafe, report, balloon, logLevel, completeTimeout, handoverWindow, stallTimeout,
         };
-        foreach (var option in guest.All)
+        foreach (var option in guest.All.Concat(security.All))
         {
             command.Options.Add(option);
         }
@@ -114,7 +100,7 @@ internal static class MigrateCommand
                     CompleteTimeout = TimeSpan.FromSeconds(parse.GetValue(completeTimeout)),
                     HandoverWindow = TimeSpan.FromSeconds(parse.GetValue(handoverWindow)),
                     StallTimeout = TimeSpan.FromSeconds(parse.GetValue(stallTimeout)),
-                    Security = Security(parse, tokenFile, tlsCa, tlsClientCert, tlsClientKey),
+                    Security = security.Bind(parse),
                 };
                 options.Validate();
                 options.ValidateFor(config);
@@ -150,24 +136,5 @@ internal static class MigrateCommand
             return CommandLine.ExitCodeOf(result);
         });
         return command;
-    }
-
-    private static TransportSecurity Security(ParseResult parse, Option<string?> tokenFile, Option<string?> ca,
-        Option<string?> clientCert, Option<string?> clientKey)
-    {
-        string? cert = parse.GetValue(clientCert);
-        string? key = parse.GetValue(clientKey);
-        if ((cert is null) != (key is null))
-        {
-            throw new ArgumentException("--tls-client-cert and --tls-client-key go together.");
-        }
-
-        return new TransportSecurity
-        {
-            Token = parse.GetValue(tokenFile) is string file ? CliFiles.ReadToken(file, "--token-file") : null,
-            CaPath = parse.GetValue(ca) is string caPath ? CliFiles.Readable(caPath, "--tls-ca") : null,
-            ClientCertificatePath = cert is null ? null : CliFiles.Readable(cert, "--tls-client-cert"),
-            ClientKeyPath = key is null ? null : CliFiles.Readable(key, "--tls-client-key"),
-        };
     }
 }

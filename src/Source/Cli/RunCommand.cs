@@ -27,12 +27,13 @@ internal static class RunCommand
         var balloon = CliOptions.Size("--balloon", "Inflate the balloon to this size once the guest runs (e.g. 512MiB)",
             0);
         var logLevel = CliOptions.Choice("--log-level", "Engine log messages on stderr", LogLevel.Warning);
+        var security = new SecurityOptions("target");
         var command = new Command("run",
             "Boot a guest and keep it running, serving the management API until interrupted.")
         {
             listen, balloon, logLevel,
         };
-        foreach (var option in guest.All)
+        foreach (var option in guest.All.Concat(security.All))
         {
             command.Options.Add(option);
         }
@@ -41,6 +42,7 @@ internal static class RunCommand
         {
             GuestConfig config;
             long balloonPages;
+            MigrationOptions migrations;
             try
             {
                 config = guest.Bind(parse);
@@ -49,19 +51,31 @@ internal static class RunCommand
                 {
                     throw new ArgumentException($"--listen '{parse.GetValue(listen)}' is not an http:// URL.");
                 }
+
+                if (!IsLoopback(uri))
+                {
+                    throw new ArgumentException($"--listen {uri}: the management API has no authentication of its " +
+                        "own yet, so it listens on loopback only (127.0.0.1, [::1] or localhost).");
+                }
+
+                migrations = MigrationOptions.Defaults with { Security = security.Bind(parse) };
             }
             catch (ArgumentException ex)
             {
                 return UsageErrors.Report(ex.Message);
             }
 
-            return await RunAsync(config, parse.GetValue(listen)!, balloonPages, parse.GetValue(logLevel))
+            return await RunAsync(config, parse.GetValue(listen)!, balloonPages, migrations, parse.GetValue(logLevel))
                 .ConfigureAwait(false);
         });
         return command;
     }
 
-    private static async Task<int> RunAsync(GuestConfig config, string listen, long balloonPages, LogLevel level)
+    private static bool IsLoopback(Uri uri) => uri.IsLoopback
+        || (System.Net.IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip));
+
+    private static async Task<int> RunAsync(GuestConfig config, string listen, long balloonPages,
+        MigrationOptions migrations, LogLevel level)
     {
         var ct = ShutdownSignals.Token;
         using var logging = ConsoleLogging.Create(level);
@@ -70,7 +84,7 @@ internal static class RunCommand
         var vm = VirtualMachine.Boot(config);
         vm.Start();
         SwitchoverWarmup.Run();
-        using var host = new SourceHost(vm, MigrationOptions.Defaults, logging, Console.Out);
+        using var host = new SourceHost(vm, migrations, logging, Console.Out);
         Microsoft.AspNetCore.Builder.WebApplication app;
         Uri address;
         try
