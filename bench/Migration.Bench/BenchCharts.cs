@@ -142,78 +142,50 @@ internal static class BenchCharts
     {
         var multi = new Multiplot();
         multi.AddPlots(2);
-        var timing = multi.GetPlot(0);
-        var encodings = results.BalloonTimings.Select(t => t.Encoding).Distinct().ToList();
-        var bars = new List<Bar>();
-        var ticks = new List<Tick>();
-        for (int i = 0; i < encodings.Count; i++)
-        {
-            var runs = results.BalloonTimings.Where(t => t.Encoding == encodings[i]).ToList();
-            foreach (var (value, offset, color) in new[]
-            {
-                (Peers.Spread.Of(runs.Select(t => t.InflateMs))!.Median, 0, On),
-                (Peers.Spread.Of(runs.Select(t => t.DeflateMs))!.Median, 1, Off),
-            })
-            {
-                bars.Add(new Bar
-                {
-                    Position = (i * 3) + offset,
-                    Value = value,
-                    ValueBase = 0,
-                    FillColor = color,
-                    Label = $"{value:F0}",
-                });
-            }
-
-            ticks.Add(new Tick((i * 3) + 0.5, encodings[i]));
-        }
-
-        timing.Add.Bars(bars);
-        timing.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
-        timing.Axes.Bottom.MajorTickStyle.Length = 0;
-        timing.Axes.Margins(bottom: 0);
         var first = results.BalloonTimings[0];
-        timing.Title($"Balloon: {first.Pages * 4096 >> 20:N0} MiB of a {first.RamBytes >> 30} GiB guest in and out " +
-            "(median)");
-        timing.YLabel("ms");
-        timing.Legend.ManualItems.Add(new LegendItem { LabelText = "inflate", FillColor = On });
-        timing.Legend.ManualItems.Add(new LegendItem { LabelText = "deflate", FillColor = Off });
-        timing.Legend.Alignment = Alignment.UpperRight;
-        timing.ShowLegend();
-
-        var migration = multi.GetPlot(1);
-        var groups = results.BalloonMigrations.Where(r => r.Ok).GroupBy(r => r.Scenario).ToList();
-        var mbars = new List<Bar>();
-        var mticks = new List<Tick>();
-        for (int i = 0; i < groups.Count; i++)
-        {
-            var reports = groups[i].Select(r => r.Source!).ToList();
-            double ms = Peers.Spread.Of(reports.Select(r => r.Timing.TotalMs))!.Median;
-            double mb = Peers.Spread.Of(reports.Select(r => r.Transfer.BytesOnWire / 1e6))!.Median;
-            mbars.Add(new Bar { Position = i * 3, Value = ms, ValueBase = 0, FillColor = On, Label = $"{ms:F0} ms" });
-            mbars.Add(new Bar
-            {
-                Position = (i * 3) + 1,
-                Value = mb,
-                ValueBase = 0,
-                FillColor = Off,
-                Label = $"{mb:F0} MB",
-            });
-            mticks.Add(new Tick((i * 3) + 0.5, groups[i].Key));
-        }
-
-        migration.Add.Bars(mbars);
-        migration.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. mticks]);
-        migration.Axes.Bottom.MajorTickStyle.Length = 0;
-        migration.Axes.Margins(bottom: 0);
-        migration.Title("Migration, hints off: total time and bytes on the wire (median)");
-        migration.Legend.ManualItems.Add(new LegendItem { LabelText = "total ms", FillColor = On });
-        migration.Legend.ManualItems.Add(new LegendItem { LabelText = "MB on the wire", FillColor = Off });
-        migration.Legend.Alignment = Alignment.UpperRight;
-        migration.ShowLegend();
+        var timings = results.BalloonTimings.GroupBy(t => t.Encoding)
+            .Select(g => (g.Key, Peers.Spread.Of(g.Select(t => t.InflateMs))!.Median,
+                Peers.Spread.Of(g.Select(t => t.DeflateMs))!.Median))
+            .Select(x => (x.Key, x.Item2, $"{x.Item2:F0}", x.Item3, $"{x.Item3:F0}"))
+            .ToList();
+        PairedBars(multi.GetPlot(0), timings, "inflate", "deflate",
+            $"Balloon: {first.Pages * 4096 >> 20:N0} MiB of a {first.RamBytes >> 30} GiB guest in and out (median)");
+        multi.GetPlot(0).YLabel("ms");
+        var migrations = results.BalloonMigrations.Where(r => r.Ok).GroupBy(r => r.Scenario)
+            .Select(g => (g.Key, Peers.Spread.Of(g.Select(r => r.Source!.Timing.TotalMs))!.Median,
+                Peers.Spread.Of(g.Select(r => r.Source!.Transfer.BytesOnWire / 1e6))!.Median))
+            .Select(x => (x.Key, x.Item2, $"{x.Item2:F0} ms", x.Item3, $"{x.Item3:F0} MB"))
+            .ToList();
+        PairedBars(multi.GetPlot(1), migrations, "total ms", "MB on the wire",
+            "Migration, hints off: total time and bytes on the wire (median)");
         const string File = "balloon.png";
         multi.SavePng(Path.Combine(dir, File), 900, 800);
         return File;
+    }
+
+    /// <summary>Two bars per group (blue, grey), labelled, with the group's name under them.</summary>
+    private static void PairedBars(Plot plot, List<(string Group, double A, string ALabel, double B,
+        string BLabel)> groups, string aName, string bName, string title)
+    {
+        var bars = new List<Bar>();
+        var ticks = new List<Tick>();
+        for (int i = 0; i < groups.Count; i++)
+        {
+            var g = groups[i];
+            bars.Add(new Bar { Position = i * 3, Value = g.A, ValueBase = 0, FillColor = On, Label = g.ALabel });
+            bars.Add(new Bar { Position = (i * 3) + 1, Value = g.B, ValueBase = 0, FillColor = Off, Label = g.BLabel });
+            ticks.Add(new Tick((i * 3) + 0.5, g.Group));
+        }
+
+        plot.Add.Bars(bars);
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
+        plot.Axes.Bottom.MajorTickStyle.Length = 0;
+        plot.Axes.Margins(bottom: 0);
+        plot.Title(title);
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = aName, FillColor = On });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = bName, FillColor = Off });
+        plot.Legend.Alignment = Alignment.UpperRight;
+        plot.ShowLegend();
     }
 
     /// <summary>The page stream beside QEMU's: median GB/s by channels (bars show min to max), iperf3 as a line.</summary>

@@ -102,21 +102,7 @@ public sealed class PageBitmap
     /// <summary>Clears every bit in [first, first+count); returns how many were set.</summary>
     public long ClearRange(long firstPfn, long count)
     {
-        CheckRange(firstPfn, count);
-        long cleared = 0;
-        long pfn = firstPfn;
-        long end = firstPfn + count;
-        while (pfn < end)
-        {
-            int bit = (int)(pfn & 63);
-            int n = (int)Math.Min(64 - bit, end - pfn);
-            ulong mask = (n == 64 ? ulong.MaxValue : ((1UL << n) - 1)) << bit;
-            ref ulong w = ref _words[pfn >> 6];
-            cleared += BitOperations.PopCount(w & mask);
-            w &= ~mask;
-            pfn += n;
-        }
-
+        long cleared = ChangeRange(firstPfn, count, set: false);
         Count -= cleared;
         return cleared;
     }
@@ -243,8 +229,16 @@ public sealed class PageBitmap
     /// <summary>Sets every bit in [first, first+count); returns how many were clear.</summary>
     public long SetRange(long firstPfn, long count)
     {
+        long set = ChangeRange(firstPfn, count, set: true);
+        Count += set;
+        return set;
+    }
+
+    /// <summary>Sets or clears [first, first+count) a word at a time; returns how many bits changed.</summary>
+    private long ChangeRange(long firstPfn, long count, bool set)
+    {
         CheckRange(firstPfn, count);
-        long set = 0;
+        long changed = 0;
         long pfn = firstPfn;
         long end = firstPfn + count;
         while (pfn < end)
@@ -253,13 +247,12 @@ public sealed class PageBitmap
             int n = (int)Math.Min(64 - bit, end - pfn);
             ulong mask = (n == 64 ? ulong.MaxValue : ((1UL << n) - 1)) << bit;
             ref ulong w = ref _words[pfn >> 6];
-            set += BitOperations.PopCount(~w & mask);
-            w |= mask;
+            changed += BitOperations.PopCount((set ? ~w : w) & mask);
+            w = set ? w | mask : w & ~mask;
             pfn += n;
         }
 
-        Count += set;
-        return set;
+        return changed;
     }
 
     private void CheckPage(long pfn)

@@ -184,23 +184,33 @@ public sealed class BalloonDeviceTests
         Assert.Equal(1, device.Stats.DeviceErrors);
     }
 
-    [Fact]
-    public void Migration_SkipsHeldPages_InflatesDuringItToo_AndCompleteUsesWhatIsQueued()
+    /// <summary>
+    /// A device with 500 pages queued for inflating, then a migration set up with <paramref name="capabilities"/>
+    /// (the inflate is used at setup), a further 100 pages inflated during it.
+    /// </summary>
+    private static (BalloonDevice Device, MigrationBitmap Bitmap) MigratingWithInflates(TestGuest guest,
+        MigrationCapabilities capabilities)
     {
-        using var guest = new TestGuest(32L << 20);
         var device = new BalloonDevice(guest.Ram, Chunked);
         device.Kick(BalloonVq.Inflate, Encode(device, BalloonVq.Inflate, new PageRange(1000, 500)));
         var bitmap = new MigrationBitmap(guest.Log);
         bitmap.SetAll();
         guest.Log.Enable();
-
-        // queued before setup: used before the skip, so it is skipped too
-        Assert.True(device.Setup(new PrecopySetup(bitmap, new MigrationCapabilities())));
-        Assert.Equal(0, bitmap.Pages.CountRange(1000, 500));
-        Assert.Equal(guest.Ram.PageCount - 500, bitmap.Remaining);
-
+        Assert.True(device.Setup(new PrecopySetup(bitmap, capabilities)));
         device.Kick(BalloonVq.Inflate, Encode(device, BalloonVq.Inflate, new PageRange(3000, 100)));
         device.ProcessOne();
+        return (device, bitmap);
+    }
+
+    [Fact]
+    public void Migration_SkipsHeldPages_InflatesDuringItToo_AndCompleteUsesWhatIsQueued()
+    {
+        using var guest = new TestGuest(32L << 20);
+        var (device, bitmap) = MigratingWithInflates(guest, new MigrationCapabilities());
+
+        // queued before setup: used before the skip, so it is skipped too
+        Assert.Equal(0, bitmap.Pages.CountRange(1000, 500));
+        Assert.Equal(guest.Ram.PageCount - 600, bitmap.Remaining);
         Assert.Equal(0, bitmap.Pages.CountRange(3000, 100));
 
         // deflated during the migration: the bits stay clear, the write path logs what the guest writes
@@ -228,14 +238,7 @@ public sealed class BalloonDeviceTests
     public void WithoutSkipping_HeldPagesStayInTheBitmap_AndAreSentAsZeroPages()
     {
         using var guest = new TestGuest(32L << 20);
-        var device = new BalloonDevice(guest.Ram, Chunked);
-        device.Kick(BalloonVq.Inflate, Encode(device, BalloonVq.Inflate, new PageRange(1000, 500)));
-        var bitmap = new MigrationBitmap(guest.Log);
-        bitmap.SetAll();
-        guest.Log.Enable();
-        Assert.True(device.Setup(new PrecopySetup(bitmap, new MigrationCapabilities { SkipBallooned = false })));
-        device.Kick(BalloonVq.Inflate, Encode(device, BalloonVq.Inflate, new PageRange(3000, 100)));
-        device.ProcessOne();
+        var (device, bitmap) = MigratingWithInflates(guest, new MigrationCapabilities { SkipBallooned = false });
 
         Assert.Equal(guest.Ram.PageCount, bitmap.Remaining);
         Assert.True(IsZero(guest, 1000, 500));
