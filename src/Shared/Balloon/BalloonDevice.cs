@@ -173,7 +173,18 @@ public sealed class BalloonDevice : IPrecopyParticipant
                 _ram.Discard(r.First, r.Count);
             }
 
-            _configGeneration++;
+            // No config interrupt: the guest saw this config on the source already. (Deflate-on-OOM's "never
+            // re-inflate by itself" holds across a migration; a target the guest had not reached yet needs a new
+            // SetBalloon here.)
+        }
+    }
+
+    /// <summary>How many pages of [first, first+count) the balloon holds.</summary>
+    public long HeldIn(long first, long count)
+    {
+        using (_scheduling.Lock(_gate))
+        {
+            return _held.CountRange(first, count);
         }
     }
 

@@ -95,6 +95,28 @@ public sealed class BalloonInflateDriver
 
     public BalloonEncoding Encoding { get; }
 
+    /// <summary>
+    /// A restored guest, once the device has its migrated state: the blocks the descriptors name of which the device
+    /// holds nothing were a request in flight at the switchover that the device has used since (a MUST_TELL_HOST
+    /// deflate, or an inflate it refused), so they go back to the allocator (a block partly held stays: the guest
+    /// never touches what may be discarded); then <c>actual</c> is written again, since an inflate acknowledged
+    /// after the source saved <c>actual</c> counts now.
+    /// </summary>
+    public void ReconcileWithDevice()
+    {
+        List<Block> gone;
+        using (_scheduling.Lock(_gate))
+        {
+            gone = [.. _inflated.Where(b => _device.HeldIn(b.Pfn, b.Pages) == 0)];
+            _inflated.RemoveAll(gone.Contains);
+            _actual = _inflated.Sum(b => b.Pages);
+        }
+
+        FreeBlocks(gone);
+        _seenGeneration = _device.ConfigGeneration;
+        _device.WriteActual(ActualPages);
+    }
+
     public bool MustTellHost { get; }
 
     public bool DeflateOnOom { get; }

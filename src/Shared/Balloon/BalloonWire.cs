@@ -219,7 +219,9 @@ public static class BalloonWire
                 $"(a multiple of 8, at most {MaxBitmapBytes})";
         }
 
-        if (start >= (ulong)ramPages || length * 8 > (ulong)ramPages - start)
+        // The bitmap is whole 64-bit words, so its last word may run past the end of RAM (by fewer than 64 pages); a
+        // bitmap longer than that is refused, and a set bit past RAM below.
+        if (start >= (ulong)ramPages || length * 8 > (((ulong)ramPages - start + 63) & ~63UL))
         {
             return $"a bitmap of {length * 8} pages from page {start} is longer than guest RAM ({ramPages} pages)";
         }
@@ -269,7 +271,9 @@ public static class BalloonWire
             into.Add(new PageRange(runStart, (long)start + ((long)words.Length << 6) - runStart));
         }
 
-        return null;
+        return into.Count > 0 && into[^1].End > ramPages
+            ? $"the bitmap names page {Math.Max(into[^1].First, ramPages)}, outside guest RAM ({ramPages} pages)"
+            : null;
     }
 
     private static string? DecodeChunks(ReadOnlySpan<byte> buffer, long ramPages, List<PageRange> into)

@@ -188,6 +188,7 @@ public sealed class VirtualMachine : IDisposable
         {
             vm.HintDevice.Restore(balloon.HintStatus, balloon.HintCommandId);
             vm.Balloon.Restore(balloon.TargetPages, balloon.ActualPages, balloon.Held);
+            vm.InflateDriver.ReconcileWithDevice();
         }
 
         return vm;

@@ -34,6 +34,13 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
 
     private static BalloonInfo SetBalloon(VirtualMachine vm, SetBalloonRequest request)
     {
+        if (vm.State != VmRunState.Running)
+        {
+            // paused for a switchover: its device state may be saved already, and a change now would be lost
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"the guest is {vm.State.ToString().ToLowerInvariant()}; set the balloon while it runs"));
+        }
+
         long ramPages = vm.Ram.PageCount;
         long logicalPages = (long)Math.Min(request.LogicalSizeBytes >> PageGeometry.PageShift, (ulong)long.MaxValue);
         if (request.LogicalSizeBytes > (ulong)vm.Ram.SizeBytes)

@@ -160,6 +160,11 @@ internal sealed class SourceHost : IManagementHost, IDisposable
             throw Invalid($"target '{r.Target}' is not an http:// or https:// URL");
         }
 
+        if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
+        {
+            throw Invalid($"downtime_ms {r.DowntimeMs} is not a positive number of milliseconds below 1e9");
+        }
+
         var options = _defaults with { Target = target };
         options = r.HasHints ? options with { Hints = r.Hints } : options;
         options = r.HasSkipBallooned ? options with { SkipBallooned = r.SkipBallooned } : options;
@@ -186,7 +191,7 @@ internal sealed class SourceHost : IManagementHost, IDisposable
             options.Validate();
             options.ValidateFor(guest);
         }
-        catch (ArgumentException ex)
+        catch (Exception ex) when (ex is ArgumentException or OverflowException)
         {
             throw Invalid(ex.Message);
         }

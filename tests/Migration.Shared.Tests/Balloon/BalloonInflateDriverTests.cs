@@ -233,6 +233,41 @@ public sealed class BalloonInflateDriverTests
         }
     }
 
+    [Fact]
+    public void RequestsInFlightAtTheSwitchover_AreSettledOnTheTarget()
+    {
+        var config = new GuestConfig
+        {
+            RamBytes = RamBytes,
+            Vcpus = 1,
+            Balloon = new BalloonOptions { MustTellHost = true, Encoding = BalloonEncoding.Chunks },
+        };
+        using var vm = Boot(config.Balloon);
+        vm.Balloon.SetTargetPages(512);
+        Settle(vm);
+        vm.Balloon.SetTargetPages(256);
+        vm.InflateDriver.Step(); // a MUST_TELL_HOST deflate in flight: its pages are still the balloon's to the guest
+        vm.Balloon.Drain(); // B4: the device uses it before the state is saved
+        var state = vm.SaveDeviceState();
+        Assert.Equal(256, state.Held.Sum(r => r.Count));
+
+        using var restored = VirtualMachine.Restore(config, Copy(vm.Ram), vm.SaveVcpuStates(), null, state);
+        Assert.Equal((256L, 256L), (restored.InflateDriver.ActualPages, restored.Balloon.ActualPages));
+        Assert.Equal(256, BalloonPagesInDescriptors(restored)); // the deflated half went back to the allocator
+        Settle(restored);
+        Assert.Equal((0L, 256L), (restored.Balloon.Stats.DeviceErrors, restored.Balloon.HeldPages));
+
+        // an inflate used at the switchover, after the source saved `actual`: it counts on the target
+        restored.Balloon.SetTargetPages(1024);
+        restored.InflateDriver.Step();
+        restored.Balloon.Drain();
+        var later = restored.SaveDeviceState();
+        Assert.Equal(256, later.ActualPages);
+        using var again = VirtualMachine.Restore(config, Copy(restored.Ram), restored.SaveVcpuStates(), null, later);
+        Assert.Equal((1024L, 1024L, 1024L), (again.Balloon.ActualPages, again.Balloon.HeldPages,
+            again.InflateDriver.ActualPages));
+    }
+
     private static GuestRam Copy(GuestRam from)
     {
         var to = GuestRam.Allocate(from.SizeBytes);

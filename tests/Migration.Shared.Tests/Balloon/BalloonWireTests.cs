@@ -73,11 +73,19 @@ public sealed class BalloonWireTests
         BinaryPrimitives.WriteUInt64LittleEndian(lying.AsSpan(24), 4096);
         Assert.Contains("saying 4096 bytes", Reject(BalloonEncoding.Bitmap, lying));
 
-        // A bitmap that runs past the end of RAM is refused even where its bits are clear.
+        // The last word may run past RAM (RAM need not be a multiple of 64 pages) with its bits there clear; a set
+        // bit past RAM, or a whole word past it, is refused.
+        var tail = BalloonWire.Encode(BalloonEncoding.Bitmap, [new PageRange(RamPages - 64, 56)], BalloonVq.Inflate);
+        var got = new List<PageRange>();
+        Assert.Null(BalloonWire.Decode(BalloonEncoding.Bitmap, tail, BalloonVq.Inflate, RamPages - 8, got));
+        Assert.Equal([new PageRange(RamPages - 64, 56)], got);
         var longer = BalloonWire.Encode(BalloonEncoding.Bitmap, [new PageRange(RamPages - 64, 64)],
             BalloonVq.Inflate);
-        Assert.Null(BalloonWire.Decode(BalloonEncoding.Bitmap, longer, BalloonVq.Inflate, RamPages, []));
-        Assert.Contains("longer than guest RAM", Reject(BalloonEncoding.Bitmap, longer, ramPages: RamPages - 8));
+        Assert.Contains($"names page {RamPages - 8}, outside guest RAM",
+            Reject(BalloonEncoding.Bitmap, longer, ramPages: RamPages - 8));
+        var wordPast = BalloonWire.Encode(BalloonEncoding.Bitmap, [new PageRange(RamPages - 128, 1),
+            new PageRange(RamPages - 1, 1)], BalloonVq.Inflate);
+        Assert.Contains("longer than guest RAM", Reject(BalloonEncoding.Bitmap, wordPast, ramPages: RamPages - 64));
 
         var past = (byte[])good.Clone();
         BinaryPrimitives.WriteUInt64LittleEndian(past.AsSpan(16), (ulong)RamPages);

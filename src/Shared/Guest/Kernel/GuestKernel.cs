@@ -6,9 +6,10 @@ namespace Migration.Shared.Guest.Kernel;
 public enum MemoryPressure
 {
     None = 0,
+    /// <summary>An allocation took back free memory lent to hinting (the shrinker gave blocks back).</summary>
     Low = 1,
 
-    /// <summary>An allocation needed reclaim (the shrinker gave memory back).</summary>
+    /// <summary>An allocation needed reclaim of memory in use (not raised by the in-RAM kernel, which has none).</summary>
     Medium = 2,
 
     /// <summary>An allocation needed the OOM path, or failed.</summary>
@@ -167,18 +168,29 @@ public sealed partial class GuestKernel
     public long TryAllocate(int order, PageOwner owner, bool stamp = false)
     {
         long pfn = TryAllocateOnce(order, owner, stamp);
-        // The balloon's own allocations never shrink or deflate the balloon: they fail, and the driver retries later.
-        if (pfn >= 0 || owner is PageOwner.Balloon or PageOwner.BalloonInflated)
+        // The hint driver's own allocations never shrink or deflate anything: they fail, and it retries later.
+        if (pfn >= 0 || owner is PageOwner.Balloon)
         {
             return pfn;
         }
 
-        // Memory pressure: let the shrinker (the balloon driver's held hint blocks) give memory back, then try once
-        // more; then the OOM notifier (deflate-on-OOM takes pages back from the balloon).
+        // Let the shrinker (the hint driver's held blocks: free memory lent to hinting) give memory back, then try
+        // once more. That is low pressure at most: nothing the guest uses was reclaimed. An inflating balloon may take
+        // those blocks too (as Linux's inflate reclaims hinted pages), but never deflates itself or reports pressure.
+        bool inflating = owner is PageOwner.BalloonInflated;
         if (Shrinker is { } shrink && shrink(order))
         {
-            Pressure?.Invoke(MemoryPressure.Medium);
+            if (!inflating)
+            {
+                Pressure?.Invoke(MemoryPressure.Low);
+            }
+
             pfn = TryAllocateOnce(order, owner, stamp);
+        }
+
+        if (pfn >= 0 || inflating)
+        {
+            return pfn;
         }
 
         while (pfn < 0 && OomNotifier is { } oom && oom(order))
