@@ -114,7 +114,7 @@ public sealed class BalloonInflateDriver
 
         FreeBlocks(gone);
         _seenGeneration = _device.ConfigGeneration;
-        _device.WriteActual(ActualPages);
+        PublishActual();
     }
 
     public bool MustTellHost { get; }
@@ -204,7 +204,7 @@ public sealed class BalloonInflateDriver
                 _actual += request.Pages;
             }
 
-            _device.WriteActual(ActualPages);
+            PublishActual();
         }
         else
         {
@@ -283,7 +283,7 @@ public sealed class BalloonInflateDriver
                 _actual += pages;
             }
 
-            _device.WriteActual(ActualPages);
+            PublishActual();
             return StepResult.Progress;
         }
 
@@ -349,6 +349,21 @@ public sealed class BalloonInflateDriver
         return pages;
     }
 
+    /// <summary>
+    /// Writes <c>actual</c> to the config space. The driver thread and a vCPU in the OOM path both change it; each
+    /// writes again until what it wrote is still current, so a stale value never lands last.
+    /// </summary>
+    private void PublishActual()
+    {
+        long written;
+        do
+        {
+            written = ActualPages;
+            _device.WriteActual(written);
+        }
+        while (written != ActualPages);
+    }
+
     private void AfterDeflate(long pages)
     {
         using (_scheduling.Lock(_gate))
@@ -356,7 +371,7 @@ public sealed class BalloonInflateDriver
             _actual -= pages;
         }
 
-        _device.WriteActual(ActualPages);
+        PublishActual();
     }
 
     /// <summary>
