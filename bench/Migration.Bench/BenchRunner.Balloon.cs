@@ -99,9 +99,9 @@ internal sealed partial class BenchRunner
             await Task.Delay(50, ct);
         }
 
-        long before = Rss();
+        long before = Environment.WorkingSet;
         double inflate = await MoveBalloonAsync(vm, pages, ct);
-        long inflated = Rss();
+        long inflated = Environment.WorkingSet;
         long requests = vm.Balloon.Stats.InflateRequests;
         double deflate = await MoveBalloonAsync(vm, 0, ct);
         var stats = vm.Balloon.Stats;
@@ -116,7 +116,7 @@ internal sealed partial class BenchRunner
             InflateRequests = requests,
             RssBeforeBytes = before,
             RssInflatedBytes = inflated,
-            RssDeflatedBytes = Rss(),
+            RssDeflatedBytes = Environment.WorkingSet,
             DeviceErrors = stats.DeviceErrors,
         };
     }
@@ -137,20 +137,6 @@ internal sealed partial class BenchRunner
         }
 
         return sw.Elapsed.TotalMilliseconds;
-    }
-
-    private static long Rss()
-    {
-        foreach (string line in File.ReadLines("/proc/self/status"))
-        {
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-            {
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1],
-                    CultureInfo.InvariantCulture) * 1024;
-            }
-        }
-
-        return Environment.WorkingSet;
     }
 
     /// <summary>The balloon section of results.md: medians per encoding, ratios against page numbers.</summary>
@@ -208,9 +194,5 @@ internal sealed partial class BenchRunner
         return md.ToString();
     }
 
-    private static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToList();
-        return sorted.Count == 0 ? 0 : sorted[sorted.Count / 2];
-    }
+    private static double Median(IEnumerable<double> values) => Peers.Spread.Of(values)?.Median ?? 0;
 }

@@ -21,7 +21,7 @@ namespace Migration.Shared.Balloon;
 /// <para>One lock serialises the queues, the held map and the config space; discards happen under it, so a held page
 /// is discarded before any migration step can see it held.</para>
 /// </remarks>
-public sealed class BalloonDevice : IPrecopyParticipant
+public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
 {
     /// <summary>Slots per virtqueue (QEMU's balloon queues have 128).</summary>
     public const int DefaultQueueCapacity = 128;
@@ -30,7 +30,7 @@ public sealed class BalloonDevice : IPrecopyParticipant
     private readonly GuestRam _ram;
     private readonly SchedulingPoints _scheduling;
     private readonly IDeviceThreads _threads;
-    private readonly BalloonRules _rules;
+    private readonly IBalloonDefences _defences;
     private readonly BalloonMetrics _metrics = BalloonMetrics.Shared;
     private readonly Queue<(long Seq, byte[] Buffer)>[] _queues;
     private readonly PageBitmap _held;
@@ -41,20 +41,20 @@ public sealed class BalloonDevice : IPrecopyParticipant
     private long _usedUpTo = -1;
     private int _queuedCount;
     private MigrationBitmap? _bitmap;
+    private MigrationBitmap? _joining; // the bitmap of a migration being set up, while its defences run
     private bool _skipping; // this migration skips held pages (off: sent as zero pages, as QEMU does)
-    private PageBitmap? _setupSnapshot;
     private bool _pressureDuringMigration;
     private IDisposable? _thread;
     private MigrationCounters _migration;
 
     public BalloonDevice(GuestRam ram, ulong features)
         : this(ram, features, DefaultQueueCapacity, SchedulingPoints.None, DedicatedDeviceThreads.Instance,
-            BalloonRules.Standard)
+            StandardBalloonDefences.Instance)
     {
     }
 
     internal BalloonDevice(GuestRam ram, ulong features, int queueCapacity, SchedulingPoints scheduling,
-        IDeviceThreads threads, BalloonRules rules)
+        IDeviceThreads threads, IBalloonDefences defences)
     {
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentOutOfRangeException.ThrowIfLessThan(queueCapacity, 1);
@@ -64,7 +64,7 @@ public sealed class BalloonDevice : IPrecopyParticipant
         QueueCapacity = queueCapacity;
         _scheduling = scheduling;
         _threads = threads;
-        _rules = rules;
+        _defences = defences;
         _held = new PageBitmap(ram.PageCount);
         _queues = [.. Enum.GetValues<BalloonVq>().Select(_ => new Queue<(long, byte[])>())];
     }
@@ -78,7 +78,10 @@ public sealed class BalloonDevice : IPrecopyParticipant
 
     public long RamPages => _ram.PageCount;
 
-    /// <summary>Listeners (the management API's event stream). Raised outside the device lock, in order.</summary>
+    /// <summary>
+    /// Listeners (the management API's event stream). Raised outside the device lock, in order for each thread that
+    /// raises them; across threads (the device thread, a vCPU, the host) they may interleave.
+    /// </summary>
     public event Action<BalloonNotification>? Notified;
 
     /// <summary>Config <c>num_pages</c>: how many pages the host wants in the balloon.</summary>
@@ -380,22 +383,16 @@ public sealed class BalloonDevice : IPrecopyParticipant
         ArgumentNullException.ThrowIfNull(setup);
         using (_scheduling.Lock(_gate))
         {
-            if (_rules.DeviceDrainsBeforeSetupSkip)
-            {
-                DrainLocked();
-            }
-
-            _bitmap = setup.Bitmap;
+            // The defences skip into the joining bitmap; buffers they use meanwhile are not yet this migration's.
+            _joining = setup.Bitmap;
             _skipping = setup.Capabilities.SkipBallooned;
+            long skipped = _defences.AtSetup(this);
+            _joining = null;
+            _bitmap = setup.Bitmap;
             _migration = default;
             _pressureDuringMigration = false;
             _migration.Skipping = _skipping;
-            _migration.PagesSkipped = _skipping ? ClearHeldFromBitmapLocked(_held) : 0;
-            _setupSnapshot = _rules.DeviceSkipsBalloonOnce || !_skipping ? null : Copy(_held);
-            if (!_rules.DeviceDrainsBeforeSetupSkip)
-            {
-                DrainLocked();
-            }
+            _migration.PagesSkipped = skipped;
         }
 
         RaisePending();
@@ -410,9 +407,9 @@ public sealed class BalloonDevice : IPrecopyParticipant
     {
         using (_scheduling.Lock(_gate))
         {
-            if (_setupSnapshot is { } stale && _bitmap is not null)
+            if (_bitmap is not null)
             {
-                ClearHeldFromBitmapLocked(stale); // R15's mutant: the setup snapshot, stale once pages are deflated
+                _defences.AfterSync(this);
             }
         }
     }
@@ -423,10 +420,12 @@ public sealed class BalloonDevice : IPrecopyParticipant
     /// </summary>
     public void Complete()
     {
-        if (_rules.DeviceDrainsBeforeSave)
+        using (_scheduling.Lock(_gate))
         {
-            Drain();
+            _defences.BeforeSave(this);
         }
+
+        RaisePending();
     }
 
     public void Cleanup(MigrationStatus outcome)
@@ -434,7 +433,6 @@ public sealed class BalloonDevice : IPrecopyParticipant
         using (_scheduling.Lock(_gate))
         {
             _bitmap = null;
-            _setupSnapshot = null;
             _pressureDuringMigration = false;
         }
     }
@@ -571,9 +569,7 @@ public sealed class BalloonDevice : IPrecopyParticipant
             return;
         }
 
-        // B6: whatever of the request the balloon holds goes back, even when part of it is not held. The guest may
-        // already be reusing every page it names (without MUST_TELL_HOST it need not wait), so dropping the whole
-        // request would leave guest pages marked discarded, and the target would discard them.
+        // B6: what goes back of a request the balloon does not wholly hold is the defences' call.
         PageRange? notHeld = null;
         foreach (var r in _scratch)
         {
@@ -584,14 +580,8 @@ public sealed class BalloonDevice : IPrecopyParticipant
             }
         }
 
-        if (notHeld is { } missing && !_rules.DeviceReturnsHeldPartOfDeflate)
-        {
-            FailLocked($"deflate: pages of {missing} are not in the balloon"); // R18's mutant: the request dropped
-            return;
-        }
-
         long pages = 0;
-        foreach (var r in _scratch)
+        foreach (var r in _defences.Returned(_scratch, r => _held.CountRange(r.First, r.Count)).ToList())
         {
             long held = _held.ClearRange(r.First, r.Count);
             if (held != 0)
@@ -659,12 +649,23 @@ public sealed class BalloonDevice : IPrecopyParticipant
         _pending.Add(Notification(BalloonNotificationKind.DeviceError, message: problem));
     }
 
-    private long ClearHeldFromBitmapLocked(PageBitmap held)
+    // ---- the steps the defences take (under the lock) ------------------------------------------------------------
+
+    void IBalloonDeviceSteps.UseQueued() => DrainLocked();
+
+    List<PageRange> IBalloonDeviceSteps.Held() => HeldRangesLocked();
+
+    long IBalloonDeviceSteps.Skip(IEnumerable<PageRange> ranges)
     {
-        long cleared = 0;
-        foreach (var (first, count) in held.SetRuns())
+        if ((_bitmap ?? _joining) is not { } bitmap || !_skipping)
         {
-            cleared += ClearFromBitmap(_bitmap!, first, count);
+            return 0;
+        }
+
+        long cleared = 0;
+        foreach (var r in ranges)
+        {
+            cleared += ClearFromBitmap(bitmap, r.First, r.Count);
         }
 
         return cleared;
@@ -685,17 +686,6 @@ public sealed class BalloonDevice : IPrecopyParticipant
     }
 
     private List<PageRange> HeldRangesLocked() => [.. _held.SetRuns().Select(r => new PageRange(r.First, r.Count))];
-
-    private static PageBitmap Copy(PageBitmap map)
-    {
-        var copy = new PageBitmap(map.PageCount);
-        foreach (var (first, count) in map.SetRuns())
-        {
-            copy.SetRange(first, count);
-        }
-
-        return copy;
-    }
 
     private BalloonNotification Notification(BalloonNotificationKind kind, MemoryPressure level = MemoryPressure.None,
         string? message = null) => new(kind, TargetPages, ActualPages, level, message);

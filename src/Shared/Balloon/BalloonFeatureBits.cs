@@ -44,7 +44,7 @@ public static class BalloonFeatureBits
     /// </summary>
     public const ulong EventsQueue = 1UL << 52;
 
-    /// <summary>Every bit this device knows; a guest state naming any other bit was not made by us.</summary>
+    /// <summary>Every bit this device knows (a migrated state must match the negotiated bits exactly).</summary>
     public const ulong Known = MustTellHost | StatsQueue | DeflateOnOom | FreePageHint | PagePoison | PageReporting
         | HintWaitOnAck | PageBitmap | PageChunks | EventsQueue;
 

@@ -43,7 +43,7 @@ public sealed class BalloonInflateDriver
     private readonly BalloonDevice _device;
     private readonly TimeProvider _time;
     private readonly SchedulingPoints _scheduling;
-    private readonly BalloonRules _rules;
+    private readonly IBalloonDefences _defences;
     private readonly object _gate = new();
     private readonly List<Block> _inflated = []; // acknowledged blocks, newest last
     private Request? _inFlight;
@@ -57,12 +57,12 @@ public sealed class BalloonInflateDriver
     private long _actual;
 
     public BalloonInflateDriver(GuestKernel kernel, BalloonDevice device, TimeProvider? time = null)
-        : this(kernel, device, time ?? TimeProvider.System, SchedulingPoints.None, BalloonRules.Standard)
+        : this(kernel, device, time ?? TimeProvider.System, SchedulingPoints.None, StandardBalloonDefences.Instance)
     {
     }
 
     internal BalloonInflateDriver(GuestKernel kernel, BalloonDevice device, TimeProvider time,
-        SchedulingPoints scheduling, BalloonRules rules)
+        SchedulingPoints scheduling, IBalloonDefences defences)
     {
         ArgumentNullException.ThrowIfNull(kernel);
         ArgumentNullException.ThrowIfNull(device);
@@ -70,7 +70,7 @@ public sealed class BalloonInflateDriver
         _device = device;
         _time = time;
         _scheduling = scheduling;
-        _rules = rules;
+        _defences = defences;
         Encoding = device.Encoding;
         MustTellHost = BalloonFeatureBits.Has(device.Features, BalloonFeatureBits.MustTellHost);
         DeflateOnOom = BalloonFeatureBits.Has(device.Features, BalloonFeatureBits.DeflateOnOom);
@@ -183,31 +183,22 @@ public sealed class BalloonInflateDriver
 
         if (!_device.WaitUsed(request.Seq, AckWait))
         {
-            bool targetFell = _device.TargetPages < ActualPages + request.Pages;
-            if (!_rules.DriverWaitsForInflateAck && request.Inflate && targetFell)
+            if (request.Inflate)
             {
-                // R13's mutant: the target fell while the inflate is queued, and the driver takes the pages back now.
-                _inFlight = null;
-                FreeBlocks(request.Blocks);
-                return StepResult.Progress;
+                _defences.Unused(new InflateHandle(this, request),
+                    _device.TargetPages < ActualPages + request.Pages);
             }
 
-            return StepResult.Idle;
+            return _inFlight is null ? StepResult.Progress : StepResult.Idle;
         }
 
-        _inFlight = null;
         if (request.Inflate)
         {
-            using (_scheduling.Lock(_gate))
-            {
-                _inflated.AddRange(request.Blocks);
-                _actual += request.Pages;
-            }
-
-            PublishActual();
+            Acknowledge(request);
         }
         else
         {
+            _inFlight = null;
             FreeBlocks(request.Blocks); // MUST_TELL_HOST: reused only now
             AfterDeflate(request.Pages);
         }
@@ -268,26 +259,15 @@ public sealed class BalloonInflateDriver
 
         _ = PageRange.SortAndMerge(ranges);
         long seq = _device.Kick(BalloonVq.Inflate, BalloonWire.Encode(Encoding, ranges, BalloonVq.Inflate));
+        var request = new Request(Inflate: true, blocks, pages, seq);
+        _inFlight = request;
         if (seq < 0)
         {
-            FreeBlocks(blocks);
+            Abandon(request);
             return StepResult.Idle;
         }
 
-        if (!_rules.DriverDeflatesOnlyAcked)
-        {
-            // R14's mutant: the pages count as inflated (and may be deflated) before the device used the buffer.
-            using (_scheduling.Lock(_gate))
-            {
-                _inflated.AddRange(blocks);
-                _actual += pages;
-            }
-
-            PublishActual();
-            return StepResult.Progress;
-        }
-
-        _inFlight = new Request(Inflate: true, blocks, pages, seq);
+        _defences.Queued(new InflateHandle(this, request));
         return StepResult.Progress;
     }
 
@@ -482,4 +462,32 @@ public sealed class BalloonInflateDriver
     }
 
     private sealed record Request(bool Inflate, List<Block> Blocks, long Pages, long Seq);
+
+    /// <summary>The device used the inflate: its pages are the balloon's and count in <c>actual</c>.</summary>
+    private void Acknowledge(Request request)
+    {
+        _inFlight = ReferenceEquals(_inFlight, request) ? null : _inFlight;
+        using (_scheduling.Lock(_gate))
+        {
+            _inflated.AddRange(request.Blocks);
+            _actual += request.Pages;
+        }
+
+        PublishActual();
+    }
+
+    /// <summary>The inflate will not be the balloon's: its pages go back to the allocator.</summary>
+    private void Abandon(Request request)
+    {
+        _inFlight = ReferenceEquals(_inFlight, request) ? null : _inFlight;
+        FreeBlocks(request.Blocks);
+    }
+
+    /// <summary>An inflate as the defences see it.</summary>
+    private sealed class InflateHandle(BalloonInflateDriver driver, Request request) : IInflateRequest
+    {
+        public void Acknowledge() => driver.Acknowledge(request);
+
+        public void Abandon() => driver.Abandon(request);
+    }
 }

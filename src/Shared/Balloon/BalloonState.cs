@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+
 namespace Migration.Shared.Balloon;
 
 /// <summary>
@@ -21,8 +23,8 @@ public sealed record BalloonState(HintStatus HintStatus, uint HintCommandId, uin
         var bytes = new byte[held.Count * 16];
         for (int i = 0; i < held.Count; i++)
         {
-            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(i * 16), held[i].First);
-            System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan((i * 16) + 8), held[i].Count);
+            BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(i * 16), held[i].First);
+            BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan((i * 16) + 8), held[i].Count);
         }
 
         return bytes;
@@ -39,8 +41,8 @@ public sealed record BalloonState(HintStatus HintStatus, uint HintCommandId, uin
         var held = new List<PageRange>(bytes.Length / 16);
         for (int i = 0; i < bytes.Length; i += 16)
         {
-            long first = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(bytes[i..]);
-            long count = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(bytes[(i + 8)..]);
+            long first = BinaryPrimitives.ReadInt64LittleEndian(bytes[i..]);
+            long count = BinaryPrimitives.ReadInt64LittleEndian(bytes[(i + 8)..]);
             if (first < 0 || count <= 0 || first > ramPages - count)
             {
                 throw new InvalidDataException($"balloon held range [{first}, +{count}) is outside guest RAM");

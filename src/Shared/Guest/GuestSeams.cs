@@ -26,8 +26,8 @@ internal sealed record GuestSeams
     /// <summary>Whether the balloon driver initialises the blocks it gives back (R12's mutant passes false).</summary>
     public bool BalloonInitialisesOnRelease { get; init; } = true;
 
-    /// <summary>The inflate/deflate ordering rules (R13-R17's mutants remove one each).</summary>
-    public BalloonRules BalloonRules { get; init; } = BalloonRules.Standard;
+    /// <summary>The inflate/deflate ordering rules B1-B6 (R13-R18's mutants remove one each).</summary>
+    public IBalloonDefences BalloonDefences { get; init; } = StandardBalloonDefences.Instance;
 
     /// <summary>
     /// Whether the inflate/deflate driver runs as a guest thread. Always in production; the fuzzer's hint-only profiles

@@ -50,8 +50,8 @@ public sealed class VirtualMachine : IDisposable
         BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, config.HintBlockOrder, seams.Scheduling,
             seams.BalloonInitialisesOnRelease);
         Balloon = new BalloonDevice(ram, NegotiatedBalloonFeatures(config), BalloonDevice.DefaultQueueCapacity,
-            seams.Scheduling, seams.DeviceThreads, seams.BalloonRules);
-        InflateDriver = new BalloonInflateDriver(kernel, Balloon, time, seams.Scheduling, seams.BalloonRules);
+            seams.Scheduling, seams.DeviceThreads, seams.BalloonDefences);
+        InflateDriver = new BalloonInflateDriver(kernel, Balloon, time, seams.Scheduling, seams.BalloonDefences);
         _runsInflateDriver = seams.RunsInflateDriver;
     }
 
@@ -362,14 +362,9 @@ public sealed class VirtualMachine : IDisposable
             long owned = r.Count - balloon.CountRange(r.First, r.Count);
             if (owned != 0)
             {
-                long first = r.First;
-                while (balloon.Get(first))
-                {
-                    first++;
-                }
-
                 throw new InvalidDataException(
-                    $"balloon state holds {r}, but {owned} of its pages (first: {first}) are the guest's, not the " +
+                    $"balloon state holds {r}, but {owned} of its pages (first: {balloon.FindNextClear(r.First)}) " +
+                    "are the guest's, not the " +
                     "balloon's: discarding them would lose guest memory");
             }
         }

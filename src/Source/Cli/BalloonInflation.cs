@@ -12,17 +12,19 @@ internal static class BalloonInflation
     /// <summary>How long <c>actual</c> may stand still before the wait gives up on the target.</summary>
     private static readonly TimeSpan Stall = TimeSpan.FromSeconds(5);
 
-    /// <summary>Throws <see cref="ArgumentException"/> for a size the guest cannot give.</summary>
-    public static long PagesFor(long bytes, GuestConfig guest)
+    /// <summary>
+    /// The balloon's size in pages; throws <see cref="ArgumentException"/>, naming <paramref name="what"/> was given,
+    /// for a size the guest cannot give.
+    /// </summary>
+    public static long PagesFor(long bytes, long ramBytes, string what = "--balloon")
     {
-        ArgumentNullException.ThrowIfNull(guest);
-        if (bytes < 0 || bytes >= guest.RamBytes)
+        if (bytes < 0 || bytes >= ramBytes)
         {
             throw new ArgumentException(
-                $"--balloon {bytes} bytes: the balloon must be smaller than the guest's RAM ({guest.RamBytes} bytes).");
+                $"{what} {bytes} bytes: the balloon must be smaller than the guest's RAM ({ramBytes} bytes).");
         }
 
-        return bytes >> PageGeometry.PageShift;
+        return PageGeometry.PagesFor(bytes);
     }
 
     /// <summary>Inflates (or deflates) to <paramref name="pages"/> and prints how it went.</summary>

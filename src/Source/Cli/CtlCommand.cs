@@ -27,7 +27,6 @@ internal static class CtlCommand
             Recursive = true,
         };
         var security = new SecurityOptions("management API", recursive: true);
-        Security = security;
         var command = new Command("ctl", "Drive a running VM through its management API.") { api };
         foreach (var option in security.All)
         {
@@ -35,7 +34,8 @@ internal static class CtlCommand
         }
 
         var queryVm = new Command("query-vm", "What runs there: role, state, geometry.");
-        queryVm.SetAction((parse, _) => Call(parse, api, async c => Print(await c.QueryVmAsync(new QueryVmRequest()))));
+        queryVm.SetAction((parse, _) =>
+            Call(parse, api, security, async c => Print(await c.QueryVmAsync(new QueryVmRequest()))));
 
         var size = new Argument<ByteSize>("SIZE")
         {
@@ -43,27 +43,22 @@ internal static class CtlCommand
             CustomParser = r => ParseSize(r),
         };
         var balloon = new Command("balloon", "Set the balloon's target size.") { size };
-        balloon.SetAction((parse, _) => Call(parse, api, async c =>
+        balloon.SetAction((parse, _) => Call(parse, api, security, async c =>
         {
             var now = await c.QueryBalloonAsync(new QueryBalloonRequest());
-            ulong bytes = (ulong)parse.GetValue(size).Bytes;
-            if (bytes >= now.RamBytes)
-            {
-                throw new ArgumentException($"SIZE {bytes} bytes: the balloon must be smaller than the guest's RAM " +
-                    $"({now.RamBytes} bytes).");
-            }
-
-            Print(await c.SetBalloonAsync(new SetBalloonRequest { LogicalSizeBytes = now.RamBytes - bytes }));
+            long bytes = parse.GetValue(size).Bytes;
+            BalloonInflation.PagesFor(bytes, (long)now.RamBytes, "SIZE"); // the same bound as --balloon
+            Print(await c.SetBalloonAsync(new SetBalloonRequest { LogicalSizeBytes = now.RamBytes - (ulong)bytes }));
         }));
 
         var queryBalloon = new Command("query-balloon", "The balloon as the device sees it.");
         queryBalloon.SetAction((parse, _) =>
-            Call(parse, api, async c => Print(await c.QueryBalloonAsync(new QueryBalloonRequest()))));
+            Call(parse, api, security, async c => Print(await c.QueryBalloonAsync(new QueryBalloonRequest()))));
 
         var count = CliOptions.WholeNumber("--count", "Stop after this many events (0: until interrupted)", 0, 0,
             int.MaxValue);
         var events = new Command("events", "Print events as they happen, one JSON object per line.") { count };
-        events.SetAction((parse, _) => Call(parse, api, async c =>
+        events.SetAction((parse, _) => Call(parse, api, security, async c =>
         {
             int wanted = parse.GetValue(count);
             using var call = c.WatchEvents(new WatchEventsRequest(), cancellationToken: ShutdownSignals.Token);
@@ -100,7 +95,7 @@ internal static class CtlCommand
         {
             target, hints, skipBallooned, wait,
         };
-        migrate.SetAction((parse, _) => Call(parse, api, async c =>
+        migrate.SetAction((parse, _) => Call(parse, api, security, async c =>
         {
             var request = new StartMigrationRequest { Target = parse.GetValue(target) };
             if (parse.GetValue(hints) is { } h)
@@ -133,11 +128,11 @@ internal static class CtlCommand
 
         var queryMigrate = new Command("query-migrate", "The running or last migration, with its report once ended.");
         queryMigrate.SetAction((parse, _) =>
-            Call(parse, api, async c => Print(await c.QueryMigrationAsync(new QueryMigrationRequest()))));
+            Call(parse, api, security, async c => Print(await c.QueryMigrationAsync(new QueryMigrationRequest()))));
 
         var cancel = new Command("migrate-cancel", "Cancel the running migration; the guest keeps running.");
         cancel.SetAction((parse, _) =>
-            Call(parse, api, async c => Print(await c.CancelMigrationAsync(new CancelMigrationRequest()))));
+            Call(parse, api, security, async c => Print(await c.CancelMigrationAsync(new CancelMigrationRequest()))));
 
         foreach (var sub in new[] { queryVm, balloon, queryBalloon, events, migrate, queryMigrate, cancel })
         {
@@ -161,19 +156,18 @@ internal static class CtlCommand
         }
     }
 
-    /// <summary>The flags the calls authenticate with (a target behind a token or mutual TLS).</summary>
-    private static SecurityOptions Security { get; set; } = null!;
-
     private static void Print(IMessage message) => Console.WriteLine(Json.Format(message));
 
-    private static Task<int> Call(ParseResult parse, Option<string> api, Func<ManagementClient, Task> call) =>
-        Call(parse, api, async c =>
+    private static Task<int> Call(ParseResult parse, Option<string> api, SecurityOptions security,
+        Func<ManagementClient, Task> call) =>
+        Call(parse, api, security, async c =>
         {
             await call(c).ConfigureAwait(false);
             return 0;
         });
 
-    private static async Task<int> Call(ParseResult parse, Option<string> api,
+    /// <summary>One call to the API at <paramref name="api"/>, authenticated with <paramref name="security"/>.</summary>
+    private static async Task<int> Call(ParseResult parse, Option<string> api, SecurityOptions security,
         Func<ManagementClient, Task<int>> call)
     {
         if (!Uri.TryCreate(parse.GetValue(api), UriKind.Absolute, out var address))
@@ -181,18 +175,18 @@ internal static class CtlCommand
             return UsageErrors.Report($"--api '{parse.GetValue(api)}' is not a URL.");
         }
 
-        TransportSecurity security;
+        TransportSecurity credentials;
         try
         {
-            security = Security.Bind(parse);
+            credentials = security.Bind(parse);
         }
         catch (ArgumentException ex)
         {
             return UsageErrors.Report(ex.Message);
         }
 
-        using var channel = PageChannel.CreateGrpcChannel(address, security);
-        var invoker = security.Token is string token
+        using var channel = PageChannel.CreateGrpcChannel(address, credentials);
+        var invoker = credentials.Token is string token
             ? channel.Intercept(headers =>
             {
                 headers.Add(WireNames.AuthorizationHeader, "Bearer " + token);

@@ -78,7 +78,7 @@ internal static class MigrateCommand
             try
             {
                 config = guest.Bind(parse);
-                balloonPages = BalloonInflation.PagesFor(parse.GetValue(balloon).Bytes, config);
+                balloonPages = BalloonInflation.PagesFor(parse.GetValue(balloon).Bytes, config.RamBytes);
                 if (!Uri.TryCreate(parse.GetValue(target), UriKind.Absolute, out var uri))
                 {
                     throw new ArgumentException($"--target '{parse.GetValue(target)}' is not a URL.");

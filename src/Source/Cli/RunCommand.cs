@@ -46,13 +46,13 @@ internal static class RunCommand
             try
             {
                 config = guest.Bind(parse);
-                balloonPages = BalloonInflation.PagesFor(parse.GetValue(balloon).Bytes, config);
+                balloonPages = BalloonInflation.PagesFor(parse.GetValue(balloon).Bytes, config.RamBytes);
                 if (!Uri.TryCreate(parse.GetValue(listen), UriKind.Absolute, out var uri) || uri.Scheme != "http")
                 {
                     throw new ArgumentException($"--listen '{parse.GetValue(listen)}' is not an http:// URL.");
                 }
 
-                if (!IsLoopback(uri))
+                if (!Loopback.Is(uri))
                 {
                     throw new ArgumentException($"--listen {uri}: the management API has no authentication of its " +
                         "own yet, so it listens on loopback only (127.0.0.1, [::1] or localhost).");
@@ -70,9 +70,6 @@ internal static class RunCommand
         });
         return command;
     }
-
-    private static bool IsLoopback(Uri uri) => uri.IsLoopback
-        || (System.Net.IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip));
 
     private static async Task<int> RunAsync(GuestConfig config, string listen, long balloonPages,
         MigrationOptions migrations, LogLevel level)

@@ -1,9 +1,9 @@
-using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Grpc.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Migration.Shared.Hosting;
 using Migration.Shared.Protocol;
 using Migration.Target.Services;
 
@@ -40,7 +40,7 @@ internal static class TargetSecurity
             return $"the token must have at least {MinTokenLength} characters";
         }
 
-        if (IsLoopback(uri))
+        if (Loopback.Is(uri))
         {
             return null;
         }
@@ -54,12 +54,6 @@ internal static class TargetSecurity
         return options.TlsClientCaPath is null && options.Token is null
             ? $"refusing to listen on {uri.Host} without credentials: give --tls-client-ca (mutual TLS) or --token-file"
             : null;
-    }
-
-    public static bool IsLoopback(Uri uri)
-    {
-        ArgumentNullException.ThrowIfNull(uri);
-        return uri.IsLoopback || (IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
     }
 
     /// <summary>

@@ -293,8 +293,8 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         ? null
         : new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal, device.Features)
         {
-            TargetPages = checked((long)Math.Min(device.BalloonTargetPages, long.MaxValue)),
-            ActualPages = checked((long)Math.Min(device.BalloonActualPages, long.MaxValue)),
+            TargetPages = (long)Math.Min(device.BalloonTargetPages, long.MaxValue),
+            ActualPages = (long)Math.Min(device.BalloonActualPages, long.MaxValue),
             Held = BalloonState.HeldFromBytes(device.BalloonHeld.Span, ramPages),
         };
 

@@ -1,4 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
@@ -15,5 +16,16 @@ public sealed class R13TouchBeforeInflateAck : Mutant
     public override FuzzProfile Profile => FuzzProfile.Balloon;
 
     internal override GuestSeams Guest(GuestSeams seams) =>
-        seams with { BalloonRules = seams.BalloonRules with { DriverWaitsForInflateAck = false } };
+        seams with { BalloonDefences = new TakesBackUnused(seams.BalloonDefences) };
+
+    private sealed class TakesBackUnused(IBalloonDefences inner) : ForwardingBalloonDefences(inner)
+    {
+        public override void Unused(IInflateRequest inflate, bool targetFell)
+        {
+            if (targetFell)
+            {
+                inflate.Abandon(); // the pages go back to the allocator while the device may still discard them
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
@@ -15,5 +16,10 @@ public sealed class R14DeflateBeforeInflateAck : Mutant
     public override FuzzProfile Profile => FuzzProfile.Balloon;
 
     internal override GuestSeams Guest(GuestSeams seams) =>
-        seams with { BalloonRules = seams.BalloonRules with { DriverDeflatesOnlyAcked = false } };
+        seams with { BalloonDefences = new CountsAtQueue(seams.BalloonDefences) };
+
+    private sealed class CountsAtQueue(IBalloonDefences inner) : ForwardingBalloonDefences(inner)
+    {
+        public override void Queued(IInflateRequest inflate) => inflate.Acknowledge();
+    }
 }

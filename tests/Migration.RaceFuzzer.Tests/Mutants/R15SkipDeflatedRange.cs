@@ -1,4 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
@@ -15,5 +16,20 @@ public sealed class R15SkipDeflatedRange : Mutant
     public override FuzzProfile Profile => FuzzProfile.Balloon;
 
     internal override GuestSeams Guest(GuestSeams seams) =>
-        seams with { BalloonRules = seams.BalloonRules with { DeviceSkipsBalloonOnce = false } };
+        seams with { BalloonDefences = new SkipsSetupSetAgain(seams.BalloonDefences) };
+
+    /// <summary>Keeps the set held at setup and skips it again after every sync, stale once pages are deflated.</summary>
+    private sealed class SkipsSetupSetAgain(IBalloonDefences inner) : ForwardingBalloonDefences(inner)
+    {
+        private List<PageRange> _atSetup = [];
+
+        public override long AtSetup(IBalloonDeviceSteps device)
+        {
+            long skipped = base.AtSetup(device);
+            _atSetup = device.Held();
+            return skipped;
+        }
+
+        public override void AfterSync(IBalloonDeviceSteps device) => device.Skip(_atSetup);
+    }
 }

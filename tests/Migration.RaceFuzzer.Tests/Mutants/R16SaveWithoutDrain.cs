@@ -1,4 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
@@ -15,5 +16,12 @@ public sealed class R16SaveWithoutDrain : Mutant
     public override FuzzProfile Profile => FuzzProfile.Balloon;
 
     internal override GuestSeams Guest(GuestSeams seams) =>
-        seams with { BalloonRules = seams.BalloonRules with { DeviceDrainsBeforeSave = false } };
+        seams with { BalloonDefences = new SavesWithQueued(seams.BalloonDefences) };
+
+    private sealed class SavesWithQueued(IBalloonDefences inner) : ForwardingBalloonDefences(inner)
+    {
+        public override void BeforeSave(IBalloonDeviceSteps device)
+        {
+        }
+    }
 }

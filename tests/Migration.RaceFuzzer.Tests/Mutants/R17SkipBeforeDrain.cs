@@ -1,4 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
@@ -15,5 +16,15 @@ public sealed class R17SkipBeforeDrain : Mutant
     public override FuzzProfile Profile => FuzzProfile.Balloon;
 
     internal override GuestSeams Guest(GuestSeams seams) =>
-        seams with { BalloonRules = seams.BalloonRules with { DeviceDrainsBeforeSetupSkip = false } };
+        seams with { BalloonDefences = new SkipsFirst(seams.BalloonDefences) };
+
+    private sealed class SkipsFirst(IBalloonDefences inner) : ForwardingBalloonDefences(inner)
+    {
+        public override long AtSetup(IBalloonDeviceSteps device)
+        {
+            long skipped = device.Skip(device.Held());
+            device.UseQueued();
+            return skipped;
+        }
+    }
 }

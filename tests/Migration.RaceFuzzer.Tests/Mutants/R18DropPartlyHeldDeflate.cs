@@ -1,4 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
@@ -17,5 +18,11 @@ public sealed class R18DropPartlyHeldDeflate : Mutant
     public override FuzzProfile Profile => FuzzProfile.Balloon;
 
     internal override GuestSeams Guest(GuestSeams seams) =>
-        seams with { BalloonRules = seams.BalloonRules with { DeviceReturnsHeldPartOfDeflate = false } };
+        seams with { BalloonDefences = new DropsWhole(seams.BalloonDefences) };
+
+    private sealed class DropsWhole(IBalloonDefences inner) : ForwardingBalloonDefences(inner)
+    {
+        public override IEnumerable<PageRange> Returned(IReadOnlyList<PageRange> named, Func<PageRange, long> heldIn) =>
+            named.Any(r => heldIn(r) != r.Count) ? [] : named;
+    }
 }

@@ -82,7 +82,7 @@ public sealed class BalloonDeviceTests
     {
         using var guest = new TestGuest(32L << 20);
         var device = new BalloonDevice(guest.Ram, 0, queueCapacity: 4, Concurrency.SchedulingPoints.None,
-            NoDeviceThreads.Instance, BalloonRules.Standard);
+            NoDeviceThreads.Instance, StandardBalloonDefences.Instance);
         for (int i = 0; i < 4; i++)
         {
             Assert.True(device.Kick(BalloonVq.Inflate, Encode(device, BalloonVq.Inflate, new PageRange(i, 1))) >= 0);

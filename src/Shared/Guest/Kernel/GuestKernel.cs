@@ -215,8 +215,8 @@ public sealed partial class GuestKernel
     public Func<int, bool>? OomNotifier { get; set; }
 
     /// <summary>
-    /// Told when an allocation needed reclaim (medium) or the OOM path (critical), outside the zone lock: the in-RAM
-    /// kernel's vmpressure.
+    /// Told when an allocation took hint blocks back through the shrinker (low) or needed the OOM path or failed
+    /// (critical), outside the zone lock: the in-RAM kernel's vmpressure. The balloon's own inflates never report.
     /// </summary>
     public Action<MemoryPressure>? Pressure { get; set; }
 
