@@ -1,3 +1,5 @@
+using Migration.Shared.Precopy;
+
 namespace Migration.Target;
 
 /// <summary>How the target gets its side of the switchover digests.</summary>
@@ -80,4 +82,10 @@ public sealed record TargetOptions
     /// calls must come with the certificate it began with.
     /// </summary>
     public string? TlsClientCaPath { get; init; }
+
+    /// <summary>
+    /// A migration of the received guest onward (the management API's StartMigration, which names the next target
+    /// and may set the tuning): the defaults it starts from, among them how this target proves itself to the next.
+    /// </summary>
+    public MigrationOptions Onward { get; init; } = MigrationOptions.Defaults;
 }

@@ -5,6 +5,8 @@ using Migration.Management;
 using Migration.Source.Cli;
 using ManagementClient = Migration.Management.Management.ManagementClient;
 
+using static Migration.EndToEnd.Tests.ManagementCalls;
+
 namespace Migration.EndToEnd.Tests;
 
 /// <summary>
@@ -165,45 +167,5 @@ public sealed class BalloonApiTests
             ["migrate", "--target", "http://127.0.0.1:1", "--ram", "64MiB", .. extra]);
         Assert.Equal(2, await source.WaitForExitAsync(Limit));
         Assert.True(source.Printed(expected), string.Join('\n', source.Output));
-    }
-
-    private static Uri ApiAddress(ChildProgram source)
-    {
-        string line = source.Output.First(l => l.Contains("management API listening on", StringComparison.Ordinal));
-        return new Uri(line[(line.LastIndexOf(' ') + 1)..]);
-    }
-
-    private static async Task<BalloonInfo> WaitForBalloonAsync(ManagementClient api, ulong pages)
-    {
-        var deadline = DateTime.UtcNow + Limit;
-        BalloonInfo info;
-        while ((info = await api.QueryBalloonAsync(new QueryBalloonRequest())).ActualPages != pages
-            || info.HeldPages != pages)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"the balloon stayed at {info}");
-            await Task.Delay(20);
-        }
-
-        return info;
-    }
-
-    private static async Task<MigrationInfo> WaitForMigrationAsync(ManagementClient api)
-    {
-        var deadline = DateTime.UtcNow + Limit;
-        MigrationInfo info;
-        while ((info = await api.QueryMigrationAsync(new QueryMigrationRequest())).Status == "active")
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the migration did not end");
-            await Task.Delay(50);
-        }
-
-        return info;
-    }
-
-    private static async Task AssertStatusAsync<T>(StatusCode code, string detail, Task<T> call)
-    {
-        var error = await Assert.ThrowsAsync<RpcException>(() => call);
-        Assert.Equal(code, error.StatusCode);
-        Assert.Contains(detail, error.Status.Detail, StringComparison.Ordinal);
     }
 }

@@ -5,9 +5,9 @@ using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 using Migration.Shared.Verification;
 using Migration.Source.Cli;
-using Migration.Source.Transport;
 
 namespace Migration.EndToEnd.Tests;
 

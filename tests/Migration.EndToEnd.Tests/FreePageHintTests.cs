@@ -2,9 +2,9 @@ using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
 using Migration.Source.Cli;
-using Migration.Source.Precopy;
 
 namespace Migration.EndToEnd.Tests;
 

@@ -6,10 +6,10 @@ using K4os.Compression.LZ4;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 using Migration.Source.Cli;
-using Migration.Source.Precopy;
-using Migration.Source.Transport;
 using Xunit.Abstractions;
 using ProtocolClient = Migration.Protocol.Migration.MigrationClient;
 

@@ -1,10 +1,10 @@
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 using Migration.Source.Cli;
-using Migration.Source.Transport;
-using Migration.Source.Precopy;
 
 namespace Migration.EndToEnd.Tests;
 

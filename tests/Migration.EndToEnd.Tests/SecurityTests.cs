@@ -1,10 +1,10 @@
 using Grpc.Core;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 using Migration.Source.Cli;
-using Migration.Source.Precopy;
-using Migration.Source.Transport;
 using Migration.TestSupport;
 
 namespace Migration.EndToEnd.Tests;

@@ -5,8 +5,8 @@ using Grpc.Core;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 using Migration.Source.Cli;
-using Migration.Source.Transport;
 using ProtocolClient = Migration.Protocol.Migration.MigrationClient;
 
 namespace Migration.EndToEnd.Tests;

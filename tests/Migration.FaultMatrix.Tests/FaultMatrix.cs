@@ -1,10 +1,10 @@
 using System.Diagnostics;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 using Migration.Source.Cli;
-using Migration.Source.Precopy;
-using Migration.Source.Transport;
 using Migration.TestSupport;
 using Xunit.Abstractions;
 

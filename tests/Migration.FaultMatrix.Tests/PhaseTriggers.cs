@@ -1,5 +1,5 @@
 using Migration.Protocol;
-using Migration.Source.Transport;
+using Migration.Shared.Transport;
 
 namespace Migration.FaultMatrix.Tests;
 

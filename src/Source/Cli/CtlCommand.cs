@@ -5,7 +5,7 @@ using Grpc.Core.Interceptors;
 using Migration.Management;
 using Migration.Shared.Cli;
 using Migration.Shared.Protocol;
-using Migration.Source.Transport;
+using Migration.Shared.Transport;
 using ManagementClient = Migration.Management.Management.ManagementClient;
 
 namespace Migration.Source.Cli;

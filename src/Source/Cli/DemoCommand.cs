@@ -1,10 +1,10 @@
 using System.CommandLine;
-using Migration.Shared.Cli;
 using Microsoft.Extensions.Logging;
+using Migration.Shared.Cli;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
-using Migration.Source.Precopy;
 
 namespace Migration.Source.Cli;
 

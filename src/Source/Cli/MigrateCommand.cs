@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
-using Migration.Source.Precopy;
+using Migration.Shared.Precopy;
 
 namespace Migration.Source.Cli;
 
@@ -72,7 +72,7 @@ internal static class MigrateCommand
 
         command.SetAction(async (parse, _) =>
         {
-            Precopy.MigrationOptions options;
+            Shared.Precopy.MigrationOptions options;
             Shared.Guest.GuestConfig config;
             long balloonPages;
             try

@@ -4,10 +4,10 @@ using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
-using Migration.Source.Precopy;
-using Migration.Source.Transport;
+using Migration.Shared.Transport;
 
 namespace Migration.Source.Cli;
 

@@ -3,8 +3,8 @@ using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
 using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Precopy;
 using Migration.Source.Management;
-using Migration.Source.Precopy;
 
 namespace Migration.Source.Cli;
 

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
+using Migration.Protocol;
+using Migration.Shared.Transport;
 
 namespace Migration.Source.Cli;
 
@@ -95,8 +97,8 @@ public sealed partial class TargetProcess : IAsyncDisposable
     /// <summary>The target's state as its Status call reports it (idle, receiving, verifying, resumed, failed).</summary>
     public async Task<string> StateAsync(CancellationToken ct = default)
     {
-        using var channel = Transport.PageChannel.CreateGrpcChannel(Address, Transport.TransportSecurity.None);
-        var reply = await new Protocol.Migration.MigrationClient(channel).StatusAsync(new Protocol.StatusRequest(),
+        using var channel = PageChannel.CreateGrpcChannel(Address, TransportSecurity.None);
+        var reply = await new Protocol.Migration.MigrationClient(channel).StatusAsync(new StatusRequest(),
             deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct).ConfigureAwait(false);
         return reply.State;
     }

@@ -1,10 +1,8 @@
-using System.Diagnostics;
-using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Migration.Management;
 using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
-using Migration.Source.Precopy;
 
 namespace Migration.Source.Management;
 
@@ -16,21 +14,15 @@ namespace Migration.Source.Management;
 internal sealed class SourceHost : IManagementHost, IDisposable
 {
     private readonly object _gate = new();
-    private readonly MigrationOptions _defaults;
-    private readonly ILoggerFactory _logging;
-    private readonly TextWriter _output;
+    private readonly OutgoingMigrations _outgoing;
     private VirtualMachine? _vm;
     private string _why = "no guest booted";
-    private Running? _current;
-    private MigrationInfo _last = new() { Status = "none" };
 
     public SourceHost(VirtualMachine vm, MigrationOptions defaults, ILoggerFactory logging, TextWriter output)
     {
         ArgumentNullException.ThrowIfNull(vm);
         _vm = vm;
-        _defaults = defaults;
-        _logging = logging;
-        _output = output;
+        _outgoing = new OutgoingMigrations(defaults, logging, output, Events, Role);
         Events.Attach(vm);
     }
 
@@ -39,16 +31,7 @@ internal sealed class SourceHost : IManagementHost, IDisposable
     public VmEventHub Events { get; } = new();
 
     /// <summary>The migration in flight, for a caller that must wait for it (shutdown).</summary>
-    public Task? Migration
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _current?.Task;
-            }
-        }
-    }
+    public Task? Migration => _outgoing.Current;
 
     public T WithVm<T>(Func<VirtualMachine?, string, T> use)
     {
@@ -61,202 +44,38 @@ internal sealed class SourceHost : IManagementHost, IDisposable
 
     public MigrationInfo StartMigration(StartMigrationRequest request)
     {
-        ArgumentNullException.ThrowIfNull(request);
         lock (_gate)
         {
-            if (_vm is not { } vm)
-            {
-                throw Precondition($"no guest runs here: {_why}");
-            }
-
-            if (_current is not null)
-            {
-                throw Precondition($"a migration to {_current.Target} is already running; cancel it or wait");
-            }
-
-            var options = OptionsOf(request, vm.Config);
-            var progress = new LatestProgress();
-            var cts = new CancellationTokenSource();
-            var engine = new PrecopyEngine(vm, options, progress, logger: _logging.CreateLogger("precopy"));
-            var running = new Running(options.Target, progress, cts, Stopwatch.StartNew());
-            _current = running;
-            _output.WriteLine($"source: migrating to {options.Target} (management API)");
-            Events.PublishMigration(string.Empty, "active", null);
-            running.Task = Task.Run(() => RunAsync(vm, engine, running), CancellationToken.None);
-            return running.Info();
+            return _vm is { } vm
+                ? _outgoing.Start(vm, request, (target, report) => Ended(vm, target, report))
+                : throw OutgoingMigrations.Precondition($"no guest runs here: {_why}");
         }
     }
 
-    public MigrationInfo QueryMigration()
-    {
-        lock (_gate)
-        {
-            return _current?.Info() ?? _last;
-        }
-    }
+    public MigrationInfo QueryMigration() => _outgoing.Query();
 
-    public MigrationInfo CancelMigration()
-    {
-        lock (_gate)
-        {
-            if (_current is not { } running)
-            {
-                throw Precondition("no migration is running");
-            }
-
-            running.Cancel.Cancel();
-            return running.Info();
-        }
-    }
+    public MigrationInfo CancelMigration() => _outgoing.Cancel();
 
     public void Dispose()
     {
         Events.Dispose();
-        lock (_gate)
-        {
-            _current?.Cancel.Cancel();
-        }
+        _outgoing.Dispose();
     }
 
-    private async Task RunAsync(VirtualMachine vm, PrecopyEngine engine, Running running)
+    private void Ended(VirtualMachine vm, Uri target, MigrationReport report)
     {
-        MigrationReport report;
-        try
+        if (report.Status is not (MigrationStatus.Completed or MigrationStatus.Unknown))
         {
-            report = await engine.MigrateAsync(running.Cancel.Token).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
-        {
-            report = new MigrationReport { Status = MigrationStatus.Failed, Error = ex.Message };
+            return; // failed or cancelled: the guest runs on here
         }
 
         lock (_gate)
         {
-            if (report.Status is MigrationStatus.Completed or MigrationStatus.Unknown)
-            {
-                vm.Shutdown(); // completed: the guest runs on the target; unknown: it may, so never here again
-                _vm = null;
-                _why = report.Status == MigrationStatus.Completed
-                    ? $"the guest migrated to {running.Target}"
-                    : $"the handover to {running.Target} has an unknown outcome; the guest never runs here again";
-            }
-
-            _last = running.Info(report);
-            _current = null;
-            running.Cancel.Dispose();
-        }
-
-        string status = report.Status.ToString().ToLowerInvariant();
-        _output.WriteLine($"source: migration to {running.Target} {status}" +
-            (report.Error is null ? string.Empty : $": {report.Error}"));
-        Events.PublishMigration(report.MigrationId ?? string.Empty, status, report.Error);
-    }
-
-    private MigrationOptions OptionsOf(StartMigrationRequest r, GuestConfig guest)
-    {
-        if (!Uri.TryCreate(r.Target, UriKind.Absolute, out var target)
-            || target.Scheme is not ("http" or "https"))
-        {
-            throw Invalid($"target '{r.Target}' is not an http:// or https:// URL");
-        }
-
-        if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
-        {
-            throw Invalid($"downtime_ms {r.DowntimeMs} is not a positive number of milliseconds below 1e9");
-        }
-
-        var options = _defaults with { Target = target };
-        options = r.HasHints ? options with { Hints = r.Hints } : options;
-        options = r.HasSkipBallooned ? options with { SkipBallooned = r.SkipBallooned } : options;
-        options = r.HasDowntimeMs ? options with { DowntimeLimit = TimeSpan.FromMilliseconds(r.DowntimeMs) } : options;
-        options = r.HasChannels ? options with { Channels = (int)Math.Min(r.Channels, int.MaxValue) } : options;
-        options = r.HasMaxRounds ? options with { MaxRounds = (int)Math.Min(r.MaxRounds, int.MaxValue) } : options;
-        options = r.HasMaxBandwidthBytesPerSecond
-            ? options with { MaxBandwidthBytesPerSecond = r.MaxBandwidthBytesPerSecond }
-            : options;
-        if (r.HasCompression)
-        {
-            if (!Enum.TryParse<Compression>(r.Compression, ignoreCase: true, out var compression)
-                || !Enum.IsDefined(compression))
-            {
-                throw Invalid($"compression '{r.Compression}' is not one of " +
-                    string.Join(", ", Enum.GetNames<Compression>().Select(n => n.ToLowerInvariant())));
-            }
-
-            options = options with { Compression = compression };
-        }
-
-        try
-        {
-            options.Validate();
-            options.ValidateFor(guest);
-        }
-        catch (Exception ex) when (ex is ArgumentException or OverflowException)
-        {
-            throw Invalid(ex.Message);
-        }
-
-        return options;
-    }
-
-    private static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
-
-    private static RpcException Precondition(string detail) => new(new Status(StatusCode.FailedPrecondition, detail));
-
-    /// <summary>The newest progress snapshot, kept for <c>query-migrate</c>.</summary>
-    private sealed class LatestProgress : IProgress<RoundProgress>
-    {
-        private readonly object _gate = new();
-        private RoundProgress? _latest;
-
-        public RoundProgress? Latest
-        {
-            get
-            {
-                lock (_gate)
-                {
-                    return _latest;
-                }
-            }
-        }
-
-        public void Report(RoundProgress value)
-        {
-            lock (_gate)
-            {
-                _latest = value;
-            }
-        }
-    }
-
-    private sealed class Running(Uri target, LatestProgress progress, CancellationTokenSource cancel, Stopwatch clock)
-    {
-        public Uri Target => target;
-
-        public CancellationTokenSource Cancel => cancel;
-
-        public Task? Task { get; set; }
-
-        public MigrationInfo Info(MigrationReport? report = null)
-        {
-            var p = progress.Latest;
-            var info = new MigrationInfo
-            {
-                Status = report is null ? "active" : report.Status.ToString().ToLowerInvariant(),
-                Target = target.ToString(),
-                ElapsedMs = clock.Elapsed.TotalMilliseconds,
-                Rounds = (uint)(report?.Rounds.Count ?? (p?.Round ?? 0)),
-                PagesSent = (ulong)Math.Max(0, p?.PagesSent ?? 0),
-            };
-            if (report is not null)
-            {
-                info.MigrationId = report.MigrationId ?? string.Empty;
-                info.Error = report.Error ?? string.Empty;
-                info.BytesOnWire = (ulong)Math.Max(0, report.Transfer.BytesOnWire);
-                info.ReportJson = report.ToJson();
-            }
-
-            return info;
+            vm.Shutdown(); // completed: the guest runs on the target; unknown: it may, so never here again
+            _vm = null;
+            _why = report.Status == MigrationStatus.Completed
+                ? $"the guest migrated to {target}"
+                : $"the handover to {target} has an unknown outcome; the guest never runs here again";
         }
     }
 }

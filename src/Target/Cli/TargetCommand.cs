@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Migration.Shared.Cli;
 using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
+using Migration.Shared.Transport;
 using Migration.Target.Hosting;
 
 namespace Migration.Target.Cli;
@@ -59,10 +61,17 @@ internal static class TargetCommand
         {
             Description = "Mutual TLS: accept only clients whose certificate this CA (PEM) issued",
         };
+        var onward = new SecurityOptions("next target (a migration onward through the management API)",
+            prefix: "onward-");
         var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.")
         {
             listen, once, report, dumpRam, runAfter, prealloc, verify, lease, tokenFile, tlsCert, tlsKey, tlsClientCa,
         };
+        foreach (var option in onward.All)
+        {
+            root.Options.Add(option);
+        }
+
         root.SetAction(parse =>
         {
             string url = parse.GetValue(listen)!;
@@ -97,8 +106,10 @@ internal static class TargetCommand
             }
 
             string? token;
+            TransportSecurity onwardSecurity;
             try
             {
+                onwardSecurity = onward.Bind(parse);
                 token = parse.GetValue(tokenFile) is string file ? CliFiles.ReadToken(file, "--token-file") : null;
                 foreach (var (option, path) in new[]
                 {
@@ -131,6 +142,7 @@ internal static class TargetCommand
                 ReportPath = parse.GetValue(report),
                 DumpRamPath = parse.GetValue(dumpRam),
                 RunAfterSeconds = parse.GetValue(runAfter),
+                Onward = MigrationOptions.Defaults with { Security = onwardSecurity },
             };
             return TargetSecurity.Problem(options) is { } unsafeSetup
                 ? UsageErrors.Report(unsafeSetup)

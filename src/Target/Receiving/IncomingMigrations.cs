@@ -46,6 +46,7 @@ internal sealed class IncomingMigrations : IDisposable
     private GuestRam? _preallocated;
     private VirtualMachine? _resumed;
     private VirtualMachine? _serving; // the resumed guest while it runs: what the management API may touch
+    private string? _resumedId;
     private Provisional? _provisional;
     private string? _lastError;
 
@@ -105,6 +106,62 @@ internal sealed class IncomingMigrations : IDisposable
                 : _resumed is not null ? "the received guest is being stopped and checked"
                 : $"no guest has been received (target {_state.ToWire()})");
         }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="start"/> on the guest resumed here, if it may migrate onward, or throws why not. It may
+    /// while it runs for good: a target with <c>--run-after</c> stops and checks its guest, so that guest stays.
+    /// </summary>
+    public T WithOnwardGuest<T>(Func<VirtualMachine, T> start)
+    {
+        ArgumentNullException.ThrowIfNull(start);
+        lock (_lock)
+        {
+            if (_serving is not { } vm)
+            {
+                throw RpcErrors.FailedPrecondition(_resumed is not null
+                    ? "the received guest is being stopped and checked"
+                    : $"no guest has been received (target {_state.ToWire()})");
+            }
+
+            if (_options.RunAfterSeconds is double seconds)
+            {
+                throw RpcErrors.FailedPrecondition($"this target stops and checks its guest after --run-after " +
+                    $"{seconds:0.###} s; start it without --run-after to migrate a received guest onward");
+            }
+
+            return start(vm);
+        }
+    }
+
+    /// <summary>
+    /// An onward migration of the served guest ended. Completed (or with an unknown outcome, when the next target
+    /// may run it), the guest never runs here again: it is freed and this target is idle, ready to receive the next
+    /// one. Failed or cancelled, the guest runs on here.
+    /// </summary>
+    public void MigratedOnward(VirtualMachine vm, bool gone)
+    {
+        ArgumentNullException.ThrowIfNull(vm);
+        if (!gone)
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!ReferenceEquals(_resumed, vm))
+            {
+                return; // already let go (shutting down)
+            }
+
+            _serving = null;
+            _resumed = null;
+            Move(_resumedId ?? "(onward)", TargetState.Idle);
+            _resumedId = null;
+        }
+
+        vm.Dispose();
+        _idleMemory.Release();
     }
 
     /// <summary>Idle or failed -> receiving: allocates the guest's RAM and answers with the target's limits.</summary>
@@ -368,6 +425,7 @@ internal sealed class IncomingMigrations : IDisposable
             _current = null;
             _resumed = vm;
             _serving = vm;
+            _resumedId = vm is null ? null : migration.Id;
             _lastError = vm is null ? reply.Error : null;
         }
 

@@ -4,8 +4,8 @@ using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
-using Migration.Source.Precopy;
 using Migration.TestSupport;
 
 namespace Migration.RaceFuzzer.Tests.Harness;

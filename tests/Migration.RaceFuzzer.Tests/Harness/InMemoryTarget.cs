@@ -1,8 +1,8 @@
 using Migration.Protocol;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
+using Migration.Shared.Transport;
 using Migration.Shared.Verification;
-using Migration.Source.Transport;
 
 namespace Migration.RaceFuzzer.Tests.Harness;
 

@@ -1,6 +1,6 @@
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Guest;
-using Migration.Source.Precopy;
+using Migration.Shared.Precopy;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

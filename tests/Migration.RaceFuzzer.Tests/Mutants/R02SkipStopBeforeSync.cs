@@ -1,6 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Precopy;
-using Migration.Source.Precopy;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

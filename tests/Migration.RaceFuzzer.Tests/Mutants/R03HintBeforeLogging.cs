@@ -1,5 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
-using Migration.Source.Precopy;
+using Migration.Shared.Precopy;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

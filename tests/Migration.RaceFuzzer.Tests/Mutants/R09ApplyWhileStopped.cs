@@ -2,7 +2,6 @@ using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 using Migration.Shared.Precopy;
-using Migration.Source.Precopy;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

@@ -3,8 +3,8 @@ using Migration.Shared.Cli;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Source.Cli;
-using Migration.Source.Precopy;
 
 namespace Migration.Source.Tests.Cli;
 

@@ -2,8 +2,8 @@ using Grpc.Core;
 using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Management;
 using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
 using Migration.Source.Management;
-using Migration.Source.Precopy;
 
 namespace Migration.Source.Tests.Management;
 

@@ -1,4 +1,4 @@
-using Migration.Source.Precopy;
+using Migration.Shared.Precopy;
 
 namespace Migration.Source.Tests.Precopy;
 

@@ -1,7 +1,7 @@
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Protocol;
-using Migration.Source.Transport;
+using Migration.Shared.Transport;
 
 namespace Migration.Source.Tests.Precopy;
 

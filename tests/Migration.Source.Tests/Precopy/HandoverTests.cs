@@ -2,8 +2,8 @@ using Grpc.Core;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
-using Migration.Source.Precopy;
 
 namespace Migration.Source.Tests.Precopy;
 

@@ -4,7 +4,6 @@ using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
-using Migration.Source.Precopy;
 
 namespace Migration.Source.Tests.Precopy;
 

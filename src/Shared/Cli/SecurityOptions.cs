@@ -1,0 +1,67 @@
+using System.CommandLine;
+using Migration.Shared.Transport;
+
+namespace Migration.Shared.Cli;
+
+/// <summary>
+/// How a process proves itself to a peer it calls and trusts it (a shared token, the CA, a client certificate): the
+/// flags the source's `migrate` and `run` take for the target, `ctl` for the API it calls, and the target's
+/// `--onward-*` for the next target it migrates a guest to.
+/// </summary>
+internal sealed class SecurityOptions
+{
+    /// <param name="prefix">Put before each flag's name: "--token-file" becomes "--{prefix}token-file".</param>
+    public SecurityOptions(string peer, bool recursive = false, string prefix = "")
+    {
+        Token = new Option<string?>($"--{prefix}token-file")
+        {
+            Description = $"Send this shared token (the file's content) to the {peer}",
+            Recursive = recursive,
+        };
+        Ca = new Option<string?>($"--{prefix}tls-ca")
+        {
+            Description = $"CA (PEM) the {peer}'s certificate must chain to",
+            Recursive = recursive,
+        };
+        ClientCert = new Option<string?>($"--{prefix}tls-client-cert")
+        {
+            Description = "Client certificate (PEM) for mutual TLS",
+            Recursive = recursive,
+        };
+        ClientKey = new Option<string?>($"--{prefix}tls-client-key")
+        {
+            Description = "The client certificate's key (PEM)",
+            Recursive = recursive,
+        };
+    }
+
+    public Option<string?> Token { get; }
+
+    public Option<string?> Ca { get; }
+
+    public Option<string?> ClientCert { get; }
+
+    public Option<string?> ClientKey { get; }
+
+    public IEnumerable<Option> All => [Token, Ca, ClientCert, ClientKey];
+
+    /// <summary>The parsed flags; throws <see cref="ArgumentException"/> for a missing file or a lone half.</summary>
+    public TransportSecurity Bind(ParseResult parse)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        string? cert = parse.GetValue(ClientCert);
+        string? key = parse.GetValue(ClientKey);
+        if ((cert is null) != (key is null))
+        {
+            throw new ArgumentException($"{ClientCert.Name} and {ClientKey.Name} go together.");
+        }
+
+        return new TransportSecurity
+        {
+            Token = parse.GetValue(Token) is string file ? CliFiles.ReadToken(file, Token.Name) : null,
+            CaPath = parse.GetValue(Ca) is string caPath ? CliFiles.Readable(caPath, Ca.Name) : null,
+            ClientCertificatePath = cert is null ? null : CliFiles.Readable(cert, ClientCert.Name),
+            ClientKeyPath = key is null ? null : CliFiles.Readable(key, ClientKey.Name),
+        };
+    }
+}

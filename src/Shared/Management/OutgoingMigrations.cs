@@ -1,0 +1,249 @@
+using System.Diagnostics;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
+using Migration.Shared.Reporting;
+
+namespace Migration.Management;
+
+/// <summary>
+/// The management API's migration controls over a running guest: at most one outgoing migration at a time, its
+/// progress for a query, its cancellation, the last outcome. The source's <c>run</c> and a target serving the guest
+/// it received both use it; what becomes of the guest when a migration ends is the host's call.
+/// </summary>
+internal sealed class OutgoingMigrations : IDisposable
+{
+    private readonly object _gate = new();
+    private readonly MigrationOptions _defaults;
+    private readonly ILoggerFactory _logging;
+    private readonly TextWriter _output;
+    private readonly VmEventHub _events;
+    private readonly string _role;
+    private Running? _current;
+    private MigrationInfo _last = new() { Status = "none" };
+
+    /// <param name="defaults">Options a request does not set (the process's flags: security, timeouts).</param>
+    /// <param name="role">How the process names itself in the lines it prints ("source", "target").</param>
+    public OutgoingMigrations(MigrationOptions defaults, ILoggerFactory logging, TextWriter output, VmEventHub events,
+        string role)
+    {
+        _defaults = defaults;
+        _logging = logging;
+        _output = output;
+        _events = events;
+        _role = role;
+    }
+
+    /// <summary>The migration in flight, for a caller that must wait for it (shutdown).</summary>
+    public Task? Current
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _current?.Task;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts migrating <paramref name="vm"/> as <paramref name="request"/> asks; throws an
+    /// <see cref="RpcException"/> for a bad request or while a migration runs. <paramref name="ended"/> runs once with
+    /// the target and the report, before the next migration may start, so the host can let the guest go first.
+    /// </summary>
+    public MigrationInfo Start(VirtualMachine vm, StartMigrationRequest request, Action<Uri, MigrationReport> ended)
+    {
+        ArgumentNullException.ThrowIfNull(vm);
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(ended);
+        lock (_gate)
+        {
+            if (_current is not null)
+            {
+                throw Precondition($"a migration to {_current.Target} is already running; cancel it or wait");
+            }
+
+            var options = OptionsOf(request, vm.Config);
+            var progress = new LatestProgress();
+            var engine = new PrecopyEngine(vm, options, progress, logger: _logging.CreateLogger("precopy"));
+            var running = new Running(options.Target, progress, new CancellationTokenSource(), Stopwatch.StartNew());
+            _current = running;
+            _output.WriteLine($"{_role}: migrating to {options.Target} (management API)");
+            _events.PublishMigration(string.Empty, "active", null);
+            running.Task = Task.Run(() => RunAsync(engine, running, ended), CancellationToken.None);
+            return running.Info();
+        }
+    }
+
+    public MigrationInfo Query()
+    {
+        lock (_gate)
+        {
+            return _current?.Info() ?? _last;
+        }
+    }
+
+    public MigrationInfo Cancel()
+    {
+        lock (_gate)
+        {
+            if (_current is not { } running)
+            {
+                throw Precondition("no migration is running");
+            }
+
+            running.Cancel.Cancel();
+            return running.Info();
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _current?.Cancel.Cancel();
+        }
+    }
+
+    internal static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
+
+    internal static RpcException Precondition(string detail) =>
+        new(new Status(StatusCode.FailedPrecondition, detail));
+
+    private async Task RunAsync(PrecopyEngine engine, Running running, Action<Uri, MigrationReport> ended)
+    {
+        MigrationReport report;
+        try
+        {
+            report = await engine.MigrateAsync(running.Cancel.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            report = new MigrationReport { Status = MigrationStatus.Failed, Error = ex.Message };
+        }
+
+        try
+        {
+            ended(running.Target, report);
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _last = running.Info(report);
+                _current = null;
+                running.Cancel.Dispose();
+            }
+        }
+
+        string status = report.Status.ToString().ToLowerInvariant();
+        _output.WriteLine($"{_role}: migration to {running.Target} {status}" +
+            (report.Error is null ? string.Empty : $": {report.Error}"));
+        _events.PublishMigration(report.MigrationId ?? string.Empty, status, report.Error);
+    }
+
+    private MigrationOptions OptionsOf(StartMigrationRequest r, GuestConfig guest)
+    {
+        if (!Uri.TryCreate(r.Target, UriKind.Absolute, out var target)
+            || target.Scheme is not ("http" or "https"))
+        {
+            throw Invalid($"target '{r.Target}' is not an http:// or https:// URL");
+        }
+
+        if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
+        {
+            throw Invalid($"downtime_ms {r.DowntimeMs} is not a positive number of milliseconds below 1e9");
+        }
+
+        var options = _defaults with { Target = target };
+        options = r.HasHints ? options with { Hints = r.Hints } : options;
+        options = r.HasSkipBallooned ? options with { SkipBallooned = r.SkipBallooned } : options;
+        options = r.HasDowntimeMs ? options with { DowntimeLimit = TimeSpan.FromMilliseconds(r.DowntimeMs) } : options;
+        options = r.HasChannels ? options with { Channels = (int)Math.Min(r.Channels, int.MaxValue) } : options;
+        options = r.HasMaxRounds ? options with { MaxRounds = (int)Math.Min(r.MaxRounds, int.MaxValue) } : options;
+        options = r.HasMaxBandwidthBytesPerSecond
+            ? options with { MaxBandwidthBytesPerSecond = r.MaxBandwidthBytesPerSecond }
+            : options;
+        if (r.HasCompression)
+        {
+            if (!Enum.TryParse<Compression>(r.Compression, ignoreCase: true, out var compression)
+                || !Enum.IsDefined(compression))
+            {
+                throw Invalid($"compression '{r.Compression}' is not one of " +
+                    string.Join(", ", Enum.GetNames<Compression>().Select(n => n.ToLowerInvariant())));
+            }
+
+            options = options with { Compression = compression };
+        }
+
+        try
+        {
+            options.Validate();
+            options.ValidateFor(guest);
+        }
+        catch (Exception ex) when (ex is ArgumentException or OverflowException)
+        {
+            throw Invalid(ex.Message);
+        }
+
+        return options;
+    }
+
+    /// <summary>The newest progress snapshot, kept for a query.</summary>
+    private sealed class LatestProgress : IProgress<RoundProgress>
+    {
+        private readonly object _gate = new();
+        private RoundProgress? _latest;
+
+        public RoundProgress? Latest
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _latest;
+                }
+            }
+        }
+
+        public void Report(RoundProgress value)
+        {
+            lock (_gate)
+            {
+                _latest = value;
+            }
+        }
+    }
+
+    private sealed class Running(Uri target, LatestProgress progress, CancellationTokenSource cancel, Stopwatch clock)
+    {
+        public Uri Target => target;
+
+        public CancellationTokenSource Cancel => cancel;
+
+        public Task? Task { get; set; }
+
+        public MigrationInfo Info(MigrationReport? report = null)
+        {
+            var p = progress.Latest;
+            var info = new MigrationInfo
+            {
+                Status = report is null ? "active" : report.Status.ToString().ToLowerInvariant(),
+                Target = target.ToString(),
+                ElapsedMs = clock.Elapsed.TotalMilliseconds,
+                Rounds = (uint)(report?.Rounds.Count ?? (p?.Round ?? 0)),
+                PagesSent = (ulong)Math.Max(0, p?.PagesSent ?? 0),
+            };
+            if (report is not null)
+            {
+                info.MigrationId = report.MigrationId ?? string.Empty;
+                info.Error = report.Error ?? string.Empty;
+                info.BytesOnWire = (ulong)Math.Max(0, report.Transfer.BytesOnWire);
+                info.ReportJson = report.ToJson();
+            }
+
+            return info;
+        }
+    }
+}

@@ -1,0 +1,178 @@
+using Migration.Shared.DirtyTracking;
+using Migration.Shared.Guest;
+using Migration.Shared.Transport;
+
+namespace Migration.Shared.Precopy;
+
+/// <summary>How pages are encoded on the wire beyond zero-page detection.</summary>
+public enum Compression
+{
+    None,
+
+    /// <summary>LZ4 (K4os), kept only for pages it shrinks by at least an eighth.</summary>
+    Lz4,
+}
+
+/// <summary>How a migration is run: the user's options. Each default is set here once, with its reason.</summary>
+public sealed record MigrationOptions
+{
+    /// <summary>The defaults, for a target named later (the CLI reads its defaults from here).</summary>
+    public static readonly MigrationOptions Defaults = new() { Target = new Uri("http://127.0.0.1:50051") };
+
+    public required Uri Target { get; init; }
+
+    /// <summary>
+    /// Stop-and-copy once the expected downtime fits this (QEMU and Cloud Hypervisor default to 300 ms).
+    /// </summary>
+    public TimeSpan DowntimeLimit { get; init; } = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>
+    /// Bytes per second over all channels; null = uncapped. Also our link emulation (10 Gbit/s = 1.25e9).
+    /// </summary>
+    public double? MaxBandwidthBytesPerSecond { get; init; }
+
+    /// <summary>Parallel channels, each its own HTTP/2 connection (QEMU multifd defaults to 2).</summary>
+    public int Channels { get; init; } = 2;
+
+    /// <summary>
+    /// Off by default: on a fast link zero detection already takes what is cheap; LZ4 costs CPU per page.
+    /// </summary>
+    public Compression Compression { get; init; } = Compression.None;
+
+    /// <summary>
+    /// A migration whose dirty set does not shrink below the limit in this many rounds fails as not converging.
+    /// </summary>
+    public int MaxRounds { get; init; } = 30;
+
+    /// <summary>
+    /// Bounds everything up to the handover (setup, rounds, stop-and-copy): past it the migration fails with the phase
+    /// it was in, and the guest runs on. The handover is bounded on its own (<see cref="CompleteTimeout"/> and
+    /// <see cref="HandoverWindow"/>), since giving up there must not guess.
+    /// </summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// How long the source waits for the target's answer to Complete. The target verifies in well under a second on
+    /// the guests this runs; a minute leaves room for a full rehash of a large guest.
+    /// </summary>
+    public TimeSpan CompleteTimeout { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// When the Complete answer is lost or late, how long the source keeps asking the target, by migration id, what it
+    /// decided, before it reports the outcome unknown (the guest stays paused: it may be running on the target).
+    /// </summary>
+    public TimeSpan HandoverWindow { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// A connection on which nothing moves for this long while pages are being sent is stalled: the migration fails and
+    /// the guest runs on. Far above a batch's time at any useful rate; the lease the target applies is the same.
+    /// </summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Deadline of Begin, Status and Cancel calls.</summary>
+    public TimeSpan ControlCallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Switchover order. On (default): the target checks the state, resumes the guest with its outputs held and
+    /// answers; the downtime ends there, and the page digests (taken from the stopped source guest) are compared
+    /// after, with the source still paused: a mismatch discards the target's copy and the source guest resumes.
+    /// Off: every digest is computed and compared inside the downtime, before the target resumes. Measured on an idle
+    /// 8 GiB guest the first halves the downtime (see the README's switchover figures).
+    /// </summary>
+    public bool ResumeFirst { get; init; } = true;
+
+    /// <summary>Credentials and TLS trust for reaching the target; none by default (a loopback target).</summary>
+    public TransportSecurity Security { get; init; } = TransportSecurity.None;
+
+    /// <summary>
+    /// Pages per message: 256 pages = 1 MiB raw, big enough to amortise framing, small enough to interleave channels.
+    /// </summary>
+    public int PagesPerBatch { get; init; } = 256;
+
+    /// <summary>Free page hinting through the balloon device (the product's optimisation). On by default.</summary>
+    public bool Hints { get; init; } = true;
+
+    /// <summary>
+    /// Ballooned pages are neither scanned nor sent (the device knows they are discarded). Off: sent as zero pages,
+    /// as QEMU does; for comparisons. On by default.
+    /// </summary>
+    public bool SkipBallooned { get; init; } = true;
+
+    /// <summary>
+    /// Permit manual dirty-log mode with hints but without wait-on-ack, which can lose a write (race R5). For
+    /// demonstrations, and for the race fuzzer, which shows that the write is lost.
+    /// </summary>
+    public bool AllowUnsafe { get; init; }
+
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> when these options and the guest cannot be migrated safely.
+    /// </summary>
+    public void ValidateFor(GuestConfig guest)
+    {
+        ArgumentNullException.ThrowIfNull(guest);
+        if (Hints && guest.DirtyLogMode == DirtyLogMode.Manual && !guest.WaitOnAck && !AllowUnsafe)
+        {
+            throw new ArgumentException(
+                "refusing free page hinting with manual dirty-log mode and wait-on-ack off: " +
+                "a guest that reuses a hinted block before the device has processed it writes a page " +
+                "whose dirty bit the hint's chunk clear then wipes, and that write is lost (race R5). " +
+                "Use --wait-on-ack on, --dirty-log eager or --hints off; --allow-unsafe exists for demonstrations.");
+        }
+    }
+
+    public void Validate()
+    {
+        if (Target.Scheme != Uri.UriSchemeHttp && Target.Scheme != Uri.UriSchemeHttps)
+        {
+            throw new ArgumentException($"--target must be an http:// or https:// URL, got '{Target}'.");
+        }
+
+        bool tls = Security.CaPath is not null || Security.ClientCertificatePath is not null;
+        if (Target.Scheme == Uri.UriSchemeHttp && tls)
+        {
+            throw new ArgumentException("--tls-ca and --tls-client-cert need an https:// --target.");
+        }
+
+        foreach (var (name, span) in new[]
+        {
+            ("--complete-timeout", CompleteTimeout), ("--handover-window", HandoverWindow),
+            ("--stall-timeout", StallTimeout), ("the control call timeout", ControlCallTimeout),
+        })
+        {
+            if (span <= TimeSpan.Zero)
+            {
+                throw new ArgumentException($"{name} must be positive.");
+            }
+        }
+
+        if (DowntimeLimit <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("--downtime-ms must be positive.");
+        }
+
+        if (MaxBandwidthBytesPerSecond is <= 0)
+        {
+            throw new ArgumentException("--max-bandwidth must be positive.");
+        }
+
+        if (Channels is < 1 or > 64)
+        {
+            throw new ArgumentException($"--channels must be 1..64, got {Channels}.");
+        }
+
+        if (MaxRounds < 1)
+        {
+            throw new ArgumentException("--max-rounds must be at least 1.");
+        }
+
+        if (Timeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("--timeout-seconds must be positive.");
+        }
+
+        if (PagesPerBatch is < 1 or > 4096)
+        {
+            throw new ArgumentException("Pages per batch must be 1..4096.");
+        }
+    }
+}

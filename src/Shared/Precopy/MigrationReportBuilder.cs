@@ -1,0 +1,79 @@
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
+
+namespace Migration.Shared.Precopy;
+
+/// <summary>
+/// Fills one attempt's report: configuration up front, a row per round, transfer and participants at the end.
+/// </summary>
+internal sealed class MigrationReportBuilder
+{
+    public MigrationReportBuilder(string migrationId, GuestConfig guest, MigrationOptions options)
+    {
+        Report = new MigrationReport
+        {
+            MigrationId = migrationId,
+            Config = new Dictionary<string, object?>
+            {
+                ["target"] = options.Target.ToString(),
+                ["downtimeLimitMs"] = options.DowntimeLimit.TotalMilliseconds,
+                ["maxBandwidthBytesPerSec"] = options.MaxBandwidthBytesPerSecond,
+                ["channels"] = options.Channels,
+                ["compress"] = options.Compression.ToString().ToLowerInvariant(),
+                ["dirtyLog"] = guest.DirtyLogMode.ToString().ToLowerInvariant(),
+                ["poison"] = guest.PoisonValue is byte b ? $"0x{b:x2}" : "off",
+                ["seed"] = guest.Workload.Seed,
+                ["maxRounds"] = options.MaxRounds,
+                ["hints"] = options.Hints ? "on" : "off",
+                ["waitOnAck"] = guest.WaitOnAck ? "on" : "off",
+            },
+            Guest = MigrationReport.GuestSection.Of(guest),
+        };
+    }
+
+    public MigrationReport Report { get; }
+
+    public MigrationReport.TimingSection Timing => Report.Timing;
+
+    public int RoundCount => Report.Rounds.Count;
+
+    public void AddRound(int round, long dirtyAtStart, long sent, long bytes, double ms, double dirtyRate,
+        bool final) =>
+        Report.Rounds.Add(new MigrationReport.RoundSection
+        {
+            Round = round,
+            DirtyPages = dirtyAtStart,
+            PagesSent = sent,
+            Bytes = bytes,
+            Ms = ms,
+            DirtyRatePagesPerSec = final ? 0 : dirtyRate,
+            Final = final,
+        });
+
+    public void Ended(MigrationStatus status, string? error)
+    {
+        Report.Status = status;
+        Report.Error = error;
+    }
+
+    /// <summary>Totals, throughput and what each participant did.</summary>
+    public MigrationReport Finish(TransferCounters counters, double totalMs, IEnumerable<IPrecopyParticipant> joined)
+    {
+        ArgumentNullException.ThrowIfNull(counters);
+        ArgumentNullException.ThrowIfNull(joined);
+        Report.Timing.TotalMs = totalMs;
+        var transfer = Report.Transfer;
+        transfer.BytesOnWire = counters.BytesOnWire;
+        transfer.PagesZero = counters.PagesZero;
+        transfer.PagesNormal = counters.PagesRaw;
+        transfer.PagesCompressed = counters.PagesLz4;
+        transfer.ThroughputMBps = counters.BytesOnWire / 1e6 / Math.Max(totalMs / 1000, 1e-6);
+        foreach (var participant in joined)
+        {
+            participant.Report(Report);
+        }
+
+        return Report;
+    }
+}

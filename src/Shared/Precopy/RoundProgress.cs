@@ -1,0 +1,13 @@
+namespace Migration.Shared.Precopy;
+
+/// <summary>A progress snapshot for the live display: one per precopy round, and one as stop-and-copy starts.</summary>
+public readonly record struct RoundProgress(
+    MigrationPhase Phase,
+    int Round,
+    long RemainingPages,
+    long PagesSent,
+    double ThroughputMBps,
+    double ExpectedDowntimeMs)
+{
+    public bool Final => Phase != MigrationPhase.Precopy;
+}

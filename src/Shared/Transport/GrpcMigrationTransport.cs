@@ -1,0 +1,135 @@
+using Grpc.Core;
+using Grpc.Net.Client;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
+using MigrationClient = Migration.Protocol.Migration.MigrationClient;
+
+namespace Migration.Shared.Transport;
+
+/// <summary>
+/// The real transport: a control connection for Begin, Complete, Cancel and Status, and one HTTP/2 connection per
+/// channel. Every call carries the shared token when there is one, and after Begin the migration's key.
+/// </summary>
+internal sealed class GrpcMigrationTransport : IMigrationTransport
+{
+    private readonly Uri _target;
+    private readonly GuestRam _ram;
+    private readonly MigrationOptions _options;
+    private readonly BandwidthLimiter _limiter;
+    private readonly TransferCounters _counters;
+    private readonly GrpcChannel _control;
+    private readonly MigrationClient _client;
+    private string? _key;
+
+    public GrpcMigrationTransport(GuestRam ram, MigrationOptions options, BandwidthLimiter limiter,
+        TransferCounters counters)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _target = options.Target;
+        _ram = ram;
+        _options = options;
+        _limiter = limiter;
+        _counters = counters;
+        _control = PageChannel.CreateGrpcChannel(_target, options.Security);
+        _client = new MigrationClient(_control);
+    }
+
+    /// <summary>
+    /// Asks the target for its state before anything else happens: a clear error now (unreachable, refused, or busy
+    /// with another migration) instead of after booting a large guest.
+    /// </summary>
+    public static async Task<StatusReply> ProbeAsync(Uri target, TransportSecurity security, CancellationToken ct)
+    {
+        using var channel = PageChannel.CreateGrpcChannel(target, security);
+        var client = new MigrationClient(channel);
+        return await client.StatusAsync(new StatusRequest(), Headers(security, null),
+            Deadline(TimeSpan.FromSeconds(10)), ct).ConfigureAwait(false);
+    }
+
+    public async Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
+    {
+        var reply = await _client.BeginAsync(request, Headers(_options.Security, null),
+            Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        _key = reply.MigrationKey;
+        return reply;
+    }
+
+    public IPageSink OpenChannel(string migrationId, CancellationToken streamToken) =>
+        PageChannel.Open(_ram, _options, migrationId, Headers(_options.Security, _key), _limiter, _counters,
+            streamToken);
+
+    public async Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct) =>
+        await _client.CompleteAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
+            .ConfigureAwait(false);
+
+    public async Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        _ = await _client.CompleteAsync(request, Headers(_options.Security, _key),
+            Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        return System.Diagnostics.Stopwatch.GetElapsedTime(start);
+    }
+
+    public async Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct) =>
+        await _client.ConfirmAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
+            .ConfigureAwait(false);
+
+    /// <remarks>
+    /// On a connection of its own, as <see cref="CancelAsync"/>: they are asked when something went wrong, and the
+    /// control connection may be what went wrong (reset, or stalled in a middlebox that lost its state).
+    /// </remarks>
+    public async Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct)
+    {
+        using var channel = PageChannel.CreateGrpcChannel(_target, _options.Security);
+        return await new MigrationClient(channel).StatusAsync(
+            new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key), Deadline(timeout), ct)
+            .ConfigureAwait(false);
+    }
+
+    public async Task<CancelReply?> CancelAsync(string migrationId, string reason)
+    {
+        try
+        {
+            using var channel = PageChannel.CreateGrpcChannel(_target, _options.Security);
+            return await new MigrationClient(channel).CancelAsync(
+                new CancelRequest { MigrationId = migrationId, Reason = reason }, Headers(_options.Security, _key),
+                Deadline(TimeSpan.FromSeconds(2))).ConfigureAwait(false);
+        }
+        catch (RpcException)
+        {
+            return null; // the target is gone or never knew the migration; nothing to undo there
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _control.Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>The token and the migration's key, as request headers.</summary>
+    internal static Metadata Headers(TransportSecurity security, string? key, string? migrationId = null)
+    {
+        var headers = new Metadata();
+        if (security.Token is string token)
+        {
+            headers.Add(WireNames.AuthorizationHeader, "Bearer " + token);
+        }
+
+        if (key is not null)
+        {
+            headers.Add(WireNames.MigrationKeyHeader, key);
+        }
+
+        if (migrationId is not null)
+        {
+            headers.Add(WireNames.MigrationIdHeader, migrationId);
+        }
+
+        return headers;
+    }
+
+    private static DateTime Deadline(TimeSpan timeout) => DateTime.UtcNow.Add(timeout);
+}

@@ -1,0 +1,57 @@
+using Migration.Protocol;
+
+namespace Migration.Shared.Transport;
+
+/// <summary>
+/// How the engine reaches a target: the control calls and one page sink per channel. Production uses
+/// <see cref="GrpcMigrationTransport"/>; the race fuzzer plugs in an in-memory target driven by its scheduler.
+/// After <see cref="BeginAsync"/> the transport carries the migration's key on every call about it.
+/// </summary>
+internal interface IMigrationTransport : IAsyncDisposable
+{
+    Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct);
+
+    /// <summary>Opens one channel. <paramref name="streamToken"/> tears the stream down (failure, cancel).</summary>
+    IPageSink OpenChannel(string migrationId, CancellationToken streamToken);
+
+    /// <summary>Hands the guest over; throws when no reply arrives within <paramref name="timeout"/>.</summary>
+    Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct);
+
+    /// <summary>
+    /// A rehearsal Complete (<see cref="CompleteRequest.Rehearsal"/> set): changes nothing on the target; returns the
+    /// round trip.
+    /// </summary>
+    Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct);
+
+    /// <summary>Resume-first's second half: the page digests of the stopped source guest.</summary>
+    Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct);
+
+    /// <summary>What the target says of this migration (its outcome, which it records before acting on it).</summary>
+    Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct);
+
+    /// <summary>
+    /// Asks the target to discard the migration, telling it why. Null when the target could not be reached (never
+    /// throws for that); else its answer, whose outcome says where the migration stands.
+    /// </summary>
+    Task<CancelReply?> CancelAsync(string migrationId, string reason);
+}
+
+/// <summary>One channel: page lists go in, in order; a barrier completes when everything before it is on the wire.</summary>
+internal interface IPageSink : IAsyncDisposable
+{
+    ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct);
+
+    Task BarrierAsync(CancellationToken ct);
+
+    /// <summary>Ends the stream once everything queued is written and acknowledged.</summary>
+    Task CompleteAsync(CancellationToken ct);
+
+    /// <summary>
+    /// Opens and closes an empty page stream on this channel's connection; returns the round trip. The switchover's
+    /// stream-end code then runs warm, and its cost is known.
+    /// </summary>
+    Task<TimeSpan> RehearseCloseAsync(CancellationToken ct);
+}
+
+/// <summary>Pages to send in a round. <see cref="Pfns"/> is rented from the shared array pool; the sink returns it.</summary>
+internal readonly record struct PageWorkItem(long[] Pfns, int Count, uint Round);

@@ -1,0 +1,104 @@
+using Grpc.Core;
+using Migration.Shared.Guest;
+
+namespace Migration.Shared.Transport;
+
+/// <summary>
+/// One channel's reusable outgoing <c>PageBatch</c>: <see cref="Encode"/> classifies each page of its guest's RAM
+/// (<see cref="PageCodec.Classify"/>: zero detection, LZ4 into a pinned staging buffer), then the marshaller writes the message straight into gRPC's buffer with
+/// <see cref="PageBatchWire"/>, no protobuf object in between: raw pages are copied from guest RAM into that buffer
+/// directly, once (a profile of the raw stream found a fifth of the source's CPU in copying them twice).
+/// </summary>
+/// <remarks>
+/// A raw page is read when the message is written, a little later than it was classified. That is as safe as reading
+/// it at classification: both reads come after the page left the migration bitmap (and its manual-mode chunk was
+/// re-armed), so any write the read misses or half sees is logged and the page is sent again; a page classified zero
+/// that is written meanwhile is likewise logged. Stop-and-copy reads a paused guest, so the last copy is exact.
+/// </remarks>
+internal sealed class OutgoingBatch
+{
+    private readonly long[] _pfns;
+    private readonly byte[] _kinds;
+    private readonly int[] _lengths;
+    private readonly byte[] _staging; // LZ4 blocks only
+    private readonly GuestRam _ram;
+    private int _count;
+    private int _payloadLength;
+    private uint _round;
+
+    public OutgoingBatch(GuestRam ram, int maxPages)
+    {
+        ArgumentNullException.ThrowIfNull(ram);
+        _ram = ram;
+        _pfns = new long[maxPages];
+        _kinds = new byte[maxPages];
+        _lengths = new int[maxPages];
+        _staging = GC.AllocateUninitializedArray<byte>(maxPages * PageCodec.MaxEncodedLength, pinned: true);
+    }
+
+    private PageBatchLayout _layout;
+
+    /// <summary>Serialized length of the current batch (what the marshaller will write).</summary>
+    public int MessageLength => _layout.MessageLength;
+
+    /// <summary>
+    /// Encodes <paramref name="pfns"/> as they are in RAM now; returns how many went zero, raw and LZ4.
+    /// </summary>
+    public (long Zero, long Raw, long Lz4) Encode(ReadOnlySpan<long> pfns, uint round, bool compress)
+    {
+        long zero = 0, raw = 0, lz4 = 0;
+        int payload = 0, staged = 0;
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            long pfn = pfns[i];
+            var (kind, length) = PageCodec.Classify(_ram.Page(pfn), _staging.AsSpan(staged), compress);
+            _pfns[i] = pfn;
+            _kinds[i] = (byte)kind;
+            _lengths[i] = length;
+            payload += length;
+            switch (kind)
+            {
+                case PageEncodingKind.Zero: zero++; break;
+                case PageEncodingKind.Raw: raw++; break;
+                default: lz4++; staged += length; break;
+            }
+        }
+
+        _count = pfns.Length;
+        _payloadLength = payload;
+        _round = round;
+        _layout = PageBatchWire.Measure(round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count),
+            _lengths.AsSpan(0, _count), payload);
+        return (zero, raw, lz4);
+    }
+
+    public void WriteTo(SerializationContext context)
+    {
+        context.SetPayloadLength(MessageLength);
+        var writer = context.GetBufferWriter();
+        var output = writer.GetSpan(MessageLength);
+        int pos = PageBatchWire.WriteHeader(output, _layout, _round, _pfns.AsSpan(0, _count),
+            _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), _payloadLength);
+        int staged = 0;
+        for (int i = 0; i < _count; i++)
+        {
+            switch ((PageEncodingKind)_kinds[i])
+            {
+                case PageEncodingKind.Raw:
+                    _ram.Page(_pfns[i]).CopyTo(output[pos..]);
+                    break;
+                case PageEncodingKind.Lz4:
+                    _staging.AsSpan(staged, _lengths[i]).CopyTo(output[pos..]);
+                    staged += _lengths[i];
+                    break;
+                default:
+                    continue;
+            }
+
+            pos += _lengths[i];
+        }
+
+        writer.Advance(pos);
+        context.Complete();
+    }
+}

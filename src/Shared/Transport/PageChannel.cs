@@ -1,0 +1,184 @@
+using System.Buffers;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Migration.Protocol;
+using Migration.Shared.Guest;
+using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
+
+namespace Migration.Shared.Transport;
+
+/// <summary>
+/// One migration channel: its own HTTP/2 connection, one long-lived <c>SendPages</c> stream, and a worker that
+/// encodes queued page lists straight from guest RAM into the outgoing message and writes them.
+/// </summary>
+/// <remarks>
+/// Pages are read when the worker encodes them, which is after the engine cleared their migration-bitmap bit (and, in
+/// manual mode, their dirty-log chunk): a guest write after the read is logged and sent again in a later round.
+/// A barrier item lets the engine wait until everything queued before it is on the wire.
+/// </remarks>
+internal sealed class PageChannel : IPageSink
+{
+    private readonly GrpcChannel _grpc;
+    private static readonly Method<OutgoingBatch, PageStreamSummary> SendPagesMethod = new(
+        MethodType.ClientStreaming,
+        PageBatchWire.ServiceName,
+        PageBatchWire.SendPagesMethod,
+        Marshallers.Create<OutgoingBatch>(
+            (batch, context) => batch.WriteTo(context),
+            _ => throw new NotSupportedException("the source only sends page batches")),
+        Marshallers.Create(summary => summary.ToByteArray(), PageStreamSummary.Parser.ParseFrom));
+
+    private readonly AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> _call;
+    private readonly Channel<WorkItem> _queue =
+        Channel.CreateBounded<WorkItem>(new BoundedChannelOptions(4) { SingleReader = true });
+    private readonly bool _compress;
+    private readonly BandwidthLimiter _limiter;
+    private readonly TransferCounters _counters;
+    private readonly OutgoingBatch _batch;
+    private readonly Task _worker;
+
+    private readonly Metadata _headers;
+
+    private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call,
+        Metadata headers, GuestRam ram, bool compress, int pagesPerBatch, BandwidthLimiter limiter,
+        TransferCounters counters)
+    {
+        _grpc = grpc;
+        _call = call;
+        _headers = headers;
+        _compress = compress;
+        _limiter = limiter;
+        _counters = counters;
+        _batch = new OutgoingBatch(ram, pagesPerBatch);
+        _worker = Task.Run(RunAsync);
+    }
+
+    /// <summary>A list of pages to send in a round, or (with <see cref="Barrier"/>) a marker to acknowledge.</summary>
+    private readonly record struct WorkItem(long[]? Pfns, int Count, uint Round, TaskCompletionSource? Barrier);
+
+    public static GrpcChannel CreateGrpcChannel(Uri target, TransportSecurity security) =>
+        GrpcChannel.ForAddress(target, new GrpcChannelOptions
+        {
+            // One handler per channel = one TCP connection per channel; HTTP/2 windows sized for bulk transfer.
+            HttpHandler = new SocketsHttpHandler
+            {
+                EnableMultipleHttp2Connections = false,
+                InitialHttp2StreamWindowSize = 16 << 20,
+                ConnectTimeout = TimeSpan.FromSeconds(10),
+                KeepAlivePingDelay = TimeSpan.FromSeconds(10),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
+                SslOptions = security.ClientTls(),
+            },
+            MaxSendMessageSize = 64 << 20,
+            MaxReceiveMessageSize = 64 << 20,
+            // The handler is ours: disposing the channel closes its connection (left to the pool, an idle connection
+            // lives on for a minute, kept up by the pings, and a long-lived target collects them).
+            DisposeHttpClient = true,
+        });
+
+    public static PageChannel Open(GuestRam ram, MigrationOptions options, string migrationId, Metadata headers,
+        BandwidthLimiter limiter, TransferCounters counters, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(headers);
+        var grpc = CreateGrpcChannel(options.Target, options.Security);
+        headers.Add(WireNames.MigrationIdHeader, migrationId);
+        var call = grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
+            new CallOptions(headers, cancellationToken: ct));
+        return new PageChannel(grpc, call, headers, ram, options.Compression == Compression.Lz4, options.PagesPerBatch,
+            limiter, counters);
+    }
+
+    public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) =>
+        _queue.Writer.WriteAsync(new WorkItem(item.Pfns, item.Count, item.Round, null), ct);
+
+    /// <summary>
+    /// Completes once everything queued so far has been written to the stream (or faults with the channel's error).
+    /// </summary>
+    public async Task BarrierAsync(CancellationToken ct)
+    {
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await _queue.Writer.WriteAsync(new WorkItem(null, 0, 0, tcs), ct).ConfigureAwait(false);
+        await tcs.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Ends the stream and returns the target's summary of it.</summary>
+    public async Task CompleteAsync(CancellationToken ct)
+    {
+        _queue.Writer.TryComplete();
+        await _worker.WaitAsync(ct).ConfigureAwait(false);
+        await _call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
+        await _call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    public async Task<TimeSpan> RehearseCloseAsync(CancellationToken ct)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        using var call = _grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
+            new CallOptions(_headers, cancellationToken: ct));
+        await call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
+        await call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+        return System.Diagnostics.Stopwatch.GetElapsedTime(start);
+    }
+
+    private async Task RunAsync()
+    {
+        try
+        {
+            await foreach (var item in _queue.Reader.ReadAllAsync().ConfigureAwait(false))
+            {
+                if (item.Barrier is not null)
+                {
+                    item.Barrier.TrySetResult();
+                    continue;
+                }
+
+                try
+                {
+                    var (zero, raw, lz4) = _batch.Encode(item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
+                    long bytes = _batch.MessageLength + 5; // + gRPC message header
+                    await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
+                    // The batch's buffers are reused only after WriteAsync returns, by which time it has been
+                    // serialised.
+                    await _call.RequestStream.WriteAsync(_batch).ConfigureAwait(false);
+                    _counters.Add(bytes, zero, raw, lz4);
+                }
+                finally
+                {
+                    ArrayPool<long>.Shared.Return(item.Pfns!);
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            // Fail every waiter: the engine sees the error at its next barrier or enqueue.
+            _queue.Writer.TryComplete(ex);
+            while (_queue.Reader.TryRead(out var pending))
+            {
+                pending.Barrier?.TrySetException(ex);
+            }
+
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        try
+        {
+            await _worker.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RpcException or TimeoutException or IOException or OperationCanceledException
+            or InvalidOperationException)
+        {
+            // Already reported through the engine.
+        }
+
+        _call.Dispose();
+        _grpc.Dispose();
+    }
+}
