@@ -1,3 +1,4 @@
+using Migration.Shared.Hosting;
 using Migration.Shared.Precopy;
 
 namespace Migration.Target;
@@ -88,4 +89,15 @@ public sealed record TargetOptions
     /// and may set the tuning): the defaults it starts from, among them how this target proves itself to the next.
     /// </summary>
     public MigrationOptions Onward { get; init; } = MigrationOptions.Defaults;
+
+    /// <summary>Who may call this target, from the settings above.</summary>
+    public ServerSecurity Security => new()
+    {
+        Listen = Listen,
+        Token = Token,
+        TlsCertificatePath = TlsCertificatePath,
+        TlsKeyPath = TlsKeyPath,
+        TlsClientCaPath = TlsClientCaPath,
+        Name = "this target",
+    };
 }

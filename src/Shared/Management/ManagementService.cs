@@ -76,6 +76,8 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
         {
             try
             {
+                // Headers go out once the watch is registered: a client that awaits them sees every later event.
+                await context.WriteResponseHeadersAsync([]).ConfigureAwait(false);
                 await foreach (var e in reader.ReadAllAsync(context.CancellationToken).ConfigureAwait(false))
                 {
                     await responseStream.WriteAsync(e, context.CancellationToken).ConfigureAwait(false);

@@ -28,10 +28,20 @@ internal static class RunCommand
             0);
         var logLevel = CliOptions.Choice("--log-level", "Engine log messages on stderr", LogLevel.Warning);
         var security = new SecurityOptions("target");
+        var apiToken = new Option<string?>("--api-token-file")
+        {
+            Description = "Require this shared token (the file's content) from every caller of the management API",
+        };
+        var apiCert = new Option<string?>("--api-tls-cert") { Description = "The API's certificate (PEM), https://" };
+        var apiKey = new Option<string?>("--api-tls-key") { Description = "The API certificate's private key (PEM)" };
+        var apiClientCa = new Option<string?>("--api-tls-client-ca")
+        {
+            Description = "Mutual TLS: accept only API callers whose certificate this CA (PEM) issued",
+        };
         var command = new Command("run",
             "Boot a guest and keep it running, serving the management API until interrupted.")
         {
-            listen, balloon, logLevel,
+            listen, balloon, logLevel, apiToken, apiCert, apiKey, apiClientCa,
         };
         foreach (var option in guest.All.Concat(security.All))
         {
@@ -43,19 +53,30 @@ internal static class RunCommand
             GuestConfig config;
             long balloonPages;
             MigrationOptions migrations;
+            ServerSecurity api;
             try
             {
                 config = guest.Bind(parse);
                 balloonPages = BalloonInflation.PagesFor(parse.GetValue(balloon).Bytes, config.RamBytes);
-                if (!Uri.TryCreate(parse.GetValue(listen), UriKind.Absolute, out var uri) || uri.Scheme != "http")
+                string url = parse.GetValue(listen)!;
+                if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
                 {
-                    throw new ArgumentException($"--listen '{parse.GetValue(listen)}' is not an http:// URL.");
+                    throw new ArgumentException($"--listen '{url}' is not an http:// or https:// URL.");
                 }
 
-                if (!Loopback.Is(uri))
+                api = new ServerSecurity
                 {
-                    throw new ArgumentException($"--listen {uri}: the management API has no authentication of its " +
-                        "own yet, so it listens on loopback only (127.0.0.1, [::1] or localhost).");
+                    Listen = url,
+                    Token = parse.GetValue(apiToken) is string file ? CliFiles.ReadToken(file, apiToken.Name) : null,
+                    TlsCertificatePath = Readable(parse, apiCert),
+                    TlsKeyPath = Readable(parse, apiKey),
+                    TlsClientCaPath = Readable(parse, apiClientCa),
+                    Name = "this VM's management API",
+                    FlagPrefix = "--api-",
+                };
+                if (api.Problem() is { } problem)
+                {
+                    throw new ArgumentException($"--listen {uri}: {problem}.");
                 }
 
                 migrations = MigrationOptions.Defaults with { Security = security.Bind(parse) };
@@ -65,13 +86,16 @@ internal static class RunCommand
                 return UsageErrors.Report(ex.Message);
             }
 
-            return await RunAsync(config, parse.GetValue(listen)!, balloonPages, migrations, parse.GetValue(logLevel))
+            return await RunAsync(config, api, balloonPages, migrations, parse.GetValue(logLevel))
                 .ConfigureAwait(false);
         });
         return command;
     }
 
-    private static async Task<int> RunAsync(GuestConfig config, string listen, long balloonPages,
+    private static string? Readable(ParseResult parse, Option<string?> option) =>
+        parse.GetValue(option) is string path ? CliFiles.Readable(path, option.Name) : null;
+
+    private static async Task<int> RunAsync(GuestConfig config, ServerSecurity api, long balloonPages,
         MigrationOptions migrations, LogLevel level)
     {
         var ct = ShutdownSignals.Token;
@@ -86,12 +110,13 @@ internal static class RunCommand
         Uri address;
         try
         {
-            (app, address) = await ManagementServer.StartAsync(listen, host, ct).ConfigureAwait(false);
+            (app, address) = await ManagementServer.StartAsync(api, host, ct).ConfigureAwait(false);
         }
         catch (IOException ex)
         {
             vm.Dispose();
-            await Console.Error.WriteLineAsync($"error: cannot listen on {listen}: {ex.Message}").ConfigureAwait(false);
+            await Console.Error.WriteLineAsync($"error: cannot listen on {api.Listen}: {ex.Message}")
+                .ConfigureAwait(false);
             return CommandLine.Failed;
         }
 

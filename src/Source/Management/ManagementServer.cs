@@ -6,23 +6,34 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Migration.Management;
+using Migration.Shared.Hosting;
 
 namespace Migration.Source.Management;
 
-/// <summary>The source's management endpoint: Kestrel, cleartext HTTP/2, the one gRPC service.</summary>
+/// <summary>
+/// The source's management endpoint: Kestrel, HTTP/2 (cleartext on loopback, TLS beyond it), the one gRPC service,
+/// behind the same checks as a target (<see cref="ServerSecurity"/>: mutual TLS, a token).
+/// </summary>
 internal static class ManagementServer
 {
-    /// <summary>Starts listening on <paramref name="listen"/> (port 0 picks a free one); returns the bound address.</summary>
-    public static async Task<(WebApplication App, Uri Address)> StartAsync(string listen, IManagementHost host,
-        CancellationToken ct)
+    /// <summary>Starts listening (port 0 picks a free one); returns the bound address.</summary>
+    public static async Task<(WebApplication App, Uri Address)> StartAsync(ServerSecurity security,
+        IManagementHost host, CancellationToken ct)
     {
+        ArgumentNullException.ThrowIfNull(security);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls(listen);
-        builder.WebHost.ConfigureKestrel(k => k.ConfigureEndpointDefaults(e => e.Protocols = HttpProtocols.Http2));
+        builder.WebHost.UseUrls(security.Listen);
+        builder.WebHost.UseKestrelHttpsConfiguration(); // the slim builder leaves https:// out
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.ConfigureEndpointDefaults(e => e.Protocols = HttpProtocols.Http2);
+            k.ConfigureHttpsDefaults(security.ConfigureHttps);
+        });
         builder.Services.AddGrpc(grpc => grpc.EnableDetailedErrors = true);
         builder.Services.AddSingleton(host);
         var app = builder.Build();
+        security.Apply(app);
         app.MapGrpcService<ManagementService>();
         await app.StartAsync(ct).ConfigureAwait(false);
         string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!

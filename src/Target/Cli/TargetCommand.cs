@@ -144,7 +144,7 @@ internal static class TargetCommand
                 RunAfterSeconds = parse.GetValue(runAfter),
                 Onward = MigrationOptions.Defaults with { Security = onwardSecurity },
             };
-            return TargetSecurity.Problem(options) is { } unsafeSetup
+            return options.Security.Problem() is { } unsafeSetup
                 ? UsageErrors.Report(unsafeSetup)
                 : TargetServer.Run(options);
         });

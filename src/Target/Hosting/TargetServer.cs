@@ -39,7 +39,7 @@ internal static class TargetServer
             // allows.
             http2.MaxFrameSize = 1 << 20;
             kestrel.Limits.MaxRequestBodySize = null; // streams are long; gRPC enforces per-message limits
-            kestrel.ConfigureHttpsDefaults(https => TargetSecurity.ConfigureHttps(https, options));
+            kestrel.ConfigureHttpsDefaults(options.Security.ConfigureHttps);
         });
         // Receive straight into a buffer rather than waiting for data first (one system call per read instead of two),
         // into 64 KiB pool blocks rather than 4 KiB (LargeBlockMemoryPool).
@@ -70,15 +70,7 @@ internal static class TargetServer
         _ = app.Services.GetRequiredService<IManagementHost>(); // watches for resumed guests from the start
         SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
         MessageWarmup.Run();
-        if (options.TlsClientCaPath is string clientCa)
-        {
-            app.Use(TargetSecurity.RequireClientCertificate(clientCa));
-        }
-
-        if (options.Token is string token)
-        {
-            app.Use(next => TargetSecurity.RequireToken(next, token));
-        }
+        options.Security.Apply(app);
 
         app.MapGrpcService<MigrationService>();
         app.MapGrpcService<ManagementService>();

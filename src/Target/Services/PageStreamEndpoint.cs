@@ -5,6 +5,7 @@ using Google.Protobuf;
 using Grpc.Core;
 using Microsoft.AspNetCore.Connections;
 using Migration.Protocol;
+using Migration.Shared.Hosting;
 using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
 using Migration.Target.Receiving;

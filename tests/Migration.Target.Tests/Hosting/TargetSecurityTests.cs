@@ -1,6 +1,6 @@
 using Grpc.Core;
 using Migration.Protocol;
-using Migration.Target.Hosting;
+using Migration.Shared.Hosting;
 using Migration.Target.Services;
 using Migration.TestSupport;
 
@@ -9,14 +9,14 @@ namespace Migration.Target.Tests.Hosting;
 /// <summary>Which listen setups the target accepts, and the typed rejection of undecodable control requests.</summary>
 public sealed class TargetSecurityTests
 {
-    private static readonly string Token = new('t', TargetSecurity.MinTokenLength);
+    private static readonly string Token = new('t', ServerSecurity.MinTokenLength);
 
     [Theory]
     [InlineData("http://127.0.0.1:0")]
     [InlineData("http://[::1]:0")]
     [InlineData("http://localhost:0")]
     public void Loopback_NeedsNothing(string listen) =>
-        Assert.Null(TargetSecurity.Problem(TargetOptions.Defaults with { Listen = listen }));
+        Assert.Null((TargetOptions.Defaults with { Listen = listen }).Security.Problem());
 
     [Theory]
     [InlineData("http://0.0.0.0:0", null, false, "without TLS")]
@@ -34,7 +34,7 @@ public sealed class TargetSecurityTests
             TlsKeyPath = listen.StartsWith("https", StringComparison.Ordinal) ? "server-key.pem" : null,
             TlsClientCaPath = clientCa ? "ca.pem" : null,
         };
-        string? found = TargetSecurity.Problem(options);
+        string? found = options.Security.Problem();
         if (problem is null)
         {
             Assert.Null(found);
@@ -47,14 +47,14 @@ public sealed class TargetSecurityTests
 
     [Fact]
     public void AShortToken_IsRefused() =>
-        Assert.Contains("at least", TargetSecurity.Problem(TargetOptions.Defaults with { Token = "short" }),
+        Assert.Contains("at least", (TargetOptions.Defaults with { Token = "short" }).Security.Problem(),
             StringComparison.Ordinal);
 
     [Fact]
     public void HttpsWithoutItsCertificate_IsRefused()
     {
         var options = TargetOptions.Defaults with { Listen = "https://127.0.0.1:0" };
-        Assert.Contains("--tls-cert", TargetSecurity.Problem(options), StringComparison.Ordinal);
+        Assert.Contains("--tls-cert", options.Security.Problem(), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -63,10 +63,10 @@ public sealed class TargetSecurityTests
         using var pki = TestCertificates.Create();
         using var ca = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(
             File.ReadAllText(pki.CaPath));
-        using var client = TargetSecurity.LoadCertificate(pki.ClientCertificatePath, pki.ClientKeyPath);
-        using var stranger = TargetSecurity.LoadCertificate(pki.StrangerCertificatePath, pki.StrangerKeyPath);
-        Assert.True(TargetSecurity.IssuedBy(client, ca));
-        Assert.False(TargetSecurity.IssuedBy(stranger, ca));
+        using var client = ServerSecurity.LoadCertificate(pki.ClientCertificatePath, pki.ClientKeyPath);
+        using var stranger = ServerSecurity.LoadCertificate(pki.StrangerCertificatePath, pki.StrangerKeyPath);
+        Assert.True(ServerSecurity.IssuedBy(client, ca));
+        Assert.False(ServerSecurity.IssuedBy(stranger, ca));
     }
 
     [Theory]

@@ -1,8 +1,9 @@
 using System.Buffers.Binary;
 using System.Text;
 using Grpc.Core;
+using Microsoft.AspNetCore.Http;
 
-namespace Migration.Target.Services;
+namespace Migration.Shared.Hosting;
 
 /// <summary>
 /// The few pieces of the gRPC protocol the hand-served page stream needs: recognising a gRPC request, writing one
