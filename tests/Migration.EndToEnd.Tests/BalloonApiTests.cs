@@ -64,6 +64,18 @@ public sealed class BalloonApiTests
             api.CancelMigrationAsync(new CancelMigrationRequest()).ResponseAsync);
         Assert.Equal(4096ul, (await api.QueryBalloonAsync(new QueryBalloonRequest())).TargetPages);
 
+        // the statistics queue: QEMU's guest-stats shape, fresh on request, and a polling interval that travels
+        var stats = await api.QueryStatsAsync(new QueryStatsRequest { Refresh = true });
+        Assert.Equal(16, stats.Stats.Count);
+        // managed memory (the kernel's own pages are not), the balloon included: deflate-on-OOM may take it back
+        Assert.InRange(stats.Stats["stat-total-memory"], 60 * Mib, 64 * Mib - 1);
+        Assert.InRange(stats.Stats["stat-free-memory"], 1, 64 * Mib);
+        Assert.True(stats.LastUpdate > 0);
+        Assert.Equal(3u, (await api.SetStatsPollingAsync(new SetStatsPollingRequest { IntervalSeconds = 3 }))
+            .PollingIntervalSeconds);
+        await AssertStatusAsync(StatusCode.InvalidArgument, "a day",
+            api.SetStatsPollingAsync(new SetStatsPollingRequest { IntervalSeconds = 86401 }).ResponseAsync);
+
         var started = await api.StartMigrationAsync(new StartMigrationRequest { Target = target.Address.ToString() });
         Assert.Equal("active", started.Status);
         await AssertStatusAsync(StatusCode.FailedPrecondition, "already running",
@@ -88,6 +100,11 @@ public sealed class BalloonApiTests
         Assert.Equal(("target", "running"), (vm.Role, vm.State));
         var there = await targetApi.QueryBalloonAsync(new QueryBalloonRequest());
         Assert.Equal((4096ul, 4096ul, 4096ul), (there.TargetPages, there.ActualPages, there.HeldPages));
+        // stats keep flowing on the target (S1): the guest queued its buffer again, and the interval came along
+        var after = await targetApi.QueryStatsAsync(new QueryStatsRequest { Refresh = true });
+        Assert.Equal(3u, after.PollingIntervalSeconds);
+        Assert.True(after.Reports >= 2, $"{after.Reports} stats reports on the target");
+        Assert.True(after.LastUpdate >= stats.LastUpdate);
         await targetApi.SetBalloonAsync(new SetBalloonRequest { LogicalSizeBytes = 60 * Mib });
         Assert.Equal(1024ul, (await WaitForBalloonAsync(targetApi, 1024)).HeldPages);
         await AssertStatusAsync(StatusCode.FailedPrecondition, "onward",

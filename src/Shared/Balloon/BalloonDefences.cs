@@ -28,6 +28,9 @@ internal interface IBalloonDefences
 
     /// <summary>B1: the device has not used the inflate yet; <paramref name="targetFell"/> when it is no longer wanted.</summary>
     void Unused(IInflateRequest inflate, bool targetFell);
+
+    /// <summary>S1: a restored guest's driver queues its stats buffer again (the target's device never had it).</summary>
+    bool RequeueStatsOnRestore { get; }
 }
 
 /// <summary>What the device offers its defences (all under the device lock).</summary>
@@ -106,4 +109,7 @@ internal sealed class StandardBalloonDefences : IBalloonDefences
     public void Unused(IInflateRequest inflate, bool targetFell)
     {
     }
+
+    /// <inheritdoc/>
+    public bool RequeueStatsOnRestore => true;
 }

@@ -46,6 +46,10 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
     private bool _pressureDuringMigration;
     private IDisposable? _thread;
     private MigrationCounters _migration;
+    private readonly TimeProvider _time;
+    private long _statsHeld = -1; // the guest's stats buffer the device keeps as its next request (-1: none)
+    private GuestStats _guestStats = new();
+    private ITimer? _statsTimer;
 
     public BalloonDevice(GuestRam ram, ulong features)
         : this(ram, features, DefaultQueueCapacity, SchedulingPoints.None, DedicatedDeviceThreads.Instance,
@@ -54,8 +58,9 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
     }
 
     internal BalloonDevice(GuestRam ram, ulong features, int queueCapacity, SchedulingPoints scheduling,
-        IDeviceThreads threads, IBalloonDefences defences)
+        IDeviceThreads threads, IBalloonDefences defences, TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentOutOfRangeException.ThrowIfLessThan(queueCapacity, 1);
         _ram = ram;
@@ -205,9 +210,9 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         using (_scheduling.Lock(_gate))
         {
             var queue = BalloonQueues.At(queueIndex, Features);
-            if (queue is not { } q || q is BalloonVq.Stats or BalloonVq.FreePage or BalloonVq.Reporting)
+            if (queue is not { } q || q is BalloonVq.FreePage or BalloonVq.Reporting)
             {
-                FailLocked($"a buffer on queue {queueIndex}, which is no inflate, deflate or events queue " +
+                FailLocked($"a buffer on queue {queueIndex}, which is no inflate, deflate, stats or events queue " +
                     $"under features 0x{Features:x}");
                 seq = -1;
             }
@@ -240,12 +245,76 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         }
     }
 
+    /// <summary>The latest statistics the guest reported (QEMU's <c>guest-stats</c>).</summary>
+    public GuestStats GuestStats
+    {
+        get
+        {
+            using (_scheduling.Lock(_gate))
+            {
+                return _guestStats;
+            }
+        }
+    }
+
+    /// <summary>Whether the device holds the guest's stats buffer (a request can be made now).</summary>
+    public bool HoldsStatsBuffer
+    {
+        get
+        {
+            using (_scheduling.Lock(_gate))
+            {
+                return _statsHeld >= 0;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Asks the guest for fresh statistics: gives back the buffer the device holds, which the driver refills and
+    /// queues again. False when the device holds none (no stats queue, or the guest has not answered the last one).
+    /// </summary>
+    public bool RequestStats()
+    {
+        using (_scheduling.Lock(_gate))
+        {
+            if (_statsHeld < 0)
+            {
+                return false;
+            }
+
+            _statsHeld = -1;
+            Monitor.PulseAll(_gate);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Requests statistics every <paramref name="seconds"/> (QEMU's guest-stats-polling-interval); 0 stops.
+    /// </summary>
+    public void SetStatsPolling(int seconds)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(seconds);
+        using (_scheduling.Lock(_gate))
+        {
+            _statsTimer?.Dispose();
+            _statsTimer = null;
+            if (seconds > 0)
+            {
+                var period = TimeSpan.FromSeconds(seconds);
+                _statsTimer = _time.CreateTimer(_ => RequestStats(), null, period, period);
+            }
+
+            _guestStats = _guestStats with { PollingIntervalSeconds = seconds };
+        }
+    }
+
     /// <summary>Whether the device has used (processed or dropped) the buffer with this sequence number.</summary>
     public bool IsUsed(long seq)
     {
         using (_scheduling.Lock(_gate))
         {
-            return seq <= _usedUpTo || _usedOutOfOrder.Contains(seq);
+            // A stats buffer the device holds was taken off the queue but is not used until the next request.
+            return (seq <= _usedUpTo || _usedOutOfOrder.Contains(seq)) && seq != _statsHeld;
         }
     }
 
@@ -494,6 +563,9 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
             case BalloonVq.Deflate:
                 Deflate(buffer);
                 break;
+            case BalloonVq.Stats:
+                ReceiveStats(seq, buffer);
+                break;
             default:
                 GuestEvent(buffer);
                 break;
@@ -502,6 +574,34 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         MarkUsedLocked(seq);
         Monitor.PulseAll(_gate);
         return true;
+    }
+
+    /// <summary>
+    /// A stats buffer: its values become the latest statistics, and the device keeps the buffer as the next request
+    /// token (it is not used until <see cref="RequestStats"/>). A malformed one is a device error and is given back.
+    /// A second buffer while one is held breaks the one-outstanding rule: the old one is given back (as QEMU does).
+    /// </summary>
+    private void ReceiveStats(long seq, byte[] buffer)
+    {
+        var values = BalloonStats.Decode(buffer, out string? problem);
+        if (values is null)
+        {
+            FailLocked(problem!);
+            return;
+        }
+
+        if (_statsHeld >= 0)
+        {
+            FailLocked("stats: a second buffer while the device holds one (at most one may be outstanding)");
+        }
+
+        _statsHeld = seq;
+        _guestStats = _guestStats with
+        {
+            LastUpdate = _time.GetUtcNow().ToUnixTimeSeconds(),
+            Values = values,
+            Reports = _guestStats.Reports + 1,
+        };
     }
 
     private void DrainLocked()

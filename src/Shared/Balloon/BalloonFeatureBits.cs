@@ -10,7 +10,7 @@ public static class BalloonFeatureBits
     /// <summary>VIRTIO_BALLOON_F_MUST_TELL_HOST (bit 0): the driver reuses a deflated page only after the ack.</summary>
     public const ulong MustTellHost = 1UL << 0;
 
-    /// <summary>VIRTIO_BALLOON_F_STATS_VQ (bit 1): the statistics queue (issue 13; never offered yet).</summary>
+    /// <summary>VIRTIO_BALLOON_F_STATS_VQ (bit 1): the memory statistics queue.</summary>
     public const ulong StatsQueue = 1UL << 1;
 
     /// <summary>VIRTIO_BALLOON_F_DEFLATE_ON_OOM (bit 2): the guest may take pages back under memory pressure.</summary>

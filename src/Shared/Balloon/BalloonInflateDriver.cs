@@ -55,6 +55,18 @@ public sealed class BalloonInflateDriver
     private long _lastPressureAt = long.MinValue;
     private long _oomDeflatedPages;
     private long _actual;
+    private long _statsSeq = -1; // the stats buffer the device holds or has not taken yet (-1: none queued)
+    private byte[]? _statsBuffer;
+
+    // The driver's stats buffer lives in guest RAM, as Linux's vb->stats array does, so it migrates: a flag that one
+    // is outstanding, its length, then its entries. A restored guest reads it back and knows it still waits.
+    private const long StatsFlagAt = GuestKernel.HeaderSubsystemOffset;
+    private const long StatsLengthAt = StatsFlagAt + 4;
+    private const long StatsBufferAt = StatsFlagAt + 8;
+    private const int StatsBufferCapacity = BalloonStats.Count * BalloonStats.EntryBytes;
+
+    /// <summary>A buffer queued on another device (the source's): this one will never use it.</summary>
+    private const long QueuedElsewhere = long.MaxValue;
 
     public BalloonInflateDriver(GuestKernel kernel, BalloonDevice device, TimeProvider? time = null)
         : this(kernel, device, time ?? TimeProvider.System, SchedulingPoints.None, StandardBalloonDefences.Instance)
@@ -75,6 +87,7 @@ public sealed class BalloonInflateDriver
         MustTellHost = BalloonFeatureBits.Has(device.Features, BalloonFeatureBits.MustTellHost);
         DeflateOnOom = BalloonFeatureBits.Has(device.Features, BalloonFeatureBits.DeflateOnOom);
         Events = BalloonFeatureBits.Has(device.Features, BalloonFeatureBits.EventsQueue);
+        Stats = BalloonFeatureBits.Has(device.Features, BalloonFeatureBits.StatsQueue);
         foreach (var (pfn, order) in kernel.BlocksWithOrderOwnedBy(PageOwner.BalloonInflated))
         {
             _inflated.Add(new Block(pfn, order)); // a restored guest: its balloon is in its descriptors
@@ -82,6 +95,19 @@ public sealed class BalloonInflateDriver
         }
 
         _seenGeneration = device.ConfigGeneration;
+        if (Stats && kernel.Memory.ReadByte(StatsFlagAt) != 0)
+        {
+            // a restored guest: it had queued this buffer with the source's device and still waits for its use
+            int length = (int)Math.Min(kernel.Memory.ReadUInt32(StatsLengthAt), StatsBufferCapacity);
+            _statsBuffer = new byte[length];
+            for (int i = 0; i < length; i++)
+            {
+                _statsBuffer[i] = kernel.Memory.ReadByte(StatsBufferAt + i);
+            }
+
+            _statsSeq = QueuedElsewhere;
+        }
+
         if (DeflateOnOom)
         {
             kernel.OomNotifier = OnOom;
@@ -115,6 +141,42 @@ public sealed class BalloonInflateDriver
         FreeBlocks(gone);
         _seenGeneration = _device.ConfigGeneration;
         PublishActual();
+        if (_defences.RequeueStatsOnRestore)
+        {
+            RequeueStats();
+        }
+    }
+
+    /// <summary>
+    /// The stats buffer in flight at the switchover was the source device's to answer; this device never saw it. The
+    /// driver queues it again (QEMU rewinds the stats queue by one on the target for the same reason): without this
+    /// the guest waits for an answer that never comes, and statistics stop for good after a migration.
+    /// </summary>
+    private void RequeueStats()
+    {
+        if (Stats && _statsBuffer is { } buffer)
+        {
+            _statsSeq = _device.Kick(BalloonVq.Stats, buffer);
+        }
+    }
+
+    /// <summary>
+    /// Keeps one stats buffer with the device (Linux's stats_handle_request): the first at the first step, a fresh
+    /// one each time the device used the last (its request for new numbers).
+    /// </summary>
+    private void TendStats()
+    {
+        if (!Stats || _statsSeq == QueuedElsewhere || (_statsSeq >= 0 && !_device.IsUsed(_statsSeq)))
+        {
+            return;
+        }
+
+        _statsBuffer = BalloonStats.FromKernel(_kernel.Counters(), inflatedLeaveTotal: DeflateOnOom);
+        _kernel.Memory.Write(StatsBufferAt, _statsBuffer);
+        _kernel.Memory.WriteUInt32(StatsLengthAt, (uint)_statsBuffer.Length);
+        _kernel.Memory.WriteByte(StatsFlagAt, 1);
+        _statsSeq = _device.Kick(BalloonVq.Stats, _statsBuffer); // -1 (refused): tried again next step
+        StatsReports += _statsSeq >= 0 ? 1 : 0;
     }
 
     public bool MustTellHost { get; }
@@ -122,6 +184,12 @@ public sealed class BalloonInflateDriver
     public bool DeflateOnOom { get; }
 
     public bool Events { get; }
+
+    /// <summary>The statistics queue was negotiated: the driver keeps one stats buffer with the device.</summary>
+    public bool Stats { get; }
+
+    /// <summary>Stats buffers this driver has queued (the first at its first step, then one per request).</summary>
+    public long StatsReports { get; private set; }
 
     /// <summary>Pages in the balloon as the driver counts them (what it writes to <c>actual</c>).</summary>
     public long ActualPages
@@ -144,6 +212,7 @@ public sealed class BalloonInflateDriver
     /// <summary>One step of the driver's work item. Idle when it is at the target or waiting.</summary>
     public StepResult Step()
     {
+        TendStats();
         if (FinishInFlight() is { } finished)
         {
             return finished;

@@ -36,12 +36,16 @@ public sealed record BalloonOptions
     /// <summary>Our events queue (PRESSURE, PUFF_FAILURE); on by default.</summary>
     public bool Events { get; init; } = true;
 
+    /// <summary>VIRTIO_BALLOON_F_STATS_VQ: the memory statistics queue; on by default, as QEMU and Linux have it.</summary>
+    public bool Stats { get; init; } = true;
+
     /// <summary>The feature bits these options negotiate.</summary>
     [JsonIgnore]
     public ulong Features =>
         (DeflateOnOom ? BalloonFeatureBits.DeflateOnOom : 0)
         | (MustTellHost ? BalloonFeatureBits.MustTellHost : 0)
         | (Events ? BalloonFeatureBits.EventsQueue : 0)
+        | (Stats ? BalloonFeatureBits.StatsQueue : 0)
         | Encoding switch
         {
             BalloonEncoding.Bitmap => BalloonFeatureBits.PageBitmap,

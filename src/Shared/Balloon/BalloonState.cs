@@ -13,6 +13,9 @@ public sealed record BalloonState(HintStatus HintStatus, uint HintCommandId, uin
 
     public long ActualPages { get; init; }
 
+    /// <summary>The statistics queue's polling interval (0: none), restarted on the target.</summary>
+    public int StatsPollingSeconds { get; init; }
+
     /// <summary>Held pages, sorted and disjoint.</summary>
     public IReadOnlyList<PageRange> Held { get; init; } = [];
 

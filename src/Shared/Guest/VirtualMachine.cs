@@ -50,7 +50,7 @@ public sealed class VirtualMachine : IDisposable
         BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, config.HintBlockOrder, seams.Scheduling,
             seams.BalloonInitialisesOnRelease);
         Balloon = new BalloonDevice(ram, NegotiatedBalloonFeatures(config), BalloonDevice.DefaultQueueCapacity,
-            seams.Scheduling, seams.DeviceThreads, seams.BalloonDefences);
+            seams.Scheduling, seams.DeviceThreads, seams.BalloonDefences, time);
         InflateDriver = new BalloonInflateDriver(kernel, Balloon, time, seams.Scheduling, seams.BalloonDefences);
         _runsInflateDriver = seams.RunsInflateDriver;
     }
@@ -188,6 +188,7 @@ public sealed class VirtualMachine : IDisposable
         {
             vm.HintDevice.Restore(balloon.HintStatus, balloon.HintCommandId);
             vm.Balloon.Restore(balloon.TargetPages, balloon.ActualPages, balloon.Held);
+            vm.Balloon.SetStatsPolling(balloon.StatsPollingSeconds);
             vm.InflateDriver.ReconcileWithDevice();
         }
 
@@ -202,6 +203,7 @@ public sealed class VirtualMachine : IDisposable
         {
             TargetPages = Balloon.TargetPages,
             ActualPages = Balloon.ActualPages,
+            StatsPollingSeconds = Balloon.GuestStats.PollingIntervalSeconds,
             Held = Balloon.HeldRanges(),
         };
     }
@@ -285,6 +287,7 @@ public sealed class VirtualMachine : IDisposable
         if (started)
         {
             _threads.Shutdown();
+            Balloon.SetStatsPolling(0);
             Balloon.Stop();
         }
     }

@@ -1,4 +1,5 @@
 using Grpc.Core;
+using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 
 namespace Migration.Management;
@@ -31,6 +32,71 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
 
     public override Task<BalloonInfo> QueryBalloon(QueryBalloonRequest request, ServerCallContext context) =>
         Task.FromResult(Running(InfoOf));
+
+    public override async Task<GuestStatsInfo> QueryStats(QueryStatsRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(context);
+        var (device, before) = Running(vm =>
+        {
+            var device = StatsDevice(vm);
+            var before = device.GuestStats;
+            return (device, request.Refresh && device.RequestStats() ? before : null);
+        });
+        if (before is not null)
+        {
+            // The guest refills and queues its buffer from its driver thread: a millisecond or so while it runs.
+            var deadline = DateTime.UtcNow + RefreshWait;
+            while (device.GuestStats.Reports == before.Reports && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(5, context.CancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        return StatsOf(device.GuestStats);
+    }
+
+    public override Task<GuestStatsInfo> SetStatsPolling(SetStatsPollingRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.IntervalSeconds > MaxPollingSeconds)
+        {
+            throw Invalid($"interval_seconds {request.IntervalSeconds} is above {MaxPollingSeconds} (a day)");
+        }
+
+        return Task.FromResult(Running(vm =>
+        {
+            var device = StatsDevice(vm);
+            device.SetStatsPolling((int)request.IntervalSeconds);
+            return StatsOf(device.GuestStats);
+        }));
+    }
+
+    private const uint MaxPollingSeconds = 86400;
+
+    private static readonly TimeSpan RefreshWait = TimeSpan.FromSeconds(1);
+
+    private static BalloonDevice StatsDevice(VirtualMachine vm) =>
+        BalloonFeatureBits.Has(vm.Balloon.Features, BalloonFeatureBits.StatsQueue)
+            ? vm.Balloon
+            : throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                "this guest's balloon has no statistics queue (started with --balloon-stats off)"));
+
+    private static GuestStatsInfo StatsOf(GuestStats stats)
+    {
+        var info = new GuestStatsInfo
+        {
+            LastUpdate = stats.LastUpdate,
+            PollingIntervalSeconds = (uint)stats.PollingIntervalSeconds,
+            Reports = (ulong)stats.Reports,
+        };
+        for (int tag = 0; tag < BalloonStats.Count; tag++)
+        {
+            info.Stats[BalloonStats.QemuKeys[tag]] = stats.Values[tag];
+        }
+
+        return info;
+    }
 
     private static BalloonInfo SetBalloon(VirtualMachine vm, SetBalloonRequest request)
     {

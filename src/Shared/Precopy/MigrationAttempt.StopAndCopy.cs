@@ -72,6 +72,7 @@ internal sealed partial class MigrationAttempt
                 BalloonTargetPages = (ulong)balloon.TargetPages,
                 BalloonActualPages = (ulong)balloon.ActualPages,
                 BalloonHeld = ByteString.CopyFrom(BalloonState.HeldToBytes(balloon.Held)),
+                BalloonStatsPollingSeconds = (uint)balloon.StatsPollingSeconds,
             },
             FinalRound = finalRound,
             PagesSent = (ulong)_counters.PagesSent,

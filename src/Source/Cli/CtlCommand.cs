@@ -134,7 +134,22 @@ internal static class CtlCommand
         cancel.SetAction((parse, _) =>
             Call(parse, api, security, async c => Print(await c.CancelMigrationAsync(new CancelMigrationRequest()))));
 
-        foreach (var sub in new[] { queryVm, balloon, queryBalloon, events, migrate, queryMigrate, cancel })
+        var refresh = new Option<bool>("--refresh") { Description = "Ask the guest for fresh numbers first" };
+        var stats = new Command("stats", "The guest's memory statistics (QEMU's guest-stats).") { refresh };
+        stats.SetAction((parse, _) => Call(parse, api, security, async c =>
+            Print(await c.QueryStatsAsync(new QueryStatsRequest { Refresh = parse.GetValue(refresh) }))));
+        var seconds = new Argument<uint>("SECONDS") { Description = "Seconds between requests (0 stops polling)" };
+        var polling = new Command("stats-polling", "How often the device asks the guest for statistics.") { seconds };
+        polling.SetAction((parse, _) => Call(parse, api, security, async c =>
+            Print(await c.SetStatsPollingAsync(new SetStatsPollingRequest
+            {
+                IntervalSeconds = parse.GetValue(seconds),
+            }))));
+
+        foreach (var sub in new[]
+        {
+            queryVm, balloon, queryBalloon, stats, polling, events, migrate, queryMigrate, cancel,
+        })
         {
             command.Subcommands.Add(sub);
         }

@@ -71,10 +71,13 @@ internal sealed class GuestOptions
     public Option<OnOff> BalloonEvents { get; } = CliOptions.Switch("--balloon-events",
         "Balloon events queue (ours): the guest reports memory pressure and failed inflates", Balloon.Events);
 
+    public Option<OnOff> BalloonStats { get; } = CliOptions.Switch("--balloon-stats",
+        "Balloon statistics queue: the guest reports its memory counters when asked", Balloon.Stats);
+
     public IEnumerable<Option> All =>
     [
         Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot,
-        MemhogShare, PageCache, IdleRate, BalloonEncoding, DeflateOnOom, MustTellHost, BalloonEvents,
+        MemhogShare, PageCache, IdleRate, BalloonEncoding, DeflateOnOom, MustTellHost, BalloonEvents, BalloonStats,
     ];
 
     /// <summary>
@@ -96,6 +99,7 @@ internal sealed class GuestOptions
                 DeflateOnOom = parse.GetValue(DeflateOnOom) == OnOff.On,
                 MustTellHost = parse.GetValue(MustTellHost) == OnOff.On,
                 Events = parse.GetValue(BalloonEvents) == OnOff.On,
+                Stats = parse.GetValue(BalloonStats) == OnOff.On,
             },
             Workload = Load with
             {

@@ -296,6 +296,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
             TargetPages = (long)Math.Min(device.BalloonTargetPages, long.MaxValue),
             ActualPages = (long)Math.Min(device.BalloonActualPages, long.MaxValue),
             Held = BalloonState.HeldFromBytes(device.BalloonHeld.Span, ramPages),
+            StatsPollingSeconds = (int)Math.Min(device.BalloonStatsPollingSeconds, int.MaxValue),
         };
 
     private static double Lap(Stopwatch phase)

@@ -134,6 +134,7 @@ internal sealed class InMemoryTarget : IMigrationTransport
                 TargetPages = (long)device.BalloonTargetPages,
                 ActualPages = (long)device.BalloonActualPages,
                 Held = BalloonState.HeldFromBytes(device.BalloonHeld.Span, ram.PageCount),
+                StatsPollingSeconds = (int)Math.Min(device.BalloonStatsPollingSeconds, int.MaxValue),
             };
             target = VirtualMachine.Restore(_source.Config, ram, [.. request.VcpuStates.Select(s => s.ToByteArray())],
                 null, balloon, _targetGuest);

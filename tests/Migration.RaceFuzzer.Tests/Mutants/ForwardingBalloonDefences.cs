@@ -17,4 +17,6 @@ internal class ForwardingBalloonDefences(IBalloonDefences inner) : IBalloonDefen
     public virtual void Queued(IInflateRequest inflate) => inner.Queued(inflate);
 
     public virtual void Unused(IInflateRequest inflate, bool targetFell) => inner.Unused(inflate, targetFell);
+
+    public virtual bool RequeueStatsOnRestore => inner.RequeueStatsOnRestore;
 }

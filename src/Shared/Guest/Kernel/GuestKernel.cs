@@ -65,6 +65,11 @@ public sealed partial class GuestKernel
     private const int HPoisonViolations = 88;
     private const int HFreeHeads = 128;   // u32 x 11
     private const int HFreeBlocks = 192;  // u64 x 11
+    private const int HOwnerPages = 320;  // u64 x 8: allocated pages by PageOwner
+    private const int HAllocStalls = 384; // allocations that had to reclaim first (Linux's allocstall)
+    private const int HDirectReclaimed = 392; // pages the slow path got back from the shrinker
+    private const int HOomKills = 400;    // allocations that failed after every fallback (Linux would kill a task)
+    private const int HFaultedPages = 408; // pages allocated for workload data (each a first-touch minor fault)
 
     /// <summary>
     /// Bytes of the header page from here on are free for other kernel subsystems (the balloon driver).
@@ -178,8 +183,15 @@ public sealed partial class GuestKernel
         // once more. That is low pressure at most: nothing the guest uses was reclaimed. An inflating balloon may take
         // those blocks too (as Linux's inflate reclaims hinted pages), but never deflates itself or reports pressure.
         bool inflating = owner is PageOwner.BalloonInflated;
+        if (!inflating)
+        {
+            Count(HAllocStalls, 1);
+        }
+
+        long before = FreePages;
         if (Shrinker is { } shrink && shrink(order))
         {
+            Count(HDirectReclaimed, Math.Max(0, FreePages - before));
             if (!inflating)
             {
                 Pressure?.Invoke(MemoryPressure.Low);
@@ -201,6 +213,7 @@ public sealed partial class GuestKernel
 
         if (pfn < 0)
         {
+            Count(HOomKills, 1);
             Pressure?.Invoke(MemoryPressure.Critical);
         }
 
@@ -295,6 +308,11 @@ public sealed partial class GuestKernel
                 owner, PageDescriptor.NoPage, PageDescriptor.NoPage, generation);
             AddToHeader64(HFreePages, -(1L << order));
             AddToHeader64(HAllocations, 1);
+            AddToHeader64(HOwnerPages + ((int)owner * 8), 1L << order);
+            if (owner is PageOwner.Anonymous or PageOwner.PageCache)
+            {
+                AddToHeader64(HFaultedPages, 1L << order);
+            }
 
             if (PoisonEnabled)
             {
@@ -370,7 +388,44 @@ public sealed partial class GuestKernel
 
             AddToHeader64(HFrees, 1);
             AddToHeader64(HFreePages, 1L << order);
+            AddToHeader64(HOwnerPages + ((int)d.Owner * 8), -(1L << order));
             MergeAndPush(pfn, order);
+        }
+    }
+
+    /// <summary>
+    /// The kernel's counters, as the balloon's statistics queue reports them: pages by owner and the slow path's
+    /// events. They live in the header page, so they migrate with the guest.
+    /// </summary>
+    public KernelCounters Counters()
+    {
+        lock (_zoneLock)
+        {
+            using var noYield = SchedulingPoints.NoYield();
+            long Owner(PageOwner o) => (long)_memory.ReadUInt64(HOwnerPages + ((int)o * 8));
+            return new KernelCounters
+            {
+                FreePages = FreePages,
+                ManagedPages = ManagedPages,
+                PageCachePages = Owner(PageOwner.PageCache),
+                AnonymousPages = Owner(PageOwner.Anonymous),
+                InflatedPages = Owner(PageOwner.BalloonInflated),
+                HintHeldPages = Owner(PageOwner.Balloon),
+                FaultedPages = (long)_memory.ReadUInt64(HFaultedPages),
+                AllocStalls = (long)_memory.ReadUInt64(HAllocStalls),
+                DirectReclaimedPages = (long)_memory.ReadUInt64(HDirectReclaimed),
+                OomKills = (long)_memory.ReadUInt64(HOomKills),
+            };
+        }
+    }
+
+    /// <summary>Adds to a header counter outside the allocation itself (under the zone lock).</summary>
+    private void Count(int offset, long delta)
+    {
+        lock (_zoneLock)
+        {
+            using var noYield = SchedulingPoints.NoYield();
+            AddToHeader64(offset, delta);
         }
     }
 
