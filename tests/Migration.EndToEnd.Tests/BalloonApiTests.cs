@@ -100,7 +100,7 @@ public sealed class BalloonApiTests
         Assert.Equal(("target", "running"), (vm.Role, vm.State));
         var there = await targetApi.QueryBalloonAsync(new QueryBalloonRequest());
         Assert.Equal((4096ul, 4096ul, 4096ul), (there.TargetPages, there.ActualPages, there.HeldPages));
-        // stats keep flowing on the target (S1): the guest queued its buffer again, and the interval came along
+        // stats keep flowing on the target (R19): the guest queued its buffer again, and the interval came along
         var after = await targetApi.QueryStatsAsync(new QueryStatsRequest { Refresh = true });
         Assert.Equal(3u, after.PollingIntervalSeconds);
         Assert.True(after.Reports >= 2, $"{after.Reports} stats reports on the target");

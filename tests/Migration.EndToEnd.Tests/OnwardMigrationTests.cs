@@ -24,16 +24,8 @@ public sealed class OnwardMigrationTests
     {
         await using var b = await TargetProcess.StartAsync([], Limit);
         await using var c = await TargetProcess.StartAsync([], Limit);
-        await using var source = ChildProgram.Source(
-        [
-            "run", "--listen", "http://127.0.0.1:0", "--ram", "64MiB", "--vcpus", "2", "--workload", "memhog",
-            "--memhog-share", "0.6",
-        ]);
-        await source.WaitForLineAsync("management API listening on", Limit);
-        using var sourceChannel = GrpcChannel.ForAddress(ApiAddress(source));
-        var sourceApi = new ManagementClient(sourceChannel);
-        await sourceApi.StartMigrationAsync(new StartMigrationRequest { Target = b.Address.ToString() });
-        Assert.Equal("completed", (await WaitForMigrationAsync(sourceApi)).Status);
+        await using var source = await RunMigratedToAsync(b,
+            ["--ram", "64MiB", "--vcpus", "2", "--workload", "memhog", "--memhog-share", "0.6"]);
 
         // B inflates 16 MiB, then moves the guest on to C: the balloon is neither scanned nor sent
         using var bChannel = GrpcChannel.ForAddress(b.Address);
@@ -78,13 +70,7 @@ public sealed class OnwardMigrationTests
     public async Task OnwardToADeadTarget_Fails_AndTheGuestRunsOnHere()
     {
         await using var b = await TargetProcess.StartAsync([], Limit);
-        await using var source = ChildProgram.Source(
-            ["run", "--listen", "http://127.0.0.1:0", "--ram", "32MiB", "--vcpus", "1", "--workload", "busy"]);
-        await source.WaitForLineAsync("management API listening on", Limit);
-        using var sourceChannel = GrpcChannel.ForAddress(ApiAddress(source));
-        var sourceApi = new ManagementClient(sourceChannel);
-        await sourceApi.StartMigrationAsync(new StartMigrationRequest { Target = b.Address.ToString() });
-        Assert.Equal("completed", (await WaitForMigrationAsync(sourceApi)).Status);
+        await using var source = await RunMigratedToAsync(b, ["--ram", "32MiB", "--vcpus", "1", "--workload", "busy"]);
 
         using var bChannel = GrpcChannel.ForAddress(b.Address);
         var bApi = new ManagementClient(bChannel);
@@ -94,5 +80,25 @@ public sealed class OnwardMigrationTests
         Assert.False(string.IsNullOrEmpty(failed.Error));
         Assert.Equal("running", (await bApi.QueryVmAsync(new QueryVmRequest())).State);
         Assert.Equal("resumed", await b.StateAsync());
+    }
+
+    /// <summary>A guest booted by `run` and migrated to <paramref name="first"/> through the source's API.</summary>
+    private static async Task<ChildProgram> RunMigratedToAsync(TargetProcess first, string[] guest)
+    {
+        var source = ChildProgram.Source(["run", "--listen", "http://127.0.0.1:0", .. guest]);
+        try
+        {
+            await source.WaitForLineAsync("management API listening on", Limit);
+            using var channel = GrpcChannel.ForAddress(ApiAddress(source));
+            var api = new ManagementClient(channel);
+            await api.StartMigrationAsync(new StartMigrationRequest { Target = first.Address.ToString() });
+            Assert.Equal("completed", (await WaitForMigrationAsync(api)).Status);
+            return source;
+        }
+        catch
+        {
+            await source.DisposeAsync(); // killed, not left behind
+            throw;
+        }
     }
 }

@@ -29,7 +29,7 @@ internal interface IBalloonDefences
     /// <summary>B1: the device has not used the inflate yet; <paramref name="targetFell"/> when it is no longer wanted.</summary>
     void Unused(IInflateRequest inflate, bool targetFell);
 
-    /// <summary>S1: a restored guest's driver queues its stats buffer again (the target's device never had it).</summary>
+    /// <summary>R19: a restored guest's driver queues its stats buffer again (the target's device never had it).</summary>
     bool RequeueStatsOnRestore { get; }
 }
 

@@ -289,6 +289,12 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
     }
 
     /// <summary>
+    /// Stops polling for good (the VM shuts down). Takes no lock: a shutdown must not wait for a guest thread that
+    /// was stopped while it used the device.
+    /// </summary>
+    public void StopStatsPolling() => Interlocked.Exchange(ref _statsTimer, null)?.Dispose();
+
+    /// <summary>
     /// Requests statistics every <paramref name="seconds"/> (QEMU's guest-stats-polling-interval); 0 stops.
     /// </summary>
     public void SetStatsPolling(int seconds)
@@ -314,7 +320,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         using (_scheduling.Lock(_gate))
         {
             // A stats buffer the device holds was taken off the queue but is not used until the next request.
-            return (seq <= _usedUpTo || _usedOutOfOrder.Contains(seq)) && seq != _statsHeld;
+            return (seq <= _usedUpTo || _usedOutOfOrder.Contains(seq)) && (_statsHeld < 0 || seq != _statsHeld);
         }
     }
 

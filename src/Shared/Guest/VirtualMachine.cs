@@ -287,7 +287,7 @@ public sealed class VirtualMachine : IDisposable
         if (started)
         {
             _threads.Shutdown();
-            Balloon.SetStatsPolling(0);
+            Balloon.StopStatsPolling();
             Balloon.Stop();
         }
     }

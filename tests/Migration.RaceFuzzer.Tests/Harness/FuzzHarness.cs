@@ -148,7 +148,7 @@ public static class FuzzHarness
         private GuestConfig GuestConfigFor(FuzzProfile profile)
         {
             bool manual = profile is FuzzProfile.ManualWaitOnAck or FuzzProfile.ManualNoAck;
-            // No statistics queue yet: its protocol has scripted tests (BalloonStatsTests, S1); fuzzing its buffer
+            // No statistics queue yet: its protocol has scripted tests (BalloonStatsTests, R19); fuzzing its buffer
             // among inflates and deflates is the next step.
             var balloon = profile != FuzzProfile.Balloon ? new BalloonOptions { Stats = false } : new BalloonOptions
             {

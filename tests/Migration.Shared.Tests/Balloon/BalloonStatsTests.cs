@@ -10,7 +10,7 @@ namespace Migration.Shared.Tests.Balloon;
 /// <summary>
 /// The statistics queue: its 10-byte entries, the single-buffer protocol (the device keeps the guest's buffer as its
 /// next request), numbers from the in-RAM kernel's counters, polling, and the buffer's recovery after a migration
-/// (rule S1), which fails without the defence.
+/// (rule R19), which fails without the defence.
 /// </summary>
 public sealed class BalloonStatsTests
 {
@@ -137,7 +137,7 @@ public sealed class BalloonStatsTests
         clock.Advance(TimeSpan.FromSeconds(5));
         Settle(target);
 
-        // With S1 the guest's re-queued buffer answers at once and every poll after; without it the guest waits
+        // With R19 the guest's re-queued buffer answers at once and every poll after; without it the guest waits
         // forever for an answer to a buffer this device never saw.
         Assert.Equal(defence ? 3 : 0, target.Balloon.GuestStats.Reports);
     }
@@ -171,7 +171,7 @@ public sealed class BalloonStatsTests
         return to;
     }
 
-    /// <summary>The mutant of S1: a restored driver forgets the stats buffer it had queued on the source.</summary>
+    /// <summary>The mutant of R19: a restored driver forgets the stats buffer it had queued on the source.</summary>
     private sealed class LosesTheStatsBuffer : IBalloonDefences
     {
         private static readonly StandardBalloonDefences Inner = StandardBalloonDefences.Instance;
