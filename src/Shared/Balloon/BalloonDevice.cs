@@ -302,8 +302,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         ArgumentOutOfRangeException.ThrowIfNegative(seconds);
         using (_scheduling.Lock(_gate))
         {
-            _statsTimer?.Dispose();
-            _statsTimer = null;
+            StopStatsPolling();
             if (seconds > 0)
             {
                 var period = TimeSpan.FromSeconds(seconds);

@@ -99,11 +99,7 @@ public sealed class BalloonInflateDriver
         {
             // a restored guest: it had queued this buffer with the source's device and still waits for its use
             int length = (int)Math.Min(kernel.Memory.ReadUInt32(StatsLengthAt), StatsBufferCapacity);
-            _statsBuffer = new byte[length];
-            for (int i = 0; i < length; i++)
-            {
-                _statsBuffer[i] = kernel.Memory.ReadByte(StatsBufferAt + i);
-            }
+            _statsBuffer = kernel.Memory.ReadPage(0).Slice((int)StatsBufferAt, length).ToArray(); // the header page
 
             _statsSeq = QueuedElsewhere;
         }
@@ -176,7 +172,6 @@ public sealed class BalloonInflateDriver
         _kernel.Memory.WriteUInt32(StatsLengthAt, (uint)_statsBuffer.Length);
         _kernel.Memory.WriteByte(StatsFlagAt, 1);
         _statsSeq = _device.Kick(BalloonVq.Stats, _statsBuffer); // -1 (refused): tried again next step
-        StatsReports += _statsSeq >= 0 ? 1 : 0;
     }
 
     public bool MustTellHost { get; }
@@ -187,9 +182,6 @@ public sealed class BalloonInflateDriver
 
     /// <summary>The statistics queue was negotiated: the driver keeps one stats buffer with the device.</summary>
     public bool Stats { get; }
-
-    /// <summary>Stats buffers this driver has queued (the first at its first step, then one per request).</summary>
-    public long StatsReports { get; private set; }
 
     /// <summary>Pages in the balloon as the driver counts them (what it writes to <c>actual</c>).</summary>
     public long ActualPages

@@ -102,15 +102,18 @@ internal sealed class IncomingMigrations : IDisposable
         ArgumentNullException.ThrowIfNull(use);
         lock (_lock)
         {
-            return use(_serving, _serving is not null ? string.Empty
-                : _resumed is not null ? "the received guest is being stopped and checked"
-                : $"no guest has been received (target {_state.ToWire()})");
+            return use(_serving, _serving is not null ? string.Empty : NoServedGuestLocked());
         }
     }
 
+    /// <summary>Why no guest is served here; called under the lock.</summary>
+    private string NoServedGuestLocked() => _resumed is not null
+        ? "the received guest is being stopped and checked"
+        : $"no guest has been received (target {_state.ToWire()})";
+
     /// <summary>
-    /// Runs <paramref name="start"/> on the guest resumed here, if it may migrate onward, or throws why not. It may
-    /// while it runs for good: a target with <c>--run-after</c> stops and checks its guest, so that guest stays.
+    /// Runs <paramref name="start"/> on the guest resumed here, if it may migrate onward, or throws why not. Only a
+    /// guest that runs here for good may leave: a target with <c>--run-after</c> stops and checks its guest itself.
     /// </summary>
     public T WithOnwardGuest<T>(Func<VirtualMachine, T> start)
     {
@@ -119,9 +122,7 @@ internal sealed class IncomingMigrations : IDisposable
         {
             if (_serving is not { } vm)
             {
-                throw RpcErrors.FailedPrecondition(_resumed is not null
-                    ? "the received guest is being stopped and checked"
-                    : $"no guest has been received (target {_state.ToWire()})");
+                throw RpcErrors.FailedPrecondition(NoServedGuestLocked());
             }
 
             if (_options.RunAfterSeconds is double seconds)

@@ -3,6 +3,8 @@ using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.TestSupport;
 
+using static Migration.Shared.Tests.Balloon.BalloonSteps;
+
 namespace Migration.Shared.Tests.Balloon;
 
 /// <summary>The guest's inflate/deflate driver against the device, both stepped by hand.</summary>
@@ -13,20 +15,6 @@ public sealed class BalloonInflateDriverTests
     private static VirtualMachine Boot(BalloonOptions options, TimeProvider? time = null) =>
         VirtualMachine.Boot(new GuestConfig { RamBytes = RamBytes, Vcpus = 1, Balloon = options }, time,
             GuestSeams.Production with { DeviceThreads = NoDeviceThreads.Instance });
-
-    /// <summary>Driver and device take turns until neither has anything left to do.</summary>
-    private static void Settle(VirtualMachine vm)
-    {
-        int quiet = 0;
-        for (int i = 0; i < 10_000 && quiet < 3; i++)
-        {
-            bool progress = vm.InflateDriver.Step() == Shared.Guest.Workloads.StepResult.Progress;
-            progress |= vm.Balloon.ProcessOne();
-            quiet = progress ? 0 : quiet + 1;
-        }
-
-        Assert.Equal(3, quiet);
-    }
 
     private static long BalloonPagesInDescriptors(VirtualMachine vm) =>
         vm.Kernel.BlocksWithOrderOwnedBy(PageOwner.BalloonInflated).Sum(b => 1L << b.Order);
@@ -266,16 +254,5 @@ public sealed class BalloonInflateDriverTests
         using var again = VirtualMachine.Restore(config, Copy(restored.Ram), restored.SaveVcpuStates(), null, later);
         Assert.Equal((1024L, 1024L, 1024L), (again.Balloon.ActualPages, again.Balloon.HeldPages,
             again.InflateDriver.ActualPages));
-    }
-
-    private static GuestRam Copy(GuestRam from)
-    {
-        var to = GuestRam.Allocate(from.SizeBytes);
-        for (long p = 0; p < from.PageCount; p++)
-        {
-            from.Page(p).CopyTo(to.Page(p));
-        }
-
-        return to;
     }
 }

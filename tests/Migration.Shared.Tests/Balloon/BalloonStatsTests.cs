@@ -2,8 +2,9 @@ using Microsoft.Extensions.Time.Testing;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
-using Migration.Shared.Guest.Workloads;
 using Migration.TestSupport;
+
+using static Migration.Shared.Tests.Balloon.BalloonSteps;
 
 namespace Migration.Shared.Tests.Balloon;
 
@@ -147,29 +148,6 @@ public sealed class BalloonStatsTests
     private static VirtualMachine Boot(TimeProvider time) =>
         VirtualMachine.Boot(new GuestConfig { RamBytes = RamBytes, Vcpus = 1, Balloon = new BalloonOptions() }, time,
             Seams);
-
-    /// <summary>Driver and device take turns until neither has anything left to do.</summary>
-    private static void Settle(VirtualMachine vm)
-    {
-        int quiet = 0;
-        for (int i = 0; i < 10_000 && quiet < 3; i++)
-        {
-            bool progress = vm.InflateDriver.Step() == StepResult.Progress;
-            progress |= vm.Balloon.ProcessOne();
-            quiet = progress ? 0 : quiet + 1;
-        }
-    }
-
-    private static GuestRam Copy(GuestRam from)
-    {
-        var to = GuestRam.Allocate(from.SizeBytes);
-        for (long p = 0; p < from.PageCount; p++)
-        {
-            from.Page(p).CopyTo(to.Page(p));
-        }
-
-        return to;
-    }
 
     /// <summary>The mutant of R19: a restored driver forgets the stats buffer it had queued on the source.</summary>
     private sealed class LosesTheStatsBuffer : IBalloonDefences

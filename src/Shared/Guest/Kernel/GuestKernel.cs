@@ -408,7 +408,6 @@ public sealed partial class GuestKernel
                 FreePages = FreePages,
                 ManagedPages = ManagedPages,
                 PageCachePages = Owner(PageOwner.PageCache),
-                AnonymousPages = Owner(PageOwner.Anonymous),
                 InflatedPages = Owner(PageOwner.BalloonInflated),
                 HintHeldPages = Owner(PageOwner.Balloon),
                 FaultedPages = (long)_memory.ReadUInt64(HFaultedPages),

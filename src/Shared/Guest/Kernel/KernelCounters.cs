@@ -10,8 +10,6 @@ public sealed record KernelCounters
     /// <summary>Pages allocated as page cache (file data: reclaimable).</summary>
     public long PageCachePages { get; init; }
 
-    public long AnonymousPages { get; init; }
-
     /// <summary>Pages in the balloon (inflated: the host's, not the guest's).</summary>
     public long InflatedPages { get; init; }
 
