@@ -51,6 +51,9 @@ public static class MutantTests
         ["R16"] = 34,
         ["R17"] = 1,
         ["R18"] = 118,
+        ["R20"] = 70,
+        ["R21"] = 1,
+        ["R22"] = 2,
     };
 
     /// <summary>The seeds a mutant gets, in order: its corpus seed, then the rest of the bound.</summary>

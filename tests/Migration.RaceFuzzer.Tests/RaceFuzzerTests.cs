@@ -72,4 +72,10 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
         [Fact]
         public void CorrectEngine_SurvivesManySeeds() => Survives(FuzzProfile.Balloon, output);
     }
+
+    public sealed class Reporting(ITestOutputHelper output)
+    {
+        [Fact]
+        public void CorrectEngine_SurvivesManySeeds() => Survives(FuzzProfile.Reporting, output);
+    }
 }

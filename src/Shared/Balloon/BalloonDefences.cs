@@ -31,6 +31,24 @@ internal interface IBalloonDefences
 
     /// <summary>R19: a restored guest's driver queues its stats buffer again (the target's device never had it).</summary>
     bool RequeueStatsOnRestore { get; }
+
+    /// <summary>
+    /// R20: the reporting driver gives a reported block back to the allocator only once the device used the report
+    /// (the discard comes with the use, so a block reused earlier would lose its new contents).
+    /// </summary>
+    bool ReturnsReportedAfterAck { get; }
+
+    /// <summary>
+    /// R21: whether the host may discard reported pages of a guest with this poison value (0 when the guest does not
+    /// poison): a discard leaves zeros, which only a zero poison value expects.
+    /// </summary>
+    bool MayDiscardReported(uint poisonVal);
+
+    /// <summary>
+    /// R22: a migration skips a discarded page only while the host still backs nothing there (the guest may have
+    /// allocated and written the block since it was reported).
+    /// </summary>
+    bool SkipsOnlyUnbackedDiscards { get; }
 }
 
 /// <summary>What the device offers its defences (all under the device lock).</summary>
@@ -112,4 +130,14 @@ internal sealed class StandardBalloonDefences : IBalloonDefences
 
     /// <inheritdoc/>
     public bool RequeueStatsOnRestore => true;
+
+    /// <inheritdoc/>
+    public bool ReturnsReportedAfterAck => true;
+
+    /// <inheritdoc/>
+    /// <remarks>QEMU's rule: no discard when <c>poison_val</c> is not zero.</remarks>
+    public bool MayDiscardReported(uint poisonVal) => poisonVal == 0;
+
+    /// <inheritdoc/>
+    public bool SkipsOnlyUnbackedDiscards => true;
 }

@@ -50,6 +50,8 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
     private long _statsHeld = -1; // the guest's stats buffer the device keeps as its next request (-1: none)
     private GuestStats _guestStats = new();
     private ITimer? _statsTimer;
+    private PageReportingHost? _reporting;
+    private bool _skippingDiscarded;
 
     public BalloonDevice(GuestRam ram, ulong features)
         : this(ram, features, DefaultQueueCapacity, SchedulingPoints.None, DedicatedDeviceThreads.Instance,
@@ -72,6 +74,60 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         _defences = defences;
         _held = new PageBitmap(ram.PageCount);
         _queues = [.. Enum.GetValues<BalloonVq>().Select(_ => new Queue<(long, byte[])>())];
+    }
+
+    /// <summary>
+    /// Sets up the reporting queue (VIRTIO_BALLOON_F_REPORTING negotiated): reports of blocks of at least
+    /// <paramref name="minOrder"/>; <paramref name="freeInGuest"/> reads the guest's descriptors to check that a
+    /// reported block is free there. The poison rule follows the negotiated PAGE_POISON and
+    /// <paramref name="poisonVal"/>.
+    /// </summary>
+    public void EnableReporting(int minOrder, uint poisonVal, Func<long, int, bool> freeInGuest)
+    {
+        ArgumentNullException.ThrowIfNull(freeInGuest);
+        if (!BalloonFeatureBits.Has(Features, BalloonFeatureBits.PageReporting))
+        {
+            throw new InvalidOperationException("free page reporting was not negotiated");
+        }
+
+        using (_scheduling.Lock(_gate))
+        {
+            _reporting = new PageReportingHost(_ram, minOrder,
+                BalloonFeatureBits.Has(Features, BalloonFeatureBits.PagePoison), poisonVal, freeInGuest,
+                _defences, _scheduling);
+        }
+    }
+
+    /// <summary>Free page reporting's totals, or null without reporting.</summary>
+    public PageReportingStats? ReportingStats
+    {
+        get
+        {
+            using (_scheduling.Lock(_gate))
+            {
+                return _reporting is not { } r ? null : new PageReportingStats(r.Reports, r.BlocksReported,
+                    r.PagesDiscarded, r.PagesKeptPoisoned, r.DiscardedPages);
+            }
+        }
+    }
+
+    /// <summary>The pages free page reporting discarded, as ranges (empty without reporting).</summary>
+    public List<PageRange> DiscardedRanges()
+    {
+        using (_scheduling.Lock(_gate))
+        {
+            return _reporting?.Ranges() ?? [];
+        }
+    }
+
+    /// <summary>A migrated device takes the source's discard map (see <see cref="PageReportingHost.Restore"/>).</summary>
+    public void RestoreDiscarded(IReadOnlyList<PageRange> discarded)
+    {
+        ArgumentNullException.ThrowIfNull(discarded);
+        using (_scheduling.Lock(_gate))
+        {
+            _reporting?.Restore(discarded);
+        }
     }
 
     /// <summary>Negotiated feature bits; the queue layout and the encoding follow from them.</summary>
@@ -210,10 +266,10 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         using (_scheduling.Lock(_gate))
         {
             var queue = BalloonQueues.At(queueIndex, Features);
-            if (queue is not { } q || q is BalloonVq.FreePage or BalloonVq.Reporting)
+            if (queue is not { } q || q is BalloonVq.FreePage || (q is BalloonVq.Reporting && _reporting is null))
             {
-                FailLocked($"a buffer on queue {queueIndex}, which is no inflate, deflate, stats or events queue " +
-                    $"under features 0x{Features:x}");
+                FailLocked($"a buffer on queue {queueIndex}, which is no inflate, deflate, stats, reporting or " +
+                    $"events queue under features 0x{Features:x}");
                 seq = -1;
             }
             else if (_queues[(int)q].Count >= QueueCapacity)
@@ -467,6 +523,12 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
             _pressureDuringMigration = false;
             _migration.Skipping = _skipping;
             _migration.PagesSkipped = skipped;
+            _skippingDiscarded = setup.Capabilities.SkipDiscarded && _reporting is not null;
+            _migration.SkippingDiscarded = _skippingDiscarded;
+            if (_skippingDiscarded)
+            {
+                _migration.DiscardedSkipped = _reporting!.Skip(setup.Bitmap);
+            }
         }
 
         RaisePending();
@@ -522,6 +584,21 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         }
 
         report.Transfer.PagesSkippedAsBallooned = m.PagesSkipped;
+        report.Transfer.PagesSkippedAsDiscarded = m.DiscardedSkipped;
+        if (ReportingStats is { } r)
+        {
+            report.Reporting = new MigrationReport.ReportingSection
+            {
+                SkipsDiscarded = m.SkippingDiscarded,
+                PagesSkipped = m.DiscardedSkipped,
+                PagesDiscardedDuringMigration = m.DiscardedDuring,
+                Reports = r.Reports,
+                PagesDiscarded = r.PagesDiscarded,
+                PagesKeptPoisoned = r.PagesKeptPoisoned,
+                DiscardMapPages = r.DiscardMapPages,
+            };
+        }
+
         report.Balloon = new MigrationReport.BalloonSection
         {
             Encoding = Encoding.ToString(),
@@ -571,6 +648,9 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
             case BalloonVq.Stats:
                 ReceiveStats(seq, buffer);
                 break;
+            case BalloonVq.Reporting:
+                ReceiveReport(buffer);
+                break;
             default:
                 GuestEvent(buffer);
                 break;
@@ -607,6 +687,23 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
             Values = values,
             Reports = _guestStats.Reports + 1,
         };
+    }
+
+    private void ReceiveReport(byte[] buffer)
+    {
+        var migrating = _bitmap is not null && _skippingDiscarded ? _bitmap : null;
+        var (discarded, cleared, error) = _reporting!.Receive(buffer, migrating);
+        if (error is not null)
+        {
+            FailLocked(error);
+            return;
+        }
+
+        if (_bitmap is not null)
+        {
+            _migration.DiscardedSkipped += cleared;
+            _migration.DiscardedDuring += discarded;
+        }
     }
 
     private void DrainLocked()
@@ -777,7 +874,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
     }
 
     /// <summary>As hint application does: under the bitmap lock, manual mode re-arming the chunks first.</summary>
-    private static long ClearFromBitmap(MigrationBitmap bitmap, long first, long count)
+    internal static long ClearFromBitmap(MigrationBitmap bitmap, long first, long count)
     {
         using (bitmap.Lock())
         {
@@ -824,8 +921,16 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         public long Inflated;
         public long Deflated;
         public long Events;
+        public bool SkippingDiscarded;
+        public long DiscardedSkipped;
+        public long DiscardedDuring;
     }
 }
+
+/// <summary>Free page reporting's totals since the device was created.</summary>
+/// <param name="DiscardMapPages">Pages the discard map has now (some may be backed again).</param>
+public sealed record PageReportingStats(long Reports, long BlocksReported, long PagesDiscarded, long PagesKeptPoisoned,
+    long DiscardMapPages);
 
 /// <summary>The device's totals (what <c>query-balloon</c> and the reports show).</summary>
 public sealed record BalloonDeviceStats

@@ -22,7 +22,7 @@ public static class BalloonFeatureBits
     /// <summary>VIRTIO_BALLOON_F_PAGE_POISON (bit 4): the guest poisons free pages with <c>poison_val</c>.</summary>
     public const ulong PagePoison = 1UL << 4;
 
-    /// <summary>VIRTIO_BALLOON_F_REPORTING (bit 5): free page reporting (issue 13; never offered yet).</summary>
+    /// <summary>VIRTIO_BALLOON_F_REPORTING (bit 5): free page reporting.</summary>
     public const ulong PageReporting = 1UL << 5;
 
     /// <summary>

@@ -19,6 +19,9 @@ public sealed record BalloonState(HintStatus HintStatus, uint HintCommandId, uin
     /// <summary>Held pages, sorted and disjoint.</summary>
     public IReadOnlyList<PageRange> Held { get; init; } = [];
 
+    /// <summary>Free page reporting's discard map, sorted and disjoint (a filter only; see the device).</summary>
+    public IReadOnlyList<PageRange> Discarded { get; init; } = [];
+
     /// <summary>The held ranges as bytes: le64 (first, count) pairs, the wire form in the device state.</summary>
     public static byte[] HeldToBytes(IReadOnlyList<PageRange> held)
     {

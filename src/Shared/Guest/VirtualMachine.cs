@@ -53,7 +53,16 @@ public sealed class VirtualMachine : IDisposable
             seams.Scheduling, seams.DeviceThreads, seams.BalloonDefences, time);
         InflateDriver = new BalloonInflateDriver(kernel, Balloon, time, seams.Scheduling, seams.BalloonDefences);
         _runsInflateDriver = seams.RunsInflateDriver;
+        if (config.Balloon.Reporting)
+        {
+            Balloon.EnableReporting(config.Balloon.ReportingOrder, config.PoisonValue ?? 0,
+                kernel.IsFreeBlock);
+            ReportingDriver = new PageReportingDriver(kernel, Balloon, config.Balloon, time, seams.BalloonDefences);
+        }
     }
+
+    /// <summary>The guest's free page reporting, when negotiated; runs on its own guest thread.</summary>
+    public PageReportingDriver? ReportingDriver { get; }
 
     /// <summary>The virtio-balloon device's inflate/deflate part (host side): target, actual, held pages.</summary>
     public BalloonDevice Balloon { get; }
@@ -88,6 +97,9 @@ public sealed class VirtualMachine : IDisposable
         .. Workloads.Select((w, i) => new GuestThread($"vcpu{i}", w.Step)),
         new GuestThread("balloon driver", BalloonDriver.Step),
         .. _runsInflateDriver ? [new GuestThread("balloon inflate", InflateDriver.Step)] : Array.Empty<GuestThread>(),
+        .. ReportingDriver is { } reporting
+            ? [new GuestThread("page reporting", reporting.Step)]
+            : Array.Empty<GuestThread>(),
     ];
 
     public VmRunState State { get; private set; }
@@ -189,6 +201,7 @@ public sealed class VirtualMachine : IDisposable
             vm.HintDevice.Restore(balloon.HintStatus, balloon.HintCommandId);
             vm.Balloon.Restore(balloon.TargetPages, balloon.ActualPages, balloon.Held);
             vm.Balloon.SetStatsPolling(balloon.StatsPollingSeconds);
+            vm.Balloon.RestoreDiscarded(balloon.Discarded);
             vm.InflateDriver.ReconcileWithDevice();
         }
 
@@ -205,6 +218,7 @@ public sealed class VirtualMachine : IDisposable
             ActualPages = Balloon.ActualPages,
             StatsPollingSeconds = Balloon.GuestStats.PollingIntervalSeconds,
             Held = Balloon.HeldRanges(),
+            Discarded = Balloon.DiscardedRanges(),
         };
     }
 

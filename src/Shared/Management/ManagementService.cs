@@ -170,6 +170,7 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
     {
         ArgumentNullException.ThrowIfNull(vm);
         var s = vm.Balloon.Stats;
+        var r = vm.Balloon.ReportingStats;
         return new BalloonInfo
         {
             LogicalSizeBytes = (ulong)(vm.Ram.SizeBytes - (s.ActualPages << PageGeometry.PageShift)),
@@ -188,6 +189,12 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
             LastError = s.LastError ?? string.Empty,
             PuffFailures = (ulong)vm.InflateDriver.PuffFailures,
             OomDeflatedPages = (ulong)vm.InflateDriver.OomDeflatedPages,
+            Reporting = r is not null,
+            ReportingRequests = (ulong)(r?.Reports ?? 0),
+            ReportingPagesDiscarded = (ulong)(r?.PagesDiscarded ?? 0),
+            ReportingPagesKeptPoisoned = (ulong)(r?.PagesKeptPoisoned ?? 0),
+            ReportingDiscardMapPages = (ulong)(r?.DiscardMapPages ?? 0),
+            ReportedFreePages = r is null ? 0 : (ulong)vm.Kernel.ReportedPages,
         };
     }
 

@@ -159,6 +159,7 @@ internal sealed class OutgoingMigrations : IDisposable
         var options = _defaults with { Target = target };
         options = r.HasHints ? options with { Hints = r.Hints } : options;
         options = r.HasSkipBallooned ? options with { SkipBallooned = r.SkipBallooned } : options;
+        options = r.HasSkipDiscarded ? options with { SkipDiscarded = r.SkipDiscarded } : options;
         options = r.HasDowntimeMs ? options with { DowntimeLimit = TimeSpan.FromMilliseconds(r.DowntimeMs) } : options;
         options = r.HasChannels ? options with { Channels = (int)Math.Min(r.Channels, int.MaxValue) } : options;
         options = r.HasMaxRounds ? options with { MaxRounds = (int)Math.Min(r.MaxRounds, int.MaxValue) } : options;

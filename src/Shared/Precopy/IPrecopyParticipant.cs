@@ -14,6 +14,12 @@ public sealed record MigrationCapabilities
     /// neither scanned nor sent. Off sends them as zero pages, as QEMU does (the comparison `bench` makes).
     /// </summary>
     public bool SkipBallooned { get; init; } = true;
+
+    /// <summary>
+    /// The balloon device may clear the pages free page reporting discarded, and that no store has touched since, from
+    /// the first round's bitmap. Off scans and sends them (as zero pages), as QEMU does.
+    /// </summary>
+    public bool SkipDiscarded { get; init; } = true;
 }
 
 /// <summary>

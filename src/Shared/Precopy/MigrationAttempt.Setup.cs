@@ -39,6 +39,7 @@ internal sealed partial class MigrationAttempt
         {
             FreePageHinting = _options.Hints,
             SkipBallooned = _options.SkipBallooned,
+            SkipDiscarded = _options.SkipDiscarded,
         });
         _seams.BeforeLoggingEnabled?.Invoke(setup, _participants);
         _vm.DirtyLog.Enable();

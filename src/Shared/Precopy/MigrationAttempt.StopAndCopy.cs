@@ -73,6 +73,7 @@ internal sealed partial class MigrationAttempt
                 BalloonActualPages = (ulong)balloon.ActualPages,
                 BalloonHeld = ByteString.CopyFrom(BalloonState.HeldToBytes(balloon.Held)),
                 BalloonStatsPollingSeconds = (uint)balloon.StatsPollingSeconds,
+                ReportingDiscarded = ByteString.CopyFrom(BalloonState.HeldToBytes(balloon.Discarded)),
             },
             FinalRound = finalRound,
             PagesSent = (ulong)_counters.PagesSent,

@@ -99,6 +99,12 @@ public sealed record MigrationOptions
     public bool SkipBallooned { get; init; } = true;
 
     /// <summary>
+    /// Pages free page reporting discarded, and no store touched since, are neither scanned nor sent in the first
+    /// round. Off: scanned and sent as zero pages, as QEMU does; for comparisons. On by default.
+    /// </summary>
+    public bool SkipDiscarded { get; init; } = true;
+
+    /// <summary>
     /// Permit manual dirty-log mode with hints but without wait-on-ack, which can lose a write (race R5). For
     /// demonstrations, and for the race fuzzer, which shows that the write is lost.
     /// </summary>

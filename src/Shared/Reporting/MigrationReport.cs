@@ -47,6 +47,9 @@ public sealed class MigrationReport
     /// <summary>The balloon's inflate/deflate side: target, actual, held pages, what it kept off the wire.</summary>
     public BalloonSection? Balloon { get; set; }
 
+    /// <summary>Free page reporting, when the guest has it.</summary>
+    public ReportingSection? Reporting { get; set; }
+
     /// <summary>CPU time and peak RSS of the process that wrote the report, taken as it wrote it.</summary>
     public ProcessStats? Process { get; set; }
 
@@ -132,6 +135,12 @@ public sealed class MigrationReport
         /// <summary>Migration-bitmap bits cleared because the balloon held the page: discarded, never sent.</summary>
         public long PagesSkippedAsBallooned { get; set; }
 
+        /// <summary>
+        /// Migration-bitmap bits cleared because free page reporting had discarded the page and nothing was stored to
+        /// it since: zero on both sides, never scanned nor sent.
+        /// </summary>
+        public long PagesSkippedAsDiscarded { get; set; }
+
         public double ThroughputMBps { get; set; }
     }
 
@@ -163,6 +172,29 @@ public sealed class MigrationReport
         public long DeviceErrors { get; set; }
 
         public string? DeviceError { get; set; }
+    }
+
+    /// <summary>Free page reporting as the migration saw it (totals are since the device was created).</summary>
+    public sealed class ReportingSection
+    {
+        /// <summary>Whether this migration skipped discarded pages (off: scanned and sent as zero, as QEMU does).</summary>
+        public bool SkipsDiscarded { get; set; }
+
+        /// <summary>Pages skipped as discarded: at setup, and reported blocks discarded while the migration ran.</summary>
+        public long PagesSkipped { get; set; }
+
+        /// <summary>Pages the guest reported and the host discarded while this migration ran.</summary>
+        public long PagesDiscardedDuringMigration { get; set; }
+
+        public long Reports { get; set; }
+
+        public long PagesDiscarded { get; set; }
+
+        /// <summary>Pages reported but kept: the guest poisons free pages with a value that is not zero.</summary>
+        public long PagesKeptPoisoned { get; set; }
+
+        /// <summary>Pages the device's discard map has at the end (some may be backed again).</summary>
+        public long DiscardMapPages { get; set; }
     }
 
     public sealed class HintsSection

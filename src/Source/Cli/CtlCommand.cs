@@ -87,13 +87,17 @@ internal static class CtlCommand
         {
             Description = "Neither scan nor send ballooned pages: on | off (default on; off sends zero pages)",
         };
+        var skipDiscarded = new Option<OnOff?>("--skip-discarded")
+        {
+            Description = "Neither scan nor send pages free page reporting discarded: on | off (default on)",
+        };
         var wait = new Option<bool>("--wait")
         {
             Description = "Wait for the migration to end; exit 1 unless it completed",
         };
         var migrate = new Command("migrate", "Migrate the running VM to a target.")
         {
-            target, hints, skipBallooned, wait,
+            target, hints, skipBallooned, skipDiscarded, wait,
         };
         migrate.SetAction((parse, _) => Call(parse, api, security, async c =>
         {
@@ -106,6 +110,11 @@ internal static class CtlCommand
             if (parse.GetValue(skipBallooned) is { } skip)
             {
                 request.SkipBallooned = skip == OnOff.On;
+            }
+
+            if (parse.GetValue(skipDiscarded) is { } discarded)
+            {
+                request.SkipDiscarded = discarded == OnOff.On;
             }
 
             var info = await c.StartMigrationAsync(request);

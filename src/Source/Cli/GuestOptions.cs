@@ -74,10 +74,25 @@ internal sealed class GuestOptions
     public Option<OnOff> BalloonStats { get; } = CliOptions.Switch("--balloon-stats",
         "Balloon statistics queue: the guest reports its memory counters when asked", Balloon.Stats);
 
+    public Option<OnOff> Reporting { get; } = CliOptions.Switch("--balloon-reporting",
+        "Free page reporting: the guest reports free blocks, the host discards them", Balloon.Reporting);
+
+    public Option<int> ReportingOrder { get; } = CliOptions.WholeNumber("--reporting-order",
+        "Free page reporting: smallest block reported, as a buddy order (9: 2 MiB)", Balloon.ReportingOrder, 0,
+        Shared.Guest.Kernel.GuestKernel.MaxOrder);
+
+    public Option<int> ReportingDelay { get; } = CliOptions.WholeNumber("--reporting-delay-ms",
+        "Free page reporting: wait after a free before a pass, in ms", Balloon.ReportingDelayMs, 0, 600_000);
+
+    public Option<int> ReportingBudget { get; } = CliOptions.WholeNumber("--reporting-budget-divisor",
+        "Free page reporting: a pass reports about 1/N of each free list (1: everything at once)",
+        Balloon.ReportingBudgetDivisor, 1, 1024);
+
     public IEnumerable<Option> All =>
     [
         Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot,
         MemhogShare, PageCache, IdleRate, BalloonEncoding, DeflateOnOom, MustTellHost, BalloonEvents, BalloonStats,
+        Reporting, ReportingOrder, ReportingDelay, ReportingBudget,
     ];
 
     /// <summary>
@@ -100,6 +115,10 @@ internal sealed class GuestOptions
                 MustTellHost = parse.GetValue(MustTellHost) == OnOff.On,
                 Events = parse.GetValue(BalloonEvents) == OnOff.On,
                 Stats = parse.GetValue(BalloonStats) == OnOff.On,
+                Reporting = parse.GetValue(Reporting) == OnOff.On,
+                ReportingOrder = parse.GetValue(ReportingOrder),
+                ReportingDelayMs = parse.GetValue(ReportingDelay),
+                ReportingBudgetDivisor = parse.GetValue(ReportingBudget),
             },
             Workload = Load with
             {

@@ -36,6 +36,9 @@ internal static class MigrateCommand
         var skipBallooned = CliOptions.Switch("--skip-ballooned",
             "Neither scan nor send ballooned pages (off: send them as zero pages, as QEMU does)",
             Defaults.SkipBallooned);
+        var skipDiscarded = CliOptions.Switch("--skip-discarded",
+            "Neither scan nor send pages free page reporting discarded (off: send them as zero pages, as QEMU does)",
+            Defaults.SkipDiscarded);
         var resumeFirst = CliOptions.Switch("--resume-first",
             "Resume on the target before comparing page digests (outputs held until they match)", Defaults.ResumeFirst);
         var allowUnsafe = new Option<bool>("--allow-unsafe")
@@ -62,8 +65,8 @@ internal static class MigrateCommand
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
             target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, skipBallooned,
-            resumeFirst,
-            allowUnsafe, report, balloon, logLevel, completeTimeout, handoverWindow, stallTimeout,
+            skipDiscarded, resumeFirst, allowUnsafe, report, balloon, logLevel, completeTimeout, handoverWindow,
+            stallTimeout,
         };
         foreach (var option in guest.All.Concat(security.All))
         {
@@ -95,6 +98,7 @@ internal static class MigrateCommand
                     Timeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
                     Hints = parse.GetValue(hints) == OnOff.On,
                     SkipBallooned = parse.GetValue(skipBallooned) == OnOff.On,
+                    SkipDiscarded = parse.GetValue(skipDiscarded) == OnOff.On,
                     ResumeFirst = parse.GetValue(resumeFirst) == OnOff.On,
                     AllowUnsafe = parse.GetValue(allowUnsafe),
                     CompleteTimeout = TimeSpan.FromSeconds(parse.GetValue(completeTimeout)),

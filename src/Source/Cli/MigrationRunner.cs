@@ -122,8 +122,11 @@ internal static class MigrationRunner
             ("rounds",
                 $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
-            ("pages", $"{r.Transfer.PagesNormal:N0} raw, {r.Transfer.PagesCompressed:N0} lz4, " +
-                $"{r.Transfer.PagesZero:N0} zero"),
+            ("pages", $"sent as data {r.Transfer.PagesNormal + r.Transfer.PagesCompressed:N0} " +
+                $"({r.Transfer.PagesCompressed:N0} lz4), sent as zero {r.Transfer.PagesZero:N0}, " +
+                $"skipped by hint {r.Transfer.PagesSkippedByHints:N0}, " +
+                $"skipped as discarded {r.Transfer.PagesSkippedAsDiscarded:N0}, " +
+                $"skipped as ballooned {r.Transfer.PagesSkippedAsBallooned:N0}"),
             ("throughput", string.Create(inv, $"{r.Transfer.ThroughputMBps:F1} MB/s")),
             ("hints", r.Hints is not { } h
                 ? "off"
@@ -138,6 +141,12 @@ internal static class MigrationRunner
                     $"{b.InflatedDuringMigration:N0} inflated, {b.DeflatedDuringMigration:N0} deflated during it; " +
                     $"{b.GuestEvents} guest events, {b.DeviceErrors} device errors" +
                     $"{(b.DeviceError is null ? string.Empty : " (" + b.DeviceError + ")")}"),
+            ("reporting", r.Reporting is not { } rp
+                ? "off"
+                : $"{rp.PagesDiscarded:N0} pages discarded in {rp.Reports:N0} reports " +
+                    $"({rp.PagesDiscardedDuringMigration:N0} during the migration), " +
+                    $"{rp.PagesKeptPoisoned:N0} kept as poisoned; {rp.PagesSkipped:N0} skipped as discarded" +
+                    (rp.SkipsDiscarded ? string.Empty : " (skipping off: sent as zero pages)")),
             ("verification", $"{r.Verification.PagesCompared:N0} pages compared, " +
                 $"{r.Verification.MismatchedPages:N0} mismatched; self-check {r.Verification.GuestSelfCheck}"),
         };

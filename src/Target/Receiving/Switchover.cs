@@ -297,6 +297,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
             ActualPages = (long)Math.Min(device.BalloonActualPages, long.MaxValue),
             Held = BalloonState.HeldFromBytes(device.BalloonHeld.Span, ramPages),
             StatsPollingSeconds = (int)Math.Min(device.BalloonStatsPollingSeconds, int.MaxValue),
+            Discarded = BalloonState.HeldFromBytes(device.ReportingDiscarded.Span, ramPages),
         };
 
     private static double Lap(Stopwatch phase)

@@ -68,6 +68,10 @@ public static class FuzzHarness
             {
                 WarmBalloon(vm);
             }
+            else if (_profile == FuzzProfile.Reporting)
+            {
+                WarmReporting(vm);
+            }
             else
             {
                 for (int i = 0, warm = _random.Next(200, 3000); i < warm; i++)
@@ -112,8 +116,13 @@ public static class FuzzHarness
             if (_profile == FuzzProfile.Balloon)
             {
                 AddBalloonHost(scheduler, vm);
-                AddBalloonDevice(scheduler, vm);
+                AddBalloonDevice(scheduler, vm, [BalloonVq.Inflate, BalloonVq.Deflate, BalloonVq.Events]);
             }
+            else if (_profile == FuzzProfile.Reporting)
+            {
+                AddBalloonDevice(scheduler, vm, [BalloonVq.Reporting]);
+            }
+
             scheduler.Add("migration", () =>
             {
                 report = engine.MigrateAsync().GetAwaiter().GetResult();
@@ -150,23 +159,44 @@ public static class FuzzHarness
             bool manual = profile is FuzzProfile.ManualWaitOnAck or FuzzProfile.ManualNoAck;
             // No statistics queue yet: its protocol has scripted tests (BalloonStatsTests, R19); fuzzing its buffer
             // among inflates and deflates is the next step.
-            var balloon = profile != FuzzProfile.Balloon ? new BalloonOptions { Stats = false } : new BalloonOptions
+            var balloon = profile switch
             {
-                Encoding = (BalloonEncoding)_random.Next(3),
-                MustTellHost = _random.Next(2) == 0,
-                Events = _random.Next(2) == 0,
-                Stats = false,
+                FuzzProfile.Balloon => new BalloonOptions
+                {
+                    Encoding = (BalloonEncoding)_random.Next(3),
+                    MustTellHost = _random.Next(2) == 0,
+                    Events = _random.Next(2) == 0,
+                    Stats = false,
+                },
+                // Orders from 16 pages up, so a 16 MiB guest has many reportable blocks; a pace of 0-3 ms is 0-60
+                // scheduler steps on the fuzzer's clock.
+                FuzzProfile.Reporting => new BalloonOptions
+                {
+                    Stats = false,
+                    Events = false,
+                    Reporting = true,
+                    ReportingOrder = _random.Next(4, 11),
+                    ReportingDelayMs = _random.Next(4),
+                    ReportingBudgetDivisor = _random.Next(1, 17),
+                },
+                _ => new BalloonOptions { Stats = false },
+            };
+            byte? poison = profile != FuzzProfile.Reporting ? 0xAA : _random.Next(3) switch
+            {
+                0 => null,
+                1 => 0,
+                _ => 0xAA,
             };
             return new GuestConfig
             {
                 Balloon = balloon,
                 RamBytes = GuestBytes,
                 Vcpus = 2,
-                PoisonValue = 0xAA,
+                PoisonValue = poison,
                 DirtyLogMode = manual ? DirtyLogMode.Manual : DirtyLogMode.Eager,
                 ClearChunkPages = 256,
                 WaitOnAck = profile is FuzzProfile.EagerWaitOnAck or FuzzProfile.ManualWaitOnAck
-                    or FuzzProfile.Balloon,
+                    or FuzzProfile.Balloon or FuzzProfile.Reporting,
                 // Smaller hint blocks than Linux's 4 MiB: a 16 MiB guest then has dozens of them in flight, not three.
                 HintBlockOrder = profile == FuzzProfile.ManualNoAck ? 10 : _random.Next(4, 11),
                 Workload = new WorkloadOptions
@@ -247,6 +277,36 @@ public static class FuzzHarness
         }
 
         /// <summary>
+        /// The reporting profile's warm-up: the guest runs, reports what it has free (driver and device taking turns,
+        /// the clock moving past the delay), then runs on, so it takes some reported blocks back and writes them before
+        /// dirty logging starts (R22), and a request may still be queued when the migration begins.
+        /// </summary>
+        private void WarmReporting(VirtualMachine vm)
+        {
+            for (int i = 0, warm = _random.Next(200, 3000); i < warm; i++)
+            {
+                vm.Workloads[i % 2].Step(); // before the scheduler runs: no scheduling points are taken
+            }
+
+            var driver = vm.ReportingDriver!;
+            for (int i = 0; i < 5000 && driver.Busy; i++)
+            {
+                _time.Advance(TimeSpan.FromMilliseconds(1));
+                driver.Step();
+                vm.Balloon.ProcessOne(BalloonVq.Reporting);
+            }
+
+            for (int i = 0, more = _random.Next(0, 2000); i < more; i++)
+            {
+                vm.Workloads[i % 2].Step();
+                if (i % 97 == 0)
+                {
+                    driver.Step(); // a report queued now is used at setup or later
+                }
+            }
+        }
+
+        /// <summary>
         /// The management API: now and then the host sets a new balloon target (up to a quarter of RAM), during
         /// precopy and the stop alike. A refusal (the guest reported pressure during this migration) is the API's
         /// answer, not a failure.
@@ -276,16 +336,18 @@ public static class FuzzHarness
         /// The balloon device's thread: it uses one buffer of a queue it picks (virtqueues are independent, so a
         /// deflate may be used before an older inflate), and is sometimes descheduled for a long stretch.
         /// </summary>
-        private void AddBalloonDevice(SeededScheduler scheduler, VirtualMachine vm)
+        private void AddBalloonDevice(SeededScheduler scheduler, VirtualMachine vm, BalloonVq[] queues)
         {
             long wakesAt = 0;
+            bool midStep = false; // parked at a point inside the device (holding its lock): it must be let finish
             double descheduleChance = _random.NextDouble() * 0.2;
-            BalloonVq[] queues = [BalloonVq.Inflate, BalloonVq.Deflate, BalloonVq.Events];
             scheduler.Add(
                 "balloon device",
                 () =>
                 {
+                    midStep = true;
                     vm.Balloon.ProcessOne(queues[_random.Next(queues.Length)]);
+                    midStep = false;
                     if (_random.NextDouble() < descheduleChance)
                     {
                         wakesAt = scheduler.Steps + _random.Next(50, 3000);
@@ -293,7 +355,7 @@ public static class FuzzHarness
 
                     return !_done;
                 },
-                ready: () => _done || (vm.Balloon.Queued > 0 && scheduler.Steps >= wakesAt));
+                ready: () => _done || midStep || (vm.Balloon.Queued > 0 && scheduler.Steps >= wakesAt));
         }
 
         /// <summary>

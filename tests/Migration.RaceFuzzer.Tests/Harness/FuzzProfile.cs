@@ -22,4 +22,11 @@ public enum FuzzProfile
     /// order (races R13-R17).
     /// </summary>
     Balloon,
+
+    /// <summary>
+    /// Eager log and wait-on-ack hinting, plus free page reporting at a drawn order and pace, with the poison value
+    /// drawn from off, zero and 0xAA: a warm-up reports the guest and lets it take reported blocks back before the
+    /// migration, and reports go on during it, served by a device thread that is sometimes descheduled (R20-R22).
+    /// </summary>
+    Reporting,
 }

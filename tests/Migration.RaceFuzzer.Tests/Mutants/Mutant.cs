@@ -11,7 +11,7 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 /// </summary>
 public abstract class Mutant
 {
-    /// <summary>Every mutant, in catalogue order (R1..R18).</summary>
+    /// <summary>Every mutant, in catalogue order (R1..R22; R19, the stats buffer, has a scripted test).</summary>
     public static IReadOnlyList<Mutant> All { get; } =
     [
         new R01AcceptStaleIds(),
@@ -32,9 +32,12 @@ public abstract class Mutant
         new R16SaveWithoutDrain(),
         new R17SkipBeforeDrain(),
         new R18DropPartlyHeldDeflate(),
+        new R20ReuseBeforeReportAck(),
+        new R21DiscardPoisoned(),
+        new R22SkipReusedDiscard(),
     ];
 
-    /// <summary>The race's id in the catalogue (R1..R18).</summary>
+    /// <summary>The race's id in the catalogue (R1..R22).</summary>
     public abstract string Race { get; }
 
     /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>

@@ -1,3 +1,4 @@
+using Migration.TestSupport;
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;

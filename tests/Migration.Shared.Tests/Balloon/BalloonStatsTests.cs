@@ -150,23 +150,8 @@ public sealed class BalloonStatsTests
             Seams);
 
     /// <summary>The mutant of R19: a restored driver forgets the stats buffer it had queued on the source.</summary>
-    private sealed class LosesTheStatsBuffer : IBalloonDefences
+    private sealed class LosesTheStatsBuffer() : ForwardingBalloonDefences(StandardBalloonDefences.Instance)
     {
-        private static readonly StandardBalloonDefences Inner = StandardBalloonDefences.Instance;
-
-        public bool RequeueStatsOnRestore => false;
-
-        public long AtSetup(IBalloonDeviceSteps device) => Inner.AtSetup(device);
-
-        public void AfterSync(IBalloonDeviceSteps device) => Inner.AfterSync(device);
-
-        public void BeforeSave(IBalloonDeviceSteps device) => Inner.BeforeSave(device);
-
-        public IEnumerable<PageRange> Returned(IReadOnlyList<PageRange> named, Func<PageRange, long> heldIn) =>
-            Inner.Returned(named, heldIn);
-
-        public void Queued(IInflateRequest inflate) => Inner.Queued(inflate);
-
-        public void Unused(IInflateRequest inflate, bool targetFell) => Inner.Unused(inflate, targetFell);
+        public override bool RequeueStatsOnRestore => false;
     }
 }

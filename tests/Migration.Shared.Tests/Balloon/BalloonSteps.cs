@@ -3,7 +3,7 @@ using Migration.Shared.Guest.Workloads;
 
 namespace Migration.Shared.Tests.Balloon;
 
-/// <summary>What the balloon tests do by hand: step driver and device to rest, copy RAM for a restored guest.</summary>
+/// <summary>What the balloon tests do by hand: step drivers and device to rest, copy RAM for a restored guest.</summary>
 internal static class BalloonSteps
 {
     /// <summary>Driver and device take turns until neither has anything left to do (and they do come to rest).</summary>
@@ -13,6 +13,7 @@ internal static class BalloonSteps
         for (int i = 0; i < 10_000 && quiet < 3; i++)
         {
             bool progress = vm.InflateDriver.Step() == StepResult.Progress;
+            progress |= vm.ReportingDriver?.Step() == StepResult.Progress;
             progress |= vm.Balloon.ProcessOne();
             quiet = progress ? 0 : quiet + 1;
         }

@@ -38,6 +38,7 @@ public sealed partial class GuestKernel
         private readonly (long First, long Count)[] _extents = [.. kernel.Layout.ManagedExtents()];
         private long _findingCount;
         private long _freePages;
+        private long _reportedPagesSeen;
         private long _stamped;
 
         private KernelLayout Layout => kernel.Layout;
@@ -50,6 +51,12 @@ public sealed partial class GuestKernel
             if (headerFree != _freePages)
             {
                 Report($"page 0: header counts {headerFree} free pages, the descriptors describe {_freePages}.");
+            }
+
+            if (kernel.ReportedPages != _reportedPagesSeen)
+            {
+                Report($"page 0: header counts {kernel.ReportedPages} reported free pages, the free lists hold " +
+                    $"{_reportedPagesSeen}.");
             }
 
             return new SelfCheckResult(_findings, _findingCount, Layout.PageCount, _freePages, _stamped);
@@ -143,6 +150,8 @@ public sealed partial class GuestKernel
             for (int order = 0; order <= MaxOrder; order++)
             {
                 long count = 0;
+                bool broken = false;
+                bool reportedSeen = false;
                 uint prev = PageDescriptor.NoPage;
                 uint node = kernel.FreeHead(order);
                 while (node != PageDescriptor.NoPage)
@@ -150,12 +159,14 @@ public sealed partial class GuestKernel
                     if (node >= Layout.PageCount)
                     {
                         Report($"free list {order}: link to page {node}, outside RAM (after page {prev}).");
+                        broken = true;
                         break;
                     }
 
                     if (++count > maxSteps)
                     {
                         Report($"free list {order}: cycle detected at page {node}.");
+                        broken = true;
                         break;
                     }
 
@@ -163,8 +174,21 @@ public sealed partial class GuestKernel
                     if (d.State != PageState.FreeHead || d.Order != order)
                     {
                         Report($"page {node}: on free list {order} but its descriptor says {d.State} order {d.Order}.");
+                        broken = true;
                         break;
                     }
+
+                    bool reported = (d.Flags & PageFlags.Reported) != 0;
+                    if (reported)
+                    {
+                        _reportedPagesSeen += 1L << order;
+                    }
+                    else if (reportedSeen)
+                    {
+                        Report($"page {node}: unreported block after a reported one on free list {order}.");
+                    }
+
+                    reportedSeen |= reported;
 
                     if (d.Prev != prev)
                     {
@@ -173,6 +197,12 @@ public sealed partial class GuestKernel
                     }
                     prev = node;
                     node = d.Next;
+                }
+
+                if (!broken && prev != kernel.FreeTail(order))
+                {
+                    Report($"free list {order}: ends at {FormatLink(prev)}, header tail is " +
+                        $"{FormatLink(kernel.FreeTail(order))}.");
                 }
 
                 long header = kernel.FreeBlocks(order);

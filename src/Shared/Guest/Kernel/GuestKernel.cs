@@ -70,6 +70,8 @@ public sealed partial class GuestKernel
     private const int HDirectReclaimed = 392; // pages the slow path got back from the shrinker
     private const int HOomKills = 400;    // allocations that failed after every fallback (Linux would kill a task)
     private const int HFaultedPages = 408; // pages allocated for workload data (each a first-touch minor fault)
+    private const int HFreeTails = 416;   // u32 x 11: last block of each free list (reported blocks go there)
+    private const int HReportedPages = 464; // free pages in blocks flagged Reported
 
     /// <summary>
     /// Bytes of the header page from here on are free for other kernel subsystems (the balloon driver).
@@ -359,6 +361,7 @@ public sealed partial class GuestKernel
     {
         CheckOrder(order);
         _memory.Ram.CheckPage(pfn);
+        int merged;
         lock (_zoneLock)
         {
             using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
@@ -389,9 +392,17 @@ public sealed partial class GuestKernel
             AddToHeader64(HFrees, 1);
             AddToHeader64(HFreePages, 1L << order);
             AddToHeader64(HOwnerPages + ((int)d.Owner * 8), -(1L << order));
-            MergeAndPush(pfn, order);
+            merged = MergeAndPush(pfn, order);
         }
+
+        BlockFreed?.Invoke(merged);
     }
+
+    /// <summary>
+    /// Told the order of the free block a <see cref="Free(long, int)"/> produced (after merging), outside the zone
+    /// lock: free page reporting's notifier (Linux's <c>page_reporting_notify_free</c>). Must be cheap; a vCPU calls it.
+    /// </summary>
+    public Action<int>? BlockFreed { get; set; }
 
     /// <summary>
     /// The kernel's counters, as the balloon's statistics queue reports them: pages by owner and the slow path's
@@ -452,8 +463,10 @@ public sealed partial class GuestKernel
             // Blocks the balloon driver holds are free memory lent to the device: their content does not matter
             // (the driver initialises them when it gives them back), so migration neither sends nor checks them.
             // Pages inflated into the balloon are the host's: discarded, zero until deflated, never the guest's data.
+            // Blocks isolated for free page reporting are free memory the device is looking at.
             bool free = d.State == PageState.FreeHead
-                || (d.State == PageState.AllocatedHead && d.Owner is PageOwner.Balloon or PageOwner.BalloonInflated);
+                || (d.State == PageState.AllocatedHead
+                    && d.Owner is PageOwner.Balloon or PageOwner.BalloonInflated or PageOwner.Reporting);
             if (free && pfn + size <= Layout.PageCount)
             {
                 for (long p = pfn; p < pfn + size; p++)
@@ -534,6 +547,7 @@ public sealed partial class GuestKernel
         for (int k = 0; k <= MaxOrder; k++)
         {
             _memory.WriteUInt32(HFreeHeads + (k * 4), PageDescriptor.NoPage);
+            _memory.WriteUInt32(HFreeTails + (k * 4), PageDescriptor.NoPage);
         }
 
         WriteDescriptor(KernelLayout.HeaderPfn, PageState.Kernel, 0, PageFlags.None, PageOwner.KernelData,
@@ -588,7 +602,8 @@ public sealed partial class GuestKernel
         }
     }
 
-    private void MergeAndPush(long pfn, int order)
+    /// <summary>Merges the freed block with free buddies and pushes the result; returns the merged order.</summary>
+    private int MergeAndPush(long pfn, int order)
     {
         while (order < MaxOrder)
         {
@@ -615,6 +630,7 @@ public sealed partial class GuestKernel
         }
 
         PushFree(pfn, order);
+        return order;
     }
 
     private uint FreeHead(int order) => _memory.ReadUInt32(HFreeHeads + (order * 4));
@@ -629,9 +645,36 @@ public sealed partial class GuestKernel
         {
             _memory.WriteUInt32(Layout.DescriptorAddress(head) + PageDescriptor.PrevOffset, (uint)pfn);
         }
+        else
+        {
+            _memory.WriteUInt32(HFreeTails + (order * 4), (uint)pfn);
+        }
 
         _memory.WriteUInt32(HFreeHeads + (order * 4), (uint)pfn);
         AddToHeader64(HFreeBlocks + (order * 8), 1);
+    }
+
+    private uint FreeTail(int order) => _memory.ReadUInt32(HFreeTails + (order * 4));
+
+    /// <summary>Appends a free block flagged Reported to the tail of its list (Linux's putback to the tail).</summary>
+    private void PushFreeReported(long pfn, int order)
+    {
+        uint tail = FreeTail(order);
+        uint generation = ReadDescriptor(pfn).Generation;
+        WriteDescriptor(pfn, PageState.FreeHead, (byte)order, PageFlags.Reported, PageOwner.None,
+            PageDescriptor.NoPage, tail, generation);
+        if (tail != PageDescriptor.NoPage)
+        {
+            _memory.WriteUInt32(Layout.DescriptorAddress(tail) + PageDescriptor.NextOffset, (uint)pfn);
+        }
+        else
+        {
+            _memory.WriteUInt32(HFreeHeads + (order * 4), (uint)pfn);
+        }
+
+        _memory.WriteUInt32(HFreeTails + (order * 4), (uint)pfn);
+        AddToHeader64(HFreeBlocks + (order * 8), 1);
+        AddToHeader64(HReportedPages, 1L << order);
     }
 
     private void RemoveFromFreeList(long pfn, int order)
@@ -657,8 +700,16 @@ public sealed partial class GuestKernel
         {
             _memory.WriteUInt32(Layout.DescriptorAddress(d.Next) + PageDescriptor.PrevOffset, d.Prev);
         }
+        else
+        {
+            _memory.WriteUInt32(HFreeTails + (order * 4), d.Prev);
+        }
 
         AddToHeader64(HFreeBlocks + (order * 8), -1);
+        if ((d.Flags & PageFlags.Reported) != 0)
+        {
+            AddToHeader64(HReportedPages, -(1L << order)); // allocated or merged: no longer a reported block
+        }
     }
 
     private void WriteDescriptor(long pfn, PageState state, byte order, PageFlags flags, PageOwner owner,

@@ -35,6 +35,12 @@ public enum PageOwner : byte
 
     /// <summary>Pages inflated into the balloon: given to the host, discarded there, not the guest's until deflated.</summary>
     BalloonInflated = 6,
+
+    /// <summary>
+    /// A free block isolated by free page reporting while the device has it (Linux's isolated buddy page): off the free
+    /// list, not the guest's data, back on the list once the device acknowledged the report.
+    /// </summary>
+    Reporting = 7,
 }
 
 /// <summary>Descriptor flag bits.</summary>
@@ -47,6 +53,13 @@ public enum PageFlags : byte
 
     /// <summary>Every page of the block starts with a <see cref="PageStamp"/> the self-check can verify.</summary>
     Stamped = 1,
+
+    /// <summary>
+    /// A free block the device has been told about by free page reporting (Linux's <c>PageReported</c>): the host may
+    /// have discarded it. Such blocks sit at the tail of their free list and are not reported again; allocating or
+    /// merging the block clears the flag.
+    /// </summary>
+    Reported = 2,
 }
 
 /// <summary>

@@ -1,6 +1,6 @@
 using Migration.Shared.Balloon;
 
-namespace Migration.RaceFuzzer.Tests.Mutants;
+namespace Migration.TestSupport;
 
 /// <summary>Balloon defences that forward to another; a mutant overrides the one rule it breaks.</summary>
 internal class ForwardingBalloonDefences(IBalloonDefences inner) : IBalloonDefences
@@ -19,4 +19,10 @@ internal class ForwardingBalloonDefences(IBalloonDefences inner) : IBalloonDefen
     public virtual void Unused(IInflateRequest inflate, bool targetFell) => inner.Unused(inflate, targetFell);
 
     public virtual bool RequeueStatsOnRestore => inner.RequeueStatsOnRestore;
+
+    public virtual bool ReturnsReportedAfterAck => inner.ReturnsReportedAfterAck;
+
+    public virtual bool MayDiscardReported(uint poisonVal) => inner.MayDiscardReported(poisonVal);
+
+    public virtual bool SkipsOnlyUnbackedDiscards => inner.SkipsOnlyUnbackedDiscards;
 }
