@@ -53,6 +53,11 @@ internal static class BenchCharts
             written.Add(Balloon(results, dir));
         }
 
+        if (results.Compare.Any(r => r.Ok))
+        {
+            written.Add(Compare(results, dir));
+        }
+
         return written;
     }
 
@@ -160,6 +165,71 @@ internal static class BenchCharts
             "Migration, hints off: total time and bytes on the wire (median)");
         const string File = "balloon.png";
         multi.SavePng(Path.Combine(dir, File), 900, 800);
+        return File;
+    }
+
+    /// <summary>
+    /// The comparison: per guest, each mechanism's total time and bytes on the wire as a ratio against the same guest
+    /// migrated with nothing (medians), one bar per mechanism.
+    /// </summary>
+    private static string Compare(BenchResults results, string dir)
+    {
+        Color[] colours =
+        [
+            new(0x8c, 0x8c, 0x8c), new(0x1f, 0x77, 0xb4), new(0x2c, 0xa0, 0x2c), new(0x94, 0x67, 0xbd),
+            new(0xff, 0x7f, 0x0e),
+        ];
+        var mechanisms = BenchRunner.CompareMechanisms;
+        var guests = BenchRunner.CompareGuests(results.Quick);
+        string size = results.Quick ? "1g" : "8g";
+        var multi = new Multiplot();
+        multi.AddPlots(2);
+        foreach (var (index, title, value) in new (int, string, Func<Shared.Reporting.MigrationReport, double>)[]
+        {
+            (0, "Total time against no mechanism (median; lower is better)", r => r.Timing.TotalMs),
+            (1, "Bytes on the wire against no mechanism (median)", r => r.Transfer.BytesOnWire),
+        })
+        {
+            var plot = multi.GetPlot(index);
+            var bars = new List<Bar>();
+            var ticks = new List<Tick>();
+            for (int g = 0; g < guests.Count; g++)
+            {
+                double Median(string mechanism) => Peers.Spread.Of(results.Compare
+                    .Where(r => r.Ok && r.Scenario == $"compare-{guests[g].Name}-{size}-{mechanism}")
+                    .Select(r => value(r.Source!)))?.Median ?? 0;
+                double baseline = Median("nothing");
+                for (int m = 0; m < mechanisms.Count; m++)
+                {
+                    double ratio = baseline > 0 ? Median(mechanisms[m].Name) / baseline : 0;
+                    bars.Add(new Bar
+                    {
+                        Position = (g * (mechanisms.Count + 1)) + m,
+                        Value = ratio,
+                        ValueBase = 0,
+                        FillColor = colours[m],
+                        Label = ratio.ToString("F2", System.Globalization.CultureInfo.InvariantCulture),
+                    });
+                }
+
+                ticks.Add(new Tick((g * (mechanisms.Count + 1)) + ((mechanisms.Count - 1) / 2.0), guests[g].Name));
+            }
+
+            plot.Add.Bars(bars);
+            plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
+            plot.Axes.Bottom.MajorTickStyle.Length = 0;
+            plot.Axes.Margins(bottom: 0);
+            plot.Title(title);
+            for (int m = 0; m < mechanisms.Count; m++)
+            {
+                plot.Legend.ManualItems.Add(new LegendItem { LabelText = mechanisms[m].Name, FillColor = colours[m] });
+            }
+
+            plot.ShowLegend(Edge.Right); // beside the plot: every group has a bar reaching 1.0
+        }
+
+        const string File = "compare.png";
+        multi.SavePng(Path.Combine(dir, File), 1100, 800);
         return File;
     }
 

@@ -42,6 +42,12 @@ internal sealed class BenchResults
     /// <summary>The balloon scenario's migrations: the guest ballooned and not.</summary>
     public List<BenchRun> BalloonMigrations { get; set; } = [];
 
+    /// <summary>The comparison of hinting, reporting and ballooning (<c>--only compare</c>).</summary>
+    public List<BenchRun> Compare { get; set; } = [];
+
+    /// <summary>The guest-side cost of free page reporting on an allocation-heavy load, off and on interleaved.</summary>
+    public List<ReportingCostSample> ReportingCost { get; set; } = [];
+
     /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
     public Peers.PeerResults? Peer { get; set; }
 

@@ -10,8 +10,14 @@ namespace Migration.Bench;
 internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null,
     int SoakMigrations = 100, string? Peer = null)
 {
-    /// <summary>Whether a part runs: everything by default; with --only the parts named; with --peer only it.</summary>
-    public bool Runs(string name) => Only?.Contains(name) ?? Peer is null;
+    /// <summary>
+    /// Whether a part runs: everything by default (except the parts only <c>--only</c> runs); with --only the parts
+    /// named; with --peer only it.
+    /// </summary>
+    public bool Runs(string name) => Only?.Contains(name) ?? (Peer is null && !OnlyWhenNamed.Contains(name));
+
+    /// <summary>Parts too long for the default run (the comparison: 25 migrations per repeat).</summary>
+    public static readonly string[] OnlyWhenNamed = ["compare"];
 
     /// <summary>The parts of <c>--peer</c>, which <c>--only</c> may name.</summary>
     public static readonly string[] PeerParts = ["peer-random", "peer-idle", "peer-stale"];
@@ -78,6 +84,11 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
             await RunBalloonAsync(ct);
         }
 
+        if (options.Runs("compare"))
+        {
+            await RunCompareAsync(ct);
+        }
+
         if (options.Peer is not null)
         {
             await RunPeersAsync(ct);
@@ -116,7 +127,8 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         results.Summary = summary;
         await File.WriteAllTextAsync(Path.Combine(dir, "results.json"),
             JsonSerializer.Serialize(results, MigrationReport.JsonOptions), ct);
-        string md = BenchMarkdown.Write(results, summary, scenarios) + BalloonMarkdown(results);
+        string md = BenchMarkdown.Write(results, summary, scenarios) + BalloonMarkdown(results)
+            + CompareMarkdown(results);
         await File.WriteAllTextAsync(Path.Combine(dir, "results.md"), md, ct);
         var charts = BenchCharts.Write(results, scenarios, dir);
         output.WriteLine();
@@ -263,7 +275,8 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
 
         return $"[{index,2}] {run.Label,-34} total {r.Timing.TotalMs,7:F0} ms  " +
                $"downtime {r.Timing.DowntimeMs,5:F0} ms  {r.Transfer.BytesOnWire / 1e6,8:F1} MB  " +
-               $"skipped {r.Transfer.PagesSkippedByHints,9:N0} pages  " +
+               $"skipped {r.Transfer.PagesSkippedByHints,9:N0}/{r.Transfer.PagesSkippedAsDiscarded:N0}/" +
+               $"{r.Transfer.PagesSkippedAsBallooned:N0} pages (hint/discarded/balloon)  " +
                $"cpu {r.Process?.MigrationCpuSeconds ?? 0,5:F1}+" +
                $"{run.TargetProcess?.MigrationCpuSeconds ?? 0,4:F1} s  ({run.WallSeconds:F0} s wall)";
     }

@@ -47,13 +47,12 @@ public sealed class FreePageReportingTests
         return report;
     }
 
-    [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task DiscardedPages_AreSkipped_AndTheGuestVerifies(bool hints)
+    [Fact]
+    public async Task DiscardedPages_AreSkipped_AndTheGuestVerifies()
     {
+        // Hints on too: the two mechanisms together (the race fuzzer's Reporting profile has both on every seed).
         var guest = Guest(poison: null);
-        var report = await MigrateAsync(guest, hints);
+        var report = await MigrateAsync(guest, hints: true);
         Assert.NotNull(report.Reporting);
         Assert.True(report.Transfer.PagesSkippedAsDiscarded > guest.PageCount / 2,
             $"only {report.Transfer.PagesSkippedAsDiscarded} of {guest.PageCount} pages skipped as discarded");

@@ -180,7 +180,17 @@ public class MigrationEndToEndTests
         var migration = new PrecopyEngine(vm,
                 new MigrationOptions { Target = target.Address, MaxBandwidthBytesPerSecond = 20e6 })
             .MigrateAsync(cts.Token);
-        await Task.Delay(800);
+        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        var client = new Protocol.Migration.MigrationClient(channel);
+        // Cancel once the target has the migration (a fixed delay lost that race on a loaded machine).
+        var begun = System.Diagnostics.Stopwatch.StartNew();
+        while ((await client.StatusAsync(new Protocol.StatusRequest())).State == "idle"
+            && begun.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(50);
+        }
+
+        await Task.Delay(300);
         await cts.CancelAsync();
         var report = await migration.WaitAsync(TimeSpan.FromSeconds(60));
 
@@ -188,8 +198,7 @@ public class MigrationEndToEndTests
         Assert.False(report.Verified);
         Assert.Equal(VmRunState.Running, vm.State);
         Assert.False(vm.DirtyLog.Enabled);
-        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
-        var status = await new Protocol.Migration.MigrationClient(channel).StatusAsync(new Protocol.StatusRequest());
+        var status = await client.StatusAsync(new Protocol.StatusRequest());
         Assert.Equal("failed", status.State);
         Assert.Contains(report.MigrationId!, string.Join(' ', target.Output), StringComparison.Ordinal); // logged why
 

@@ -38,7 +38,7 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
         var sw = Stopwatch.StartNew();
         int runs = 0;
         long unfinished = 0;
-        foreach (int seed in Seeds(120))
+        foreach (int seed in Seeds(100))
         {
             var outcome = FuzzHarness.Run(seed, profile);
             runs++;

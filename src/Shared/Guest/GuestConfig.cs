@@ -17,6 +17,9 @@ public sealed record GuestConfig
     /// <summary>Page poisoning: the byte freed pages are filled with, or null for off.</summary>
     public byte? PoisonValue { get; init; }
 
+    /// <summary>The kernel zeroes every block it allocates (Linux's <c>init_on_alloc=1</c>, Debian's default).</summary>
+    public bool InitOnAlloc { get; init; }
+
     public DirtyLogMode DirtyLogMode { get; init; } = DirtyLogMode.Eager;
 
     /// <summary>

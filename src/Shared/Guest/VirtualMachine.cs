@@ -136,6 +136,7 @@ public sealed class VirtualMachine : IDisposable
             var kernel = GuestKernel.Boot(memory, new KernelBootOptions
             {
                 PoisonValue = config.PoisonValue,
+                InitOnAlloc = config.InitOnAlloc,
                 ReservedFirstPfn = ab ? WorkloadOptions.AbFirstPfn : 0,
                 ReservedPages = ab ? config.Workload.AbPages : 0,
             });

@@ -53,6 +53,12 @@ public sealed class MigrationReport
     /// <summary>CPU time and peak RSS of the process that wrote the report, taken as it wrote it.</summary>
     public ProcessStats? Process { get; set; }
 
+    /// <summary>
+    /// CPU seconds of the guest's threads from boot to the end of the migration: the vCPUs summed, then each driver
+    /// and device thread by name (what a mechanism costs the guest and the host). Linux only.
+    /// </summary>
+    public Dictionary<string, double>? GuestThreadCpuSeconds { get; set; }
+
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     public static MigrationReport FromJson(string json) =>

@@ -18,6 +18,9 @@ public sealed record ProcessStats
 
     public long PeakRssBytes { get; init; }
 
+    /// <summary>Resident memory when the migration began (after warm-up, ballooning or reporting).</summary>
+    public long? RssAtMigrationStartBytes { get; init; }
+
     /// <summary>
     /// workstation | server, with concurrent or not: the GC settings the figures were measured under.
     /// </summary>
@@ -33,7 +36,8 @@ public sealed record ProcessStats
     }
 
     /// <param name="cpuAtMigrationStart">What <see cref="CpuNow"/> said when the migration began, if known.</param>
-    public static ProcessStats Capture(double? cpuAtMigrationStart = null)
+    /// <param name="rssAtMigrationStart">The resident memory then, if known.</param>
+    public static ProcessStats Capture(double? cpuAtMigrationStart = null, long? rssAtMigrationStart = null)
     {
         using var self = Process.GetCurrentProcess();
         double cpu = self.TotalProcessorTime.TotalSeconds;
@@ -42,6 +46,7 @@ public sealed record ProcessStats
             CpuSeconds = cpu,
             MigrationCpuSeconds = cpu - cpuAtMigrationStart,
             PeakRssBytes = self.PeakWorkingSet64,
+            RssAtMigrationStartBytes = rssAtMigrationStart,
             GcMode = Describe(),
             ProcessorCount = Environment.ProcessorCount,
         };

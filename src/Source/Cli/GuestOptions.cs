@@ -27,6 +27,9 @@ internal sealed class GuestOptions
     public Option<byte?> Poison { get; } =
         CliOptions.Poison("--poison", "Page poisoning byte (e.g. 0xaa) or off", Guest.PoisonValue);
 
+    public Option<OnOff> InitOnAlloc { get; } = CliOptions.Switch("--init-on-alloc",
+        "The guest zeroes every page it allocates (Linux's init_on_alloc=1, Debian's default)", Guest.InitOnAlloc);
+
     public Option<ulong> Seed { get; } = CliOptions.Seed("--seed", "Workload seed", Load.Seed);
 
     public Option<OnOff> WaitOnAck { get; } = CliOptions.Switch("--wait-on-ack",
@@ -92,7 +95,7 @@ internal sealed class GuestOptions
     [
         Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot,
         MemhogShare, PageCache, IdleRate, BalloonEncoding, DeflateOnOom, MustTellHost, BalloonEvents, BalloonStats,
-        Reporting, ReportingOrder, ReportingDelay, ReportingBudget,
+        Reporting, ReportingOrder, ReportingDelay, ReportingBudget, InitOnAlloc,
     ];
 
     /// <summary>
@@ -108,6 +111,7 @@ internal sealed class GuestOptions
             DirtyLogMode = parse.GetValue(DirtyLog),
             WaitOnAck = parse.GetValue(WaitOnAck) == OnOff.On,
             PoisonValue = parse.GetValue(Poison),
+            InitOnAlloc = parse.GetValue(InitOnAlloc) == OnOff.On,
             Balloon = Balloon with
             {
                 Encoding = parse.GetValue(BalloonEncoding),

@@ -36,6 +36,9 @@ internal static class MigrateCommand
         var skipBallooned = CliOptions.Switch("--skip-ballooned",
             "Neither scan nor send ballooned pages (off: send them as zero pages, as QEMU does)",
             Defaults.SkipBallooned);
+        var awaitReporting = CliOptions.Number("--await-reporting",
+            "With --balloon-reporting on: wait up to this many seconds after the warm-up until the guest has " +
+            "reported its free memory (0: migrate at once)", 0, 0, 3600);
         var skipDiscarded = CliOptions.Switch("--skip-discarded",
             "Neither scan nor send pages free page reporting discarded (off: send them as zero pages, as QEMU does)",
             Defaults.SkipDiscarded);
@@ -65,8 +68,8 @@ internal static class MigrateCommand
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
             target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, skipBallooned,
-            skipDiscarded, resumeFirst, allowUnsafe, report, balloon, logLevel, completeTimeout, handoverWindow,
-            stallTimeout,
+            skipDiscarded, awaitReporting, resumeFirst, allowUnsafe, report, balloon, logLevel, completeTimeout,
+            handoverWindow, stallTimeout,
         };
         foreach (var option in guest.All.Concat(security.All))
         {
@@ -121,7 +124,8 @@ internal static class MigrateCommand
 
             using var logging = ConsoleLogging.Create(parse.GetValue(logLevel));
             var result = await MigrationRunner.RunAsync(config, options, TimeSpan.FromSeconds(parse.GetValue(warmup)),
-                Console.Out, logging, ShutdownSignals.Token, balloonPages).ConfigureAwait(false);
+                Console.Out, logging, ShutdownSignals.Token, balloonPages,
+                TimeSpan.FromSeconds(parse.GetValue(awaitReporting))).ConfigureAwait(false);
             MigrationRunner.PrintSummary(result, Console.Out);
             if (parse.GetValue(report) is string path)
             {

@@ -23,8 +23,13 @@ internal static class MigrationRunner
     public static readonly TimeSpan DefaultWarmup = TimeSpan.FromSeconds(1);
 
     /// <param name="balloonPages">Inflate the balloon to this many pages once the guest is warm (0: leave it).</param>
+    /// <param name="awaitReporting">
+    /// With free page reporting, wait up to this long after the warm-up for the guest to have reported what it will
+    /// (its driver idle), so a comparison migrates a guest whose free memory the host has already discarded.
+    /// </param>
     public static async Task<MigrationReport> RunAsync(GuestConfig guest, MigrationOptions options, TimeSpan warmup,
-        TextWriter output, ILoggerFactory logging, CancellationToken ct, long balloonPages = 0)
+        TextWriter output, ILoggerFactory logging, CancellationToken ct, long balloonPages = 0,
+        TimeSpan awaitReporting = default)
     {
         ArgumentNullException.ThrowIfNull(guest);
         ArgumentNullException.ThrowIfNull(options);
@@ -65,13 +70,28 @@ internal static class MigrationRunner
             await BalloonInflation.RunAsync(vm, balloonPages, output, ct).ConfigureAwait(false);
         }
 
+        if (vm.ReportingDriver is { } reporting && awaitReporting > TimeSpan.Zero)
+        {
+            var wait = Stopwatch.StartNew();
+            while ((reporting.Busy || reporting.Passes == 0) && wait.Elapsed < awaitReporting)
+            {
+                await Task.Delay(20, ct).ConfigureAwait(false);
+            }
+
+            output.WriteLine($"source: reporting {(reporting.Busy ? "still busy" : "idle")} after " +
+                $"{wait.Elapsed.TotalSeconds:F1} s: {reporting.PagesReported:N0} pages reported in " +
+                $"{reporting.Passes:N0} passes, {vm.Kernel.ReportedPages:N0} free pages flagged reported");
+        }
+
         output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s " +
             $"({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
         var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole(),
             logger: logging.CreateLogger("precopy"));
         double cpuAtStart = ProcessStats.CpuNow();
+        long rssAtStart = Environment.WorkingSet;
         var report = await engine.MigrateAsync(ct).ConfigureAwait(false);
-        report.Process = ProcessStats.Capture(cpuAtStart);
+        report.Process = ProcessStats.Capture(cpuAtStart, rssAtStart);
+        report.GuestThreadCpuSeconds = ThreadCpu.GuestThreads();
         if (report.Status == MigrationStatus.Completed)
         {
             vm.Shutdown(); // the guest runs on the target now; this copy never runs again

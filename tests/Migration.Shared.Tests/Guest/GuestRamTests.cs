@@ -44,4 +44,19 @@ public class GuestRamTests
         Assert.True(ram.Page(11).IndexOfAnyExcept((byte)0) < 0);
         Assert.Equal(0xAB, ram.Page(12)[100]);
     }
+
+    [Fact]
+    public void KeepOnlyUnbacked_DropsPagesAStoreTouched_AndKeepsDiscardedOnes()
+    {
+        using var ram = GuestRam.Allocate(8L << 20);
+        ram.Page(10)[0] = 1;
+        ram.Page(600)[5] = 1;
+        ram.Discard(600, 1);
+        var pages = new Migration.Shared.DirtyTracking.PageBitmap(ram.PageCount);
+        pages.SetRange(0, ram.PageCount);
+        Assert.True(ram.KeepOnlyUnbacked(pages, 0, ram.PageCount), "pagemap readable on this host");
+        Assert.False(pages.Get(10), "a stored-to page is backed");
+        Assert.True(pages.Get(600), "a discarded page is unbacked again");
+        Assert.True(pages.Get(2000), "a page never touched is unbacked");
+    }
 }

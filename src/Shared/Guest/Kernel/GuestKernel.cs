@@ -24,6 +24,12 @@ public sealed record KernelBootOptions
     /// </summary>
     public byte? PoisonValue { get; init; }
 
+    /// <summary>
+    /// Zero every block the allocator hands out, through the guest write path (Linux's <c>init_on_alloc=1</c>, Debian's
+    /// default): an allocation then dirties its pages, and a discarded page it takes becomes backed again.
+    /// </summary>
+    public bool InitOnAlloc { get; init; }
+
     /// <summary>First page of a range kept from the allocator (0 pages = none).</summary>
     public long ReservedFirstPfn { get; init; }
 
@@ -58,6 +64,7 @@ public sealed partial class GuestKernel
     private const int HReservedPages = 40;
     private const int HPoisonEnabled = 48;
     private const int HPoisonValue = 49;
+    private const int HInitOnAlloc = 50;
     private const int HFreePages = 56;
     private const int HGeneration = 64;
     private const int HAllocations = 72;
@@ -95,6 +102,9 @@ public sealed partial class GuestKernel
     public bool PoisonEnabled => _memory.ReadByte(HPoisonEnabled) != 0;
 
     public byte PoisonValue => _memory.ReadByte(HPoisonValue);
+
+    /// <summary>Whether allocations zero their blocks (<see cref="KernelBootOptions.InitOnAlloc"/>).</summary>
+    public bool InitOnAlloc => _memory.ReadByte(HInitOnAlloc) != 0;
 
     /// <summary>Free pages as the kernel's own counter has them.</summary>
     public long FreePages => (long)_memory.ReadUInt64(HFreePages);
@@ -322,6 +332,11 @@ public sealed partial class GuestKernel
             }
         }
 
+        if (InitOnAlloc)
+        {
+            _memory.FillPages(pfn, 1L << order, 0);
+        }
+
         if (stamp)
         {
             for (long p = pfn; p < pfn + (1L << order); p++)
@@ -544,6 +559,7 @@ public sealed partial class GuestKernel
         _memory.WriteUInt64(HReservedPages, (ulong)Layout.ReservedPages);
         _memory.WriteByte(HPoisonEnabled, options.PoisonValue.HasValue ? (byte)1 : (byte)0);
         _memory.WriteByte(HPoisonValue, options.PoisonValue ?? 0);
+        _memory.WriteByte(HInitOnAlloc, options.InitOnAlloc ? (byte)1 : (byte)0);
         for (int k = 0; k <= MaxOrder; k++)
         {
             _memory.WriteUInt32(HFreeHeads + (k * 4), PageDescriptor.NoPage);

@@ -264,4 +264,22 @@ public class GuestKernelTests
             "descriptor written");
         Assert.True(g.Log.IsLogged(pfn), "stamp written");
     }
+
+    [Fact]
+    public void InitOnAlloc_ZeroesWhatItHandsOut_AndTravelsInTheHeader()
+    {
+        using var ram = GuestRam.Allocate(16L << 20);
+        var memory = new GuestMemory(ram, new Migration.Shared.DirtyTracking.DirtyLog(ram.PageCount,
+            Migration.Shared.DirtyTracking.DirtyLogMode.Eager));
+        var kernel = GuestKernel.Boot(memory, new KernelBootOptions { InitOnAlloc = true });
+        long pfn = kernel.Allocate(3, PageOwner.Anonymous);
+        memory.FillPages(pfn, 8, 0x66);
+        kernel.Free(pfn, 3);
+        memory.Log.Enable();
+        Assert.Equal(pfn, kernel.Allocate(3, PageOwner.Anonymous)); // LIFO: the same block again
+        Assert.True(ram.Pages(pfn, 8).IndexOfAnyExcept((byte)0) < 0, "zeroed on allocation");
+        Assert.True(memory.Log.IsLogged(pfn + 7), "the zeroing is a guest write");
+        Assert.True(GuestKernel.Attach(memory).InitOnAlloc);
+        Assert.False(new TestGuest().Kernel.InitOnAlloc);
+    }
 }
