@@ -53,7 +53,6 @@ internal sealed partial class BenchRunner
 
     private async Task RunCompareAsync(CancellationToken ct)
     {
-        await MeasureReportingCostAsync(ct);
         long ram = options.Quick ? 1L << 30 : 8L << 30;
         string size = options.Quick ? "1g" : "8g";
         for (int repeat = 1; repeat <= options.Repeat; repeat++)
@@ -85,53 +84,21 @@ internal sealed partial class BenchRunner
     }
 
     /// <summary>
-    /// The guest-side cost of reporting (Duyck measured 0.8-1.7% on page-fault benchmarks): a churn guest allocating,
-    /// writing in full and freeing blocks of up to 4 MiB over half its RAM, so freed memory is reported, discarded and
-    /// faulted in again, for 10 s at a time with reporting off and on (Linux's pace), interleaved, three times each.
+    /// <c>--only reporting-cost</c> (and part of compare): the guest-side cost of reporting (Duyck measured 0.8-1.7%
+    /// on page-fault benchmarks). A churn guest allocates, writes in full and frees blocks of up to 4 MiB over half its
+    /// RAM, so freed memory is reported, discarded and faulted in again; 10 s at a time with reporting off and on
+    /// (Linux's pace), five of each, interleaved.
     /// </summary>
     private async Task MeasureReportingCostAsync(CancellationToken ct)
     {
-        long ram = options.Quick ? 1L << 30 : 8L << 30;
-        var stretch = TimeSpan.FromSeconds(10);
-        for (int round = 0; round < 3; round++)
+        // A first stretch, thrown away, tiers up the workload's code; then five pairs, the order alternating so that
+        // drift on a shared machine hits both settings alike.
+        await TimeChurnAsync(reporting: false, round: 0, ct);
+        for (int round = 1; round <= 5; round++)
         {
-            foreach (bool reporting in new[] { false, true })
+            foreach (bool reporting in round % 2 == 1 ? new[] { false, true } : [true, false])
             {
-                var config = new GuestConfig
-                {
-                    RamBytes = ram,
-                    Vcpus = 2,
-                    Workload = new WorkloadOptions
-                    {
-                        Kind = WorkloadKind.Churn,
-                        ChurnMaxOrder = 10,
-                        ChurnHeldBlocks = (int)Math.Min(4000, (ram >> 12) / 2 / 186 / 2),
-                        Seed = (ulong)(round + 1),
-                    },
-                    Balloon = new BalloonOptions { Reporting = reporting },
-                };
-                using var vm = VirtualMachine.Boot(config);
-                vm.Start();
-                await Task.Delay(TimeSpan.FromSeconds(3), ct); // the working set fills; the first passes run
-                var cpuBefore = ThreadCpu.GuestThreads();
-                long writesBefore = vm.PageWrites;
-                long reportedBefore = vm.ReportingDriver?.PagesReported ?? 0;
-                var sw = Stopwatch.StartNew();
-                await Task.Delay(stretch, ct);
-                long writes = vm.PageWrites - writesBefore;
-                double seconds = sw.Elapsed.TotalSeconds;
-                var cpuAfter = ThreadCpu.GuestThreads();
-                var sample = new ReportingCostSample
-                {
-                    Reporting = reporting,
-                    Seconds = seconds,
-                    PageWrites = writes,
-                    VcpuCpuSeconds = cpuAfter.GetValueOrDefault("vcpus") - cpuBefore.GetValueOrDefault("vcpus"),
-                    ReportingCpuSeconds = cpuAfter.GetValueOrDefault("page reporting")
-                        - cpuBefore.GetValueOrDefault("page reporting"),
-                    PagesReported = (vm.ReportingDriver?.PagesReported ?? 0) - reportedBefore,
-                };
-                vm.Shutdown();
+                var sample = await TimeChurnAsync(reporting, round, ct);
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"bench: reporting cost, reporting {(reporting ? "on " : "off")}: {sample.PagesPerSecond:N0} " +
                     $"pages/s written, vCPU {sample.VcpuCpuSeconds:F1} s, reporting thread " +
@@ -142,10 +109,52 @@ internal sealed partial class BenchRunner
         }
     }
 
+    /// <summary>One 10 s stretch of the churn guest, after 3 s in which its working set fills.</summary>
+    private async Task<ReportingCostSample> TimeChurnAsync(bool reporting, int round, CancellationToken ct)
+    {
+        long ram = options.Quick ? 1L << 30 : 8L << 30;
+        var config = new GuestConfig
+        {
+            RamBytes = ram,
+            Vcpus = 2,
+            Workload = new WorkloadOptions
+            {
+                Kind = WorkloadKind.Churn,
+                ChurnMaxOrder = 10,
+                ChurnHeldBlocks = (int)Math.Min(4000, (ram >> 12) / 2 / 186 / 2),
+                Seed = (ulong)(round + 1),
+            },
+            Balloon = new BalloonOptions { Reporting = reporting },
+        };
+        using var vm = VirtualMachine.Boot(config);
+        vm.Start();
+        await Task.Delay(TimeSpan.FromSeconds(3), ct); // the working set fills; the first passes run
+        var cpuBefore = ThreadCpu.GuestThreads();
+        long writesBefore = vm.PageWrites;
+        long reportedBefore = vm.ReportingDriver?.PagesReported ?? 0;
+        var sw = Stopwatch.StartNew();
+        await Task.Delay(TimeSpan.FromSeconds(10), ct);
+        long writes = vm.PageWrites - writesBefore;
+        double seconds = sw.Elapsed.TotalSeconds;
+        var cpuAfter = ThreadCpu.GuestThreads();
+        var sample = new ReportingCostSample
+        {
+            Reporting = reporting,
+            Seconds = seconds,
+            PageWrites = writes,
+            VcpuCpuSeconds = cpuAfter.GetValueOrDefault("vcpus") - cpuBefore.GetValueOrDefault("vcpus"),
+            ReportingCpuSeconds = cpuAfter.GetValueOrDefault("page reporting")
+                - cpuBefore.GetValueOrDefault("page reporting"),
+            PagesReported = (vm.ReportingDriver?.PagesReported ?? 0) - reportedBefore,
+        };
+        vm.Shutdown();
+        return sample;
+    }
+
     /// <summary>The comparison's section of results.md: one table per guest, medians, ratios against nothing.</summary>
     public static string CompareMarkdown(BenchResults results)
     {
-        if (results.Compare.Count == 0)
+        if (results.Compare.Count == 0 && results.ReportingCost.Count == 0)
         {
             return string.Empty;
         }
@@ -172,8 +181,10 @@ internal sealed partial class BenchRunner
             string cost = (off > 0 ? (1 - (on / off)) * 100 : 0).ToString("F1", inv);
             md.AppendLine(inv, $"Guest cost of reporting on an allocation-heavy load (churn, blocks up to 4 MiB, " +
                 $"written in full): {off:N0} pages/s written without reporting, {on:N0} with it (medians of " +
-                $"{onRuns.Count} x 10 s, interleaved): throughput ratio {Ratio(on, off)}, a cost of {cost}% " +
-                $"(goal: within 2%; Duyck measured 0.8-1.7%). The reporting thread used {thread:F2} CPU s per 10 s.");
+                $"{onRuns.Count} x 10 s each, interleaved; without / with, per stretch: " +
+                $"{string.Join(", ", offRuns.Select(s => (s.PagesPerSecond / 1e6).ToString("F2", inv)))} / " +
+                $"{string.Join(", ", onRuns.Select(s => (s.PagesPerSecond / 1e6).ToString("F2", inv)))} M): " +
+                $"throughput ratio {Ratio(on, off)}, a cost of {cost}% (goal: within 2%; Duyck measured 0.8-1.7%). The reporting thread used {thread:F2} CPU s per 10 s.");
             md.AppendLine();
         }
 

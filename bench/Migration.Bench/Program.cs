@@ -58,7 +58,8 @@ root.SetAction(async (parse, ct) =>
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
     int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
     var known = BenchScenario.All(isQuick).Select(x => x.Name)
-        .Concat(["raw", "scale", "soak", "balloon", "compare"]).Concat(BenchOptions.PeerParts).ToList();
+        .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost"])
+        .Concat(BenchOptions.PeerParts).ToList();
     if (repeats is < 1 or > 50 || soak is < 10 or > 10000
         || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
     {
