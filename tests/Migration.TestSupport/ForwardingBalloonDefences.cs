@@ -25,4 +25,6 @@ internal class ForwardingBalloonDefences(IBalloonDefences inner) : IBalloonDefen
     public virtual bool MayDiscardReported(uint poisonVal) => inner.MayDiscardReported(poisonVal);
 
     public virtual bool SkipsOnlyUnbackedDiscards => inner.SkipsOnlyUnbackedDiscards;
+
+    public virtual bool LogsDiscardsDuringMigration => inner.LogsDiscardsDuringMigration;
 }

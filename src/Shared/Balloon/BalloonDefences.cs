@@ -49,6 +49,12 @@ internal interface IBalloonDefences
     /// allocated and written the block since it was reported).
     /// </summary>
     bool SkipsOnlyUnbackedDiscards { get; }
+
+    /// <summary>
+    /// R23: a discard during a migration is logged as a write of zeros (the target may hold an earlier round's copy of
+    /// those pages, which a later allocation that does not write them all would read there).
+    /// </summary>
+    bool LogsDiscardsDuringMigration { get; }
 }
 
 /// <summary>What the device offers its defences (all under the device lock).</summary>
@@ -140,4 +146,7 @@ internal sealed class StandardBalloonDefences : IBalloonDefences
 
     /// <inheritdoc/>
     public bool SkipsOnlyUnbackedDiscards => true;
+
+    /// <inheritdoc/>
+    public bool LogsDiscardsDuringMigration => true;
 }

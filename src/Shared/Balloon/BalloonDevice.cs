@@ -77,6 +77,12 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
     }
 
     /// <summary>
+    /// Told every page a reported block's discard zeroed, as a store is told to the race fuzzer's bookkeeping (a
+    /// discard is the host storing zeros). Null in production.
+    /// </summary>
+    internal Action<long>? StoreObserver { get; init; }
+
+    /// <summary>
     /// Sets up the reporting queue (VIRTIO_BALLOON_F_REPORTING negotiated): reports of blocks of at least
     /// <paramref name="minOrder"/>; <paramref name="freeInGuest"/> reads the guest's descriptors to check that a
     /// reported block is free there. The poison rule follows the negotiated PAGE_POISON and
@@ -94,7 +100,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         {
             _reporting = new PageReportingHost(_ram, minOrder,
                 BalloonFeatureBits.Has(Features, BalloonFeatureBits.PagePoison), poisonVal, freeInGuest,
-                _defences, _scheduling);
+                _defences, _scheduling, StoreObserver);
         }
     }
 
@@ -691,8 +697,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
 
     private void ReceiveReport(byte[] buffer)
     {
-        var migrating = _bitmap is not null && _skippingDiscarded ? _bitmap : null;
-        var (discarded, cleared, error) = _reporting!.Receive(buffer, migrating);
+        var (discarded, error) = _reporting!.Receive(buffer, _bitmap?.Log);
         if (error is not null)
         {
             FailLocked(error);
@@ -701,7 +706,6 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
 
         if (_bitmap is not null)
         {
-            _migration.DiscardedSkipped += cleared;
             _migration.DiscardedDuring += discarded;
         }
     }

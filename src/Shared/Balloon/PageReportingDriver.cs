@@ -36,6 +36,7 @@ public sealed class PageReportingDriver
     private int _order;
     private long _budget;
     private Request? _inFlight;
+    private List<(long Pfn, int Order)>? _orphans;
     private long _passes;
     private long _blocksReported;
     private long _pagesReported;
@@ -61,11 +62,9 @@ public sealed class PageReportingDriver
         _delayTicks = (long)(options.ReportingDelayMs / 1000.0 * time.TimestampFrequency);
         // Linux keeps the zone's low watermark free of reporting; ours is 1/512 of RAM, at least 1 MiB.
         _watermarkPages = Math.Max(256, kernel.Layout.PageCount / 512);
-        foreach (var (pfn, order) in kernel.IsolatedForReporting())
-        {
-            kernel.PutBackReported(pfn, order, reported: false); // a restored guest's request in flight
-        }
-
+        // A restored guest's request in flight: its blocks go back on the driver's first step, once the guest runs.
+        // Not here: the target builds the driver before it verifies RAM, which must still be the source's.
+        _orphans = [.. kernel.IsolatedForReporting()];
         kernel.BlockFreed = OnBlockFreed;
         RequestPass(); // Linux flushes once at registration: what is free at boot is reported too
     }
@@ -86,7 +85,8 @@ public sealed class PageReportingDriver
     public long PagesReported => Interlocked.Read(ref _pagesReported);
 
     /// <summary>Whether a pass is requested, running, or a request is in flight.</summary>
-    public bool Busy => _inFlight is not null || _passActive || Volatile.Read(ref _requested) != 0;
+    public bool Busy => _inFlight is not null || _passActive || Volatile.Read(ref _requested) != 0 ||
+        _orphans is { Count: > 0 };
 
     /// <summary>Asks for a pass after the delay, unless one is already requested (page_reporting_request).</summary>
     public void RequestPass()
@@ -100,6 +100,20 @@ public sealed class PageReportingDriver
     /// <summary>One step of the driver's thread.</summary>
     public StepResult Step()
     {
+        if (_orphans is { } orphans)
+        {
+            _orphans = null;
+            foreach (var (pfn, order) in orphans)
+            {
+                _kernel.PutBackReported(pfn, order, reported: false);
+            }
+
+            if (orphans.Count > 0)
+            {
+                return StepResult.Progress;
+            }
+        }
+
         if (_inFlight is { } request)
         {
             if (!_device.WaitUsed(request.Seq, AckWait))

@@ -27,20 +27,21 @@ internal sealed class PageReportingHost
     private readonly GuestRam _ram;
     private readonly int _minOrder;
     private readonly uint _poisonVal;
-    private readonly bool _poisons;
     private readonly Func<long, int, bool> _freeInGuest;
     private readonly IBalloonDefences _defences;
     private readonly SchedulingPoints _scheduling;
     private readonly PageBitmap _discarded;
+    private readonly Action<long>? _stored;
 
     /// <param name="poisons">PAGE_POISON was negotiated: the guest fills freed pages with <paramref name="poisonVal"/>.</param>
     public PageReportingHost(GuestRam ram, int minOrder, bool poisons, uint poisonVal,
-        Func<long, int, bool> freeInGuest, IBalloonDefences defences, SchedulingPoints scheduling)
+        Func<long, int, bool> freeInGuest, IBalloonDefences defences, SchedulingPoints scheduling,
+        Action<long>? storeObserver = null)
     {
+        _stored = storeObserver;
         _scheduling = scheduling;
         _ram = ram;
         _minOrder = minOrder;
-        _poisons = poisons;
         _poisonVal = poisons ? poisonVal : 0;
         _freeInGuest = freeInGuest;
         _defences = defences;
@@ -60,25 +61,27 @@ internal sealed class PageReportingHost
     public long DiscardedPages => _discarded.Count;
 
     /// <summary>
-    /// Takes a report. <paramref name="migrating"/> is the running migration's bitmap when it skips discarded pages.
-    /// If the guest does not poison, a block discarded now is free memory whose content the guest never looks at, so
-    /// it is cleared from the bitmap; a poisoning guest's free pages were dirtied by the poison fill and are sent,
-    /// because the target must hold the pattern too. Returns the pages discarded and those cleared, or an error (nothing discarded).
+    /// Takes a report. <paramref name="migrating"/> is the dirty log of a running migration, if one runs. A discard
+    /// is a host-side store of zeros the guest's dirty log never sees, so during a migration every discarded page is
+    /// logged as written: the target may hold what an earlier round sent there, and a later allocation that does not
+    /// write every page of its block (a table that formats only its header) would read that old data on the target
+    /// and zeros here. The pages go as zero pages (a few bytes each). Returns the pages discarded, or an error (nothing
+    /// discarded).
     /// </summary>
-    public (long Discarded, long Cleared, string? Error) Receive(byte[] buffer, MigrationBitmap? migrating)
+    public (long Discarded, string? Error) Receive(byte[] buffer, DirtyLog? migrating)
     {
         Reports++;
         var blocks = ReportingWire.Decode(buffer, _ram.PageCount, _minOrder, out string? problem);
         if (blocks is null)
         {
-            return (0, 0, $"reporting: {problem}");
+            return (0, $"reporting: {problem}");
         }
 
         foreach (var (pfn, order) in blocks)
         {
             if (!_freeInGuest(pfn, order))
             {
-                return (0, 0, $"reporting: the order-{order} block at page {pfn} is not free in the guest's own " +
+                return (0, $"reporting: the order-{order} block at page {pfn} is not free in the guest's own " +
                     "descriptors; nothing in the report was discarded");
             }
         }
@@ -91,23 +94,28 @@ internal sealed class PageReportingHost
         if (!_defences.MayDiscardReported(_poisonVal))
         {
             PagesKeptPoisoned += pages;
-            return (0, 0, null);
+            return (0, null);
         }
 
-        long cleared = 0;
         foreach (var (pfn, order) in blocks)
         {
             long count = 1L << order;
             _ram.Discard(pfn, count);
             _discarded.SetRange(pfn, count);
-            if (migrating is not null && !_poisons)
+            bool log = migrating is not null && _defences.LogsDiscardsDuringMigration;
+            for (long p = pfn; p < pfn + count && (log || _stored is not null); p++)
             {
-                cleared += BalloonDevice.ClearFromBitmap(migrating, pfn, count);
+                if (log)
+                {
+                    migrating!.MarkDirty(p); // after the store, as for any write (the log's ordering contract)
+                }
+
+                _stored?.Invoke(p);
             }
         }
 
         PagesDiscarded += pages;
-        return (pages, cleared, null);
+        return (pages, null);
     }
 
     /// <summary>

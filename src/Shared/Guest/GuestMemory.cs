@@ -27,7 +27,9 @@ public sealed unsafe class GuestMemory
     {
     }
 
-    /// <param name="storeObserver">Told the page of every store once it landed: the race fuzzer's bookkeeping.</param>
+    /// <param name="storeObserver">
+    /// Told the page of every store once it landed and was logged: the race fuzzer's bookkeeping.
+    /// </param>
     internal GuestMemory(GuestRam ram, DirtyLog log, SchedulingPoints scheduling, HotPathDefences defences,
         Action<long>? storeObserver)
     {
@@ -171,12 +173,15 @@ public sealed unsafe class GuestMemory
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void AfterStore(long pfn)
     {
-        _stored?.Invoke(pfn);
         if (!_markBeforeStore)
         {
             _scheduling.Yield();
             Log.MarkDirty(pfn);
         }
+
+        // After the mark: the fuzzer's R6 oracle dates a write by when the log can report it. Told at the store, a
+        // sync and a hint could run in the yield above and the late mark would look like a page back without a write.
+        _stored?.Invoke(pfn);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

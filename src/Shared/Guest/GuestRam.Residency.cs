@@ -18,8 +18,9 @@ public sealed unsafe partial class GuestRam
     /// <summary>
     /// Clears from <paramref name="pages"/> every page in [<paramref name="first"/>, +<paramref name="count"/>) that
     /// the host backs (present or swapped), leaving set only pages that are certainly unbacked zero. Returns false,
-    /// clearing the whole range, when residency cannot be read (no mapping, no pagemap): the caller must then assume
-    /// every page may hold data.
+    /// clearing the whole range, when residency cannot be read (no mapping, no pagemap, or host pages of another size
+    /// than the guest's, where one pagemap entry is not one guest page): the caller must then assume every page may
+    /// hold data.
     /// </summary>
     public bool KeepOnlyUnbacked(PageBitmap pages, long first, long count)
     {
@@ -30,7 +31,7 @@ public sealed unsafe partial class GuestRam
             return true;
         }
 
-        if (!_mapped || OpenPagemap() is not { } handle)
+        if (!_mapped || Environment.SystemPageSize != PageGeometry.PageSize || OpenPagemap() is not { } handle)
         {
             pages.ClearRange(first, count);
             return false;

@@ -35,7 +35,7 @@ internal sealed record GuestSeams
     /// </summary>
     public bool RunsInflateDriver { get; init; } = true;
 
-    /// <summary>Told the page of every guest store once it landed (fuzzer bookkeeping).</summary>
+    /// <summary>Told the page of every guest store (and reported discard) once it landed and was logged.</summary>
     public Action<long>? StoreObserver { get; init; }
 
     /// <summary>Told when a dirty-log sync starts (true) and ends (false) (fuzzer bookkeeping).</summary>

@@ -50,7 +50,10 @@ public sealed class VirtualMachine : IDisposable
         BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, config.HintBlockOrder, seams.Scheduling,
             seams.BalloonInitialisesOnRelease);
         Balloon = new BalloonDevice(ram, NegotiatedBalloonFeatures(config), BalloonDevice.DefaultQueueCapacity,
-            seams.Scheduling, seams.DeviceThreads, seams.BalloonDefences, time);
+            seams.Scheduling, seams.DeviceThreads, seams.BalloonDefences, time)
+        {
+            StoreObserver = seams.StoreObserver,
+        };
         InflateDriver = new BalloonInflateDriver(kernel, Balloon, time, seams.Scheduling, seams.BalloonDefences);
         _runsInflateDriver = seams.RunsInflateDriver;
         if (config.Balloon.Reporting)

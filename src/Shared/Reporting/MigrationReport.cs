@@ -186,10 +186,13 @@ public sealed class MigrationReport
         /// <summary>Whether this migration skipped discarded pages (off: scanned and sent as zero, as QEMU does).</summary>
         public bool SkipsDiscarded { get; set; }
 
-        /// <summary>Pages skipped as discarded: at setup, and reported blocks discarded while the migration ran.</summary>
+        /// <summary>Pages skipped as discarded at setup (those still unbacked on the host).</summary>
         public long PagesSkipped { get; set; }
 
-        /// <summary>Pages the guest reported and the host discarded while this migration ran.</summary>
+        /// <summary>
+        /// Pages the guest reported and the host discarded while this migration ran; each was logged as written and
+        /// sent as a zero page.
+        /// </summary>
         public long PagesDiscardedDuringMigration { get; set; }
 
         public long Reports { get; set; }

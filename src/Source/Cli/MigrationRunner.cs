@@ -164,7 +164,7 @@ internal static class MigrationRunner
             ("reporting", r.Reporting is not { } rp
                 ? "off"
                 : $"{rp.PagesDiscarded:N0} pages discarded in {rp.Reports:N0} reports " +
-                    $"({rp.PagesDiscardedDuringMigration:N0} during the migration), " +
+                    $"({rp.PagesDiscardedDuringMigration:N0} during the migration, sent as zero), " +
                     $"{rp.PagesKeptPoisoned:N0} kept as poisoned; {rp.PagesSkipped:N0} skipped as discarded" +
                     (rp.SkipsDiscarded ? string.Empty : " (skipping off: sent as zero pages)")),
             ("verification", $"{r.Verification.PagesCompared:N0} pages compared, " +

@@ -11,7 +11,7 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 /// </summary>
 public abstract class Mutant
 {
-    /// <summary>Every mutant, in catalogue order (R1..R22; R19, the stats buffer, has a scripted test).</summary>
+    /// <summary>Every mutant, in catalogue order (R1..R22; R19, the stats buffer, and R23, a discard during a migration, have scripted tests).</summary>
     public static IReadOnlyList<Mutant> All { get; } =
     [
         new R01AcceptStaleIds(),

@@ -6,6 +6,7 @@ using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Precopy;
+using Migration.Shared.Verification;
 using Migration.TestSupport;
 
 using static Migration.Shared.Tests.Balloon.BalloonSteps;
@@ -14,7 +15,7 @@ namespace Migration.Shared.Tests.Balloon;
 
 /// <summary>
 /// Free page reporting: the allocator's isolate and putback, the driver's paced passes, the device's checks, discards
-/// and poison rule, the discard map a migration skips, and the three races of the design (R20-R22), each shown
+/// and poison rule, the discard map a migration skips, and the four races of the design (R20-R23), each shown
 /// failing without its defence.
 /// </summary>
 public sealed class PageReportingTests
@@ -311,24 +312,51 @@ public sealed class PageReportingTests
         Assert.Equal(vm.Ram.PageCount, bitmap.Pages.Count);
     }
 
-    [Fact]
-    public void AReportDuringAMigration_ClearsItsBlocks_UnlessTheGuestPoisons()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ADiscardDuringAMigration_IsLoggedAsAWriteOfZeros_R23(bool defence)
     {
-        foreach (byte? poison in new byte?[] { null, 0 })
+        var clock = new FakeTimeProvider();
+        using var vm = Boot(clock, Fast with { ReportingDelayMs = 1000 },
+            defences: defence ? StandardBalloonDefences.Instance : new DiscardsUnlogged());
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Settle(vm);
+        long block = vm.Kernel.Allocate(GuestKernel.MaxOrder, PageOwner.Anonymous);
+        long pages = 1L << GuestKernel.MaxOrder;
+        vm.Memory.FillPages(block, pages, 0x5a);
+
+        // A migration sends everything once: the target holds the block's data.
+        var bitmap = new MigrationBitmap(vm.DirtyLog);
+        bitmap.SetAll();
+        vm.DirtyLog.Enable();
+        Assert.True(vm.Balloon.Setup(new PrecopySetup(bitmap, new MigrationCapabilities())));
+        using (bitmap.Lock())
         {
-            var clock = new FakeTimeProvider();
-            using var vm = Boot(clock, Fast with { ReportingDelayMs = 1000 }, poison);
-            var bitmap = new MigrationBitmap(vm.DirtyLog);
-            bitmap.SetAll();
-            vm.DirtyLog.Enable();
-            vm.Balloon.Setup(new PrecopySetup(bitmap, new MigrationCapabilities()));
-            clock.Advance(TimeSpan.FromSeconds(1));
-            Settle(vm);
-            var report = new Reporting.MigrationReport();
-            vm.Balloon.Report(report);
-            Assert.True(report.Reporting!.PagesDiscardedDuringMigration > 0);
-            Assert.Equal(poison is null ? report.Reporting.PagesDiscardedDuringMigration : 0,
-                vm.Ram.PageCount - bitmap.Pages.Count);
+            bitmap.Pages.ClearRange(0, vm.Ram.PageCount);
+        }
+
+        // The guest frees the block, the driver reports it, the host discards it: zeros here, 0x5a on the target.
+        vm.Kernel.Free(block, GuestKernel.MaxOrder);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Settle(vm);
+        Assert.Contains(vm.Balloon.DiscardedRanges(), r => r.First <= block && block < r.End);
+        Assert.True(vm.Ram.Page(block + 1).IndexOfAnyExcept((byte)0) < 0);
+
+        // A later allocation that writes only its first page would read the old data on the target, unless the
+        // discard itself went into the log and every page of the block is sent again (as zero).
+        bitmap.SyncFromLog();
+        long toSend = bitmap.Pages.CountRange(block, pages);
+        var report = new Reporting.MigrationReport();
+        vm.Balloon.Report(report);
+        Assert.True(report.Reporting!.PagesDiscardedDuringMigration >= pages);
+        if (defence)
+        {
+            Assert.Equal(pages, toSend);
+        }
+        else
+        {
+            Assert.True(toSend < pages, $"{toSend} of {pages} pages logged without the defence");
         }
     }
 
@@ -349,6 +377,14 @@ public sealed class PageReportingTests
         var state = vm.SaveDeviceState();
         Assert.NotEmpty(state.Discarded);
         using var target = VirtualMachine.Restore(config, Copy(vm.Ram), vm.SaveVcpuStates(), clock, state, Seams);
+
+        // Restoring writes nothing to RAM (the target verifies it against the source's after this); the guest's
+        // driver puts the blocks back when it first runs.
+        Assert.Equal(vm.Kernel.IsolatedForReporting(), target.Kernel.IsolatedForReporting());
+        Assert.Equal(PageDigests.Compute(vm.Ram, new PageBitmap(vm.Ram.PageCount)),
+            PageDigests.Compute(target.Ram, new PageBitmap(target.Ram.PageCount)));
+        Assert.True(target.ReportingDriver!.Busy);
+        Assert.Equal(StepResult.Progress, target.ReportingDriver.Step());
         Assert.Empty(target.Kernel.IsolatedForReporting());
         Assert.True(target.Kernel.SelfCheck().Ok, target.Kernel.SelfCheck().ToString());
         Assert.Equal(state.Discarded, target.Balloon.DiscardedRanges());
@@ -436,6 +472,12 @@ public sealed class PageReportingTests
     private sealed class ReusesEarly() : ForwardingBalloonDefences(StandardBalloonDefences.Instance)
     {
         public override bool ReturnsReportedAfterAck => false;
+    }
+
+    /// <summary>R23's mutant: a discard during a migration leaves the dirty log alone.</summary>
+    private sealed class DiscardsUnlogged() : ForwardingBalloonDefences(StandardBalloonDefences.Instance)
+    {
+        public override bool LogsDiscardsDuringMigration => false;
     }
 
     /// <summary>R22's mutant: the migration skips every page in the discard map.</summary>
