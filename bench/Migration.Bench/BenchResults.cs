@@ -48,6 +48,9 @@ internal sealed class BenchResults
     /// <summary>The guest-side cost of free page reporting on an allocation-heavy load, off and on interleaved.</summary>
     public List<ReportingCostSample> ReportingCost { get; set; } = [];
 
+    /// <summary>What a refault of discarded guest RAM costs on this host (measured with reporting-cost).</summary>
+    public RefaultCost? RefaultCost { get; set; }
+
     /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
     public Peers.PeerResults? Peer { get; set; }
 

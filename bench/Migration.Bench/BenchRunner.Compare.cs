@@ -84,71 +84,176 @@ internal sealed partial class BenchRunner
     }
 
     /// <summary>
-    /// <c>--only reporting-cost</c> (and part of compare): the guest-side cost of reporting (Duyck measured 0.8-1.7%
-    /// on page-fault benchmarks). A churn guest allocates, writes in full and frees blocks of up to 4 MiB over half its
-    /// RAM, so freed memory is reported, discarded and faulted in again; 10 s at a time with reporting off and on
-    /// (Linux's pace), five of each, interleaved.
+    /// <c>--only reporting-cost</c> (and part of compare): the guest-side cost of reporting, on two allocation-heavy
+    /// loads. <see cref="CostLoad.PageFault"/> is the shape Duyck measured (will-it-scale page_fault1 with huge pages:
+    /// 0.8%; page_fault2 1.7%); <see cref="CostLoad.Churn"/> is harsher: it allocates, writes in full and frees blocks
+    /// of up to 4 MiB at random over most of RAM, so the memory reporting gave away is soon allocated again.
     /// </summary>
+    /// <remarks>
+    /// Steady state, as a guest that has been up a while: each round boots one guest with reporting off and one with
+    /// it on (Linux's pace), runs both until the reporting guest's boot flush is over (Linux reports a sixteenth of
+    /// each free list per pass, 2 s apart, so the free memory at boot takes about 16 passes), then measures 10 s of
+    /// each alone, the other paused, in an order that alternates between rounds. A fresh pair per round, so that
+    /// neither setting keeps one guest's luck with its host memory. Five rounds per load.
+    /// </remarks>
     private async Task MeasureReportingCostAsync(CancellationToken ct)
     {
-        // A first stretch, thrown away, tiers up the workload's code; then five pairs, the order alternating so that
-        // drift on a shared machine hits both settings alike.
-        await TimeChurnAsync(reporting: false, round: 0, ct);
-        for (int round = 1; round <= 5; round++)
+        var refault = MeasureRefaultCost();
+        _results.RefaultCost = refault;
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"bench: writing 1 GiB of guest RAM in full: first touch {refault.FirstTouchMsPerGib:F0} ms, " +
+            $"resident {refault.RewriteMsPerGib:F0} ms, right after a discard {refault.SoonMsPerGib:F0} ms, " +
+            $"{RefaultCost.LaterSeconds} s after a discard {refault.LaterMsPerGib:F0} ms"));
+        foreach (var load in new[] { CostLoad.PageFault, CostLoad.Churn })
         {
-            foreach (bool reporting in round % 2 == 1 ? new[] { false, true } : [true, false])
+            for (int round = 1; round <= 5; round++)
             {
-                var sample = await TimeChurnAsync(reporting, round, ct);
+                using var off = BootCostGuest(load, reporting: false, round);
+                using var on = BootCostGuest(load, reporting: true, round);
+                off.Start();
+                on.Start();
+                var warm = Stopwatch.StartNew();
+                while (on.ReportingDriver!.Passes < BootFlushPasses && warm.Elapsed < TimeSpan.FromSeconds(120))
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(200), ct);
+                }
+
+                off.Pause();
+                on.Pause();
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"bench: reporting cost, reporting {(reporting ? "on " : "off")}: {sample.PagesPerSecond:N0} " +
-                    $"pages/s written, vCPU {sample.VcpuCpuSeconds:F1} s, reporting thread " +
-                    $"{sample.ReportingCpuSeconds:F2} s, {sample.PagesReported:N0} pages reported"));
-                _results.ReportingCost.Add(sample);
-                Save();
+                    $"bench: reporting cost, {LoadName(load)}, round {round}: boot flush over after " +
+                    $"{warm.Elapsed.TotalSeconds:F0} s ({on.ReportingDriver.Passes} passes, " +
+                    $"{on.Kernel.ReportedPages:N0} of {on.Kernel.FreePages:N0} free pages reported)"));
+                foreach (bool reporting in round % 2 == 1 ? new[] { false, true } : [true, false])
+                {
+                    var s = await StretchAsync(reporting ? on : off, load, reporting, ct);
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"bench: reporting cost, {s.Load}, reporting {(reporting ? "on " : "off")}: " +
+                        $"{s.PagesPerSecond:N0} pages/s written, vCPU {s.VcpuCpuSeconds:F1} s, reporting thread " +
+                        $"{s.ReportingCpuSeconds:F2} s, device {s.DeviceCpuSeconds:F2} s, " +
+                        $"{s.PagesReported:N0} pages reported, {s.HostFaults:N0} host page faults, " +
+                        $"{s.AllocStalls:N0} allocation stalls, {s.FailedAllocations:N0} failed"));
+                    _results.ReportingCost.Add(s);
+                    Save();
+                }
+
+                off.Shutdown();
+                on.Shutdown();
             }
         }
     }
 
-    /// <summary>One 10 s stretch of the churn guest, after 3 s in which its working set fills.</summary>
-    private async Task<ReportingCostSample> TimeChurnAsync(bool reporting, int round, CancellationToken ct)
+    /// <summary>
+    /// What a refault costs on this host, through guest RAM's own discard: 1 GiB written in full, discarded and
+    /// written again at once, then again some seconds after the discard. A host that is itself a guest with free page
+    /// reporting (a cloud VM) gives memory freed for long enough back to its own host, and a later refault pays for
+    /// both layers.
+    /// </summary>
+    private static RefaultCost MeasureRefaultCost()
+    {
+        long bytes = 1L << 30;
+        using var ram = GuestRam.Allocate(bytes);
+        long pages = ram.PageCount;
+        double WriteAll()
+        {
+            var sw = Stopwatch.StartNew();
+            for (long pfn = 0; pfn < pages; pfn += 256)
+            {
+                ram.Pages(pfn, 256).Fill(0x5a);
+            }
+
+            return sw.Elapsed.TotalMilliseconds * (1L << 30) / bytes;
+        }
+
+        double first = WriteAll();
+        double rewrite = WriteAll();
+        ram.Discard(0, pages);
+        double soon = WriteAll();
+        ram.Discard(0, pages);
+        Thread.Sleep(TimeSpan.FromSeconds(RefaultCost.LaterSeconds));
+        double later = WriteAll();
+        return new RefaultCost
+        {
+            FirstTouchMsPerGib = first,
+            RewriteMsPerGib = rewrite,
+            SoonMsPerGib = soon,
+            LaterMsPerGib = later,
+        };
+    }
+
+    /// <summary>Passes after which Linux's pace has offered every free block of a freshly booted guest.</summary>
+    private const int BootFlushPasses = 18;
+
+    private VirtualMachine BootCostGuest(CostLoad load, bool reporting, int round)
     {
         long ram = options.Quick ? 1L << 30 : 8L << 30;
-        var config = new GuestConfig
-        {
-            RamBytes = ram,
-            Vcpus = 2,
-            Workload = new WorkloadOptions
+        var workload = load == CostLoad.Churn
+            ? new WorkloadOptions
             {
                 Kind = WorkloadKind.Churn,
                 ChurnMaxOrder = 10,
                 ChurnHeldBlocks = (int)Math.Min(4000, (ram >> 12) / 2 / 186 / 2),
-                Seed = (ulong)(round + 1),
-            },
+                Seed = (ulong)round,
+            }
+            : new WorkloadOptions { Kind = WorkloadKind.PageFault, Seed = (ulong)round };
+        return VirtualMachine.Boot(new GuestConfig
+        {
+            RamBytes = ram,
+            Vcpus = 2,
+            Workload = workload,
             Balloon = new BalloonOptions { Reporting = reporting },
-        };
-        using var vm = VirtualMachine.Boot(config);
-        vm.Start();
-        await Task.Delay(TimeSpan.FromSeconds(3), ct); // the working set fills; the first passes run
+        });
+    }
+
+    private static string LoadName(CostLoad load) => load == CostLoad.Churn ? "churn" : "page-fault";
+
+    /// <summary>Resumes a paused cost guest, lets it run 2 s, measures 10 s, and pauses it again.</summary>
+    private static async Task<ReportingCostSample> StretchAsync(VirtualMachine vm, CostLoad load, bool reporting,
+        CancellationToken ct)
+    {
+        vm.Resume();
+        await Task.Delay(TimeSpan.FromSeconds(2), ct);
         var cpuBefore = ThreadCpu.GuestThreads();
         long writesBefore = vm.PageWrites;
         long reportedBefore = vm.ReportingDriver?.PagesReported ?? 0;
+        long faultsBefore = HostMinorFaults();
+        var kernelBefore = vm.Kernel.Counters();
         var sw = Stopwatch.StartNew();
         await Task.Delay(TimeSpan.FromSeconds(10), ct);
         long writes = vm.PageWrites - writesBefore;
         double seconds = sw.Elapsed.TotalSeconds;
+        long faults = HostMinorFaults() - faultsBefore;
+        var kernelAfter = vm.Kernel.Counters();
         var cpuAfter = ThreadCpu.GuestThreads();
-        var sample = new ReportingCostSample
+        vm.Pause();
+        double Cpu(string thread) => cpuAfter.GetValueOrDefault(thread) - cpuBefore.GetValueOrDefault(thread);
+        return new ReportingCostSample
         {
+            Load = LoadName(load),
             Reporting = reporting,
             Seconds = seconds,
             PageWrites = writes,
-            VcpuCpuSeconds = cpuAfter.GetValueOrDefault("vcpus") - cpuBefore.GetValueOrDefault("vcpus"),
-            ReportingCpuSeconds = cpuAfter.GetValueOrDefault("page reporting")
-                - cpuBefore.GetValueOrDefault("page reporting"),
+            VcpuCpuSeconds = Cpu("vcpus"),
+            ReportingCpuSeconds = Cpu("page reporting"),
+            DeviceCpuSeconds = Cpu("balloon device"),
             PagesReported = (vm.ReportingDriver?.PagesReported ?? 0) - reportedBefore,
+            HostFaults = faults,
+            AllocStalls = kernelAfter.AllocStalls - kernelBefore.AllocStalls,
+            FailedAllocations = kernelAfter.OomKills - kernelBefore.OomKills,
         };
-        vm.Shutdown();
-        return sample;
+    }
+
+    /// <summary>This process's minor page faults so far (<c>/proc/self/stat</c> field 10); 0 off Linux.</summary>
+    private static long HostMinorFaults()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return 0;
+        }
+
+        string stat = File.ReadAllText("/proc/self/stat");
+        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return long.Parse(fields[7], CultureInfo.InvariantCulture); // fields from 3 on: minflt is the 8th
     }
 
     /// <summary>The comparison's section of results.md: one table per guest, medians, ratios against nothing.</summary>
@@ -171,20 +276,33 @@ internal sealed partial class BenchRunner
             "the wait until the guest had reported its free memory). RSS: the source process when the migration " +
             "began.");
         md.AppendLine();
-        if (results.ReportingCost.Count > 0)
+        foreach (var group in results.ReportingCost.GroupBy(s => s.Load ?? "churn"))
         {
-            var offRuns = results.ReportingCost.Where(s => !s.Reporting).ToList();
-            var onRuns = results.ReportingCost.Where(s => s.Reporting).ToList();
+            var offRuns = group.Where(s => !s.Reporting).ToList();
+            var onRuns = group.Where(s => s.Reporting).ToList();
             double off = Median(offRuns.Select(s => s.PagesPerSecond));
             double on = Median(onRuns.Select(s => s.PagesPerSecond));
-            double thread = Median(onRuns.Select(s => s.ReportingCpuSeconds));
             string cost = (off > 0 ? (1 - (on / off)) * 100 : 0).ToString("F1", inv);
-            md.AppendLine(inv, $"Guest cost of reporting on an allocation-heavy load (churn, blocks up to 4 MiB, " +
-                $"written in full): {off:N0} pages/s written without reporting, {on:N0} with it (medians of " +
-                $"{onRuns.Count} x 10 s each, interleaved; without / with, per stretch: " +
-                $"{string.Join(", ", offRuns.Select(s => (s.PagesPerSecond / 1e6).ToString("F2", inv)))} / " +
-                $"{string.Join(", ", onRuns.Select(s => (s.PagesPerSecond / 1e6).ToString("F2", inv)))} M): " +
-                $"throughput ratio {Ratio(on, off)}, a cost of {cost}% (goal: within 2%; Duyck measured 0.8-1.7%). The reporting thread used {thread:F2} CPU s per 10 s.");
+            // Stretches are saved a round (one off, one on) at a time: the rounds' own ratios show the noise.
+            var pairs = group.Chunk(2).Where(p => p.Length == 2 && p.Any(x => x.Reporting) && p.Any(x => !x.Reporting))
+                .Select(p => p.Single(x => x.Reporting).PagesPerSecond / p.Single(x => !x.Reporting).PagesPerSecond)
+                .Order()
+                .ToList();
+            string pairRange = pairs.Count > 0
+                ? $"; the rounds' own ratios {pairs[0].ToString("F3", inv)} to {pairs[^1].ToString("F3", inv)}"
+                : string.Empty;
+            string PerStretch(List<ReportingCostSample> runs) =>
+                string.Join(", ", runs.Select(s => (s.PagesPerSecond / 1e6).ToString("F2", inv)));
+            md.AppendLine(inv, $"Guest cost of reporting, {group.Key} load ({CostLoadDescription(group.Key)}): " +
+                $"{off:N0} pages/s written without reporting, {on:N0} with it (steady state after reporting's boot " +
+                $"flush; medians of {onRuns.Count} x 10 s each, interleaved; without / with, per stretch: " +
+                $"{PerStretch(offRuns)} / {PerStretch(onRuns)} M): throughput ratio {Ratio(on, off)}{pairRange}, " +
+                $"a cost of {cost}% (goal: within 2%; Duyck measured 0.8-1.7%). " +
+                $"Per 10 s with reporting: {Median(onRuns.Select(s => (double)s.PagesReported)):N0} pages reported, " +
+                $"reporting thread {Median(onRuns.Select(s => s.ReportingCpuSeconds)):F2} CPU s, device thread " +
+                $"{Median(onRuns.Select(s => s.DeviceCpuSeconds)):F2} CPU s, host page faults " +
+                $"{Median(onRuns.Select(s => (double)s.HostFaults)):N0} (without: " +
+                $"{Median(offRuns.Select(s => (double)s.HostFaults)):N0}).{RefaultBand(results, offRuns, onRuns)}");
             md.AppendLine();
         }
 
@@ -234,6 +352,28 @@ internal sealed partial class BenchRunner
         return md.ToString();
     }
 
+    /// <summary>What the host faults reporting added would cost at this host's measured refault prices.</summary>
+    private static string RefaultBand(BenchResults results, List<ReportingCostSample> off,
+        List<ReportingCostSample> on)
+    {
+        if (results.RefaultCost is not { } refault || on.Count == 0)
+        {
+            return string.Empty;
+        }
+
+        double faults = Median(on.Select(s => (double)s.HostFaults)) - Median(off.Select(s => (double)s.HostFaults));
+        var (soon, later) = refault.ShareOf(faults, Median(on.Select(s => s.VcpuCpuSeconds)));
+        return string.Create(CultureInfo.InvariantCulture,
+            $" At this host's refault prices (1 GiB written in full: {refault.RewriteMsPerGib:F0} ms resident, " +
+            $"{refault.SoonMsPerGib:F0} ms right after a discard, {refault.LaterMsPerGib:F0} ms " +
+            $"{RefaultCost.LaterSeconds} s after it), those extra faults cost {soon * 100:F1}% of the vCPUs' time " +
+            $"if the host still held the memory and {later * 100:F1}% if it had gone back to the host's own host.");
+    }
+
+    private static string CostLoadDescription(string load) => load == "page-fault"
+        ? "will-it-scale page_fault1 with huge pages: each vCPU maps 128 MiB in 2 MiB blocks, writes it, unmaps it"
+        : "blocks up to 4 MiB at random over most of RAM, written in full";
+
     private static string Ratio(double value, double baseline) =>
         baseline > 0 ? (value / baseline).ToString("F3", CultureInfo.InvariantCulture) : "-";
 
@@ -245,9 +385,51 @@ internal sealed partial class BenchRunner
         Median(runs.Where(r => r.Ok).Select(r => value(r.Source!)));
 }
 
-/// <summary>One timed stretch of the allocation-heavy guest, reporting off or on.</summary>
+/// <summary>The loads <c>reporting-cost</c> measures on.</summary>
+internal enum CostLoad
+{
+    /// <summary>will-it-scale page_fault1 with huge pages: each vCPU maps, writes and unmaps 128 MiB, again.</summary>
+    PageFault,
+
+    /// <summary>Random blocks of up to 4 MiB allocated, written in full and freed over most of RAM.</summary>
+    Churn,
+}
+
+/// <summary>Writing 1 GiB of guest RAM in full on this host, in ms: how much a refault of discarded memory costs.</summary>
+internal sealed record RefaultCost
+{
+    /// <summary>Seconds between the discard and the late refault: more than Linux's 2 s reporting delay.</summary>
+    public const int LaterSeconds = 5;
+
+    public double FirstTouchMsPerGib { get; init; }
+
+    /// <summary>The pages resident: the write alone.</summary>
+    public double RewriteMsPerGib { get; init; }
+
+    /// <summary>Written again at once after a discard: the host's faults on memory its kernel still holds.</summary>
+    public double SoonMsPerGib { get; init; }
+
+    /// <summary>
+    /// Written again <see cref="LaterSeconds"/> after a discard: where the host is itself a guest whose kernel reports
+    /// free memory to its own host, the memory went back there and each fault pays for both layers.
+    /// </summary>
+    public double LaterMsPerGib { get; init; }
+
+    /// <summary>The share of <paramref name="cpuSeconds"/> that <paramref name="faults"/> 2 MiB refaults cost.</summary>
+    public (double Soon, double Later) ShareOf(double faults, double cpuSeconds)
+    {
+        double Share(double msPerGib) =>
+            cpuSeconds > 0 ? faults * (Math.Max(0, msPerGib - RewriteMsPerGib) / 512) / 1000 / cpuSeconds : 0;
+        return (Share(SoonMsPerGib), Share(LaterMsPerGib));
+    }
+}
+
+/// <summary>One timed stretch of an allocation-heavy guest, reporting off or on.</summary>
 internal sealed record ReportingCostSample
 {
+    /// <summary>"page-fault" or "churn" (results saved before there were two loads have none: churn).</summary>
+    public string? Load { get; init; }
+
     public bool Reporting { get; init; }
 
     public double Seconds { get; init; }
@@ -259,7 +441,19 @@ internal sealed record ReportingCostSample
 
     public double ReportingCpuSeconds { get; init; }
 
+    /// <summary>The balloon device's thread: it serves the reports and discards (madvise) their pages.</summary>
+    public double DeviceCpuSeconds { get; init; }
+
     public long PagesReported { get; init; }
+
+    /// <summary>Minor page faults of the whole process on the host in the stretch (one per 2 MiB huge page).</summary>
+    public long HostFaults { get; init; }
+
+    /// <summary>Allocations that found no free block and went to the slow path (the guest's allocstall).</summary>
+    public long AllocStalls { get; init; }
+
+    /// <summary>Allocations that failed even so (the workload then frees a block instead of writing one).</summary>
+    public long FailedAllocations { get; init; }
 
     public double PagesPerSecond => Seconds > 0 ? PageWrites / Seconds : 0;
 }

@@ -22,12 +22,15 @@ namespace Migration.Shared.Balloon;
 public sealed class PageReportingDriver
 {
     private static readonly TimeSpan AckWait = TimeSpan.FromMilliseconds(20);
+    private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(1);
+    private static readonly TimeSpan LongestSleep = TimeSpan.FromSeconds(1);
 
     private readonly GuestKernel _kernel;
     private readonly BalloonDevice _device;
     private readonly TimeProvider _time;
     private readonly IBalloonDefences _defences;
     private readonly long _delayTicks;
+    private readonly TimeSpan _delay;
     private readonly long _watermarkPages;
     private readonly List<long> _batch = new(ReportingWire.Capacity);
     private int _requested;
@@ -59,6 +62,7 @@ public sealed class PageReportingDriver
         _defences = defences;
         Order = options.ReportingOrder;
         BudgetDivisor = options.ReportingBudgetDivisor;
+        _delay = TimeSpan.FromMilliseconds(options.ReportingDelayMs);
         _delayTicks = (long)(options.ReportingDelayMs / 1000.0 * time.TimestampFrequency);
         // Linux keeps the zone's low watermark free of reporting; ours is 1/512 of RAM, at least 1 MiB.
         _watermarkPages = Math.Max(256, kernel.Layout.PageCount / 512);
@@ -95,6 +99,29 @@ public sealed class PageReportingDriver
         {
             Volatile.Write(ref _dueAt, _time.GetTimestamp() + _delayTicks);
         }
+    }
+
+    /// <summary>
+    /// How long the driver's thread may sleep after an idle step: until the requested pass is due, or, with none
+    /// requested, no longer than the delay (a request made meanwhile then still starts on time), and at most 1 s. It
+    /// polls every millisecond while a request is in flight, and under a clock other than the system's (a test's
+    /// clock moves when the test says, not while we sleep).
+    /// </summary>
+    public TimeSpan IdleFor()
+    {
+        if (_time != TimeProvider.System || _inFlight is not null || _passActive || _orphans is { Count: > 0 })
+        {
+            return Poll;
+        }
+
+        if (Volatile.Read(ref _requested) != 0)
+        {
+            var untilDue = _time.GetElapsedTime(_time.GetTimestamp(), Volatile.Read(ref _dueAt));
+            return untilDue < Poll ? Poll : untilDue;
+        }
+
+        var sleep = _delay < LongestSleep ? _delay : LongestSleep;
+        return sleep < Poll ? Poll : sleep;
     }
 
     /// <summary>One step of the driver's thread.</summary>

@@ -101,7 +101,7 @@ public sealed class VirtualMachine : IDisposable
         new GuestThread("balloon driver", BalloonDriver.Step),
         .. _runsInflateDriver ? [new GuestThread("balloon inflate", InflateDriver.Step)] : Array.Empty<GuestThread>(),
         .. ReportingDriver is { } reporting
-            ? [new GuestThread("page reporting", reporting.Step)]
+            ? [new GuestThread("page reporting", reporting.Step, reporting.IdleFor)]
             : Array.Empty<GuestThread>(),
     ];
 

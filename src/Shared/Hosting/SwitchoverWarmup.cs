@@ -65,7 +65,8 @@ public static class SwitchoverWarmup
         // (each restores its own vCPU state): cold, the first restore of a process took 17-33 ms of a switchover.
         foreach (var kind in Enum.GetValues<WorkloadKind>())
         {
-            RestoreOnce(config with { Vcpus = 2, Workload = new WorkloadOptions { Kind = kind, AbMib = 2 } });
+            var workload = new WorkloadOptions { Kind = kind, AbMib = 2, PageFaultRegionMib = 2 };
+            RestoreOnce(config with { Vcpus = 2, Workload = workload });
         }
     }
 

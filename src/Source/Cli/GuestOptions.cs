@@ -38,6 +38,10 @@ internal sealed class GuestOptions
     public Option<int> AbMib { get; } =
         CliOptions.WholeNumber("--ab-mib", "ab: MiB incremented at 1 MiB", Load.AbMib, 1, 1 << 20);
 
+    public Option<int> PageFaultMib { get; } = CliOptions.WholeNumber("--page-fault-mib",
+        "pagefault: MiB each vCPU maps in 2 MiB blocks, writes and unmaps per loop", Load.PageFaultRegionMib, 1,
+        1 << 20);
+
     public Option<ByteRate?> BusyRate { get; } = CliOptions.Rate("--busy-dirty-rate",
         "busy: page writes per second over all vCPUs, as a rate (e.g. 100MiB/s)",
         Load.BusyDirtyPagesPerSecond * PageGeometry.PageSize);
@@ -93,9 +97,9 @@ internal sealed class GuestOptions
 
     public IEnumerable<Option> All =>
     [
-        Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, BusyRate, BusySet, BusyStale, BusyHot,
-        MemhogShare, PageCache, IdleRate, BalloonEncoding, DeflateOnOom, MustTellHost, BalloonEvents, BalloonStats,
-        Reporting, ReportingOrder, ReportingDelay, ReportingBudget, InitOnAlloc,
+        Ram, Vcpus, Workload, DirtyLog, Poison, Seed, WaitOnAck, AbMib, PageFaultMib, BusyRate, BusySet, BusyStale,
+        BusyHot, MemhogShare, PageCache, IdleRate, BalloonEncoding, DeflateOnOom, MustTellHost, BalloonEvents,
+        BalloonStats, Reporting, ReportingOrder, ReportingDelay, ReportingBudget, InitOnAlloc,
     ];
 
     /// <summary>
@@ -129,6 +133,7 @@ internal sealed class GuestOptions
                 Kind = parse.GetValue(Workload),
                 Seed = parse.GetValue(Seed),
                 AbMib = parse.GetValue(AbMib),
+                PageFaultRegionMib = parse.GetValue(PageFaultMib),
                 BusyDirtyPagesPerSecond = (parse.GetValue(BusyRate)?.BytesPerSecond ?? 0) / PageGeometry.PageSize,
                 BusyWorkingSetShare = parse.GetValue(BusySet),
                 BusyStaleShare = parse.GetValue(BusyStale),

@@ -139,6 +139,25 @@ public sealed class PageReportingTests
         Assert.True(IsReported(vm, block));
     }
 
+    [Fact]
+    public void TheDriversThread_SleepsUntilThePassIsDue_NotAMillisecondAtATime()
+    {
+        using var vm = Boot(TimeProvider.System, Fast with { ReportingDelayMs = 300 });
+        var driver = vm.ReportingDriver!;
+        // Registration requested a pass, due 300 ms after boot.
+        Assert.InRange(driver.IdleFor(), TimeSpan.FromMilliseconds(1), TimeSpan.FromMilliseconds(300));
+        Thread.Sleep(400);
+        Assert.Equal(TimeSpan.FromMilliseconds(1), driver.IdleFor()); // due: no sleeping past it
+        Settle(vm);
+        Assert.False(driver.Busy);
+        // Nothing requested: it may sleep one delay, so a free made meanwhile is still reported on time.
+        Assert.Equal(TimeSpan.FromMilliseconds(300), driver.IdleFor());
+
+        // Under a test's clock, time moves only when the test says: the thread polls.
+        using var faked = Boot(new FakeTimeProvider(), Fast with { ReportingDelayMs = 300 });
+        Assert.Equal(TimeSpan.FromMilliseconds(1), faked.ReportingDriver!.IdleFor());
+    }
+
     /// <summary>Bad reports, given guest RAM's size and the head of a block the guest has allocated.</summary>
     public static TheoryData<string, Func<long, long, byte[]>> BadReports => new()
     {

@@ -75,6 +75,7 @@ public abstract class Workload
             WorkloadKind.Busy => new BusyWorkload(context, vcpu),
             WorkloadKind.Churn => new ChurnWorkload(context, vcpu),
             WorkloadKind.Ab => new AbWorkload(context, vcpu),
+            WorkloadKind.PageFault => new PageFaultWorkload(context, vcpu),
             _ => throw new ArgumentOutOfRangeException(nameof(context), context.Options.Kind, "Unknown workload."),
         };
     }

@@ -22,6 +22,11 @@ public enum WorkloadKind
     /// QEMU's migration test: increment byte 0 of every page of a reserved range at 1 MiB, in order, forever.
     /// </summary>
     Ab,
+
+    /// <summary>
+    /// will-it-scale's page_fault1 with huge pages: each vCPU maps a region, writes all of it, unmaps it, again.
+    /// </summary>
+    PageFault,
 }
 
 /// <summary>
@@ -83,6 +88,16 @@ public sealed record WorkloadOptions
     /// <summary>Churn: page writes per second per VM; 0 = as fast as the vCPU runs.</summary>
     public double ChurnPagesPerSecond { get; init; }
 
+    /// <summary>PageFault: MiB each vCPU maps, writes and unmaps per loop (page_fault1 uses 128 MiB).</summary>
+    public int PageFaultRegionMib { get; init; } = 128;
+
+    /// <summary>PageFault: buddy order of one fault (9 = 2 MiB, a transparent huge page).</summary>
+    public int PageFaultOrder { get; init; } = 9;
+
+    /// <summary>PageFault: blocks per region.</summary>
+    public int PageFaultBlocks =>
+        (int)Math.Max(1, ((long)PageFaultRegionMib << (20 - PageGeometry.PageShift)) >> PageFaultOrder);
+
     /// <summary>Ab: MiB reserved at guest-physical 1 MiB and incremented.</summary>
     public int AbMib { get; init; } = 64;
 
@@ -142,6 +157,19 @@ public sealed record WorkloadOptions
         if (ChurnHeldBlocks is < 1 or > 1 << 20)
         {
             throw new ArgumentException("ChurnHeldBlocks must be 1..1048576.");
+        }
+
+        if (PageFaultOrder is < 0 or > Kernel.GuestKernel.MaxOrder)
+        {
+            throw new ArgumentException($"PageFaultOrder must be 0..{Kernel.GuestKernel.MaxOrder}.");
+        }
+
+        bool regionFits = PageFaultRegionMib >= 1 && (long)PageFaultRegionMib << 20 <= ramBytes / 2;
+        if (Kind == WorkloadKind.PageFault && !regionFits)
+        {
+            throw new ArgumentException(
+                $"The page-fault region of {PageFaultRegionMib} MiB must be at least 1 MiB " +
+                $"and fit in half of the guest's {ramBytes >> 20} MiB.");
         }
 
         if (Kind == WorkloadKind.Ab && (AbMib < 1 || AbStartBytes + ((long)AbMib << 20) > ramBytes / 2))

@@ -13,7 +13,14 @@ public class WorkloadTests
             RamBytes = ramMiB << 20,
             Vcpus = vcpus,
             PoisonValue = poison,
-            Workload = new WorkloadOptions { Kind = kind, Seed = seed, AbMib = 4 },
+            Workload = new WorkloadOptions
+            {
+                Kind = kind,
+                Seed = seed,
+                AbMib = 4,
+                PageFaultRegionMib = 4,
+                PageFaultOrder = 5,
+            },
         };
 
     /// <summary>Round-robin over the vCPUs, like a fair scheduler, for a fixed number of steps.</summary>
@@ -41,6 +48,7 @@ public class WorkloadTests
     [InlineData(WorkloadKind.Busy, null)]
     [InlineData(WorkloadKind.Churn, null)]
     [InlineData(WorkloadKind.Ab, null)]
+    [InlineData(WorkloadKind.PageFault, null)]
     [InlineData(WorkloadKind.Churn, (byte)0x5A)]
     [InlineData(WorkloadKind.Memhog, (byte)0x5A)]
     public void EveryWorkload_LeavesAGuestThatPassesItsSelfCheck(WorkloadKind kind, byte? poison)
@@ -206,6 +214,7 @@ public class WorkloadTests
     [InlineData(WorkloadKind.Memhog)]
     [InlineData(WorkloadKind.Churn)]
     [InlineData(WorkloadKind.Ab)]
+    [InlineData(WorkloadKind.PageFault)]
     public void VcpuState_RestoredOnACopyOfRam_ContinuesExactlyLikeTheOriginal(WorkloadKind kind)
     {
         var clock = new ManualTimeProvider();
@@ -224,6 +233,36 @@ public class WorkloadTests
         RunSteps(target, 3000);
         Assert.Equal(Hashing.Of(source.Ram), Hashing.Of(target.Ram));
         Assert.True(target.Kernel.SelfCheck().Ok);
+    }
+
+    [Fact]
+    public void PageFault_MapsItsRegionInFull_ThenUnmapsAllOfIt()
+    {
+        using var vm = VirtualMachine.Boot(Config(WorkloadKind.PageFault, vcpus: 1), new ManualTimeProvider());
+        var workload = vm.Workloads[0];
+        long free = vm.Kernel.FreePages;
+        const int Blocks = 4 * 256 / 32; // 4 MiB in blocks of order 5
+        workload.Step(); // the region's table (one page) and the first fault
+        long table = free - vm.Kernel.FreePages - 32;
+        Assert.Equal(1, table);
+
+        for (int loop = 1; loop <= 3; loop++)
+        {
+            while (workload.PageWrites < loop * Blocks * 32L)
+            {
+                workload.Step();
+            }
+
+            Assert.Equal(free - table - (Blocks * 32L), vm.Kernel.FreePages); // mapped in full
+            for (int i = 0; i < Blocks; i++)
+            {
+                workload.Step();
+            }
+
+            Assert.Equal(free - table, vm.Kernel.FreePages); // unmapped in full
+        }
+
+        Assert.True(vm.Kernel.SelfCheck().Ok);
     }
 
     [Fact]
