@@ -83,6 +83,12 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
     internal Action<long>? StoreObserver { get; init; }
 
     /// <summary>
+    /// The device's interrupt to the guest: it used a buffer, gave the stats buffer back, or changed the config. The
+    /// VM wakes its drivers' threads with it. Called under the device's lock, so it must only signal.
+    /// </summary>
+    internal Action? GuestNotify { get; init; }
+
+    /// <summary>
     /// Sets up the reporting queue (VIRTIO_BALLOON_F_REPORTING negotiated): reports of blocks of at least
     /// <paramref name="minOrder"/>; <paramref name="freeInGuest"/> reads the guest's descriptors to check that a
     /// reported block is free there. The poison rule follows the negotiated PAGE_POISON and
@@ -346,6 +352,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
 
             _statsHeld = -1;
             Monitor.PulseAll(_gate);
+            GuestNotify?.Invoke();
             return true;
         }
     }
@@ -664,6 +671,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
 
         MarkUsedLocked(seq);
         Monitor.PulseAll(_gate);
+        GuestNotify?.Invoke();
         return true;
     }
 
@@ -846,6 +854,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         Interlocked.Increment(ref _configGeneration);
         _pending.Add(Notification(BalloonNotificationKind.TargetChanged));
         Monitor.PulseAll(_gate);
+        GuestNotify?.Invoke();
     }
 
     private void FailLocked(string problem)

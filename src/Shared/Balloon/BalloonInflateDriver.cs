@@ -201,6 +201,23 @@ public sealed class BalloonInflateDriver
     /// <summary>Pages given back under memory pressure (deflate-on-OOM).</summary>
     public long OomDeflatedPages => Interlocked.Read(ref _oomDeflatedPages);
 
+    /// <summary>
+    /// How long the driver's thread may sleep after an idle step: with a request in flight, work towards the target
+    /// under way or a stats buffer the device refused, it polls each millisecond; otherwise only the device gives it
+    /// work (a new target, the stats buffer given back, a buffer used), and the device's interrupt wakes it, so up to
+    /// 1 s.
+    /// </summary>
+    public TimeSpan IdleFor()
+    {
+        bool waiting = _working || (Stats && _statsSeq < 0);
+        using (_scheduling.Lock(_gate))
+        {
+            waiting |= _inFlight is not null;
+        }
+
+        return waiting ? TimeSpan.FromMilliseconds(1) : TimeSpan.FromSeconds(1);
+    }
+
     /// <summary>One step of the driver's work item. Idle when it is at the target or waiting.</summary>
     public StepResult Step()
     {

@@ -66,10 +66,32 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
 
     public int QueueCapacity { get; }
 
-    public HintStatus Status { get; private set; } = HintStatus.Done;
+    public HintStatus Status
+    {
+        get;
+        private set
+        {
+            field = value;
+            ConfigChanged?.Invoke();
+        }
+    } = HintStatus.Done;
 
     /// <summary>The current (last issued) command id.</summary>
-    public uint CommandId { get; private set; } = HintCommandId.Min;
+    public uint CommandId
+    {
+        get;
+        private set
+        {
+            field = value;
+            ConfigChanged?.Invoke();
+        }
+    } = HintCommandId.Min;
+
+    /// <summary>
+    /// Called whenever the id the guest reads may have changed (the config-change interrupt): the VM wakes the
+    /// driver's thread with it. Called under the device's lock, so it must only signal.
+    /// </summary>
+    internal Action? ConfigChanged { get; set; }
 
     /// <summary>Poison value the guest negotiated (travels with the VM).</summary>
     public uint PoisonVal { get; init; }

@@ -8,8 +8,8 @@ namespace Migration.Shared.Guest;
 /// <param name="Step">One short step.</param>
 /// <param name="IdleFor">
 /// How long the thread may sleep after an idle step (asked after each one); without it, 1 ms. A thread that knows
-/// when it next has work (a timer-driven pass) says so, rather than waking 1000 times a second for nothing. Pausing
-/// and stopping wake it.
+/// when it next has work (a timer-driven pass), or that a device will wake it (<see cref="IGuestThreadHost.Wake"/>),
+/// says so, rather than waking 1000 times a second for nothing. Pausing and stopping wake it.
 /// </param>
 public readonly record struct GuestThread(string Name, Func<StepResult> Step, Func<TimeSpan>? IdleFor = null);
 
@@ -31,6 +31,12 @@ internal interface IGuestThreadHost
 
     void Resume();
 
+    /// <summary>
+    /// Ends the idle sleep of every guest thread: a device changed what a driver waits for. A wake-up that comes
+    /// while a thread is still in its step is not lost: that thread does not go to sleep after it.
+    /// </summary>
+    void Wake();
+
     /// <summary>Stops the threads for good and waits for them.</summary>
     void Shutdown();
 }
@@ -45,6 +51,7 @@ internal sealed class GuestThreadPool : IGuestThreadHost
     private bool _stopRequested;
     private int _parked;
     private int _live;
+    private long _wakes;
 
     public IReadOnlyList<string> Crashes
     {
@@ -93,6 +100,15 @@ internal sealed class GuestThreadPool : IGuestThreadHost
         }
     }
 
+    public void Wake()
+    {
+        lock (_gate)
+        {
+            _wakes++;
+            Monitor.PulseAll(_gate);
+        }
+    }
+
     public void Shutdown()
     {
         Thread[] threads;
@@ -119,6 +135,7 @@ internal sealed class GuestThreadPool : IGuestThreadHost
                 continue;
             }
 
+            long wakes = Interlocked.Read(ref _wakes);
             StepResult result;
             try
             {
@@ -135,7 +152,7 @@ internal sealed class GuestThreadPool : IGuestThreadHost
             {
                 if (thread.IdleFor is { } idleFor)
                 {
-                    SleepIdle(idleFor());
+                    SleepIdle(idleFor(), wakes);
                 }
                 else
                 {
@@ -145,11 +162,12 @@ internal sealed class GuestThreadPool : IGuestThreadHost
         }
     }
 
-    private void SleepIdle(TimeSpan timeout)
+    /// <summary>Sleeps up to <paramref name="timeout"/>, unless woken since <paramref name="wakesSeen"/>.</summary>
+    private void SleepIdle(TimeSpan timeout, long wakesSeen)
     {
         lock (_gate)
         {
-            if (!_pauseRequested && !_stopRequested && timeout > TimeSpan.Zero)
+            if (!_pauseRequested && !_stopRequested && _wakes == wakesSeen && timeout > TimeSpan.Zero)
             {
                 Monitor.Wait(_gate, timeout);
             }

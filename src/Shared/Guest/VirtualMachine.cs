@@ -46,6 +46,7 @@ public sealed class VirtualMachine : IDisposable
         {
             PoisonVal = config.PoisonValue ?? 0,
             FeatureBits = NegotiatedBalloonFeatures(config),
+            ConfigChanged = _threads.Wake,
         };
         BalloonDriver = new BalloonDriver(kernel, HintDevice, config.WaitOnAck, config.HintBlockOrder, seams.Scheduling,
             seams.BalloonInitialisesOnRelease);
@@ -53,6 +54,7 @@ public sealed class VirtualMachine : IDisposable
             seams.Scheduling, seams.DeviceThreads, seams.BalloonDefences, time)
         {
             StoreObserver = seams.StoreObserver,
+            GuestNotify = _threads.Wake,
         };
         InflateDriver = new BalloonInflateDriver(kernel, Balloon, time, seams.Scheduling, seams.BalloonDefences);
         _runsInflateDriver = seams.RunsInflateDriver;
@@ -98,8 +100,10 @@ public sealed class VirtualMachine : IDisposable
     public IReadOnlyList<GuestThread> GuestThreads =>
     [
         .. Workloads.Select((w, i) => new GuestThread($"vcpu{i}", w.Step)),
-        new GuestThread("balloon driver", BalloonDriver.Step),
-        .. _runsInflateDriver ? [new GuestThread("balloon inflate", InflateDriver.Step)] : Array.Empty<GuestThread>(),
+        new GuestThread("balloon driver", BalloonDriver.Step, BalloonDriver.IdleFor),
+        .. _runsInflateDriver
+            ? [new GuestThread("balloon inflate", InflateDriver.Step, InflateDriver.IdleFor)]
+            : Array.Empty<GuestThread>(),
         .. ReportingDriver is { } reporting
             ? [new GuestThread("page reporting", reporting.Step, reporting.IdleFor)]
             : Array.Empty<GuestThread>(),

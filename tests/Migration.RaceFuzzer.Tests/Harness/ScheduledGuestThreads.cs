@@ -57,6 +57,11 @@ internal sealed class ScheduledGuestThreads(SeededScheduler scheduler, Schedulin
             ready: () => inStep || !_stopped);
     }
 
+    /// <summary>Nothing to wake: an actor that went idle is scheduled again like any other.</summary>
+    public void Wake()
+    {
+    }
+
     public void Pause()
     {
         for (int i = 0; i < stopLatency; i++)

@@ -30,6 +30,35 @@ public sealed class FreePageHintDeviceTests
         return (device, bitmap, log);
     }
 
+    /// <summary>
+    /// The driver's thread sleeps while nothing is asked of it; the config change must wake it for each new id, for
+    /// the stop before a sync and for DONE, or a migration waits up to a second for hints.
+    /// </summary>
+    [Fact]
+    public void EveryChangeOfTheIdTheGuestReads_RaisesConfigChanged()
+    {
+        var device = NewDevice();
+        var seen = new List<uint>();
+        device.ConfigChanged = () => seen.Add(device.ConfigCommandId);
+        var log = new DirtyLog(Pages, DirtyLogMode.Eager, clearChunkPages: 1024);
+        log.Enable();
+        Assert.True(device.Setup(Hinting(new MigrationBitmap(log))));
+        device.AfterSync(vmRunning: true);
+        uint first = device.ConfigCommandId;
+        device.BeforeSync(vmRunning: true);
+        device.AfterSync(vmRunning: true);
+        uint second = device.ConfigCommandId;
+        device.BeforeSync(vmRunning: false);
+        device.AfterSync(vmRunning: false);
+        device.Cleanup(MigrationStatus.Completed);
+
+        Assert.True(HintCommandId.IsRunId(first) && HintCommandId.IsRunId(second) && first != second);
+        Assert.Contains(first, seen);
+        Assert.Contains(second, seen);
+        Assert.Contains(HintCommandId.Stop, seen);
+        Assert.Equal(HintCommandId.Done, seen[^1]);
+    }
+
     private static void Drain(FreePageHintDevice device)
     {
         while (device.ProcessOne())

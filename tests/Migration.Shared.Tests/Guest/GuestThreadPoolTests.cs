@@ -46,6 +46,37 @@ public class GuestThreadPoolTests
         }).WaitAsync(TimeSpan.FromSeconds(30));
     }
 
+    /// <summary>A device's wake-up ends the sleep at once: without it the thread would sleep the hour it asked.</summary>
+    [Fact]
+    public async Task Wake_EndsAnIdleSleep()
+    {
+        await Task.Run(() =>
+        {
+            long steps = 0;
+            var pool = new GuestThreadPool();
+            pool.Start([new GuestThread("idle", () =>
+            {
+                Interlocked.Increment(ref steps);
+                return StepResult.Idle;
+            }, () => TimeSpan.FromHours(1))]);
+            try
+            {
+                SpinWait.SpinUntil(() => Interlocked.Read(ref steps) > 0, TimeSpan.FromSeconds(10));
+                for (int i = 0; i < 3; i++)
+                {
+                    long before = Interlocked.Read(ref steps);
+                    pool.Wake();
+                    SpinWait.SpinUntil(() => Interlocked.Read(ref steps) > before, TimeSpan.FromSeconds(10));
+                    Assert.True(Interlocked.Read(ref steps) > before, $"wake-up {i} did not end the sleep");
+                }
+            }
+            finally
+            {
+                pool.Shutdown();
+            }
+        }).WaitAsync(TimeSpan.FromSeconds(60));
+    }
+
     [Fact]
     public async Task AThreadWithoutAnIdleTime_PollsEveryMillisecond()
     {
