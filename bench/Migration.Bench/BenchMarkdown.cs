@@ -107,14 +107,17 @@ internal static class BenchMarkdown
             md.AppendLine();
         }
 
-        md.AppendLine("## Figures");
-        md.AppendLine();
-        md.AppendLine("| figure | goal | measured | met |");
-        md.AppendLine("|---|---|---:|---|");
-        foreach (var f in summary.Figures)
+        if (summary.Figures.Count > 0)
         {
-            md.AppendLine($"| {f.Name} | {f.Goal} | {f.Measured} | " +
-                $"{(f.Met switch { true => "yes", false => "**no**", null => "n/a" })} |");
+            md.AppendLine("## Figures");
+            md.AppendLine();
+            md.AppendLine("| figure | goal | measured | met |");
+            md.AppendLine("|---|---|---:|---|");
+            foreach (var f in summary.Figures)
+            {
+                md.AppendLine($"| {f.Name} | {f.Goal} | {f.Measured} | " +
+                    $"{(f.Met switch { true => "yes", false => "**no**", null => "n/a" })} |");
+            }
         }
 
         var failed = results.Runs.Concat(results.RawStream).Concat(results.Scale).Where(r => !r.Ok).ToList();

@@ -101,9 +101,11 @@ internal sealed partial class BenchRunner
         var refault = MeasureRefaultCost();
         _results.RefaultCost = refault;
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"bench: writing 1 GiB of guest RAM in full: first touch {refault.FirstTouchMsPerGib:F0} ms, " +
-            $"resident {refault.RewriteMsPerGib:F0} ms, right after a discard {refault.SoonMsPerGib:F0} ms, " +
-            $"{RefaultCost.LaterSeconds} s after a discard {refault.LaterMsPerGib:F0} ms"));
+            $"bench: writing 1 GiB of guest RAM in full: first touch {refault.FirstTouchMs:F0} ms, resident " +
+            $"{refault.RewriteMs:F0} ms, right after a discard {refault.SoonMs:F0} ms ({refault.SoonFaults:N0} " +
+            $"host faults), {RefaultCost.LaterSeconds} s after a discard {refault.LaterMs:F0} ms " +
+            $"({refault.LaterFaults:N0} host faults); this machine's own balloon reports free pages: " +
+            $"{refault.HostReportsFreePages?.ToString() ?? "no balloon"}"));
         foreach (var load in new[] { CostLoad.PageFault, CostLoad.Churn })
         {
             for (int round = 1; round <= 5; round++)
@@ -120,8 +122,11 @@ internal sealed partial class BenchRunner
 
                 off.Pause();
                 on.Pause();
+                string flushed = on.ReportingDriver.Passes >= BootFlushPasses
+                    ? "boot flush over"
+                    : "WARNING: boot flush not over (gave up waiting)";
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"bench: reporting cost, {LoadName(load)}, round {round}: boot flush over after " +
+                    $"bench: reporting cost, {LoadName(load)}, round {round}: {flushed} after " +
                     $"{warm.Elapsed.TotalSeconds:F0} s ({on.ReportingDriver.Passes} passes, " +
                     $"{on.Kernel.ReportedPages:N0} of {on.Kernel.FreePages:N0} free pages reported)"));
                 foreach (bool reporting in round % 2 == 1 ? new[] { false, true } : [true, false])
@@ -145,40 +150,70 @@ internal sealed partial class BenchRunner
 
     /// <summary>
     /// What a refault costs on this host, through guest RAM's own discard: 1 GiB written in full, discarded and
-    /// written again at once, then again some seconds after the discard. A host that is itself a guest with free page
-    /// reporting (a cloud VM) gives memory freed for long enough back to its own host, and a later refault pays for
-    /// both layers.
+    /// written again at once, then again some seconds after the discard, counting the host's page faults of each
+    /// write. A host that is itself a guest with free page reporting (a cloud VM) gives memory freed for long enough
+    /// back to its own host, and a later refault pays for both layers; whether this host is such a guest is read
+    /// from its virtio devices.
     /// </summary>
     private static RefaultCost MeasureRefaultCost()
     {
-        long bytes = 1L << 30;
-        using var ram = GuestRam.Allocate(bytes);
+        using var ram = GuestRam.Allocate(1L << 30);
         long pages = ram.PageCount;
-        double WriteAll()
+        (double Ms, long Faults) WriteAll()
         {
+            long faults = HostMinorFaults();
             var sw = Stopwatch.StartNew();
             for (long pfn = 0; pfn < pages; pfn += 256)
             {
                 ram.Pages(pfn, 256).Fill(0x5a);
             }
 
-            return sw.Elapsed.TotalMilliseconds * (1L << 30) / bytes;
+            return (sw.Elapsed.TotalMilliseconds, HostMinorFaults() - faults);
         }
 
-        double first = WriteAll();
-        double rewrite = WriteAll();
+        var first = WriteAll();
+        var rewrite = WriteAll();
         ram.Discard(0, pages);
-        double soon = WriteAll();
+        var soon = WriteAll();
         ram.Discard(0, pages);
         Thread.Sleep(TimeSpan.FromSeconds(RefaultCost.LaterSeconds));
-        double later = WriteAll();
+        var later = WriteAll();
         return new RefaultCost
         {
-            FirstTouchMsPerGib = first,
-            RewriteMsPerGib = rewrite,
-            SoonMsPerGib = soon,
-            LaterMsPerGib = later,
+            FirstTouchMs = first.Ms,
+            RewriteMs = rewrite.Ms,
+            SoonMs = soon.Ms,
+            SoonFaults = soon.Faults,
+            LaterMs = later.Ms,
+            LaterFaults = later.Faults,
+            HostReportsFreePages = HostBalloonReports(),
         };
+    }
+
+    /// <summary>
+    /// Whether this machine is a guest whose virtio-balloon negotiated free page reporting (feature bit 5), so its
+    /// kernel gives free memory back to its own host; null where there is no virtio-balloon to ask.
+    /// </summary>
+    private static bool? HostBalloonReports()
+    {
+        const string devices = "/sys/bus/virtio/devices";
+        if (!OperatingSystem.IsLinux() || !Directory.Exists(devices))
+        {
+            return null;
+        }
+
+        foreach (string dir in Directory.EnumerateDirectories(devices))
+        {
+            string id = Path.Combine(dir, "device");
+            string features = Path.Combine(dir, "features");
+            if (File.Exists(id) && File.ReadAllText(id).Trim() == "0x0005" && File.Exists(features))
+            {
+                string bits = File.ReadAllText(features).Trim(); // one character per feature bit, bit 0 first
+                return bits.Length > 5 && bits[5] == '1';
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Passes after which Linux's pace has offered every free block of a freshly booted guest.</summary>
@@ -267,14 +302,22 @@ internal sealed partial class BenchRunner
         var inv = CultureInfo.InvariantCulture;
         string size = results.Quick ? "1g" : "8g";
         var md = new StringBuilder();
-        md.AppendLine(inv, $"## Hinting, reporting, ballooning: {(results.Quick ? 1 : 8)} GiB guests, loopback, " +
-            $"medians of {results.Repeat}");
-        md.AppendLine();
-        md.AppendLine("Time and bytes are ratios against the same guest migrated with nothing. Skipped pages: by " +
-            "hint / as discarded / as ballooned. Driver CPU: the guest's hint driver, page reporting and inflate " +
-            "threads plus the device threads, from boot to the end of the migration (for reporting that includes " +
-            "the wait until the guest had reported its free memory). RSS: the source process when the migration " +
-            "began.");
+        if (results.Compare.Count > 0)
+        {
+            md.AppendLine(inv, $"## Hinting, reporting, ballooning: {(results.Quick ? 1 : 8)} GiB guests, loopback, " +
+                $"medians of {results.Repeat}");
+            md.AppendLine();
+            md.AppendLine("Time and bytes are ratios against the same guest migrated with nothing. Skipped pages: by " +
+                "hint / as discarded / as ballooned. Driver CPU: the guest's hint driver, page reporting and inflate " +
+                "threads plus the device threads, from boot to the end of the migration (for reporting that " +
+                "includes the wait until the guest had reported its free memory). RSS: the source process when the " +
+                "migration began.");
+        }
+        else
+        {
+            md.AppendLine(inv, $"## The guest-side cost of free page reporting: {(results.Quick ? 1 : 8)} GiB guests");
+        }
+
         md.AppendLine();
         foreach (var group in results.ReportingCost.GroupBy(s => s.Load ?? "churn"))
         {
@@ -363,11 +406,19 @@ internal sealed partial class BenchRunner
 
         double faults = Median(on.Select(s => (double)s.HostFaults)) - Median(off.Select(s => (double)s.HostFaults));
         var (soon, later) = refault.ShareOf(faults, Median(on.Select(s => s.VcpuCpuSeconds)));
+        var (soonMs, laterMs) = refault.MsPerFault;
+        string nested = refault.HostReportsFreePages switch
+        {
+            true => "; this machine is itself a guest whose balloon reports free pages to its own host",
+            false => "; this machine's own balloon does not report free pages",
+            null => string.Empty,
+        };
         return string.Create(CultureInfo.InvariantCulture,
-            $" At this host's refault prices (1 GiB written in full: {refault.RewriteMsPerGib:F0} ms resident, " +
-            $"{refault.SoonMsPerGib:F0} ms right after a discard, {refault.LaterMsPerGib:F0} ms " +
-            $"{RefaultCost.LaterSeconds} s after it), those extra faults cost {soon * 100:F1}% of the vCPUs' time " +
-            $"if the host still held the memory and {later * 100:F1}% if it had gone back to the host's own host.");
+            $" At this host's refault prices (1 GiB written in full: {refault.RewriteMs:F0} ms resident, " +
+            $"{refault.SoonMs:F0} ms right after a discard, {soonMs:F3} ms per host fault; {refault.LaterMs:F0} ms " +
+            $"{RefaultCost.LaterSeconds} s after it, {laterMs:F3} ms per fault{nested}), the {faults:N0} extra " +
+            $"faults cost {soon * 100:F1}% of the vCPUs' time if the host still held the memory and " +
+            $"{later * 100:F1}% if it had gone to the layer below.");
     }
 
     private static string CostLoadDescription(string load) => load == "page-fault"
@@ -401,27 +452,40 @@ internal sealed record RefaultCost
     /// <summary>Seconds between the discard and the late refault: more than Linux's 2 s reporting delay.</summary>
     public const int LaterSeconds = 5;
 
-    public double FirstTouchMsPerGib { get; init; }
+    public double FirstTouchMs { get; init; }
 
     /// <summary>The pages resident: the write alone.</summary>
-    public double RewriteMsPerGib { get; init; }
+    public double RewriteMs { get; init; }
 
     /// <summary>Written again at once after a discard: the host's faults on memory its kernel still holds.</summary>
-    public double SoonMsPerGib { get; init; }
+    public double SoonMs { get; init; }
+
+    public long SoonFaults { get; init; }
 
     /// <summary>
     /// Written again <see cref="LaterSeconds"/> after a discard: where the host is itself a guest whose kernel reports
     /// free memory to its own host, the memory went back there and each fault pays for both layers.
     /// </summary>
-    public double LaterMsPerGib { get; init; }
+    public double LaterMs { get; init; }
 
-    /// <summary>The share of <paramref name="cpuSeconds"/> that <paramref name="faults"/> 2 MiB refaults cost.</summary>
+    public long LaterFaults { get; init; }
+
+    /// <summary>This machine is a guest whose balloon reports free pages to its host; null: no balloon to ask.</summary>
+    public bool? HostReportsFreePages { get; init; }
+
+    /// <summary>ms a fault added to the write, at once after a discard and later.</summary>
+    public (double Soon, double Later) MsPerFault =>
+        (PerFault(SoonMs, SoonFaults), PerFault(LaterMs, LaterFaults));
+
+    /// <summary>The share of <paramref name="cpuSeconds"/> that <paramref name="faults"/> refaults cost.</summary>
     public (double Soon, double Later) ShareOf(double faults, double cpuSeconds)
     {
-        double Share(double msPerGib) =>
-            cpuSeconds > 0 ? faults * (Math.Max(0, msPerGib - RewriteMsPerGib) / 512) / 1000 / cpuSeconds : 0;
-        return (Share(SoonMsPerGib), Share(LaterMsPerGib));
+        var (soon, later) = MsPerFault;
+        double Share(double ms) => cpuSeconds > 0 ? Math.Max(0, faults) * ms / 1000 / cpuSeconds : 0;
+        return (Share(soon), Share(later));
     }
+
+    private double PerFault(double ms, long faults) => faults > 0 ? Math.Max(0, ms - RewriteMs) / faults : 0;
 }
 
 /// <summary>One timed stretch of an allocation-heavy guest, reporting off or on.</summary>

@@ -85,21 +85,15 @@ public sealed class BalloonDriver
     public long ShrunkBlocks { get; private set; }
 
     /// <summary>
-    /// How long the driver's thread may sleep after an idle step: while no run is under way or due and it holds no
-    /// block, only a new command id gives it work, and the device's config change wakes it, so up to 1 s; otherwise
-    /// it waits for the device to use buffers and polls each millisecond.
+    /// How long the driver's thread may sleep after an idle step: while no run is under way or due, only a new command
+    /// id or DONE (which releases the blocks it holds) gives it work, and the device's config change wakes it for
+    /// both, so up to 1 s; during a run it waits for the device to use buffers and polls each millisecond.
     /// </summary>
     public TimeSpan IdleFor()
     {
-        bool holds;
-        using (_scheduling.Lock(_gate))
-        {
-            holds = _held.Count > 0;
-        }
-
         uint id = _device.ConfigCommandId;
         bool newRun = HintCommandId.IsRunId(id) && id != _lastId; // waiting for queue slots to start it
-        return _running || holds || newRun ? TimeSpan.FromMilliseconds(1) : TimeSpan.FromSeconds(1);
+        return _running || newRun ? TimeSpan.FromMilliseconds(1) : TimeSpan.FromSeconds(1);
     }
 
     /// <summary>

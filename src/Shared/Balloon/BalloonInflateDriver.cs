@@ -202,20 +202,40 @@ public sealed class BalloonInflateDriver
     public long OomDeflatedPages => Interlocked.Read(ref _oomDeflatedPages);
 
     /// <summary>
-    /// How long the driver's thread may sleep after an idle step: with a request in flight, work towards the target
-    /// under way or a stats buffer the device refused, it polls each millisecond; otherwise only the device gives it
-    /// work (a new target, the stats buffer given back, a buffer used), and the device's interrupt wakes it, so up to
-    /// 1 s.
+    /// How long the driver's thread may sleep after an idle step. With a request in flight or a stats buffer the
+    /// device refused, it polls each millisecond; working towards a target it could not reach ("out of puff"), it
+    /// sleeps until the retry is due (under the system clock; a test's clock moves only when the test says);
+    /// otherwise only the device gives it work (a new target, the stats buffer given back, a buffer used), and the
+    /// device's interrupt wakes it, so up to 1 s.
     /// </summary>
     public TimeSpan IdleFor()
     {
-        bool waiting = _working || (Stats && _statsSeq < 0);
+        var poll = TimeSpan.FromMilliseconds(1);
+        var longest = TimeSpan.FromSeconds(1);
+        bool inFlight;
         using (_scheduling.Lock(_gate))
         {
-            waiting |= _inFlight is not null;
+            inFlight = _inFlight is not null;
         }
 
-        return waiting ? TimeSpan.FromMilliseconds(1) : TimeSpan.FromSeconds(1);
+        if (inFlight || (Stats && _statsSeq < 0))
+        {
+            return poll;
+        }
+
+        if (!_working)
+        {
+            return longest;
+        }
+
+        long now = _time.GetTimestamp();
+        if (_time != TimeProvider.System || now >= _retryAt)
+        {
+            return poll;
+        }
+
+        var untilRetry = _time.GetElapsedTime(now, _retryAt);
+        return untilRetry < poll ? poll : untilRetry > longest ? longest : untilRetry;
     }
 
     /// <summary>One step of the driver's work item. Idle when it is at the target or waiting.</summary>

@@ -102,8 +102,8 @@ public sealed class PageReportingDriver
     }
 
     /// <summary>
-    /// How long the driver's thread may sleep after an idle step: until the requested pass is due, or, with none
-    /// requested, no longer than the delay (a request made meanwhile then still starts on time), and at most 1 s. It
+    /// How long the driver's thread may sleep after an idle step, at most 1 s: until the requested pass is due, or,
+    /// with none requested, no longer than the delay (a request made meanwhile then still starts on time). It
     /// polls every millisecond while a request is in flight, and under a clock other than the system's (a test's
     /// clock moves when the test says, not while we sleep).
     /// </summary>
@@ -117,7 +117,7 @@ public sealed class PageReportingDriver
         if (Volatile.Read(ref _requested) != 0)
         {
             var untilDue = _time.GetElapsedTime(_time.GetTimestamp(), Volatile.Read(ref _dueAt));
-            return untilDue < Poll ? Poll : untilDue;
+            return untilDue < Poll ? Poll : untilDue > LongestSleep ? LongestSleep : untilDue;
         }
 
         var sleep = _delay < LongestSleep ? _delay : LongestSleep;

@@ -42,8 +42,8 @@ public sealed class PageFaultWorkload : Workload
             _region.Add(block, Options.PageFaultOrder);
         }
 
-        // The region is mapped in full (or memory ran short): unmap it.
-        _unmapping = _region.Count > 0 && (block < 0 || _region.Count >= Blocks);
+        // The region is mapped in full (or memory ran short, or its table is full): unmap it.
+        _unmapping = _region.Count > 0 && (block < 0 || _region.Count >= Blocks || _region.IsFull);
         return StepResult.Progress;
     }
 
