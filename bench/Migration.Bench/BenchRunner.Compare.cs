@@ -161,14 +161,14 @@ internal sealed partial class BenchRunner
         long pages = ram.PageCount;
         (double Ms, long Faults) WriteAll()
         {
-            long faults = HostMinorFaults();
+            long faults = ProcStat.ProcessMinorFaults();
             var sw = Stopwatch.StartNew();
             for (long pfn = 0; pfn < pages; pfn += 256)
             {
                 ram.Pages(pfn, 256).Fill(0x5a);
             }
 
-            return (sw.Elapsed.TotalMilliseconds, HostMinorFaults() - faults);
+            return (sw.Elapsed.TotalMilliseconds, ProcStat.ProcessMinorFaults() - faults);
         }
 
         var first = WriteAll();
@@ -251,13 +251,13 @@ internal sealed partial class BenchRunner
         var cpuBefore = ThreadCpu.GuestThreads();
         long writesBefore = vm.PageWrites;
         long reportedBefore = vm.ReportingDriver?.PagesReported ?? 0;
-        long faultsBefore = HostMinorFaults();
+        long faultsBefore = ProcStat.ProcessMinorFaults();
         var kernelBefore = vm.Kernel.Counters();
         var sw = Stopwatch.StartNew();
         await Task.Delay(TimeSpan.FromSeconds(10), ct);
         long writes = vm.PageWrites - writesBefore;
         double seconds = sw.Elapsed.TotalSeconds;
-        long faults = HostMinorFaults() - faultsBefore;
+        long faults = ProcStat.ProcessMinorFaults() - faultsBefore;
         var kernelAfter = vm.Kernel.Counters();
         var cpuAfter = ThreadCpu.GuestThreads();
         vm.Pause();
@@ -276,19 +276,6 @@ internal sealed partial class BenchRunner
             AllocStalls = kernelAfter.AllocStalls - kernelBefore.AllocStalls,
             FailedAllocations = kernelAfter.OomKills - kernelBefore.OomKills,
         };
-    }
-
-    /// <summary>This process's minor page faults so far (<c>/proc/self/stat</c> field 10); 0 off Linux.</summary>
-    private static long HostMinorFaults()
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return 0;
-        }
-
-        string stat = File.ReadAllText("/proc/self/stat");
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return long.Parse(fields[7], CultureInfo.InvariantCulture); // fields from 3 on: minflt is the 8th
     }
 
     /// <summary>The comparison's section of results.md: one table per guest, medians, ratios against nothing.</summary>
@@ -334,6 +321,8 @@ internal sealed partial class BenchRunner
             string pairRange = pairs.Count > 0
                 ? $"; the rounds' own ratios {pairs[0].ToString("F3", inv)} to {pairs[^1].ToString("F3", inv)}"
                 : string.Empty;
+            double onFaults = Median(onRuns.Select(s => (double)s.HostFaults));
+            double offFaults = Median(offRuns.Select(s => (double)s.HostFaults));
             string PerStretch(List<ReportingCostSample> runs) =>
                 string.Join(", ", runs.Select(s => (s.PagesPerSecond / 1e6).ToString("F2", inv)));
             md.AppendLine(inv, $"Guest cost of reporting, {group.Key} load ({CostLoadDescription(group.Key)}): " +
@@ -343,9 +332,8 @@ internal sealed partial class BenchRunner
                 $"a cost of {cost}% (goal: within 2%; Duyck measured 0.8-1.7%). " +
                 $"Per 10 s with reporting: {Median(onRuns.Select(s => (double)s.PagesReported)):N0} pages reported, " +
                 $"reporting thread {Median(onRuns.Select(s => s.ReportingCpuSeconds)):F2} CPU s, device thread " +
-                $"{Median(onRuns.Select(s => s.DeviceCpuSeconds)):F2} CPU s, host page faults " +
-                $"{Median(onRuns.Select(s => (double)s.HostFaults)):N0} (without: " +
-                $"{Median(offRuns.Select(s => (double)s.HostFaults)):N0}).{RefaultBand(results, offRuns, onRuns)}");
+                $"{Median(onRuns.Select(s => s.DeviceCpuSeconds)):F2} CPU s, host page faults {onFaults:N0} " +
+                $"(without: {offFaults:N0}).{RefaultBand(results, onFaults - offFaults, onRuns)}");
             md.AppendLine();
         }
 
@@ -396,15 +384,13 @@ internal sealed partial class BenchRunner
     }
 
     /// <summary>What the host faults reporting added would cost at this host's measured refault prices.</summary>
-    private static string RefaultBand(BenchResults results, List<ReportingCostSample> off,
-        List<ReportingCostSample> on)
+    private static string RefaultBand(BenchResults results, double faults, List<ReportingCostSample> on)
     {
         if (results.RefaultCost is not { } refault || on.Count == 0)
         {
             return string.Empty;
         }
 
-        double faults = Median(on.Select(s => (double)s.HostFaults)) - Median(off.Select(s => (double)s.HostFaults));
         var (soon, later) = refault.ShareOf(faults, Median(on.Select(s => s.VcpuCpuSeconds)));
         var (soonMs, laterMs) = refault.MsPerFault;
         string nested = refault.HostReportsFreePages switch
@@ -510,7 +496,7 @@ internal sealed record ReportingCostSample
 
     public long PagesReported { get; init; }
 
-    /// <summary>Minor page faults of the whole process on the host in the stretch (one per 2 MiB huge page).</summary>
+    /// <summary>Minor page faults of the whole process on the host in the stretch.</summary>
     public long HostFaults { get; init; }
 
     /// <summary>Allocations that found no free block and went to the slow path (the guest's allocstall).</summary>

@@ -1,4 +1,5 @@
 using Migration.Shared.Concurrency;
+using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
 
@@ -93,7 +94,7 @@ public sealed class BalloonDriver
     {
         uint id = _device.ConfigCommandId;
         bool newRun = HintCommandId.IsRunId(id) && id != _lastId; // waiting for queue slots to start it
-        return _running || newRun ? TimeSpan.FromMilliseconds(1) : TimeSpan.FromSeconds(1);
+        return _running || newRun ? GuestThread.Poll : GuestThread.LongestSleep;
     }
 
     /// <summary>

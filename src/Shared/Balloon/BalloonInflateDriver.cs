@@ -1,4 +1,5 @@
 using Migration.Shared.Concurrency;
+using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
 
@@ -210,8 +211,6 @@ public sealed class BalloonInflateDriver
     /// </summary>
     public TimeSpan IdleFor()
     {
-        var poll = TimeSpan.FromMilliseconds(1);
-        var longest = TimeSpan.FromSeconds(1);
         bool inFlight;
         using (_scheduling.Lock(_gate))
         {
@@ -220,22 +219,18 @@ public sealed class BalloonInflateDriver
 
         if (inFlight || (Stats && _statsSeq < 0))
         {
-            return poll;
+            return GuestThread.Poll;
         }
 
         if (!_working)
         {
-            return longest;
+            return GuestThread.LongestSleep;
         }
 
         long now = _time.GetTimestamp();
-        if (_time != TimeProvider.System || now >= _retryAt)
-        {
-            return poll;
-        }
-
-        var untilRetry = _time.GetElapsedTime(now, _retryAt);
-        return untilRetry < poll ? poll : untilRetry > longest ? longest : untilRetry;
+        return _time == TimeProvider.System && now < _retryAt
+            ? GuestThread.Sleep(_time.GetElapsedTime(now, _retryAt))
+            : GuestThread.Poll;
     }
 
     /// <summary>One step of the driver's work item. Idle when it is at the target or waiting.</summary>

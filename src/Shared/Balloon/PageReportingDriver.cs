@@ -1,3 +1,4 @@
+using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
 
@@ -22,8 +23,6 @@ namespace Migration.Shared.Balloon;
 public sealed class PageReportingDriver
 {
     private static readonly TimeSpan AckWait = TimeSpan.FromMilliseconds(20);
-    private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(1);
-    private static readonly TimeSpan LongestSleep = TimeSpan.FromSeconds(1);
 
     private readonly GuestKernel _kernel;
     private readonly BalloonDevice _device;
@@ -111,17 +110,12 @@ public sealed class PageReportingDriver
     {
         if (_time != TimeProvider.System || _inFlight is not null || _passActive || _orphans is { Count: > 0 })
         {
-            return Poll;
+            return GuestThread.Poll;
         }
 
-        if (Volatile.Read(ref _requested) != 0)
-        {
-            var untilDue = _time.GetElapsedTime(_time.GetTimestamp(), Volatile.Read(ref _dueAt));
-            return untilDue < Poll ? Poll : untilDue > LongestSleep ? LongestSleep : untilDue;
-        }
-
-        var sleep = _delay < LongestSleep ? _delay : LongestSleep;
-        return sleep < Poll ? Poll : sleep;
+        return GuestThread.Sleep(Volatile.Read(ref _requested) != 0
+            ? _time.GetElapsedTime(_time.GetTimestamp(), Volatile.Read(ref _dueAt))
+            : _delay);
     }
 
     /// <summary>One step of the driver's thread.</summary>

@@ -11,7 +11,18 @@ namespace Migration.Shared.Guest;
 /// when it next has work (a timer-driven pass), or that a device will wake it (<see cref="IGuestThreadHost.Wake"/>),
 /// says so, rather than waking 1000 times a second for nothing. Pausing and stopping wake it.
 /// </param>
-public readonly record struct GuestThread(string Name, Func<StepResult> Step, Func<TimeSpan>? IdleFor = null);
+public readonly record struct GuestThread(string Name, Func<StepResult> Step, Func<TimeSpan>? IdleFor = null)
+{
+    /// <summary>The sleep after an idle step of a thread without <see cref="IdleFor"/>, and the shortest of any.</summary>
+    public static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>The longest an idle thread sleeps, so a wake-up no device sends costs at most this.</summary>
+    public static readonly TimeSpan LongestSleep = TimeSpan.FromSeconds(1);
+
+    /// <summary><paramref name="wanted"/> within [<see cref="Poll"/>, <see cref="LongestSleep"/>].</summary>
+    public static TimeSpan Sleep(TimeSpan wanted) =>
+        wanted < Poll ? Poll : wanted > LongestSleep ? LongestSleep : wanted;
+}
 
 /// <summary>
 /// Runs a VM's guest threads. Production: one OS thread each (<see cref="GuestThreadPool"/>). The race fuzzer: actors
@@ -156,7 +167,7 @@ internal sealed class GuestThreadPool : IGuestThreadHost
                 }
                 else
                 {
-                    Thread.Sleep(1);
+                    Thread.Sleep(GuestThread.Poll);
                 }
             }
         }

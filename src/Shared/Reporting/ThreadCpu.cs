@@ -30,8 +30,7 @@ public static class ThreadCpu
             {
                 string name = File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n');
                 string stat = File.ReadAllText(Path.Combine(task, "stat"));
-                // Fields after the parenthesised name: state is field 3, utime 14 and stime 15.
-                string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                string[] fields = ProcStat.FieldsAfterName(stat); // utime is field 14, stime 15
                 double ticks = long.Parse(fields[11], CultureInfo.InvariantCulture)
                     + long.Parse(fields[12], CultureInfo.InvariantCulture);
                 result[name] = result.GetValueOrDefault(name) + (ticks / TicksPerSecond);
