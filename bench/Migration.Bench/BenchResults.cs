@@ -51,6 +51,9 @@ internal sealed class BenchResults
     /// <summary>What a refault of discarded guest RAM costs on this host (measured with reporting-cost).</summary>
     public RefaultCost? RefaultCost { get; set; }
 
+    /// <summary>The downtime check (<c>--only downtime</c>): guests migrated with the machine quiet and busy.</summary>
+    public List<BenchRun> Downtime { get; set; } = [];
+
     /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
     public Peers.PeerResults? Peer { get; set; }
 

@@ -17,7 +17,7 @@ internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IRead
     public bool Runs(string name) => Only?.Contains(name) ?? (Peer is null && !OnlyWhenNamed.Contains(name));
 
     /// <summary>Parts too long for the default run (the comparison: 25 migrations per repeat).</summary>
-    public static readonly string[] OnlyWhenNamed = ["compare", "reporting-cost"];
+    public static readonly string[] OnlyWhenNamed = ["compare", "reporting-cost", "downtime"];
 
     /// <summary>The parts of <c>--peer</c>, which <c>--only</c> may name.</summary>
     public static readonly string[] PeerParts = ["peer-random", "peer-idle", "peer-stale"];
@@ -92,6 +92,11 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         if (options.Runs("compare"))
         {
             await RunCompareAsync(ct);
+        }
+
+        if (options.Runs("downtime"))
+        {
+            await RunDowntimeAsync(ct);
         }
 
         if (options.Peer is not null)

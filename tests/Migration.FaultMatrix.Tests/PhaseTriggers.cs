@@ -43,6 +43,9 @@ internal sealed class PhaseTriggers(IMigrationTransport inner, FaultPhase phase,
         return reply;
     }
 
+    public Task<long?> PagesReceivedAsync(string migrationId, CancellationToken ct) =>
+        inner.PagesReceivedAsync(migrationId, ct);
+
     public IPageSink OpenChannel(string migrationId, CancellationToken streamToken) =>
         new Sink(inner.OpenChannel(migrationId, streamToken), this);
 

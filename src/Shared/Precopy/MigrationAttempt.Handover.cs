@@ -18,26 +18,28 @@ internal sealed partial class MigrationAttempt
     /// </summary>
     private async Task HandOverAsync(CompleteRequest completion)
     {
+        var downtime = _downtime!; // started at the pause (StopAndCopyAsync)
         CompleteReply? reply;
         if (completion.ResumeFirst)
         {
             reply = await TryAskAsync(
                 () => _transport.CompleteAsync(completion, _options.CompleteTimeout, CancellationToken.None),
-                _report.Timing.DowntimePhasesMs).ConfigureAwait(false);
-            _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
+                downtime).ConfigureAwait(false);
+            _report.Timing.DowntimeMs = downtime.ElapsedMs;
             if (reply is null or { Provisional: true })
             {
-                var confirmation = BuildConfirmation();
+                var confirmation = BuildConfirmation(out var afterResume);
                 reply = await AskTargetAsync(
                     () => _transport.ConfirmAsync(confirmation, _options.CompleteTimeout, CancellationToken.None),
-                    "Confirm", _report.Timing.AfterResumePhasesMs, downtimeEnds: false).ConfigureAwait(false);
+                    "Confirm", afterResume, _report.Timing.AfterResumePhasesMs, downtimeEnds: false)
+                    .ConfigureAwait(false);
             }
         }
         else
         {
             reply = await AskTargetAsync(
                 () => _transport.CompleteAsync(completion, _options.CompleteTimeout, CancellationToken.None),
-                "Complete", _report.Timing.DowntimePhasesMs, downtimeEnds: true).ConfigureAwait(false);
+                "Complete", downtime, _report.Timing.DowntimePhasesMs, downtimeEnds: true).ConfigureAwait(false);
         }
 
         if (reply is null)
@@ -61,26 +63,33 @@ internal sealed partial class MigrationAttempt
         Finish();
     }
 
-    /// <summary>A resume-first Complete: its reply with the phases recorded, or null when it was lost.</summary>
-    private async Task<CompleteReply?> TryAskAsync(Func<Task<CompleteReply>> call, Dictionary<string, double> phases)
+    /// <summary>
+    /// A resume-first Complete: its reply with the phases recorded, or null when it was lost (the wait then shows as
+    /// the downtime's "completeUnanswered").
+    /// </summary>
+    private async Task<CompleteReply?> TryAskAsync(Func<Task<CompleteReply>> call, PhaseTimer downtime)
     {
-        long sent = _time.GetTimestamp();
         try
         {
             var reply = await call().ConfigureAwait(false);
-            RecordPhases(reply, phases, sent);
+            RecordPhases(reply, downtime, _report.Timing.DowntimePhasesMs);
             return reply;
         }
         catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
         {
+            downtime.Next("completeUnanswered");
             PrecopyLog.CompleteReplyLost(_log, _id, ex.Message);
             return null;
         }
     }
 
-    private void RecordPhases(CompleteReply reply, Dictionary<string, double> phases, long sent)
+    /// <summary>
+    /// Closes the call's phase on <paramref name="timer"/> and splits it: the target's own phases (prefixed "target")
+    /// and "rpc", the rest of the round trip, so the phases add up to the time the timer measured.
+    /// </summary>
+    private static void RecordPhases(CompleteReply reply, PhaseTimer timer, Dictionary<string, double> phases)
     {
-        double rpc = _time.GetElapsedTime(sent).TotalMilliseconds;
+        double rpc = timer.Lap();
         foreach (var (phase, ms) in reply.PhasesMs)
         {
             phases["target" + char.ToUpperInvariant(phase[0]) + phase[1..]] = ms;
@@ -95,10 +104,9 @@ internal sealed partial class MigrationAttempt
     /// them ("rpc") recorded; or null when the reply was lost and the target's record says it resumed the guest (the
     /// attempt is then finished). Throws when the target will not resume it, or when that cannot be learned.
     /// </summary>
-    private async Task<CompleteReply?> AskTargetAsync(Func<Task<CompleteReply>> call, string name,
+    private async Task<CompleteReply?> AskTargetAsync(Func<Task<CompleteReply>> call, string name, PhaseTimer timer,
         Dictionary<string, double> phases, bool downtimeEnds)
     {
-        long sent = _time.GetTimestamp();
         CompleteReply reply;
         try
         {
@@ -109,11 +117,13 @@ internal sealed partial class MigrationAttempt
             string cause = ex is Grpc.Core.RpcException { StatusCode: Grpc.Core.StatusCode.DeadlineExceeded }
                 ? $"no answer to {name} within {_options.CompleteTimeout.TotalSeconds:0.#} s (--complete-timeout)"
                 : $"no answer to {name}: " + MigrationFailedException.From(ex, cancelledByUser: false).Message;
+            timer.Next(char.ToLowerInvariant(name[0]) + name[1..] + "Unanswered");
             var resolver = new HandoverResolver(_transport, _id, _targetInstance, _time, _options.HandoverWindow);
             var outcome = await resolver.ResolveAsync(cause).ConfigureAwait(false);
+            timer.Next("handoverResolution");
             if (downtimeEnds)
             {
-                _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
+                _report.Timing.DowntimeMs = timer.ElapsedMs;
             }
 
             switch (outcome)
@@ -131,12 +141,12 @@ internal sealed partial class MigrationAttempt
             }
         }
 
+        RecordPhases(reply, timer, phases);
         if (downtimeEnds)
         {
-            _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
+            _report.Timing.DowntimeMs = timer.ElapsedMs;
         }
 
-        RecordPhases(reply, phases, sent);
         return reply;
     }
 
@@ -171,7 +181,12 @@ internal sealed partial class MigrationAttempt
         }
 
         _vm.DirtyLog.Disable();
-        _report.Timing.DowntimeMs = _time.GetElapsedTime(_downtimeStart).TotalMilliseconds;
+        if (_downtime is { } downtime && _report.Timing.DowntimeMs == 0)
+        {
+            downtime.Next("unresolved");
+            _report.Timing.DowntimeMs = downtime.ElapsedMs;
+        }
+
         return Task.CompletedTask;
     }
 }

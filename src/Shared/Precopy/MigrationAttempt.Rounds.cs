@@ -23,12 +23,30 @@ internal sealed partial class MigrationAttempt
             long sent = await SendRoundAsync((uint)round, ct).ConfigureAwait(false);
             double seconds = _time.GetElapsedTime(roundStart).TotalSeconds;
             long bytes = _counters.BytesOnWire - bytesBefore;
-            stats.RecordRound(sent, bytes, _counters.PagesRaw + _counters.PagesLz4 - dataBefore, seconds);
+            _stall.Arm($"asking the target what it took of round {round}");
+            long inFlight = await _transport.PagesReceivedAsync(_id, ct).ConfigureAwait(false) is long taken
+                ? Math.Max(_counters.PagesSent - taken, 0)
+                : 0;
+            _stall.Disarm();
+            stats.RecordRound(sent, bytes, _counters.PagesRaw + _counters.PagesLz4 - dataBefore, seconds, inFlight);
 
+            long syncStart = _time.GetTimestamp();
             _sync!.Run(vmRunning: true); // what did the guest dirty while we sent?
-            stats.RecordSync(_vm.DirtyLog.PagesLogged, _time.GetTimestamp(), _time);
-            var outcome = new RoundOutcome(round, _bitmap.Remaining, previousRemaining, stats.DataPagesPerSecond,
-                stats.DirtyPagesPerSecond, stats.BytesPerSecond, _time.GetElapsedTime(_start), _fixedSwitchoverMs);
+            long synced = _time.GetTimestamp();
+            _cost.RecordSync(_time.GetElapsedTime(syncStart, synced).TotalMilliseconds);
+            stats.RecordSync(_vm.DirtyLog.PagesLogged, synced, _time);
+            var outcome = Outcome(round, previousRemaining, stats);
+            var decision = _policy.Decide(outcome);
+            if (_rehearses && (decision is ConvergenceDecision.StopAndCopy
+                || outcome.PagesMs + _cost.SyncMs <= _options.DowntimeLimit.TotalMilliseconds))
+            {
+                // About to stop, or held back only by the switchover's fixed cost: measure that again, as the machine
+                // is now (a sample taken in a busy moment must not keep precopy going for good), and decide anew.
+                await RehearseSwitchoverAsync(unrecorded: 0, samples: 1, ct).ConfigureAwait(false);
+                outcome = Outcome(round, previousRemaining, stats);
+                decision = _policy.Decide(outcome);
+            }
+
             previousRemaining = outcome.RemainingPages;
             _report.AddRound(round, dirtyAtStart, sent, bytes, seconds * 1000, stats.DirtyPagesPerSecond, final: false);
             Report(round, outcome.ExpectedDowntimeMs);
@@ -38,19 +56,24 @@ internal sealed partial class MigrationAttempt
             _metrics.Throughput.Record(stats.BytesPerSecond);
             _metrics.ExpectedDowntime.Record(outcome.ExpectedDowntimeMs);
 
-            var decision = _policy.Decide(outcome);
             PrecopyLog.RoundDecided(_log, _id, round, sent, outcome.RemainingPages, stats.DirtyPagesPerSecond,
                 stats.DataPagesPerSecond, outcome.ExpectedDowntimeMs, decision.ToString());
             switch (decision)
             {
                 case ConvergenceDecision.StopAndCopy stop:
                     _report.Timing.ExpectedDowntimeMs = stop.ExpectedDowntimeMs;
+                    _report.Timing.ExpectedDowntimePhasesMs = _cost.Phases(outcome.PagesMs);
                     return;
                 case ConvergenceDecision.NotConverging give:
                     throw new MigrationFailedException(FailureKind.NotConverging, give.Reason);
             }
         }
     }
+
+    /// <summary>What precopy knows after a round's sync, with the switchover's fixed cost as last measured.</summary>
+    private RoundOutcome Outcome(int round, long previousRemaining, RoundStats stats) =>
+        new(round, _bitmap.Remaining, previousRemaining, stats.CautiousDataPagesPerSecond, stats.DirtyPagesPerSecond,
+            stats.BytesPerSecond, _time.GetElapsedTime(_start), _cost.FixedMs);
 
     /// <summary>
     /// Sends every page set in the bitmap (each taken out of it, its manual-mode chunk re-armed, before it is queued),

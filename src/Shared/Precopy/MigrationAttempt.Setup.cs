@@ -1,4 +1,3 @@
-using Google.Protobuf;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Protocol;
@@ -15,7 +14,7 @@ internal sealed partial class MigrationAttempt
     private async Task SetupAsync(CancellationToken ct)
     {
         var timer = new PhaseTimer(_time, _report.Timing.SetupPhasesMs);
-        var begun = await _transport.BeginAsync(BeginRequest(), ct).ConfigureAwait(false);
+        var begun = await BeginAsync(ct).ConfigureAwait(false);
         _targetInstance = begun.InstanceId;
         _maxMessageBytes = begun.MaxMessageBytes;
         bool speaksResumeFirst = begun.Features.Contains(WireNames.ResumeFirstFeature);
@@ -29,11 +28,13 @@ internal sealed partial class MigrationAttempt
         }
 
         timer.Next("openChannels");
-        if (speaksResumeFirst)
+        _rehearses = speaksResumeFirst; // a target that takes rehearsals
+        if (_rehearses)
         {
-            await RehearseSwitchoverAsync(ct).ConfigureAwait(false);
+            await RehearseSwitchoverAsync(unrecorded: 1, samples: 2, ct).ConfigureAwait(false);
             timer.Next("rehearsal");
         }
+
         _bitmap.SetAll();
         var setup = new PrecopySetup(_bitmap, new MigrationCapabilities
         {
@@ -61,31 +62,58 @@ internal sealed partial class MigrationAttempt
     }
 
     /// <summary>
-    /// Runs the switchover's calls once before the downtime, on both sides: an empty page stream opened and closed on
-    /// the first channel's connection, and a rehearsal Complete (which changes nothing); twice, since the first pays
-    /// for first-call code. The faster pair is the switchover's fixed cost in the expected downtime, capped at a
-    /// quarter of the downtime limit so that a slow sample (a loaded machine, a pause in setup) cannot keep precopy
-    /// from stopping.
+    /// Runs the switchover's fixed steps before the downtime, on both sides, and records what they cost
+    /// (<see cref="SwitchoverCost"/>): the state saved and digested as the completion carries it, an empty page stream
+    /// opened and closed on the first channel's connection, and a rehearsal Complete, for which the target rebuilds
+    /// and starts a scratch guest of this guest's shape and keeps it running until its reply is out. Nothing of the
+    /// migration changes on either side. <paramref name="samples"/> rehearsals are recorded after
+    /// <paramref name="unrecorded"/> that pay for first-call code.
     /// </summary>
-    private async Task RehearseSwitchoverAsync(CancellationToken ct)
+    private async Task RehearseSwitchoverAsync(int unrecorded, int samples, CancellationToken ct)
     {
-        var rehearsal = new CompleteRequest
+        for (int i = 0; i < unrecorded + samples; i++)
         {
-            MigrationId = _id,
-            Device = new DeviceState(),
-            Rehearsal = true,
-            ResumeFirst = _resumeFirst,
-        };
-        rehearsal.VcpuStates.Add(ByteString.CopyFrom(new byte[64]));
-        double fixedMs = double.MaxValue;
-        for (int i = 0; i < 2; i++)
-        {
+            long start = _time.GetTimestamp();
+            var rehearsal = BuildCompletion(finalRound: 0, rehearsal: true);
+            double saveMs = _time.GetElapsedTime(start).TotalMilliseconds;
             var close = await _channels[0].RehearseCloseAsync(ct).ConfigureAwait(false);
             var complete = await _transport.RehearseCompleteAsync(rehearsal, ct).ConfigureAwait(false);
-            fixedMs = Math.Min(fixedMs, (close + complete).TotalMilliseconds);
+            if (i >= unrecorded)
+            {
+                _cost.Add(new SwitchoverCost.Rehearsal(saveMs, close.TotalMilliseconds, complete.TotalMilliseconds));
+            }
         }
 
-        _fixedSwitchoverMs = Math.Min(fixedMs, _options.DowntimeLimit.TotalMilliseconds / 4);
+        PrecopyLog.SwitchoverRehearsed(_log, _id, _cost.ToString());
+    }
+
+    /// <summary>
+    /// Begin, which a cancel does not cut short: the target may have taken it already, and only its reply's key lets
+    /// the Cancel that follows free the target at once (a keyless Cancel is refused, and the target would stay busy
+    /// for its whole lease). On a cancel the reply is awaited for up to <see cref="BeginGrace"/> more, then the cancel
+    /// goes on; the call itself is bounded by its own deadline.
+    /// </summary>
+    private async Task<BeginReply> BeginAsync(CancellationToken ct)
+    {
+        var begin = _transport.BeginAsync(BeginRequest(), CancellationToken.None);
+        try
+        {
+            return await begin.WaitAsync(ct).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            try
+            {
+                await begin.WaitAsync(BeginGrace, _time, CancellationToken.None).ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // whatever became of Begin, the cancel goes on; the failure path tells the target
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+
+            throw;
+        }
     }
 
     private BeginRequest BeginRequest()

@@ -18,8 +18,8 @@ internal sealed partial class MigrationAttempt
     private async Task<CompleteRequest> StopAndCopyAsync(CancellationToken ct)
     {
         CheckDigestsFit();
-        var timer = new PhaseTimer(_time, _report.Timing.DowntimePhasesMs);
-        _downtimeStart = _time.GetTimestamp();
+        var timer = _downtime = new PhaseTimer(_time, _report.Timing.DowntimePhasesMs);
+        _downtimeStart = timer.Started;
         _vm.Pause();
         _paused = true;
         timer.Next("pause");
@@ -59,29 +59,8 @@ internal sealed partial class MigrationAttempt
             _time.GetElapsedTime(finalStart).TotalMilliseconds, 0, final: true);
         _metrics.Rounds.Add(1);
         _metrics.PagesRemaining.Record(0);
-        var balloon = _vm.SaveDeviceState();
-        var completion = new CompleteRequest
-        {
-            MigrationId = _id,
-            Device = new DeviceState
-            {
-                HintStatus = (uint)balloon.HintStatus,
-                HintCmdId = balloon.HintCommandId,
-                PoisonVal = balloon.PoisonVal,
-                Features = balloon.Features,
-                BalloonTargetPages = (ulong)balloon.TargetPages,
-                BalloonActualPages = (ulong)balloon.ActualPages,
-                BalloonHeld = ByteString.CopyFrom(BalloonState.HeldToBytes(balloon.Held)),
-                BalloonStatsPollingSeconds = (uint)balloon.StatsPollingSeconds,
-                ReportingDiscarded = ByteString.CopyFrom(BalloonState.HeldToBytes(balloon.Discarded)),
-            },
-            FinalRound = finalRound,
-            PagesSent = (ulong)_counters.PagesSent,
-            ResumeFirst = _resumeFirst,
-        };
-        completion.VcpuStates.AddRange(_vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
-        completion.StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(_configJson),
-            completion.VcpuStates.Select(s => s.Memory), completion.Device.ToByteArray());
+        var completion = BuildCompletion(finalRound, rehearsal: false);
+        timer.Next("saveState");
         if (digests is not null)
         {
             var (free, pageDigests) = await digests.ConfigureAwait(false);
@@ -95,12 +74,49 @@ internal sealed partial class MigrationAttempt
     }
 
     /// <summary>
+    /// The completion: device and vCPU state, and the digest over them and the configuration. A rehearsal's carries
+    /// the running guest's device state and placeholder vCPU states (saving those needs the guest paused); the target
+    /// digests and drops it, so it costs what the real one costs without changing anything.
+    /// </summary>
+    private CompleteRequest BuildCompletion(uint finalRound, bool rehearsal)
+    {
+        var device = _vm.SaveDeviceState();
+        var completion = new CompleteRequest
+        {
+            MigrationId = _id,
+            Device = new DeviceState
+            {
+                HintStatus = (uint)device.HintStatus,
+                HintCmdId = device.HintCommandId,
+                PoisonVal = device.PoisonVal,
+                Features = device.Features,
+                BalloonTargetPages = (ulong)device.TargetPages,
+                BalloonActualPages = (ulong)device.ActualPages,
+                BalloonHeld = ByteString.CopyFrom(BalloonState.HeldToBytes(device.Held)),
+                BalloonStatsPollingSeconds = (uint)device.StatsPollingSeconds,
+                ReportingDiscarded = ByteString.CopyFrom(BalloonState.HeldToBytes(device.Discarded)),
+            },
+            FinalRound = finalRound,
+            PagesSent = (ulong)_counters.PagesSent,
+            ResumeFirst = _resumeFirst,
+            Rehearsal = rehearsal,
+        };
+        var vcpus = rehearsal
+            ? Enumerable.Range(0, _vm.Config.Vcpus).Select(_ => new byte[64]).ToArray()
+            : _vm.SaveVcpuStates();
+        completion.VcpuStates.AddRange(vcpus.Select(s => ByteString.CopyFrom(s)));
+        completion.StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(_configJson),
+            completion.VcpuStates.Select(s => s.Memory), completion.Device.ToByteArray());
+        return completion;
+    }
+
+    /// <summary>
     /// Resume-first's second half, the target's guest running with its outputs held: the digests and the self-check
     /// of this guest, stopped since the pause (its RAM is exactly what was migrated).
     /// </summary>
-    private ConfirmRequest BuildConfirmation()
+    private ConfirmRequest BuildConfirmation(out PhaseTimer timer)
     {
-        var timer = new PhaseTimer(_time, _report.Timing.AfterResumePhasesMs);
+        timer = new PhaseTimer(_time, _report.Timing.AfterResumePhasesMs);
         var free = _vm.Kernel.FreePageMap();
         RecordFreePages(free);
         timer.Next("freeMap");

@@ -20,6 +20,9 @@ namespace Migration.Shared.Precopy;
 /// </remarks>
 internal sealed partial class MigrationAttempt : IAsyncDisposable
 {
+    /// <summary>How long a cancelled attempt still waits for Begin's reply, whose key its Cancel needs.</summary>
+    private static readonly TimeSpan BeginGrace = TimeSpan.FromSeconds(2);
+
     private readonly VirtualMachine _vm;
     private readonly MigrationOptions _options;
     private readonly EngineSeams _seams;
@@ -45,7 +48,9 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private RoundStats? _stats;
     private string _targetInstance = string.Empty;
     private long _downtimeStart;
-    private double _fixedSwitchoverMs; // measured at setup (RehearseSwitchoverAsync)
+    private readonly SwitchoverCost _cost = new(); // measured by rehearsals (RehearseSwitchoverAsync)
+    private PhaseTimer? _downtime; // from the pause to the target's reply: every millisecond in a named phase
+    private bool _rehearses; // the target takes rehearsal Completes
     private bool _resumeFirst; // the options' choice, when the target speaks it and the guest has no poison value
     private uint _maxMessageBytes; // the target's limit on a control message (BeginReply)
     private bool _paused;

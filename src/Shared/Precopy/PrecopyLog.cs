@@ -27,4 +27,7 @@ internal static partial class PrecopyLog
 
     [LoggerMessage(5, LogLevel.Debug, "migration {Id}: {Count} participant(s) joined")]
     public static partial void ParticipantsJoined(ILogger logger, string id, int count);
+
+    [LoggerMessage(7, LogLevel.Debug, "migration {Id}: switchover rehearsed; its fixed cost is {Cost}")]
+    public static partial void SwitchoverRehearsed(ILogger logger, string id, string cost);
 }

@@ -106,9 +106,17 @@ public sealed class MigrationReport
         public double ExpectedDowntimeMs { get; set; }
 
         /// <summary>
+        /// The estimate precopy stopped on, by phase: finalSync, pages (what was left at the rate of the last round),
+        /// and the rehearsed saveState, closeStreams and complete (the round trip with the target's rebuild and
+        /// resume of a guest of the same shape).
+        /// </summary>
+        public Dictionary<string, double> ExpectedDowntimePhasesMs { get; set; } = [];
+
+        /// <summary>
         /// Where the downtime went, in order: pause (vCPUs parked), finalSync, finalSend (last pages written and every
-        /// stream closed and acknowledged), sourceDigests, then the target's restore, compare, selfCheck and resume,
-        /// and rpc (the Complete round trip minus the target's own work).
+        /// stream closed and acknowledged), saveState (device and vCPU state and their digest), sourceDigests, then the
+        /// target's restore, compare, selfCheck, resume and other, and rpc (the Complete round trip minus the target's
+        /// own work). The phases are consecutive and add up to <see cref="DowntimeMs"/>.
         /// </summary>
         public Dictionary<string, double> DowntimePhasesMs { get; set; } = [];
 

@@ -88,6 +88,13 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
             .ConfigureAwait(false);
     }
 
+    public async Task<long?> PagesReceivedAsync(string migrationId, CancellationToken ct)
+    {
+        var reply = await _client.StatusAsync(new StatusRequest { MigrationId = migrationId },
+            Headers(_options.Security, _key), Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        return (long)reply.PagesReceived;
+    }
+
     public async Task<CancelReply?> CancelAsync(string migrationId, string reason)
     {
         try

@@ -30,6 +30,12 @@ internal interface IMigrationTransport : IAsyncDisposable
     Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct);
 
     /// <summary>
+    /// How many pages the target has taken off this migration's streams so far (pages written to a stream but not yet
+    /// taken are in flight); null when the transport cannot tell.
+    /// </summary>
+    Task<long?> PagesReceivedAsync(string migrationId, CancellationToken ct) => Task.FromResult<long?>(null);
+
+    /// <summary>
     /// Asks the target to discard the migration, telling it why. Null when the target could not be reached (never
     /// throws for that); else its answer, whose outcome says where the migration stands.
     /// </summary>

@@ -78,6 +78,26 @@ internal sealed class IncomingMigration : IDisposable
 
     public MigrationOwner Owner { get; }
 
+    /// <summary>
+    /// What rehearsals rebuild to measure this target's side of the switchover (<see cref="RestoreProbe"/>); null
+    /// before <see cref="UseProbe"/>, when this guest's shape has no scratch twin, and once the switchover began.
+    /// </summary>
+    public RestoreProbe? Probe { get; private set; }
+
+    /// <summary>Takes ownership of the probe rehearsals will use.</summary>
+    public void UseProbe(RestoreProbe? probe) => Probe = probe;
+
+    /// <summary>The switchover began: the probe is the caller's to dispose (once the reply is out).</summary>
+    public RestoreProbe? TakeProbe()
+    {
+        var probe = Probe;
+        Probe = null;
+        return probe;
+    }
+
+    /// <summary>The migration ended: the scratch guest's RAM goes.</summary>
+    public void DisposeProbe() => TakeProbe()?.Dispose();
+
     /// <summary>How long since the source last did anything for this migration (a call, a batch, a stream).</summary>
     public TimeSpan Idle => _time.GetElapsedTime(Interlocked.Read(ref _lastActivity));
 
@@ -261,6 +281,7 @@ internal sealed class IncomingMigration : IDisposable
     /// <summary>Discards the partial guest: RAM is released once no stream is copying into it.</summary>
     public void Dispose()
     {
+        DisposeProbe();
         _ramGuard.EnterWriteLock();
         try
         {

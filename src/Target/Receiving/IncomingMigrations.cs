@@ -166,10 +166,18 @@ internal sealed class IncomingMigrations : IDisposable
     }
 
     /// <summary>Idle or failed -> receiving: allocates the guest's RAM and answers with the target's limits.</summary>
-    public BeginReply Begin(BeginRequest request, CallerCredentials caller)
+    /// <param name="callAborted">
+    /// The call's own token: a source that gave up on Begin before its reply never learns the key, so it cannot
+    /// cancel; a migration begun for it is discarded here at once rather than holding the target for its lease.
+    /// </param>
+    public BeginReply Begin(BeginRequest request, CallerCredentials caller,
+        CancellationToken callAborted = default)
     {
         var config = BeginRequestReader.Read(request);
         var owner = MigrationOwner.New(caller.CertificateThumbprint);
+        var probe = RestoreProbe.TryPrepare(config); // before the lock: the first of a shape boots a scratch guest
+        using var unused = new ProbeGuard(probe);
+        IncomingMigration begun;
         lock (_lock)
         {
             if (_state.IsBusy())
@@ -197,6 +205,8 @@ internal sealed class IncomingMigrations : IDisposable
             {
                 _current = new IncomingMigration(request.MigrationId, config, request.GuestConfigJson, owner,
                     ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics);
+                _current.UseProbe(unused.Take());
+                begun = _current;
             }
             catch (OutOfMemoryException ex)
             {
@@ -209,6 +219,12 @@ internal sealed class IncomingMigrations : IDisposable
         }
 
         TargetLog.Receiving(_log, request.MigrationId, config.RamBytes >> 20, config.Vcpus);
+        if (callAborted.IsCancellationRequested)
+        {
+            Fail(begun, "the source gave up on Begin before its reply (a cancel while it was answered)");
+            throw RpcErrors.Cancelled("Begin was cancelled by the caller; the migration was discarded");
+        }
+
         return new BeginReply
         {
             MaxMessageBytes = (uint)_options.MaxMessageBytes,
@@ -259,11 +275,18 @@ internal sealed class IncomingMigrations : IDisposable
     /// discard the migration while it verifies; whatever the switchover does, the state leaves "verifying". The
     /// decision is recorded before the guest starts, so a source that loses this reply can still learn it.
     /// </summary>
-    public CompleteReply Complete(CompleteRequest request, CallerCredentials caller)
+    /// <param name="afterReply">
+    /// Takes what must outlive the reply: a rehearsal's running scratch guest, the probe's RAM. The service stops and
+    /// frees it once the reply has gone out; by default it goes at once.
+    /// </param>
+    public CompleteReply Complete(CompleteRequest request, CallerCredentials caller,
+        Action<IDisposable>? afterReply = null)
     {
         ArgumentNullException.ThrowIfNull(request);
+        afterReply ??= static d => d.Dispose();
         long entered = Stopwatch.GetTimestamp();
         IncomingMigration migration;
+        RestoreProbe? probe = null;
         lock (_lock)
         {
             migration = CurrentLocked(request.MigrationId, caller, TargetState.Receiving);
@@ -274,13 +297,27 @@ internal sealed class IncomingMigrations : IDisposable
             else
             {
                 Move(migration.Id, TargetState.Verifying);
+                probe = migration.TakeProbe();
             }
         }
 
         if (request.Rehearsal)
         {
-            _switchover.Rehearse(migration, request); // still receiving: nothing changed
-            return new CompleteReply();
+            // still receiving: nothing of the migration changed
+            var (rehearsed, running) = _switchover.Rehearse(migration, request);
+            if (running is not null)
+            {
+                afterReply(running);
+            }
+
+            rehearsed.PhasesMs["other"] =
+                Math.Max(0, Stopwatch.GetElapsedTime(entered).TotalMilliseconds - rehearsed.PhasesMs.Values.Sum());
+            return rehearsed;
+        }
+
+        if (probe is not null)
+        {
+            afterReply(probe); // its RAM is unmapped after the downtime, not in it
         }
 
         if (request.ResumeFirst)
@@ -723,4 +760,19 @@ internal sealed class IncomingMigrations : IDisposable
 
     /// <summary>A guest resumed first, its outputs held until Confirm.</summary>
     private sealed record Provisional(IncomingMigration Migration, PendingConfirm Pending, long ResumedAt);
+
+    /// <summary>Disposes a probe that Begin prepared but did not hand to a migration (a refusal, a failure).</summary>
+    private sealed class ProbeGuard(RestoreProbe? probe) : IDisposable
+    {
+        private RestoreProbe? _probe = probe;
+
+        public RestoreProbe? Take()
+        {
+            var taken = _probe;
+            _probe = null;
+            return taken;
+        }
+
+        public void Dispose() => _probe?.Dispose();
+    }
 }

@@ -35,8 +35,12 @@ internal interface ISwitchover
     /// </summary>
     CompleteReply Confirm(IncomingMigration migration, PendingConfirm pending, ConfirmRequest request);
 
-    /// <summary>A rehearsal Complete: the state digest computed and dropped; nothing changes.</summary>
-    void Rehearse(IncomingMigration migration, CompleteRequest request);
+    /// <summary>
+    /// A rehearsal Complete: the state digest computed and dropped, and a scratch guest of the same shape rebuilt and
+    /// started (<see cref="RestoreProbe"/>); nothing of the migration changes. Returns the reply with the phases a
+    /// real switchover would report, and the running scratch guest, to stop once the reply is out.
+    /// </summary>
+    (CompleteReply Reply, IDisposable? Running) Rehearse(IncomingMigration migration, CompleteRequest request);
 }
 
 /// <summary>
@@ -192,11 +196,24 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         return reply;
     }
 
-    public void Rehearse(IncomingMigration migration, CompleteRequest request)
+    public (CompleteReply Reply, IDisposable? Running) Rehearse(IncomingMigration migration,
+        CompleteRequest request)
     {
         ArgumentNullException.ThrowIfNull(migration);
         ArgumentNullException.ThrowIfNull(request);
+        var reply = new CompleteReply();
+        var phase = Stopwatch.StartNew();
         _ = StateDigest(migration, request);
+        double digestMs = Lap(phase);
+        if (migration.Probe?.Start() is not { } run)
+        {
+            reply.PhasesMs["restore"] = digestMs;
+            return (reply, null);
+        }
+
+        reply.PhasesMs["restore"] = digestMs + run.RestoreMs;
+        reply.PhasesMs["resume"] = run.ResumeMs;
+        return (reply, run);
     }
 
     private static ulong StateDigest(IncomingMigration migration, CompleteRequest request) =>

@@ -12,10 +12,10 @@ namespace Migration.Target.Services;
 internal sealed class MigrationService(IncomingMigrations migrations)
 {
     public Task<BeginReply> Begin(BeginRequest request, ServerCallContext context) =>
-        Task.FromResult(migrations.Begin(request, Caller(context)));
+        Task.FromResult(migrations.Begin(request, Caller(context), context.CancellationToken));
 
     public Task<CompleteReply> Complete(CompleteRequest request, ServerCallContext context) =>
-        Task.FromResult(migrations.Complete(request, Caller(context)));
+        Task.FromResult(migrations.Complete(request, Caller(context), AfterReply(context)));
 
     public Task<CompleteReply> Confirm(ConfirmRequest request, ServerCallContext context) =>
         Task.FromResult(migrations.Confirm(request, Caller(context)));
@@ -25,6 +25,10 @@ internal sealed class MigrationService(IncomingMigrations migrations)
 
     public Task<StatusReply> Status(StatusRequest request, ServerCallContext context) =>
         Task.FromResult(migrations.Status(request, Caller(context)));
+
+    /// <summary>Disposes what a Complete hands over once its response has gone out (or the call broke).</summary>
+    private static Action<IDisposable> AfterReply(ServerCallContext context) => disposable =>
+        context.GetHttpContext().Response.RegisterForDispose(disposable);
 
     private static CallerCredentials Caller(ServerCallContext context) =>
         CallerCredentials.Of(context.GetHttpContext());

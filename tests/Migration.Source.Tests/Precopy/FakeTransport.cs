@@ -23,12 +23,28 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
     /// <summary>What Status answers (the handover's confirm step asks when Complete throws).</summary>
     public Func<StatusReply> OnStatus { get; set; } = () => new StatusReply { InstanceId = "fake" };
 
-    public Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
+    /// <summary>
+    /// Called once Begin has been taken (the target holds the migration) and before its reply leaves: a test can hold
+    /// the reply back there. The reply is lost, as a cancelled gRPC call loses it, when the engine's token is
+    /// cancelled first.
+    /// </summary>
+    public Func<Task>? BeforeBeginReply { get; set; }
+
+    /// <summary>The key Begin handed out once its reply reached the engine (null before).</summary>
+    public string? KeyDelivered { get; private set; }
+
+    public async Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
     {
         Calls.Add("begin");
+        if (BeforeBeginReply is { } hold)
+        {
+            await hold().WaitAsync(ct).ConfigureAwait(false);
+        }
+
         var reply = new BeginReply { InstanceId = "fake", MigrationKey = "key" };
         reply.Features.AddRange(Features);
-        return Task.FromResult(reply);
+        KeyDelivered = reply.MigrationKey;
+        return reply;
     }
 
     public Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct)
@@ -60,7 +76,7 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
 
     public Task<CancelReply?> CancelAsync(string migrationId, string reason)
     {
-        Calls.Add("cancel: " + reason);
+        Calls.Add((KeyDelivered is null ? "cancel without the key: " : "cancel: ") + reason);
         var reply = new CancelReply { Cancelled = true, Outcome = MigrationOutcome.Discarded };
         return Task.FromResult<CancelReply?>(reply);
     }

@@ -26,6 +26,29 @@ public sealed class RoundStatsTests
     }
 
     [Fact]
+    public void PagesStillInFlight_DoNotCountTowardTheRate()
+    {
+        // The round's last page went into the stream's windows at 1 s, but the target had taken only 600 of 1000:
+        // the link delivered 600 pages a second, which is what the final send, ending at the target, will see.
+        var stats = new RoundStats(0, 0);
+        stats.RecordRound(pagesSent: 1000, bytes: 4_096_000, dataPages: 1000, seconds: 1, inFlightPages: 400);
+        Assert.Equal(600, stats.DataPagesPerSecond, 3);
+        Assert.Equal(4_096_000 * 0.6, stats.BytesPerSecond, 3);
+    }
+
+    [Fact]
+    public void TheEstimate_TakesTheSlowerOfTheLastTwoRounds()
+    {
+        var stats = new RoundStats(0, 0);
+        stats.RecordRound(pagesSent: 1000, bytes: 4_096_000, dataPages: 1000, seconds: 1);
+        Assert.Equal(1000, stats.CautiousDataPagesPerSecond, 3);
+        stats.RecordRound(pagesSent: 1000, bytes: 4_096_000, dataPages: 1000, seconds: 0.5);
+        Assert.Equal(1000, stats.CautiousDataPagesPerSecond, 3);
+        stats.RecordRound(pagesSent: 1000, bytes: 4_096_000, dataPages: 1000, seconds: 0.25);
+        Assert.Equal(2000, stats.CautiousDataPagesPerSecond, 3);
+    }
+
+    [Fact]
     public void ARoundOfZeroPagesOnly_KeepsTheDataRate()
     {
         // Zero pages cost an index each; the pages left at the end are written ones, so they must not speed the

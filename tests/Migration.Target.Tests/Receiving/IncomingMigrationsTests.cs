@@ -26,6 +26,21 @@ public sealed class IncomingMigrationsTests
     }
 
     [Fact]
+    public void ABeginItsCallerGaveUpOn_IsDiscardedAtOnce_NotKeptForTheLease()
+    {
+        // The source cancelled its Begin call while the target was taking it: the reply, with the key, is lost, so the
+        // source cannot cancel. The target must not stay busy with a migration nobody can drive.
+        using var target = Targets.New(new ScriptedSwitchover());
+        using var aborted = new CancellationTokenSource();
+        aborted.Cancel();
+        var refused = Assert.Throws<RpcException>(() => target.Begin(Targets.Begin("a"), Nobody, aborted.Token));
+        Assert.Equal(StatusCode.Cancelled, refused.StatusCode);
+        Assert.Equal(TargetState.Failed, target.State);
+        target.BeginAs("b"); // free for the next
+        Assert.Equal(TargetState.Receiving, target.State);
+    }
+
+    [Fact]
     public void Cancel_DiscardsAReceivingMigration_AndTheNextBeginIsAccepted()
     {
         using var target = Targets.New(new ScriptedSwitchover());

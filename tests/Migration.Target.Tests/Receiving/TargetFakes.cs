@@ -61,7 +61,11 @@ internal sealed class ScriptedSwitchover : ISwitchover
 
     public int Rehearsals { get; private set; }
 
-    public void Rehearse(IncomingMigration migration, CompleteRequest request) => Rehearsals++;
+    public (CompleteReply Reply, IDisposable? Running) Rehearse(IncomingMigration migration, CompleteRequest request)
+    {
+        Rehearsals++;
+        return (new CompleteReply(), null);
+    }
 
     public CompleteReply Confirm(IncomingMigration migration, PendingConfirm pending, ConfirmRequest request)
     {
