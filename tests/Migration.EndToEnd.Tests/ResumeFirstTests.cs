@@ -14,17 +14,35 @@ namespace Migration.EndToEnd.Tests;
 /// <summary>
 /// Resume-first switchover against a real target process: Complete resumes the guest provisionally, and only a
 /// Confirm whose digests match what arrived makes it the live copy. One digest changed in the Confirm (a page the
-/// source's dirty log missed looks exactly like this to the target) and the target discards its running copy, says so
-/// to a Status by id, and takes the next migration.
+/// source's dirty log missed looks exactly like this to the target), or a free-page map that calls in-use pages free
+/// (which pages must match is the guest's own allocator's word, not the source's), and the target discards its running
+/// copy, says so to a Status by id, and takes the next migration.
 /// </summary>
 public sealed class ResumeFirstTests
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
 
+    /// <summary>How the test's Confirm lies, if it does.</summary>
+    public enum Lie
+    {
+        None,
+
+        /// <summary>One page's digest changed: a write the source's dirty log missed looks like this.</summary>
+        OneDigestWrong,
+
+        /// <summary>A map that calls every page free, and no digests at all.</summary>
+        EveryPageFree,
+
+        /// <summary>One in-use page called free, its digest left out.</summary>
+        OneInUsePageFree,
+    }
+
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task OnlyAMatchingConfirm_MakesTheResumedGuestTheLiveCopy(bool oneDigestWrong)
+    [InlineData(Lie.None)]
+    [InlineData(Lie.OneDigestWrong)]
+    [InlineData(Lie.EveryPageFree)]
+    [InlineData(Lie.OneInUsePageFree)]
+    public async Task OnlyAMatchingConfirm_MakesTheResumedGuestTheLiveCopy(Lie lie)
     {
         using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 2 });
         await using var target = await TargetProcess.StartAsync(["--run-after", "0.2"], Limit);
@@ -63,8 +81,17 @@ public sealed class ResumeFirstTests
         Assert.Equal(MigrationOutcome.Verifying, asked.Outcome);
 
         var free = vm.Kernel.FreePageMap();
+        if (lie == Lie.EveryPageFree)
+        {
+            free.SetAll();
+        }
+        else if (lie == Lie.OneInUsePageFree)
+        {
+            free.Set(free.FindNextClear(1)); // a page the guest uses (its kernel's, here)
+        }
+
         ulong[] pages = PageDigests.Compute(vm.Ram, free);
-        if (oneDigestWrong)
+        if (lie == Lie.OneDigestWrong)
         {
             pages[pages.Length / 2] ^= 1;
         }
@@ -81,7 +108,7 @@ public sealed class ResumeFirstTests
         }, key);
 
         var outcome = (await client.StatusAsync(new StatusRequest { MigrationId = id }, key)).Outcome;
-        if (!oneDigestWrong)
+        if (lie == Lie.None)
         {
             Assert.True(confirmed.Verified, confirmed.Error);
             Assert.True(confirmed.Resumed);
@@ -92,7 +119,15 @@ public sealed class ResumeFirstTests
 
         Assert.False(confirmed.Verified);
         Assert.False(confirmed.Resumed);
-        Assert.Equal(1ul, confirmed.MismatchedPages);
+        if (lie == Lie.OneDigestWrong)
+        {
+            Assert.Equal(1ul, confirmed.MismatchedPages);
+        }
+        else
+        {
+            Assert.Contains("disagrees with the guest's own allocator", confirmed.Error, StringComparison.Ordinal);
+        }
+
         Assert.Equal(MigrationOutcome.Discarded, outcome);
         Assert.Equal("failed", await target.WaitForStateAsync(Limit, "failed"));
         var next = await client.BeginAsync(HandDrivenSource.Begin(vm, Guid.NewGuid().ToString("n"), configJson));

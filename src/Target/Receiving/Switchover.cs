@@ -48,7 +48,10 @@ internal interface ISwitchover
 /// ran (<paramref name="RamDigests"/> over the pages <paramref name="RamFree"/> leaves out); otherwise Confirm builds
 /// them from the receive-time digests.
 /// </summary>
-internal sealed record PendingConfirm(VirtualMachine Vm, PageBitmap? RamFree, ulong[]? RamDigests);
+/// <paramref name="Allocator"/> is the guest's descriptor array as it stood before it ran: what the guest itself said
+/// was free, against which the source's free-page map is checked.
+internal sealed record PendingConfirm(VirtualMachine Vm, PageBitmap? RamFree, ulong[]? RamDigests,
+    DescriptorSnapshot Allocator);
 
 internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log) : ISwitchover
 {
@@ -100,6 +103,10 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
 
         try
         {
+            // The allocator as the guest left it, copied before it runs (16 bytes a page; the walk comes after the
+            // resume): Confirm checks the source's free-page map against it rather than trusting it.
+            var allocator = vm.Kernel.SnapshotDescriptors();
+            reply.PhasesMs["allocator"] = Lap(phase);
             PageBitmap? free = null;
             ulong[]? digests = null;
             if (options.Verify == VerifyMode.Full)
@@ -118,7 +125,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
             }
 
             reply.Provisional = true;
-            return (reply, new PendingConfirm(vm, free, digests));
+            return (reply, new PendingConfirm(vm, free, digests, allocator));
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
@@ -175,17 +182,25 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
             return reply;
         }
 
-        var free = pending.RamFree ?? sourceFree;
+        // Which pages must match is the guest's own word, not the source's: a map that calls in-use pages free (with
+        // their digests left out) would otherwise verify pages nobody compared.
+        var free = pending.RamFree ?? pending.Allocator.FreePageMap();
+        reply.PhasesMs["freeMap"] = Lap(phase);
+        var (disagree, firstDisagreeing) = Disagreement(sourceFree, free);
         var (mismatched, first) = Compare(expected, pending.RamDigests ?? migration.ReceivedDigests(free), free, reply);
         reply.GuestSelfCheck = request.SelfCheck;
         reply.PhasesMs["compare"] = Lap(phase);
         TargetLog.Verified(log, migration.Id, reply.PagesCompared, (long)reply.PhasesMs["compare"], mismatched,
             "source: " + request.SelfCheck);
+        long inUse = free.PageCount - free.Count;
         reply.Error = expected.LongLength != (long)request.DigestPages
             ? $"digest list has {expected.LongLength} entries, the source announced {request.DigestPages}"
-            : sourceFree.PageCount - sourceFree.Count != expected.LongLength
-            ? $"{expected.LongLength} digests for the {sourceFree.PageCount - sourceFree.Count} pages the free-page " +
-                "map leaves in use"
+            : disagree != 0
+            ? $"the source's free-page map disagrees with the guest's own allocator at {disagree} page(s) (first: " +
+                $"{string.Join(", ", firstDisagreeing)}): {sourceFree.PageCount - sourceFree.Count} in use by the " +
+                $"map, {inUse} by the allocator"
+            : inUse != expected.LongLength
+            ? $"{expected.LongLength} digests for the {inUse} pages the guest's allocator has in use"
             : mismatched != 0
             ? $"{mismatched} page(s) differ from the source (first: {string.Join(", ", first)})"
             : !request.SelfCheckOk
@@ -194,6 +209,33 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         reply.Verified = reply.Error.Length == 0;
         SettleDump(reply.Verified);
         return reply;
+    }
+
+    /// <summary>Pages on which two free-page maps disagree, and the first few of them.</summary>
+    private static (long Count, List<long> First) Disagreement(PageBitmap a, PageBitmap b)
+    {
+        byte[] x = a.ToBytes(), y = b.ToBytes();
+        long count = 0;
+        var first = new List<long>();
+        for (int i = 0; i < x.Length; i++)
+        {
+            int diff = x[i] ^ y[i];
+            if (diff == 0)
+            {
+                continue;
+            }
+
+            count += System.Numerics.BitOperations.PopCount((uint)diff);
+            for (int bit = 0; bit < 8 && first.Count < 8; bit++)
+            {
+                if ((diff & (1 << bit)) != 0)
+                {
+                    first.Add(((long)i << 3) + bit);
+                }
+            }
+        }
+
+        return (count, first);
     }
 
     public (CompleteReply Reply, IDisposable? Running) Rehearse(IncomingMigration migration,
@@ -205,6 +247,12 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         var phase = Stopwatch.StartNew();
         _ = StateDigest(migration, request);
         double digestMs = Lap(phase);
+        if (request.ResumeFirst)
+        {
+            reply.PhasesMs["allocator"] = migration.TimeDescriptorCopy();
+            _ = Lap(phase);
+        }
+
         if (migration.Probe?.Start() is not { } run)
         {
             reply.PhasesMs["restore"] = digestMs;

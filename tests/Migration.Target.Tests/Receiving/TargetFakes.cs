@@ -30,7 +30,8 @@ internal sealed class ScriptedSwitchover : ISwitchover
         {
             migration.Dispose();
             var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 1 });
-            return (new CompleteReply { Provisional = true }, new PendingConfirm(vm, null, null));
+            return (new CompleteReply { Provisional = true },
+                new PendingConfirm(vm, null, null, vm.Kernel.SnapshotDescriptors()));
         };
 
     /// <summary>What Confirm decides; by default whatever the request's self-check says.</summary>

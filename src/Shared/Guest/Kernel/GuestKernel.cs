@@ -459,10 +459,7 @@ public sealed partial class GuestKernel
     {
         _memory.Ram.CheckPage(pfn);
         long a = Layout.DescriptorAddress(pfn);
-        ulong lo = _memory.ReadUInt64(a);
-        ulong hi = _memory.ReadUInt64(a + 8);
-        return new PageDescriptor((PageState)(byte)lo, (byte)(lo >> 8), (PageFlags)(byte)(lo >> 16),
-            (PageOwner)(byte)(lo >> 24), (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
+        return PageDescriptor.Decode(_memory.ReadUInt64(a), _memory.ReadUInt64(a + 8));
     }
 
     /// <summary>
@@ -472,9 +469,41 @@ public sealed partial class GuestKernel
     /// </summary>
     public DirtyTracking.PageBitmap FreePageMap()
     {
-        var map = new DirtyTracking.PageBitmap(Layout.PageCount);
-        WalkBlocks((pfn, d, size) =>
+        lock (_zoneLock)
         {
+            using var noYield = SchedulingPoints.NoYield(); // no scheduling point while holding the zone lock
+            return FreePageMapOf(Layout.PageCount, ReadDescriptor);
+        }
+    }
+
+    /// <summary>
+    /// A copy of the descriptor array, the allocator's whole state, from which <see cref="DescriptorSnapshot.FreePageMap"/>
+    /// gives what <see cref="FreePageMap"/> would have given at the time of the copy. Copying is a fraction of the walk
+    /// (16 bytes a page), so a target takes it before the guest runs and walks it afterwards. Call with the vCPUs
+    /// paused.
+    /// </summary>
+    public DescriptorSnapshot SnapshotDescriptors()
+    {
+        lock (_zoneLock)
+        {
+            return DescriptorSnapshot.Copy(_memory.Ram, Layout);
+        }
+    }
+
+    /// <summary>
+    /// The free-page map from descriptors read through <paramref name="read"/>: a page is free inside a free buddy
+    /// block or a block the balloon or free page reporting holds. The one walk both the live kernel and a snapshot use.
+    /// </summary>
+    internal static DirtyTracking.PageBitmap FreePageMapOf(long pageCount, Func<long, PageDescriptor> read)
+    {
+        var map = new DirtyTracking.PageBitmap(pageCount);
+        long pfn = 0;
+        while (pfn < pageCount)
+        {
+            var d = read(pfn);
+            long size = d.State is PageState.FreeHead or PageState.AllocatedHead && d.Order <= MaxOrder
+                ? 1L << d.Order
+                : 1;
             // Blocks the balloon driver holds are free memory lent to the device: their content does not matter
             // (the driver initialises them when it gives them back), so migration neither sends nor checks them.
             // Pages inflated into the balloon are the host's: discarded, zero until deflated, never the guest's data.
@@ -482,14 +511,14 @@ public sealed partial class GuestKernel
             bool free = d.State == PageState.FreeHead
                 || (d.State == PageState.AllocatedHead
                     && d.Owner is PageOwner.Balloon or PageOwner.BalloonInflated or PageOwner.Reporting);
-            if (free && pfn + size <= Layout.PageCount)
+            if (free && pfn + size <= pageCount)
             {
-                for (long p = pfn; p < pfn + size; p++)
-                {
-                    map.Set(p);
-                }
+                map.SetRange(pfn, size);
             }
-        });
+
+            pfn += Math.Min(size, pageCount - pfn);
+        }
+
         return map;
     }
 

@@ -87,4 +87,9 @@ public readonly record struct PageDescriptor(PageState State, byte Order, PageFl
     internal const int NextOffset = 4;
     internal const int PrevOffset = 8;
     internal const int GenerationOffset = 12;
+
+    /// <summary>A descriptor from its two little-endian words, as stored.</summary>
+    public static PageDescriptor Decode(ulong lo, ulong hi) =>
+        new((PageState)(byte)lo, (byte)(lo >> 8), (PageFlags)(byte)(lo >> 16), (PageOwner)(byte)(lo >> 24),
+            (uint)(lo >> 32), (uint)hi, (uint)(hi >> 32));
 }

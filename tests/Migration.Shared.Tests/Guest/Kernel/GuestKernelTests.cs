@@ -18,6 +18,23 @@ public class GuestKernelTests
     }
 
     [Fact]
+    public void ADescriptorSnapshot_GivesTheFreeMapOfItsMoment_WhateverTheGuestDoesAfter()
+    {
+        using var g = new TestGuest(16L << 20);
+        long a = g.Kernel.Allocate(3, PageOwner.Anonymous);
+        _ = g.Kernel.Allocate(0, PageOwner.PageCache);
+        var snapshot = g.Kernel.SnapshotDescriptors();
+        var then = g.Kernel.FreePageMap();
+
+        g.Kernel.Free(a, 3);
+        _ = g.Kernel.Allocate(5, PageOwner.Anonymous);
+
+        Assert.Equal(then.ToBytes(), snapshot.FreePageMap().ToBytes());
+        Assert.NotEqual(then.ToBytes(), g.Kernel.FreePageMap().ToBytes());
+        Assert.Equal(g.Kernel.ManagedPages - 9, then.Count); // 8 + 1 pages allocated
+    }
+
+    [Fact]
     public void AllocateOrderZero_SplitsALargeBlock_AndFreeMergesItBack()
     {
         using var g = new TestGuest(16L << 20);
