@@ -57,7 +57,7 @@ internal sealed class GuestThreadPool : IGuestThreadHost
 {
     private readonly object _gate = new();
     private readonly List<string> _crashes = [];
-    private Thread[] _threads = [];
+    private Action[] _joins = [];
     private bool _pauseRequested;
     private bool _stopRequested;
     private int _parked;
@@ -80,12 +80,8 @@ internal sealed class GuestThreadPool : IGuestThreadHost
         lock (_gate)
         {
             _live = threads.Count;
-            _threads = [.. threads.Select(t => new Thread(() => Run(t)) { IsBackground = true, Name = t.Name })];
-        }
-
-        foreach (var t in _threads)
-        {
-            t.Start();
+            // spare OS threads when some wait (a target reserved them while the guest's pages arrived)
+            _joins = [.. threads.Select(t => SpareThreads.Run(t.Name, () => Run(t)))];
         }
     }
 
@@ -122,17 +118,17 @@ internal sealed class GuestThreadPool : IGuestThreadHost
 
     public void Shutdown()
     {
-        Thread[] threads;
+        Action[] joins;
         lock (_gate)
         {
             _stopRequested = true;
             Monitor.PulseAll(_gate);
-            threads = _threads;
+            joins = _joins;
         }
 
-        foreach (var t in threads)
+        foreach (var join in joins)
         {
-            t.Join();
+            join();
         }
     }
 

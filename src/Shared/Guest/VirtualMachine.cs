@@ -97,6 +97,16 @@ public sealed class VirtualMachine : IDisposable
     public IReadOnlyList<Workload> Workloads { get; }
 
     /// <summary>The guest threads: one per vCPU, then the balloon driver's (hinting), then its inflate/deflate one.</summary>
+    /// <summary>
+    /// Starts spare OS threads for as many guest threads as a guest of <paramref name="config"/> runs (its vCPUs and
+    /// device drivers), so that a later <see cref="Start"/> hands them their loops rather than starting threads.
+    /// </summary>
+    public static void ReserveThreads(GuestConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        SpareThreads.Reserve(config.Vcpus + 3); // + the balloon driver, the inflate driver, page reporting
+    }
+
     public IReadOnlyList<GuestThread> GuestThreads =>
     [
         .. Workloads.Select((w, i) => new GuestThread($"vcpu{i}", w.Step)),

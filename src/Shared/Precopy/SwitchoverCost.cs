@@ -11,8 +11,9 @@ namespace Migration.Shared.Precopy;
 /// </summary>
 /// <remarks>
 /// Rehearsals are taken at setup and again each time precopy is about to stop, so the estimate follows the machine's
-/// load. The estimate takes the costliest of the latest three rehearsals: one lucky sample on a loaded machine must not
-/// let precopy stop on a downtime it will not keep, and one unlucky sample ages out as precopy goes on.
+/// load. The estimate takes the costliest of the latest three rehearsals plus how far they spread: one lucky sample on a
+/// loaded machine must not let precopy stop on a downtime it will not keep, and one unlucky sample ages out as precopy
+/// goes on.
 /// </remarks>
 internal sealed class SwitchoverCost
 {
@@ -36,8 +37,14 @@ internal sealed class SwitchoverCost
     /// <summary>The rehearsal the estimate uses (the costliest of the latest few), or null before the first.</summary>
     public Rehearsal? Worst => _latest.Count == 0 ? null : _latest.MaxBy(r => r.TotalMs);
 
-    /// <summary>Everything but the pages: the final sync and the costliest recent rehearsal.</summary>
-    public double FixedMs => SyncMs + (Worst?.TotalMs ?? 0);
+    /// <summary>
+    /// How much the latest rehearsals disagree (the costliest minus the cheapest): on a machine whose load comes and
+    /// goes, the switchover may cost that much more than any sample showed, so the estimate adds it.
+    /// </summary>
+    public double SpreadMs => _latest.Count < 2 ? 0 : _latest.Max(r => r.TotalMs) - _latest.Min(r => r.TotalMs);
+
+    /// <summary>Everything but the pages: the final sync, the costliest recent rehearsal and their spread.</summary>
+    public double FixedMs => SyncMs + (Worst?.TotalMs ?? 0) + SpreadMs;
 
     public void Add(Rehearsal rehearsal)
     {
@@ -63,6 +70,7 @@ internal sealed class SwitchoverCost
             ["saveState"] = counted.SaveStateMs,
             ["closeStreams"] = counted.CloseStreamsMs,
             ["complete"] = counted.CompleteMs,
+            ["spread"] = SpreadMs,
         };
     }
 
@@ -71,6 +79,7 @@ internal sealed class SwitchoverCost
         var counted = Worst ?? default;
         return string.Create(CultureInfo.InvariantCulture,
             $"{FixedMs:F1} ms (final sync {SyncMs:F1}, state {counted.SaveStateMs:F1}, streams " +
-            $"{counted.CloseStreamsMs:F1}, Complete with the target's rebuild and resume {counted.CompleteMs:F1})");
+            $"{counted.CloseStreamsMs:F1}, Complete with the target's rebuild and resume {counted.CompleteMs:F1}, " +
+            $"spread of the latest rehearsals {SpreadMs:F1})");
     }
 }

@@ -108,7 +108,8 @@ public sealed class MigrationReport
         /// <summary>
         /// The estimate precopy stopped on, by phase: finalSync, pages (what was left at the rate of the last round),
         /// and the rehearsed saveState, closeStreams and complete (the round trip with the target's rebuild and
-        /// resume of a guest of the same shape).
+        /// resume of a guest of the same shape; the costliest of the latest three rehearsals), and spread (how far those
+        /// rehearsals disagreed, added for a machine whose load comes and goes). The phases add up to the estimate.
         /// </summary>
         public Dictionary<string, double> ExpectedDowntimePhasesMs { get; set; } = [];
 

@@ -63,6 +63,7 @@ internal sealed class IncomingMigration : IDisposable
         _pageRound = new uint[_ram.PageCount];
         _digests = new ulong[_ram.PageCount];
         _digestKnown = new byte[_ram.PageCount];
+        Allocator = Shared.Guest.Kernel.DescriptorSnapshot.Allocate(_ram.PageCount);
         _stripes = new object[StripeCount];
         for (int i = 0; i < StripeCount; i++)
         {
@@ -85,8 +86,14 @@ internal sealed class IncomingMigration : IDisposable
     public RestoreProbe? Probe { get; private set; }
 
     /// <summary>
-    /// For a rehearsal: copies as many bytes as the guest's descriptor array holds (16 a page) out of the RAM received
-    /// so far, as a resume-first switchover copies the array before the guest runs, and returns what that took (ms).
+    /// Room for the guest's descriptor array, made and touched at Begin, which a resume-first switchover fills before
+    /// the guest runs (<see cref="Shared.Guest.Kernel.GuestKernel.SnapshotDescriptors"/>).
+    /// </summary>
+    public Shared.Guest.Kernel.DescriptorSnapshot Allocator { get; }
+
+    /// <summary>
+    /// For a rehearsal: copies as many bytes as the guest's descriptor array holds out of the RAM received so far into
+    /// <see cref="Allocator"/>, as a resume-first switchover does before the guest runs; returns what that took (ms).
     /// </summary>
     public double TimeDescriptorCopy()
     {
@@ -99,15 +106,7 @@ internal sealed class IncomingMigration : IDisposable
             }
 
             long start = System.Diagnostics.Stopwatch.GetTimestamp();
-            long bytes = Math.Min(ram.PageCount * Shared.Guest.Kernel.PageDescriptor.Size, ram.SizeBytes);
-            const int Chunk = 64 << 20;
-            for (long offset = 0; offset < bytes; offset += Chunk)
-            {
-                var copy = GC.AllocateUninitializedArray<byte>((int)Math.Min(Chunk, bytes - offset));
-                int pages = (copy.Length + PageGeometry.PageSize - 1) >> PageGeometry.PageShift;
-                ram.Pages(offset >> PageGeometry.PageShift, pages)[..copy.Length].CopyTo(copy);
-            }
-
+            Allocator.CopyFrom(ram, 0);
             return System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         }
         finally

@@ -176,6 +176,7 @@ internal sealed class IncomingMigrations : IDisposable
         var config = BeginRequestReader.Read(request);
         var owner = MigrationOwner.New(caller.CertificateThumbprint);
         var probe = RestoreProbe.TryPrepare(config); // before the lock: the first of a shape boots a scratch guest
+        VirtualMachine.ReserveThreads(config); // the switchover's resume then starts no thread
         using var unused = new ProbeGuard(probe);
         IncomingMigration begun;
         lock (_lock)

@@ -15,7 +15,8 @@ namespace Migration.Target.Receiving;
 /// rehearsal measures anew, so the estimate follows the machine's load.
 /// </summary>
 /// <remarks>
-/// The scratch guest is booted once per vCPU count and workload kind per process (<see cref="TryPrepare"/>, at Begin, not
+/// Its resume takes spare threads as the real one does (<see cref="VirtualMachine.ReserveThreads"/>). The scratch guest
+/// is booted once per vCPU count and workload kind per process (<see cref="TryPrepare"/>, at Begin, not
 /// in any measured call), and the RAM copy a rebuild takes is made before the call that uses it, so neither is counted.
 /// </remarks>
 internal sealed class RestoreProbe : IDisposable
@@ -26,13 +27,15 @@ internal sealed class RestoreProbe : IDisposable
     private static readonly ConcurrentDictionary<(int Vcpus, WorkloadKind Kind), Image> Images = new();
 
     private readonly Image _image;
+    private readonly GuestConfig _migrated;
     private readonly object _lock = new();
     private GuestRam? _ready;
     private bool _disposed;
 
-    private RestoreProbe(Image image)
+    private RestoreProbe(Image image, GuestConfig migrated)
     {
         _image = image;
+        _migrated = migrated;
         _ready = image.Copy();
     }
 
@@ -46,7 +49,7 @@ internal sealed class RestoreProbe : IDisposable
         try
         {
             var image = Images.GetOrAdd((migrated.Vcpus, migrated.Workload.Kind), static key => Image.Boot(key));
-            return new RestoreProbe(image);
+            return new RestoreProbe(image, migrated);
         }
         catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or OutOfMemoryException)
         {
@@ -86,8 +89,13 @@ internal sealed class RestoreProbe : IDisposable
         }
     }
 
+    /// <summary>
+    /// After a rehearsal's reply: the spare threads the scratch guest took are replaced (for the migrating guest's
+    /// resume) and the next RAM copy is made, neither inside a measured call.
+    /// </summary>
     private void Refill()
     {
+        VirtualMachine.ReserveThreads(_migrated);
         lock (_lock)
         {
             if (_disposed || _ready is not null)

@@ -105,7 +105,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         {
             // The allocator as the guest left it, copied before it runs (16 bytes a page; the walk comes after the
             // resume): Confirm checks the source's free-page map against it rather than trusting it.
-            var allocator = vm.Kernel.SnapshotDescriptors();
+            var allocator = vm.Kernel.SnapshotDescriptors(migration.Allocator);
             reply.PhasesMs["allocator"] = Lap(phase);
             PageBitmap? free = null;
             ulong[]? digests = null;

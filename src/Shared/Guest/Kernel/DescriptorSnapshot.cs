@@ -20,21 +20,42 @@ public sealed class DescriptorSnapshot
 
     public long PageCount { get; }
 
-    internal static DescriptorSnapshot Copy(GuestRam ram, KernelLayout layout)
+    /// <summary>
+    /// Room for the descriptors of a guest of <paramref name="pageCount"/> pages, every page of it touched, so that a
+    /// copy into it later is a plain memory copy (no allocation, no page faults): a target makes it while the pages
+    /// arrive and fills it inside the downtime.
+    /// </summary>
+    public static DescriptorSnapshot Allocate(long pageCount)
     {
-        long bytes = layout.PageCount * PageDescriptor.Size;
+        long bytes = pageCount * PageDescriptor.Size;
         var chunks = new byte[(int)((bytes + (1L << ChunkShift) - 1) >> ChunkShift)][];
         for (int i = 0; i < chunks.Length; i++)
         {
-            long offset = (long)i << ChunkShift; // a whole number of pages
-            var chunk = GC.AllocateUninitializedArray<byte>((int)Math.Min(1L << ChunkShift, bytes - offset));
-            int pages = (chunk.Length + PageGeometry.PageSize - 1) >> PageGeometry.PageShift;
-            ram.Pages(layout.DescriptorFirstPfn + (offset >> PageGeometry.PageShift), pages)[..chunk.Length]
-                .CopyTo(chunk);
-            chunks[i] = chunk;
+            long length = Math.Min(1L << ChunkShift, bytes - ((long)i << ChunkShift));
+            chunks[i] = GC.AllocateUninitializedArray<byte>((int)length);
+            chunks[i].AsSpan().Clear(); // touched now, so the copy later faults nothing in
         }
 
-        return new DescriptorSnapshot(chunks, layout.PageCount);
+        return new DescriptorSnapshot(chunks, pageCount);
+    }
+
+    /// <summary>
+    /// Copies as many bytes as this snapshot holds from <paramref name="ram"/>, starting at page
+    /// <paramref name="firstPfn"/>: the descriptor array when the kernel copies it; for a rehearsal, any RAM of the
+    /// same size, to time the copy.
+    /// </summary>
+    public void CopyFrom(GuestRam ram, long firstPfn)
+    {
+        ArgumentNullException.ThrowIfNull(ram);
+        for (int i = 0; i < _chunks.Length; i++)
+        {
+            var chunk = _chunks[i];
+            int pages = (chunk.Length + PageGeometry.PageSize - 1) >> PageGeometry.PageShift;
+            long pfn = firstPfn + ((long)i << (ChunkShift - PageGeometry.PageShift)); // chunks are whole pages
+            pages = (int)Math.Min(pages, ram.PageCount - pfn);
+            int length = Math.Min(chunk.Length, pages << PageGeometry.PageShift);
+            ram.Pages(pfn, pages)[..length].CopyTo(chunk);
+        }
     }
 
     /// <summary>The free-page map the kernel's <see cref="GuestKernel.FreePageMap"/> gave at the time of the copy.</summary>

@@ -482,12 +482,22 @@ public sealed partial class GuestKernel
     /// (16 bytes a page), so a target takes it before the guest runs and walks it afterwards. Call with the vCPUs
     /// paused.
     /// </summary>
-    public DescriptorSnapshot SnapshotDescriptors()
+    /// <param name="into">Room made earlier (<see cref="DescriptorSnapshot.Allocate"/>), or null to make it now.</param>
+    public DescriptorSnapshot SnapshotDescriptors(DescriptorSnapshot? into = null)
     {
+        var snapshot = into ?? DescriptorSnapshot.Allocate(Layout.PageCount);
+        if (snapshot.PageCount != Layout.PageCount)
+        {
+            throw new ArgumentException(
+                $"a snapshot for {snapshot.PageCount} pages cannot hold a kernel of {Layout.PageCount}.", nameof(into));
+        }
+
         lock (_zoneLock)
         {
-            return DescriptorSnapshot.Copy(_memory.Ram, Layout);
+            snapshot.CopyFrom(_memory.Ram, Layout.DescriptorFirstPfn);
         }
+
+        return snapshot;
     }
 
     /// <summary>
