@@ -59,6 +59,34 @@ public sealed class CommandLineContractTests : IAsyncLifetime
         Assert.Equal(CommandLine.Completed, await next.WaitForExitAsync(Limit));
     }
 
+    /// <summary>
+    /// A signal before the migration began (the guest booting or warming up): the summary and the report still say
+    /// what happened, cancelled with nothing sent, and the target never heard of it.
+    /// </summary>
+    [Theory]
+    [InlineData(PosixSignals.Interrupt, "SIGINT")]
+    [InlineData(PosixSignals.Terminate, "SIGTERM")]
+    public async Task ASignalDuringTheWarmUp_WritesTheSummaryAndTheReport(int signal, string name)
+    {
+        string report = Path.Combine(_directory, $"warm-up-{name}.json");
+        await using var source = ChildProgram.Source(
+        [
+            "migrate", "--target", _target.Address.ToString(), "--ram", "16MiB", "--vcpus", "1",
+            "--warmup-seconds", "3600", "--report", report,
+        ]);
+        await source.WaitForLineAsync("booting", Limit);
+        PosixSignals.Send(source.ProcessId, signal);
+
+        Assert.Equal(CommandLine.Failed, await source.WaitForExitAsync(Limit));
+        string output = string.Join('\n', source.Output);
+        Assert.True(source.Printed("source: migration cancelled: cancelled before migrating"), output);
+        using var json = JsonDocument.Parse(await File.ReadAllTextAsync(report));
+        Assert.Equal("cancelled", json.RootElement.GetProperty("status").GetString());
+        string? error = json.RootElement.GetProperty("error").GetString();
+        Assert.Contains("before migrating", error, StringComparison.Ordinal);
+        Assert.Equal("idle", await _target.StateAsync());
+    }
+
     [Fact]
     public async Task TheTimeout_BoundsTheWholeMigration_EvenInsideARound()
     {
