@@ -96,6 +96,7 @@ internal static class RunCommand
         MigrationOptions migrations, LogLevel level)
     {
         var ct = ShutdownSignals.Token;
+        ShutdownSignals.WarnIfInterruptIgnored(Console.Error);
         using var logging = ConsoleLogging.Create(level);
         Console.WriteLine($"source: booting a {config.RamBytes >> 20} MiB guest, {config.Vcpus} vCPUs, " +
             $"workload {config.Workload.Kind.ToString().ToLowerInvariant()}, seed {config.Workload.Seed}");

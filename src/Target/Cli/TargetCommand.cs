@@ -148,6 +148,8 @@ internal static class TargetCommand
             {
                 return UsageErrors.Report(unsafeSetup);
             }
+
+            ShutdownSignals.WarnIfInterruptIgnored(Console.Error);
             return await TargetServer.RunAsync(options).ConfigureAwait(false);
         });
         return root;
