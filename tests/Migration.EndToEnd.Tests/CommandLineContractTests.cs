@@ -28,19 +28,24 @@ public sealed class CommandLineContractTests : IAsyncLifetime
         Directory.Delete(_directory, recursive: true);
     }
 
+    /// <summary>
+    /// <paramref name="launcherIgnoresInterrupt"/>: the test host was started as a background job of a
+    /// non-interactive shell, which ignores SIGINT, and children inherit that; Ctrl+C must reach them all the same.
+    /// </summary>
     [Theory]
-    [InlineData(PosixSignals.Interrupt, "SIGINT")]
-    [InlineData(PosixSignals.Terminate, "SIGTERM")]
-    public async Task ASignalMidMigration_CancelsCleanly(int signal, string name)
+    [InlineData(PosixSignals.Interrupt, "SIGINT", false)]
+    [InlineData(PosixSignals.Interrupt, "SIGINT", true)]
+    [InlineData(PosixSignals.Terminate, "SIGTERM", false)]
+    public async Task ASignalMidMigration_CancelsCleanly(int signal, string name, bool launcherIgnoresInterrupt)
     {
-        string report = Path.Combine(_directory, $"{name}.json");
+        string report = Path.Combine(_directory, $"{name}-{launcherIgnoresInterrupt}.json");
         await using var source = ChildProgram.Source(
         [
             // 58 MiB of random data at 8 MB/s: round 0 alone takes seven seconds, so the signal lands inside it
             "migrate", "--target", _target.Address.ToString(), "--ram", "64MiB", "--vcpus", "1",
             "--max-bandwidth", "8MB/s", "--warmup-seconds", "0", "--report", report,
             "--workload", "memhog", "--memhog-share", "0.9", "--hints", "off",
-        ]);
+        ], launcherIgnoresInterrupt);
         await _target.WaitForStateAsync(Limit, "receiving");
         await Task.Delay(300); // pages are flowing
         PosixSignals.Send(source.ProcessId, signal);
@@ -57,6 +62,53 @@ public sealed class CommandLineContractTests : IAsyncLifetime
         await using var next = ChildProgram.Source(
             ["migrate", "--target", _target.Address.ToString(), "--ram", "16MiB", "--warmup-seconds", "0"]);
         Assert.Equal(CommandLine.Completed, await next.WaitForExitAsync(Limit));
+    }
+
+    /// <summary>
+    /// A signal before the migration began (the guest booting or warming up): the summary and the report still say
+    /// what happened, cancelled with nothing sent, and the target never heard of it.
+    /// </summary>
+    [Theory]
+    [InlineData(PosixSignals.Interrupt, "SIGINT")]
+    [InlineData(PosixSignals.Terminate, "SIGTERM")]
+    public async Task ASignalDuringTheWarmUp_WritesTheSummaryAndTheReport(int signal, string name)
+    {
+        string report = Path.Combine(_directory, $"warm-up-{name}.json");
+        await using var source = ChildProgram.Source(
+        [
+            "migrate", "--target", _target.Address.ToString(), "--ram", "16MiB", "--vcpus", "1",
+            "--warmup-seconds", "3600", "--report", report,
+        ]);
+        await source.WaitForLineAsync("booting", Limit);
+        PosixSignals.Send(source.ProcessId, signal);
+
+        Assert.Equal(CommandLine.Failed, await source.WaitForExitAsync(Limit));
+        string output = string.Join('\n', source.Output);
+        Assert.True(source.Printed("source: migration cancelled: cancelled before migrating"), output);
+        using var json = JsonDocument.Parse(await File.ReadAllTextAsync(report));
+        Assert.Equal("cancelled", json.RootElement.GetProperty("status").GetString());
+        string? error = json.RootElement.GetProperty("error").GetString();
+        Assert.Contains("before migrating", error, StringComparison.Ordinal);
+        Assert.Equal("idle", await _target.StateAsync());
+    }
+
+    /// <summary>
+    /// Started with SIGINT ignored (inherited from its launcher: .NET then installs no handler and Ctrl+C does
+    /// nothing), <c>migrate</c> says so at start, and SIGTERM still cancels.
+    /// </summary>
+    [Fact]
+    public async Task StartedWithSigintIgnored_MigrateWarns_AndSigtermStillCancels()
+    {
+        await using var source = ChildProgram.Source(
+        [
+            "migrate", "--target", _target.Address.ToString(), "--ram", "16MiB", "--vcpus", "1",
+            "--warmup-seconds", "3600",
+        ], launcherIgnoresInterrupt: true, resetInterrupt: false);
+        await source.WaitForLineAsync("warning: SIGINT is ignored", Limit);
+        await source.WaitForLineAsync("booting", Limit);
+
+        PosixSignals.Send(source.ProcessId, PosixSignals.Terminate);
+        Assert.Equal(CommandLine.Failed, await source.WaitForExitAsync(Limit));
     }
 
     [Fact]

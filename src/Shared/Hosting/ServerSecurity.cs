@@ -1,3 +1,4 @@
+using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
@@ -43,9 +44,13 @@ public sealed record ServerSecurity
     public string? Problem()
     {
         string cert = FlagPrefix + "tls-cert", key = FlagPrefix + "tls-key", clientCa = FlagPrefix + "tls-client-ca";
-        string token = FlagPrefix + "token-file";
-        var uri = new Uri(Listen);
-        bool https = uri.Scheme == Uri.UriSchemeHttps;
+        if (ListenUrl.Problem(Listen, "--listen") is { } badUrl)
+        {
+            return badUrl;
+        }
+
+        var listen = ListenUrl.Parse(Listen, "--listen");
+        bool https = listen.Scheme == Uri.UriSchemeHttps;
         if (https && (TlsCertificatePath is null || TlsKeyPath is null))
         {
             return $"an https:// listen address needs {cert} and {key} (the server's certificate and key, PEM)";
@@ -61,19 +66,52 @@ public sealed record ServerSecurity
             return $"the token must have at least {MinTokenLength} characters";
         }
 
-        if (Loopback.Is(uri))
+        if (listen.IsLoopback || BeyondLoopbackProblem(listen.Host) is not { } problem)
         {
             return null;
         }
 
-        if (!https)
+        return IPAddress.TryParse(listen.Host.Trim('[', ']'), out _)
+            ? problem
+            : $"{problem} ('{listen.Host}' is a host name: loopback is localhost, 127.0.0.0/8 or [::1], and for " +
+                "another name every interface is bound)";
+    }
+
+    /// <summary>
+    /// Null when the addresses the server bound suit these settings, else why not: settings safe only on loopback
+    /// (cleartext, or no credentials) must have bound loopback addresses and nothing else. <see cref="Problem"/>
+    /// judged the address as written; this judges what the server made of it, after it started.
+    /// </summary>
+    public string? BoundProblem(IEnumerable<string> bound)
+    {
+        ArgumentNullException.ThrowIfNull(bound);
+        foreach (string address in bound)
         {
-            return $"refusing to listen on {uri.Host} without TLS: beyond loopback use https:// with {cert} and " +
+            bool loopback = Loopback.IsHost(ListenUrl.Authority(address).Host);
+            if (!loopback && BeyondLoopbackProblem(address) is not null)
+            {
+                string settings = new Uri(Listen).Scheme == Uri.UriSchemeHttps ? "no credentials" : "no TLS";
+                return $"{Name} bound {address}, beyond loopback, though its settings ({settings}) are safe only " +
+                    "on loopback; stopped";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>What these settings lack to listen on <paramref name="host"/>, beyond loopback; null: nothing.</summary>
+    private string? BeyondLoopbackProblem(string host)
+    {
+        string cert = FlagPrefix + "tls-cert", key = FlagPrefix + "tls-key", clientCa = FlagPrefix + "tls-client-ca";
+        string token = FlagPrefix + "token-file";
+        if (new Uri(Listen).Scheme != Uri.UriSchemeHttps)
+        {
+            return $"refusing to listen on {host} without TLS: beyond loopback use https:// with {cert} and " +
                 $"{key}, and {clientCa} (mutual TLS) or {token}";
         }
 
         return TlsClientCaPath is null && Token is null
-            ? $"refusing to listen on {uri.Host} without credentials: give {clientCa} (mutual TLS) or {token}"
+            ? $"refusing to listen on {host} without credentials: give {clientCa} (mutual TLS) or {token}"
             : null;
     }
 

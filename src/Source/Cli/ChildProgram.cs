@@ -37,23 +37,50 @@ public sealed class ChildProgram : IAsyncDisposable
     }
 
     /// <summary>Starts the source program with <paramref name="arguments"/> (the first names the subcommand).</summary>
-    public static ChildProgram Source(IEnumerable<string> arguments) =>
-        Start(BuiltPrograms.Locate("Source", "Migration.Source.dll", "MIGRATION_SOURCE_DLL"), arguments);
+    /// <param name="launcherIgnoresInterrupt">
+    /// Start it as a launcher that ignores SIGINT would (a background job of a non-interactive shell): through a shell
+    /// that ignores SIGINT, then execs. Ignored dispositions survive exec, so this is how the program starts when this
+    /// process itself was started so (Linux).
+    /// </param>
+    /// <param name="resetInterrupt">
+    /// Set SIGINT to its default for the program, whatever it inherited (the default): a test that sends SIGINT must
+    /// not depend on how the test host was launched. False keeps what it inherited.
+    /// </param>
+    public static ChildProgram Source(IEnumerable<string> arguments, bool launcherIgnoresInterrupt = false,
+        bool resetInterrupt = true) =>
+        Start(BuiltPrograms.Locate("Source", "Migration.Source.dll", "MIGRATION_SOURCE_DLL"), arguments,
+            launcherIgnoresInterrupt, resetInterrupt);
 
-    /// <summary>Starts the target program with exactly <paramref name="arguments"/>.</summary>
+    /// <summary>Starts the target program with exactly <paramref name="arguments"/>, SIGINT at its default.</summary>
     public static ChildProgram Target(IEnumerable<string> arguments) =>
-        Start(TargetProcess.LocateTargetDll(), arguments);
+        Start(TargetProcess.LocateTargetDll(), arguments, launcherIgnoresInterrupt: false, resetInterrupt: true);
 
-    private static ChildProgram Start(string dll, IEnumerable<string> arguments)
+    private static ChildProgram Start(string dll, IEnumerable<string> arguments, bool launcherIgnoresInterrupt,
+        bool resetInterrupt)
     {
-        var psi = new ProcessStartInfo("dotnet")
+        List<string> command = [];
+        if (launcherIgnoresInterrupt)
+        {
+            // sh -c SCRIPT NAME ARGS...: "$@" is ARGS, the rest of this command line
+            command.AddRange(["sh", "-c", "trap '' INT; exec \"$@\"", "sh"]);
+        }
+
+        if (resetInterrupt && OperatingSystem.IsLinux())
+        {
+            // A process started with SIGINT ignored gets no SIGINT handler from .NET, and passes the disposition on
+            // to its children: a test host run as a background job of a script would otherwise start programs that
+            // Ctrl+C cannot reach. (A shell cannot undo it: a signal ignored at its start stays ignored.)
+            command.AddRange(["env", "--default-signal=INT"]);
+        }
+
+        command.AddRange(["dotnet", dll, .. arguments]);
+        var psi = new ProcessStartInfo(command[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        psi.ArgumentList.Add(dll);
-        foreach (string a in arguments)
+        foreach (string a in command.Skip(1))
         {
             psi.ArgumentList.Add(a);
         }

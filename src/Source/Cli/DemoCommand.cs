@@ -29,6 +29,7 @@ internal static class DemoCommand
     private static async Task<int> RunAsync(ParseResult parse, CancellationToken unused)
     {
         var ct = ShutdownSignals.Token;
+        ShutdownSignals.WarnIfInterruptIgnored(Console.Error);
         var guest = new GuestConfig
         {
             RamBytes = 1L << 30,

@@ -122,6 +122,7 @@ internal static class MigrateCommand
                 return UsageErrors.Report(ex.Message);
             }
 
+            ShutdownSignals.WarnIfInterruptIgnored(Console.Error);
             using var logging = ConsoleLogging.Create(parse.GetValue(logLevel));
             var result = await MigrationRunner.RunAsync(config, options, TimeSpan.FromSeconds(parse.GetValue(warmup)),
                 Console.Out, logging, ShutdownSignals.Token, balloonPages,

@@ -45,6 +45,10 @@ internal static class MigrationRunner
                 return NotStarted(guest, $"the target at {options.Target} is busy with a migration ({status.State})");
             }
         }
+        catch (Exception ex) when (ex is RpcException or OperationCanceledException && ct.IsCancellationRequested)
+        {
+            return CancelledBeforeMigrating(guest, null, "while asking the target for its status", output);
+        }
         catch (RpcException ex)
         {
             return NotStarted(guest,
@@ -55,32 +59,43 @@ internal static class MigrationRunner
             $"workload {guest.Workload.Kind.ToString().ToLowerInvariant()}, seed {guest.Workload.Seed}");
         using var vm = VirtualMachine.Boot(guest);
         vm.Start();
-        // digests at stop-and-copy then run optimised code
-        var verifyWarmup = Task.Run(() => SwitchoverWarmup.Run(), ct);
+        string phase = "during the guest's boot or warm-up";
         var sw = Stopwatch.StartNew();
-        // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed).
-        while ((sw.Elapsed < warmup || !vm.IsWarm) && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
+        try
         {
-            await Task.Delay(50, ct).ConfigureAwait(false);
-        }
-
-        await verifyWarmup.ConfigureAwait(false);
-        if (balloonPages > 0)
-        {
-            await BalloonInflation.RunAsync(vm, balloonPages, output, ct).ConfigureAwait(false);
-        }
-
-        if (vm.ReportingDriver is { } reporting && awaitReporting > TimeSpan.Zero)
-        {
-            var wait = Stopwatch.StartNew();
-            while ((reporting.Busy || reporting.Passes == 0) && wait.Elapsed < awaitReporting)
+            // digests at stop-and-copy then run optimised code
+            var verifyWarmup = Task.Run(() => SwitchoverWarmup.Run(), ct);
+            // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed).
+            while ((sw.Elapsed < warmup || !vm.IsWarm) && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
             {
-                await Task.Delay(20, ct).ConfigureAwait(false);
+                await Task.Delay(50, ct).ConfigureAwait(false);
             }
 
-            output.WriteLine($"source: reporting {(reporting.Busy ? "still busy" : "idle")} after " +
-                $"{wait.Elapsed.TotalSeconds:F1} s: {reporting.PagesReported:N0} pages reported in " +
-                $"{reporting.Passes:N0} passes, {vm.Kernel.ReportedPages:N0} free pages flagged reported");
+            await verifyWarmup.ConfigureAwait(false);
+            ct.ThrowIfCancellationRequested(); // the boot alone can take the signal
+            if (balloonPages > 0)
+            {
+                phase = "while inflating the balloon";
+                await BalloonInflation.RunAsync(vm, balloonPages, output, ct).ConfigureAwait(false);
+            }
+
+            if (vm.ReportingDriver is { } reporting && awaitReporting > TimeSpan.Zero)
+            {
+                phase = "while waiting for free page reporting";
+                var wait = Stopwatch.StartNew();
+                while ((reporting.Busy || reporting.Passes == 0) && wait.Elapsed < awaitReporting)
+                {
+                    await Task.Delay(20, ct).ConfigureAwait(false);
+                }
+
+                output.WriteLine($"source: reporting {(reporting.Busy ? "still busy" : "idle")} after " +
+                    $"{wait.Elapsed.TotalSeconds:F1} s: {reporting.PagesReported:N0} pages reported in " +
+                    $"{reporting.Passes:N0} passes, {vm.Kernel.ReportedPages:N0} free pages flagged reported");
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            return CancelledBeforeMigrating(guest, vm, phase, output);
         }
 
         output.WriteLine($"source: guest warm after {sw.Elapsed.TotalSeconds:F1} s " +
@@ -104,6 +119,25 @@ internal static class MigrationRunner
         else
         {
             output.WriteLine($"source: the guest keeps running here (state {vm.State}).");
+        }
+
+        return report;
+    }
+
+    /// <summary>
+    /// Ctrl+C or SIGTERM before the migration began: nothing reached the target, so there is nothing to cancel there;
+    /// the report and the summary say so, and the guest (if it booted) stops with this process.
+    /// </summary>
+    private static MigrationReport CancelledBeforeMigrating(GuestConfig guest, VirtualMachine? vm, string phase,
+        TextWriter output)
+    {
+        var report = NotStarted(guest, $"cancelled before migrating ({phase}); nothing was sent to the target");
+        report.Status = MigrationStatus.Cancelled;
+        if (vm is not null)
+        {
+            report.Guest.FreePages = vm.Kernel.FreePages;
+            report.Guest.InUsePages = vm.Ram.PageCount - vm.Kernel.FreePages;
+            output.WriteLine($"source: the guest keeps running here (state {vm.State}) until this process exits.");
         }
 
         return report;

@@ -21,7 +21,8 @@ internal static class RunCommand
         var guest = new GuestOptions();
         var listen = new Option<string>("--listen")
         {
-            Description = "Management API address (port 0: a free port, printed at start)",
+            Description = "Management API address, http(s)://HOST:PORT (port 0: a free port; the addresses bound are " +
+                "printed at start)",
             DefaultValueFactory = _ => DefaultListen,
         };
         var balloon = CliOptions.Size("--balloon", "Inflate the balloon to this size once the guest runs (e.g. 512MiB)",
@@ -59,11 +60,7 @@ internal static class RunCommand
                 config = guest.Bind(parse);
                 balloonPages = BalloonInflation.PagesFor(parse.GetValue(balloon).Bytes, config.RamBytes);
                 string url = parse.GetValue(listen)!;
-                if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
-                {
-                    throw new ArgumentException($"--listen '{url}' is not an http:// or https:// URL.");
-                }
-
+                var listenUrl = ListenUrl.Parse(url, listen.Name);
                 api = new ServerSecurity
                 {
                     Listen = url,
@@ -76,7 +73,7 @@ internal static class RunCommand
                 };
                 if (api.Problem() is { } problem)
                 {
-                    throw new ArgumentException($"--listen {uri}: {problem}.");
+                    throw new ArgumentException($"--listen {listenUrl}: {problem}.");
                 }
 
                 migrations = MigrationOptions.Defaults with { Security = security.Bind(parse) };
@@ -99,6 +96,7 @@ internal static class RunCommand
         MigrationOptions migrations, LogLevel level)
     {
         var ct = ShutdownSignals.Token;
+        ShutdownSignals.WarnIfInterruptIgnored(Console.Error);
         using var logging = ConsoleLogging.Create(level);
         Console.WriteLine($"source: booting a {config.RamBytes >> 20} MiB guest, {config.Vcpus} vCPUs, " +
             $"workload {config.Workload.Kind.ToString().ToLowerInvariant()}, seed {config.Workload.Seed}");
@@ -107,10 +105,10 @@ internal static class RunCommand
         SwitchoverWarmup.Run();
         using var host = new SourceHost(vm, migrations, logging, Console.Out);
         Microsoft.AspNetCore.Builder.WebApplication app;
-        Uri address;
+        IReadOnlyList<string> addresses;
         try
         {
-            (app, address) = await ManagementServer.StartAsync(api, host, ct).ConfigureAwait(false);
+            (app, addresses) = await ManagementServer.StartAsync(api, host, ct).ConfigureAwait(false);
         }
         catch (IOException ex)
         {
@@ -123,7 +121,7 @@ internal static class RunCommand
         await using (app.ConfigureAwait(false))
         {
             // the line tests and scripts wait for
-            Console.WriteLine($"source: management API listening on {address}");
+            Console.WriteLine($"source: management API listening on {string.Join(' ', addresses)}");
             try
             {
                 if (balloonPages > 0)

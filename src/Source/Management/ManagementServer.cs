@@ -16,14 +16,18 @@ namespace Migration.Source.Management;
 /// </summary>
 internal static class ManagementServer
 {
-    /// <summary>Starts listening (port 0 picks a free one); returns the bound address.</summary>
-    public static async Task<(WebApplication App, Uri Address)> StartAsync(ServerSecurity security,
-        IManagementHost host, CancellationToken ct)
+    /// <summary>
+    /// Starts listening (port 0 picks a free one); returns the addresses bound, as the server reports them. Throws
+    /// <see cref="IOException"/> when it cannot listen, or when it bound beyond loopback with settings safe only on
+    /// loopback (<see cref="ServerSecurity.BoundProblem"/>; it is stopped first).
+    /// </summary>
+    public static async Task<(WebApplication App, IReadOnlyList<string> Addresses)> StartAsync(
+        ServerSecurity security, IManagementHost host, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(security);
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls(security.Listen);
+        builder.WebHost.UseUrls([.. ListenUrl.Parse(security.Listen, "--listen").BindUrls]);
         builder.WebHost.UseKestrelHttpsConfiguration(); // the slim builder leaves https:// out
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -36,8 +40,15 @@ internal static class ManagementServer
         security.Apply(app);
         app.MapGrpcService<ManagementService>();
         await app.StartAsync(ct).ConfigureAwait(false);
-        string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!
-            .Addresses.First();
-        return (app, new Uri(bound.Replace("[::]", "127.0.0.1", StringComparison.Ordinal)));
+        string[] bound = [.. app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!
+            .Addresses];
+        if (security.BoundProblem(bound) is { } problem)
+        {
+            await app.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new IOException(problem);
+        }
+
+        return (app, bound);
     }
 }

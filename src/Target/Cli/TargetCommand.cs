@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Migration.Shared.Cli;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Precopy;
 using Migration.Shared.Transport;
 using Migration.Target.Hosting;
@@ -15,7 +16,8 @@ internal static class TargetCommand
         var defaults = TargetOptions.Defaults;
         var listen = new Option<string>("--listen")
         {
-            Description = "URL to listen on (http://HOST:PORT; port 0 picks a free one)",
+            Description = "URL to listen on, http(s)://HOST:PORT (port 0 picks a free one; the addresses bound are " +
+                "printed at start)",
             DefaultValueFactory = _ => defaults.Listen,
         };
         var once = new Option<bool>("--once") { Description = "Exit after the first migration ends" };
@@ -72,14 +74,12 @@ internal static class TargetCommand
             root.Options.Add(option);
         }
 
-        root.SetAction(parse =>
+        root.SetAction(async (parse, _) =>
         {
             string url = parse.GetValue(listen)!;
-            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)
-                || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
+            if (ListenUrl.Problem(url, listen.Name) is { } badUrl)
             {
-                return UsageErrors.Report(
-                    $"--listen must be an http:// or https:// URL with host and port, got '{url}'");
+                return UsageErrors.Report(badUrl);
             }
 
             var outputs = new[] { ("--report", parse.GetValue(report)), ("--dump-ram", parse.GetValue(dumpRam)) };
@@ -144,9 +144,13 @@ internal static class TargetCommand
                 RunAfterSeconds = parse.GetValue(runAfter),
                 Onward = MigrationOptions.Defaults with { Security = onwardSecurity },
             };
-            return options.Security.Problem() is { } unsafeSetup
-                ? UsageErrors.Report(unsafeSetup)
-                : TargetServer.Run(options);
+            if (options.Security.Problem() is { } unsafeSetup)
+            {
+                return UsageErrors.Report(unsafeSetup);
+            }
+
+            ShutdownSignals.WarnIfInterruptIgnored(Console.Error);
+            return await TargetServer.RunAsync(options).ConfigureAwait(false);
         });
         return root;
     }

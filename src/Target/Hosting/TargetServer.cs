@@ -17,14 +17,17 @@ namespace Migration.Target.Hosting;
 /// </summary>
 internal static class TargetServer
 {
-    /// <summary>Runs until stopped; returns the process exit code (1 when it cannot listen).</summary>
-    public static int Run(TargetOptions options)
+    /// <summary>
+    /// Runs until stopped; returns the process exit code (1 when it cannot listen, or bound beyond loopback with
+    /// settings safe only on loopback).
+    /// </summary>
+    public static async Task<int> RunAsync(TargetOptions options)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
-        builder.WebHost.UseUrls(options.Listen);
+        builder.WebHost.UseUrls([.. ListenUrl.Parse(options.Listen, "--listen").BindUrls]);
         builder.WebHost.UseKestrelHttpsConfiguration(); // the slim builder leaves https:// out unless asked
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -78,22 +81,32 @@ internal static class TargetServer
         app.MapPost(PageStreamEndpoint.Path, pages.HandleAsync);
         app.MapGrpcHealthChecksService();
         app.MapGrpcService<ServerReflection>(); // lists PageStream too, which is not a grpc-dotnet service
-        app.Lifetime.ApplicationStarted.Register(() =>
+        await using (app.ConfigureAwait(false))
         {
+            try
+            {
+                await app.StartAsync().ConfigureAwait(false);
+            }
+            catch (IOException ex)
+            {
+                await Console.Error.WriteLineAsync($"error: cannot listen on {options.Listen}: {ex.Message}")
+                    .ConfigureAwait(false);
+                return 1;
+            }
+
             var server = app.Services.GetRequiredService<IServer>();
-            var addresses = server.Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+            string[] addresses = [.. server.Features.Get<IServerAddressesFeature>()?.Addresses ?? []];
+            if (options.Security.BoundProblem(addresses) is { } problem)
+            {
+                await app.StopAsync().ConfigureAwait(false);
+                await Console.Error.WriteLineAsync($"error: cannot listen on {options.Listen}: {problem}")
+                    .ConfigureAwait(false);
+                return 1;
+            }
+
             // Parents (the demo, the tests) wait for this exact line to learn the port.
             Console.WriteLine($"target listening on {string.Join(' ', addresses)}");
-        });
-
-        try
-        {
-            app.Run();
-        }
-        catch (IOException ex)
-        {
-            Console.Error.WriteLine($"error: cannot listen on {options.Listen}: {ex.Message}");
-            return 1;
+            await app.WaitForShutdownAsync().ConfigureAwait(false);
         }
 
         return 0;

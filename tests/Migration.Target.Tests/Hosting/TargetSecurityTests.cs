@@ -14,13 +14,16 @@ public sealed class TargetSecurityTests
     [Theory]
     [InlineData("http://127.0.0.1:0")]
     [InlineData("http://[::1]:0")]
-    [InlineData("http://localhost:0")]
+    [InlineData("http://localhost:50051")]
+    [InlineData("http://127.3.4.5:0")]
     public void Loopback_NeedsNothing(string listen) =>
         Assert.Null((TargetOptions.Defaults with { Listen = listen }).Security.Problem());
 
     [Theory]
     [InlineData("http://0.0.0.0:0", null, false, "without TLS")]
     [InlineData("http://10.1.2.3:50051", "token", false, "without TLS")] // a token in cleartext is no secret
+    [InlineData("http://loopback:50051", null, false, "without TLS")] // Kestrel binds every interface for it
+    [InlineData("http://localhost.:50051", null, false, "without TLS")]
     [InlineData("https://0.0.0.0:0", null, false, "without credentials")]
     [InlineData("https://0.0.0.0:0", null, true, null)]
     [InlineData("https://0.0.0.0:0", "token", false, null)]
@@ -43,6 +46,62 @@ public sealed class TargetSecurityTests
         {
             Assert.Contains(problem, found, StringComparison.Ordinal);
         }
+    }
+
+    [Theory]
+    [InlineData("http://localhost:0", "http://127.0.0.1:0")]
+    [InlineData("http://127.0.0.1:0/base", "no path")]
+    [InlineData("http://127.0.0.1", "no port")]
+    public void AListenUrlKestrelCannotBindAsWritten_IsRefused(string listen, string problem) =>
+        Assert.Contains(problem, (TargetOptions.Defaults with { Listen = listen }).Security.Problem(),
+            StringComparison.Ordinal);
+
+    [Fact]
+    public void Localhost_IsBoundAsItsLoopbackAddresses() =>
+        Assert.Equal("http://127.0.0.1:50051",
+            ListenUrl.Parse("http://LOCALHOST:50051", "--listen").BindUrls[0]);
+
+    /// <summary>
+    /// After start: settings safe only on loopback must have bound nothing else (a name Kestrel did not know binds
+    /// every interface, shown as [::]); TLS with credentials may bind anything.
+    /// </summary>
+    [Theory]
+    [InlineData("http://127.0.0.1:0", new[] { "http://127.0.0.1:41000" }, null)]
+    [InlineData("http://localhost:41000", new[] { "http://127.0.0.1:41000", "http://[::1]:41000" }, null)]
+    [InlineData("http://127.0.0.1:0", new[] { "http://[::]:41000" }, "bound http://[::]:41000, beyond loopback")]
+    [InlineData("http://127.0.0.1:0", new[] { "http://127.0.0.1:41000", "http://0.0.0.0:41000" }, "no TLS")]
+    [InlineData("https://127.0.0.1:0", new[] { "https://[::]:41000" }, "no credentials")]
+    public void BoundBeyondLoopback_WithLoopbackOnlySettings_IsAProblem(string listen, string[] bound,
+        string? problem)
+    {
+        var options = TargetOptions.Defaults with
+        {
+            Listen = listen,
+            TlsCertificatePath = listen.StartsWith("https", StringComparison.Ordinal) ? "server.pem" : null,
+            TlsKeyPath = listen.StartsWith("https", StringComparison.Ordinal) ? "server-key.pem" : null,
+        };
+        string? found = options.Security.BoundProblem(bound);
+        if (problem is null)
+        {
+            Assert.Null(found);
+        }
+        else
+        {
+            Assert.Contains(problem, found, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void BoundAnywhere_WithTlsAndCredentials_IsNoProblem()
+    {
+        var options = TargetOptions.Defaults with
+        {
+            Listen = "https://0.0.0.0:0",
+            TlsCertificatePath = "server.pem",
+            TlsKeyPath = "server-key.pem",
+            TlsClientCaPath = "ca.pem",
+        };
+        Assert.Null(options.Security.BoundProblem(["https://0.0.0.0:41000"]));
     }
 
     [Fact]
