@@ -6,10 +6,11 @@ namespace Migration.Management;
 
 /// <summary>
 /// The management API (proto/management.proto) over whichever guest <see cref="IManagementHost"/> runs now. Every
-/// refusal is a status code with a sentence: INVALID_ARGUMENT for a value out of range, FAILED_PRECONDITION when the
-/// VM's state does not allow the call.
+/// refusal is a status code with a sentence: INVALID_ARGUMENT for a value out of range or bytes that do not decode,
+/// FAILED_PRECONDITION when the VM's state does not allow the call. Bound by <see cref="ManagementBinding"/> rather
+/// than the generated base class, whose marshallers answer undecodable bytes with UNKNOWN.
 /// </summary>
-public sealed class ManagementService(IManagementHost host) : Management.ManagementBase
+public sealed class ManagementService(IManagementHost host) : ManagementBinding
 {
     public override Task<VmInfo> QueryVm(QueryVmRequest request, ServerCallContext context) =>
         Task.FromResult(host.WithVm((vm, why) => vm is null
