@@ -12,7 +12,7 @@ namespace Migration.EndToEnd.Tests;
 /// <summary>
 /// Bad input to the management API, on `run` and on a target serving a received guest: bytes that do not decode are
 /// InvalidArgument naming the message on every method (as the migration service answers), with no stack trace in
-/// either process's output.
+/// either process's output; a migration request names the API's fields, never a command-line flag.
 /// </summary>
 public sealed class ManagementInputTests
 {
@@ -60,6 +60,42 @@ public sealed class ManagementInputTests
 
         Assert.DoesNotContain(source.Output, IsStackFrame);
         Assert.DoesNotContain(target.Output, IsStackFrame);
+    }
+
+    [Theory]
+    [InlineData("channels", "channels must be 1..64")]
+    [InlineData("max_rounds", "max_rounds must be at least 1")]
+    [InlineData("max_bandwidth_bytes_per_second", "max_bandwidth_bytes_per_second must be positive")]
+    [InlineData("compression", "compression '1' is not one of none, lz4")]
+    [InlineData("compression-list", "compression 'none,lz4' is not one of none, lz4")]
+    [InlineData("hints", "set hints to false")]
+    public async Task BadMigrationRequests_NameTheApiField_NeverAFlag(string field, string expected)
+    {
+        await using var source = ChildProgram.Source(
+        [
+            "run", "--listen", "http://127.0.0.1:0", "--ram", "32MiB", "--vcpus", "1",
+            "--dirty-log", "manual", "--wait-on-ack", "off",
+        ]);
+        await source.WaitForLineAsync("management API listening on", Limit);
+        using var channel = GrpcChannel.ForAddress(ApiAddress(source));
+        var api = new ManagementClient(channel);
+        // hints off, except where the case is about hints: this guest cannot take them safely (race R5)
+        var request = new StartMigrationRequest { Target = "http://127.0.0.1:1", Hints = false };
+        switch (field)
+        {
+            case "channels": request.Channels = 0; break;
+            case "max_rounds": request.MaxRounds = 0; break;
+            case "max_bandwidth_bytes_per_second": request.MaxBandwidthBytesPerSecond = 0; break;
+            case "compression": request.Compression = "1"; break;
+            case "compression-list": request.Compression = "none,lz4"; break;
+            case "hints": request.ClearHints(); break;
+        }
+
+        var error = await Assert.ThrowsAsync<RpcException>(() => api.StartMigrationAsync(request).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
+        Assert.Contains(expected, error.Status.Detail, StringComparison.Ordinal);
+        Assert.DoesNotContain("--", error.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal("none", (await api.QueryMigrationAsync(new QueryMigrationRequest())).Status);
     }
 
     private static bool IsStackFrame(string line) =>

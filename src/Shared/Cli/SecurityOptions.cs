@@ -13,6 +13,7 @@ internal sealed class SecurityOptions
     /// <param name="prefix">Put before each flag's name: "--token-file" becomes "--{prefix}token-file".</param>
     public SecurityOptions(string peer, bool recursive = false, string prefix = "")
     {
+        _prefix = "--" + prefix;
         Token = new Option<string?>($"--{prefix}token-file")
         {
             Description = $"Send this shared token (the file's content) to the {peer}",
@@ -34,6 +35,8 @@ internal sealed class SecurityOptions
             Recursive = recursive,
         };
     }
+
+    private readonly string _prefix;
 
     public Option<string?> Token { get; }
 
@@ -62,6 +65,7 @@ internal sealed class SecurityOptions
             CaPath = parse.GetValue(Ca) is string caPath ? CliFiles.Readable(caPath, Ca.Name) : null,
             ClientCertificatePath = cert is null ? null : CliFiles.Readable(cert, ClientCert.Name),
             ClientKeyPath = key is null ? null : CliFiles.Readable(key, ClientKey.Name),
+            FlagPrefix = _prefix,
         };
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
+using Migration.Shared.Cli;
 using Migration.Shared.Guest;
 using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
@@ -168,8 +169,7 @@ internal sealed class OutgoingMigrations : IDisposable
             : options;
         if (r.HasCompression)
         {
-            if (!Enum.TryParse<Compression>(r.Compression, ignoreCase: true, out var compression)
-                || !Enum.IsDefined(compression))
+            if (!CliOptions.TryParseName<Compression>(r.Compression, out var compression))
             {
                 throw Invalid($"compression '{r.Compression}' is not one of " +
                     string.Join(", ", Enum.GetNames<Compression>().Select(n => n.ToLowerInvariant())));
@@ -180,8 +180,8 @@ internal sealed class OutgoingMigrations : IDisposable
 
         try
         {
-            options.Validate();
-            options.ValidateFor(guest);
+            options.Validate(OptionNames.Fields);
+            options.ValidateFor(guest, OptionNames.Fields);
         }
         catch (Exception ex) when (ex is ArgumentException or OverflowException)
         {

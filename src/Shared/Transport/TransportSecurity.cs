@@ -22,6 +22,12 @@ public sealed record TransportSecurity
 
     public string? ClientKeyPath { get; init; }
 
+    /// <summary>
+    /// How the process's flags for these settings begin ("--", or "--onward-" on a target), for the messages that
+    /// name them.
+    /// </summary>
+    public string FlagPrefix { get; init; } = "--";
+
     /// <summary>TLS settings for one connection to the target.</summary>
     internal SslClientAuthenticationOptions ClientTls()
     {
