@@ -152,6 +152,13 @@ internal sealed class OutgoingMigrations : IDisposable
             throw Invalid($"target '{r.Target}' is not an http:// or https:// URL");
         }
 
+        // The caller names the target, the operator says where this process's credentials may go: refused here,
+        // before anything connects.
+        if (_defaults.Security.RequestedTargetProblem(target, OptionNames.Fields.Target) is { } forbidden)
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, forbidden));
+        }
+
         if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
         {
             throw Invalid($"downtime_ms {r.DowntimeMs} is not a positive number of milliseconds below 1e9");

@@ -153,6 +153,11 @@ public sealed record MigrationOptions
                 : $"{flags} need an https:// {names.Target}.");
         }
 
+        if (Security.CleartextProblem(Target, names.Target) is { } cleartext)
+        {
+            throw new ArgumentException(cleartext);
+        }
+
         foreach (var (name, span) in new[]
         {
             ("--complete-timeout", CompleteTimeout), ("--handover-window", HandoverWindow),
