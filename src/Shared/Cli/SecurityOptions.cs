@@ -92,7 +92,9 @@ internal sealed class SecurityOptions
         return AllowTarget is null ? security : security with { AllowedTargets = AllowedTargets(parse, security) };
     }
 
-    /// <summary>The <c>--allow-target</c> URLs; one the token could never go to (in clear beyond loopback) is an error.</summary>
+    /// <summary>
+    /// The <c>--allow-target</c> URLs; one the token could never go to (in clear beyond loopback) is an error.
+    /// </summary>
     private List<Uri> AllowedTargets(ParseResult parse, TransportSecurity security)
     {
         var allowed = new List<Uri>();

@@ -84,7 +84,8 @@ public sealed record TransportSecurity
             ? $"{field} '{target}' is not a target this process may migrate to: it presents {what} only to targets " +
                 $"its operator allowed with {FlagPrefix}allow-target, and none was given"
             : $"{field} '{target}' is not a target this process may migrate to: it migrates only to those its " +
-                $"operator allowed with {FlagPrefix}allow-target ({string.Join(", ", AllowedTargets.Select(Endpoint))})";
+                $"operator allowed with {FlagPrefix}allow-target " +
+                $"({string.Join(", ", AllowedTargets.Select(Endpoint))})";
     }
 
     /// <summary>A URL as the allow-list compares it: scheme, host and port (the default port made explicit).</summary>
