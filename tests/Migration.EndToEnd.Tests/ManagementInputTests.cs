@@ -54,8 +54,8 @@ public sealed class ManagementInputTests
         // both still serve: the source migrates its guest to the target, whose API then answers for it
         using var channel = GrpcChannel.ForAddress(address);
         var api = new ManagementClient(channel);
-        await api.StartMigrationAsync(new StartMigrationRequest { Target = target.Address.ToString() });
-        Assert.Equal("completed", (await WaitForMigrationAsync(api)).Status);
+        var started = await api.StartMigrationAsync(new StartMigrationRequest { Target = target.Address.ToString() });
+        Assert.Equal("completed", (await WaitForMigrationAsync(api, started)).Status);
         await AssertAllInvalidAsync(target.Address); // with a guest there too
 
         Assert.DoesNotContain(source.Output, IsStackFrame);

@@ -71,8 +71,11 @@ public sealed class OutboundCredentialTests : IDisposable
                     .ResponseAsync);
             Assert.Equal((0, 0), (recorder.Connections, recorder.Tokens.Count));
 
-            await api.StartMigrationAsync(new StartMigrationRequest { Target = target.Address.ToString() });
-            var done = await WaitForMigrationAsync(api);
+            var started = await api.StartMigrationAsync(new StartMigrationRequest
+            {
+                Target = target.Address.ToString(),
+            });
+            var done = await WaitForMigrationAsync(api, started);
             Assert.True(done.Status == "completed", done.Error);
         }
 
@@ -90,8 +93,8 @@ public sealed class OutboundCredentialTests : IDisposable
         using (var channel = GrpcChannel.ForAddress(ApiAddress(source)))
         {
             var api = new ManagementClient(channel);
-            await api.StartMigrationAsync(new StartMigrationRequest { Target = b.Address.ToString() });
-            Assert.Equal("completed", (await WaitForMigrationAsync(api)).Status);
+            var started = await api.StartMigrationAsync(new StartMigrationRequest { Target = b.Address.ToString() });
+            Assert.Equal("completed", (await WaitForMigrationAsync(api, started)).Status);
         }
 
         using var bChannel = GrpcChannel.ForAddress(b.Address);
@@ -102,8 +105,8 @@ public sealed class OutboundCredentialTests : IDisposable
             bApi.StartMigrationAsync(new StartMigrationRequest { Target = "http://192.0.2.1:50051" }).ResponseAsync);
         Assert.Equal("running", (await bApi.QueryVmAsync(new QueryVmRequest())).State);
 
-        await bApi.StartMigrationAsync(new StartMigrationRequest { Target = c.Address.ToString() });
-        var hop = await WaitForMigrationAsync(bApi);
+        var onward = await bApi.StartMigrationAsync(new StartMigrationRequest { Target = c.Address.ToString() });
+        var hop = await WaitForMigrationAsync(bApi, onward);
         Assert.True(hop.Status == "completed", hop.Error);
         Assert.Equal((0, 0), (recorder.Connections, recorder.Tokens.Count));
     }
