@@ -80,7 +80,7 @@ public sealed class BalloonApiTests
         Assert.Equal("active", started.Status);
         await AssertStatusAsync(StatusCode.FailedPrecondition, "already running",
             api.StartMigrationAsync(new StartMigrationRequest { Target = target.Address.ToString() }).ResponseAsync);
-        var done = await WaitForMigrationAsync(api);
+        var done = await WaitForMigrationAsync(api, started);
         Assert.True(done.Status == "completed", done.Error);
         using (var report = JsonDocument.Parse(done.ReportJson))
         {
@@ -126,7 +126,7 @@ public sealed class BalloonApiTests
         await Task.Delay(2000); // memhog fills 90% and frees it: without hints its stale data goes as data
 
         // 58 MiB at 8 MB/s: round 0 alone takes seven seconds, so the cancel lands inside it
-        await api.StartMigrationAsync(new StartMigrationRequest
+        var first = await api.StartMigrationAsync(new StartMigrationRequest
         {
             Target = target.Address.ToString(),
             Hints = false,
@@ -134,14 +134,14 @@ public sealed class BalloonApiTests
         });
         await target.WaitForStateAsync(Limit, "receiving");
         Assert.Equal("active", (await api.CancelMigrationAsync(new CancelMigrationRequest())).Status);
-        var cancelled = await WaitForMigrationAsync(api);
+        var cancelled = await WaitForMigrationAsync(api, first);
         Assert.Equal("cancelled", cancelled.Status);
         Assert.Equal("running", (await api.QueryVmAsync(new QueryVmRequest())).State);
         Assert.Equal("failed", await target.WaitForStateAsync(Limit, "failed"));
 
         var next = await api.StartMigrationAsync(new StartMigrationRequest { Target = target.Address.ToString() });
         Assert.Equal("active", next.Status);
-        Assert.Equal("completed", (await WaitForMigrationAsync(api)).Status);
+        Assert.Equal("completed", (await WaitForMigrationAsync(api, next)).Status);
     }
 
     [Fact]

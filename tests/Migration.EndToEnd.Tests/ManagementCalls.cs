@@ -30,11 +30,13 @@ internal static class ManagementCalls
         return info;
     }
 
-    public static async Task<MigrationInfo> WaitForMigrationAsync(ManagementClient api)
+    /// <summary>The migration <paramref name="started"/> answered for, once it ended (its guest may be gone).</summary>
+    public static async Task<MigrationInfo> WaitForMigrationAsync(ManagementClient api, MigrationInfo started)
     {
         var deadline = DateTime.UtcNow + Limit;
         MigrationInfo info;
-        while ((info = await api.QueryMigrationAsync(new QueryMigrationRequest())).Status == "active")
+        var query = new QueryMigrationRequest { GuestId = started.GuestId };
+        while ((info = await api.QueryMigrationAsync(query)).Status == "active")
         {
             Assert.True(DateTime.UtcNow < deadline, "the migration did not end");
             await Task.Delay(50);

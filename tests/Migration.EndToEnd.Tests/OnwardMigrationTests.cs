@@ -37,7 +37,7 @@ public sealed class OnwardMigrationTests
             bApi.StartMigrationAsync(new StartMigrationRequest { Target = "nowhere" }).ResponseAsync);
         var started = await bApi.StartMigrationAsync(new StartMigrationRequest { Target = c.Address.ToString() });
         Assert.Equal("active", started.Status);
-        var hop = await WaitForMigrationAsync(bApi);
+        var hop = await WaitForMigrationAsync(bApi, started);
         Assert.True(hop.Status == "completed", hop.Error);
         using (var report = JsonDocument.Parse(hop.ReportJson))
         {
@@ -57,8 +57,12 @@ public sealed class OnwardMigrationTests
         var cApi = new ManagementClient(cChannel);
         var there = await cApi.QueryBalloonAsync(new QueryBalloonRequest());
         Assert.Equal((4096ul, 4096ul), (there.ActualPages, there.HeldPages));
-        await cApi.StartMigrationAsync(new StartMigrationRequest { Target = b.Address.ToString(), Channels = 1 });
-        var back = await WaitForMigrationAsync(cApi);
+        var returning = await cApi.StartMigrationAsync(new StartMigrationRequest
+        {
+            Target = b.Address.ToString(),
+            Channels = 1,
+        });
+        var back = await WaitForMigrationAsync(cApi, returning);
         Assert.True(back.Status == "completed", back.Error);
         Assert.Equal("idle", await c.WaitForStateAsync(Limit, "idle"));
         Assert.Equal(("target", "running"), ((await bApi.QueryVmAsync(new QueryVmRequest())).Role,
@@ -74,8 +78,8 @@ public sealed class OnwardMigrationTests
 
         using var bChannel = GrpcChannel.ForAddress(b.Address);
         var bApi = new ManagementClient(bChannel);
-        await bApi.StartMigrationAsync(new StartMigrationRequest { Target = "http://127.0.0.1:1" });
-        var failed = await WaitForMigrationAsync(bApi);
+        var started = await bApi.StartMigrationAsync(new StartMigrationRequest { Target = "http://127.0.0.1:1" });
+        var failed = await WaitForMigrationAsync(bApi, started);
         Assert.Equal("failed", failed.Status);
         Assert.False(string.IsNullOrEmpty(failed.Error));
         Assert.Equal("running", (await bApi.QueryVmAsync(new QueryVmRequest())).State);
@@ -91,8 +95,11 @@ public sealed class OnwardMigrationTests
             await source.WaitForLineAsync("management API listening on", Limit);
             using var channel = GrpcChannel.ForAddress(ApiAddress(source));
             var api = new ManagementClient(channel);
-            await api.StartMigrationAsync(new StartMigrationRequest { Target = first.Address.ToString() });
-            Assert.Equal("completed", (await WaitForMigrationAsync(api)).Status);
+            var started = await api.StartMigrationAsync(new StartMigrationRequest
+            {
+                Target = first.Address.ToString(),
+            });
+            Assert.Equal("completed", (await WaitForMigrationAsync(api, started)).Status);
             return source;
         }
         catch

@@ -42,8 +42,7 @@ public static class CliOptions
             CustomParser = result =>
             {
                 string text = Single(result);
-                bool isName = text.Length > 0 && char.IsLetter(text[0]);
-                if (isName && Enum.TryParse<T>(text, ignoreCase: true, out var value) && Enum.IsDefined(value))
+                if (TryParseName<T>(text, out var value))
                 {
                     return value;
                 }
@@ -52,6 +51,27 @@ public static class CliOptions
                 return defaultValue;
             },
         };
+    }
+
+    /// <summary>
+    /// Exactly one of the enum's names, in any case: never a number, a list ("none,lz4", which
+    /// <see cref="Enum.TryParse{TEnum}(string, bool, out TEnum)"/> combines as flags) or padding. The command line's
+    /// choices and the management API's named fields parse with it.
+    /// </summary>
+    public static bool TryParseName<T>(string? text, out T value)
+        where T : struct, Enum
+    {
+        foreach (string name in Enum.GetNames<T>())
+        {
+            if (string.Equals(name, text, StringComparison.OrdinalIgnoreCase))
+            {
+                value = Enum.Parse<T>(name);
+                return true;
+            }
+        }
+
+        value = default;
+        return false;
     }
 
     /// <summary>

@@ -11,8 +11,26 @@ namespace Migration.Shared.Cli;
 internal sealed class SecurityOptions
 {
     /// <param name="prefix">Put before each flag's name: "--token-file" becomes "--{prefix}token-file".</param>
-    public SecurityOptions(string peer, bool recursive = false, string prefix = "")
+    /// <param name="allowTargets">
+    /// Add <c>--{prefix}allow-target</c>: the peers a migration started through the management API may go to (for a
+    /// process that serves that API and migrates: <c>run</c>, a target).
+    /// </param>
+    public SecurityOptions(string peer, bool recursive = false, string prefix = "", bool allowTargets = false)
     {
+        _prefix = "--" + prefix;
+        if (allowTargets)
+        {
+            AllowTarget = new Option<string[]>($"--{prefix}allow-target")
+            {
+                Description = $"A {peer} a migration started through the management API may go to (URL; repeat " +
+                    "for more). With a token or client certificate to present, only these; without, any unless some " +
+                    "are given",
+                Recursive = recursive,
+                AllowMultipleArgumentsPerToken = false,
+                Arity = ArgumentArity.OneOrMore,
+            };
+        }
+
         Token = new Option<string?>($"--{prefix}token-file")
         {
             Description = $"Send this shared token (the file's content) to the {peer}",
@@ -35,7 +53,12 @@ internal sealed class SecurityOptions
         };
     }
 
+    private readonly string _prefix;
+
     public Option<string?> Token { get; }
+
+    /// <summary><c>--allow-target</c>, when this command has it.</summary>
+    public Option<string[]>? AllowTarget { get; }
 
     public Option<string?> Ca { get; }
 
@@ -43,7 +66,9 @@ internal sealed class SecurityOptions
 
     public Option<string?> ClientKey { get; }
 
-    public IEnumerable<Option> All => [Token, Ca, ClientCert, ClientKey];
+    public IEnumerable<Option> All => AllowTarget is null
+        ? [Token, Ca, ClientCert, ClientKey]
+        : [Token, Ca, ClientCert, ClientKey, AllowTarget];
 
     /// <summary>The parsed flags; throws <see cref="ArgumentException"/> for a missing file or a lone half.</summary>
     public TransportSecurity Bind(ParseResult parse)
@@ -56,12 +81,39 @@ internal sealed class SecurityOptions
             throw new ArgumentException($"{ClientCert.Name} and {ClientKey.Name} go together.");
         }
 
-        return new TransportSecurity
+        var security = new TransportSecurity
         {
             Token = parse.GetValue(Token) is string file ? CliFiles.ReadToken(file, Token.Name) : null,
             CaPath = parse.GetValue(Ca) is string caPath ? CliFiles.Readable(caPath, Ca.Name) : null,
             ClientCertificatePath = cert is null ? null : CliFiles.Readable(cert, ClientCert.Name),
             ClientKeyPath = key is null ? null : CliFiles.Readable(key, ClientKey.Name),
+            FlagPrefix = _prefix,
         };
+        return AllowTarget is null ? security : security with { AllowedTargets = AllowedTargets(parse, security) };
+    }
+
+    /// <summary>
+    /// The <c>--allow-target</c> URLs; one the token could never go to (in clear beyond loopback) is an error.
+    /// </summary>
+    private List<Uri> AllowedTargets(ParseResult parse, TransportSecurity security)
+    {
+        var allowed = new List<Uri>();
+        foreach (string url in parse.GetValue(AllowTarget!) ?? [])
+        {
+            if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https")
+                || uri.Host.Length == 0)
+            {
+                throw new ArgumentException($"{AllowTarget!.Name} '{url}' is not an http:// or https:// URL.");
+            }
+
+            if (security.CleartextProblem(uri, AllowTarget!.Name) is { } problem)
+            {
+                throw new ArgumentException(problem + ".");
+            }
+
+            allowed.Add(uri);
+        }
+
+        return allowed;
     }
 }

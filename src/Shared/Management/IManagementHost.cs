@@ -14,16 +14,22 @@ public interface IManagementHost
     /// <summary>Where the events of every guest this process runs are published.</summary>
     VmEventHub Events { get; }
 
+    /// <summary>The ids of the guests this process runs and ran; a request names one.</summary>
+    GuestIds Guests { get; }
+
     /// <summary>
     /// Runs <paramref name="use"/> on the guest running here, or on null with why there is none. The guest is not
     /// stopped or freed while <paramref name="use"/> runs, so keep it short.
     /// </summary>
     T WithVm<T>(Func<VirtualMachine?, string, T> use);
 
-    /// <summary>Starts migrating the running guest; throws <see cref="Grpc.Core.RpcException"/> when it cannot.</summary>
+    /// <summary>
+    /// Starts migrating the guest the request names (if it runs here); throws <see cref="Grpc.Core.RpcException"/>
+    /// when it cannot.
+    /// </summary>
     MigrationInfo StartMigration(StartMigrationRequest request);
 
-    MigrationInfo QueryMigration();
+    MigrationInfo QueryMigration(QueryMigrationRequest request);
 
-    MigrationInfo CancelMigration();
+    MigrationInfo CancelMigration(CancelMigrationRequest request);
 }

@@ -1,3 +1,4 @@
+using System.Threading.Channels;
 using Grpc.Core;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
@@ -6,10 +7,11 @@ namespace Migration.Management;
 
 /// <summary>
 /// The management API (proto/management.proto) over whichever guest <see cref="IManagementHost"/> runs now. Every
-/// refusal is a status code with a sentence: INVALID_ARGUMENT for a value out of range, FAILED_PRECONDITION when the
-/// VM's state does not allow the call.
+/// refusal is a status code with a sentence: INVALID_ARGUMENT for a value out of range or bytes that do not decode,
+/// FAILED_PRECONDITION when the VM's state does not allow the call. Bound by <see cref="ManagementBinding"/> rather
+/// than the generated base class, whose marshallers answer undecodable bytes with UNKNOWN.
 /// </summary>
-public sealed class ManagementService(IManagementHost host) : Management.ManagementBase
+public sealed class ManagementService(IManagementHost host) : ManagementBinding
 {
     public override Task<VmInfo> QueryVm(QueryVmRequest request, ServerCallContext context) =>
         Task.FromResult(host.WithVm((vm, why) => vm is null
@@ -22,22 +24,26 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
                 Vcpus = (uint)vm.Config.Vcpus,
                 Workload = vm.Config.Workload.Kind.ToString().ToLowerInvariant(),
                 FreePages = (ulong)Math.Max(0, vm.Kernel.FreePages),
+                GuestId = host.Guests.IdOf(vm),
             }));
 
     public override Task<BalloonInfo> SetBalloon(SetBalloonRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
-        return Task.FromResult(Running(vm => SetBalloon(vm, request)));
+        return Task.FromResult(Running(request.GuestId, vm => SetBalloon(vm, request)));
     }
 
-    public override Task<BalloonInfo> QueryBalloon(QueryBalloonRequest request, ServerCallContext context) =>
-        Task.FromResult(Running(InfoOf));
+    public override Task<BalloonInfo> QueryBalloon(QueryBalloonRequest request, ServerCallContext context)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return Task.FromResult(Running(request.GuestId, InfoOf));
+    }
 
     public override async Task<GuestStatsInfo> QueryStats(QueryStatsRequest request, ServerCallContext context)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(context);
-        var (device, before) = Running(vm =>
+        var (device, before) = Running(request.GuestId, vm =>
         {
             var device = StatsDevice(vm);
             var before = device.GuestStats;
@@ -64,7 +70,7 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
             throw Invalid($"interval_seconds {request.IntervalSeconds} is above {MaxPollingSeconds} (a day)");
         }
 
-        return Task.FromResult(Running(vm =>
+        return Task.FromResult(Running(request.GuestId, vm =>
         {
             var device = StatsDevice(vm);
             device.SetStatsPolling((int)request.IntervalSeconds);
@@ -135,9 +141,11 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
     public override async Task WatchEvents(WatchEventsRequest request, IServerStreamWriter<VmEvent> responseStream,
         ServerCallContext context)
     {
+        ArgumentNullException.ThrowIfNull(request);
         ArgumentNullException.ThrowIfNull(responseStream);
         ArgumentNullException.ThrowIfNull(context);
-        var (reader, lease) = host.Events.Watch();
+        // Registered while the guest is held: it cannot leave in between, so its departure ends this watch.
+        var (reader, lease) = Running(request.GuestId, vm => host.Events.Watch(host.Guests.IdOf(vm)));
         using (lease)
         {
             try
@@ -153,6 +161,10 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
             {
                 // the client went away
             }
+            catch (ChannelClosedException ex) when (ex.InnerException is RpcException ending)
+            {
+                throw ending; // the guest left: the status says what became of it
+            }
         }
     }
 
@@ -160,10 +172,10 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
         Task.FromResult(host.StartMigration(request));
 
     public override Task<MigrationInfo> QueryMigration(QueryMigrationRequest request, ServerCallContext context) =>
-        Task.FromResult(host.QueryMigration());
+        Task.FromResult(host.QueryMigration(request));
 
     public override Task<MigrationInfo> CancelMigration(CancelMigrationRequest request, ServerCallContext context) =>
-        Task.FromResult(host.CancelMigration());
+        Task.FromResult(host.CancelMigration(request));
 
     /// <summary>The balloon's state as <c>query-balloon</c> shows it.</summary>
     public static BalloonInfo InfoOf(VirtualMachine vm)
@@ -198,9 +210,15 @@ public sealed class ManagementService(IManagementHost host) : Management.Managem
         };
     }
 
-    private T Running<T>(Func<VirtualMachine, T> use) => host.WithVm((vm, why) => vm is null
-        ? throw new RpcException(new Status(StatusCode.FailedPrecondition, $"no guest runs here: {why}"))
-        : use(vm));
+    /// <summary>
+    /// Runs <paramref name="use"/> on the guest <paramref name="guestId"/> names (empty: the one running now) while
+    /// it runs here, or refuses, saying what became of it.
+    /// </summary>
+    private T Running<T>(string guestId, Func<VirtualMachine, T> use) => host.WithVm((vm, why) =>
+    {
+        host.Guests.Bind(vm, why, guestId);
+        return use(vm!);
+    });
 
     private static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
 }

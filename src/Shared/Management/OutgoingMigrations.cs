@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
+using Migration.Shared.Cli;
 using Migration.Shared.Guest;
 using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
@@ -10,7 +11,9 @@ namespace Migration.Management;
 /// <summary>
 /// The management API's migration controls over a running guest: at most one outgoing migration at a time, its
 /// progress for a query, its cancellation, the last outcome. The source's <c>run</c> and a target serving the guest
-/// it received both use it; what becomes of the guest when a migration ends is the host's call.
+/// it received both use it; what becomes of the guest when a migration ends is the host's call. Migrations belong to
+/// the guest they move (<see cref="GuestIds"/>): a query names a guest and sees only its migrations, and a guest that
+/// a migration took away is recorded as gone, its event watchers ended, before the host lets it go.
 /// </summary>
 internal sealed class OutgoingMigrations : IDisposable
 {
@@ -20,14 +23,17 @@ internal sealed class OutgoingMigrations : IDisposable
     private readonly TextWriter _output;
     private readonly VmEventHub _events;
     private readonly string _role;
+    private readonly GuestIds _guests;
+    private readonly Dictionary<string, MigrationInfo> _lastOf = new(StringComparer.Ordinal);
+    private readonly Queue<string> _lastOrder = new();
     private Running? _current;
-    private MigrationInfo _last = new() { Status = "none" };
 
     /// <param name="defaults">Options a request does not set (the process's flags: security, timeouts).</param>
     /// <param name="role">How the process names itself in the lines it prints ("source", "target").</param>
     public OutgoingMigrations(MigrationOptions defaults, ILoggerFactory logging, TextWriter output, VmEventHub events,
-        string role)
+        string role, GuestIds guests)
     {
+        _guests = guests;
         _defaults = defaults;
         _logging = logging;
         _output = output;
@@ -67,28 +73,54 @@ internal sealed class OutgoingMigrations : IDisposable
             var options = OptionsOf(request, vm.Config);
             var progress = new LatestProgress();
             var engine = new PrecopyEngine(vm, options, progress, logger: _logging.CreateLogger("precopy"));
-            var running = new Running(options.Target, progress, new CancellationTokenSource(), Stopwatch.StartNew());
+            var running = new Running(options.Target, _guests.IdOf(vm), progress, new CancellationTokenSource(),
+                Stopwatch.StartNew());
             _current = running;
             _output.WriteLine($"{_role}: migrating to {options.Target} (management API)");
-            _events.PublishMigration(string.Empty, "active", null);
-            running.Task = Task.Run(() => RunAsync(engine, running, ended), CancellationToken.None);
+            _events.PublishMigration(running.GuestId, string.Empty, "active", null);
+            running.Task = Task.Run(() => RunAsync(vm, engine, running, ended), CancellationToken.None);
             return running.Info();
         }
     }
 
-    public MigrationInfo Query()
+    /// <summary>
+    /// The running or last migration of the guest <paramref name="requested"/> names (empty: <paramref name="vm"/>,
+    /// the guest running now, or "none" when there is none). A guest a migration took away is answered with that
+    /// migration; another guest that left, or one that never ran here, is refused.
+    /// </summary>
+    public MigrationInfo Query(VirtualMachine? vm, string why, string requested)
     {
         lock (_gate)
         {
-            return _current?.Info() ?? _last;
+            if (!string.IsNullOrEmpty(requested) && (_lastOf.TryGetValue(requested, out var last)
+                || _current?.GuestId == requested))
+            {
+                return _current?.GuestId == requested ? _current.Info() : last!;
+            }
+
+            if (vm is null && string.IsNullOrEmpty(requested))
+            {
+                return new MigrationInfo { Status = "none" };
+            }
+
+            string guest = _guests.Bind(vm, why, requested);
+            return _current?.GuestId == guest ? _current.Info()
+                : _lastOf.TryGetValue(guest, out var mine) ? mine
+                : new MigrationInfo { Status = "none", GuestId = guest };
         }
     }
 
-    public MigrationInfo Cancel()
+    /// <summary>
+    /// Cancels the running migration of the guest <paramref name="requested"/> names (empty: the one running now).
+    /// </summary>
+    public MigrationInfo Cancel(VirtualMachine? vm, string why, string requested)
     {
         lock (_gate)
         {
-            if (_current is not { } running)
+            string guest = _current is { } active && active.GuestId == requested
+                ? requested
+                : _guests.Bind(vm, why, requested);
+            if (_current is not { } running || running.GuestId != guest)
             {
                 throw Precondition("no migration is running");
             }
@@ -111,7 +143,8 @@ internal sealed class OutgoingMigrations : IDisposable
     internal static RpcException Precondition(string detail) =>
         new(new Status(StatusCode.FailedPrecondition, detail));
 
-    private async Task RunAsync(PrecopyEngine engine, Running running, Action<Uri, MigrationReport> ended)
+    private async Task RunAsync(VirtualMachine vm, PrecopyEngine engine, Running running,
+        Action<Uri, MigrationReport> ended)
     {
         MigrationReport report;
         try
@@ -123,6 +156,20 @@ internal sealed class OutgoingMigrations : IDisposable
             report = new MigrationReport { Status = MigrationStatus.Failed, Error = ex.Message };
         }
 
+        // Completed, or unknown (the next target may run it): the guest never runs here again. Recorded before the
+        // host lets it go, so a call naming it is told where it went.
+        string? left = report.Status switch
+        {
+            MigrationStatus.Completed => $"it migrated to {running.Target}",
+            MigrationStatus.Unknown => $"its handover to {running.Target} has an unknown outcome; it never runs here " +
+                "again",
+            _ => null,
+        };
+        if (left is not null)
+        {
+            _guests.Left(vm, left);
+        }
+
         try
         {
             ended(running.Target, report);
@@ -131,7 +178,7 @@ internal sealed class OutgoingMigrations : IDisposable
         {
             lock (_gate)
             {
-                _last = running.Info(report);
+                Remember(running.GuestId, running.Info(report));
                 _current = null;
                 running.Cancel.Dispose();
             }
@@ -140,7 +187,26 @@ internal sealed class OutgoingMigrations : IDisposable
         string status = report.Status.ToString().ToLowerInvariant();
         _output.WriteLine($"{_role}: migration to {running.Target} {status}" +
             (report.Error is null ? string.Empty : $": {report.Error}"));
-        _events.PublishMigration(report.MigrationId ?? string.Empty, status, report.Error);
+        _events.PublishMigration(running.GuestId, report.MigrationId ?? string.Empty, status, report.Error);
+        if (left is not null)
+        {
+            _events.End(running.GuestId, Precondition(_guests.Gone(running.GuestId, left)));
+        }
+    }
+
+    /// <summary>The last migration of a guest; called under the lock. The last 64 guests' are kept.</summary>
+    private void Remember(string guestId, MigrationInfo info)
+    {
+        if (!_lastOf.ContainsKey(guestId))
+        {
+            _lastOrder.Enqueue(guestId);
+        }
+
+        _lastOf[guestId] = info;
+        while (_lastOrder.Count > 64)
+        {
+            _lastOf.Remove(_lastOrder.Dequeue());
+        }
     }
 
     private MigrationOptions OptionsOf(StartMigrationRequest r, GuestConfig guest)
@@ -149,6 +215,13 @@ internal sealed class OutgoingMigrations : IDisposable
             || target.Scheme is not ("http" or "https"))
         {
             throw Invalid($"target '{r.Target}' is not an http:// or https:// URL");
+        }
+
+        // The caller names the target, the operator says where this process's credentials may go: refused here,
+        // before anything connects.
+        if (_defaults.Security.RequestedTargetProblem(target, OptionNames.Fields.Target) is { } forbidden)
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, forbidden));
         }
 
         if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
@@ -168,8 +241,7 @@ internal sealed class OutgoingMigrations : IDisposable
             : options;
         if (r.HasCompression)
         {
-            if (!Enum.TryParse<Compression>(r.Compression, ignoreCase: true, out var compression)
-                || !Enum.IsDefined(compression))
+            if (!CliOptions.TryParseName<Compression>(r.Compression, out var compression))
             {
                 throw Invalid($"compression '{r.Compression}' is not one of " +
                     string.Join(", ", Enum.GetNames<Compression>().Select(n => n.ToLowerInvariant())));
@@ -180,8 +252,8 @@ internal sealed class OutgoingMigrations : IDisposable
 
         try
         {
-            options.Validate();
-            options.ValidateFor(guest);
+            options.Validate(OptionNames.Fields);
+            options.ValidateFor(guest, OptionNames.Fields);
         }
         catch (Exception ex) when (ex is ArgumentException or OverflowException)
         {
@@ -217,9 +289,12 @@ internal sealed class OutgoingMigrations : IDisposable
         }
     }
 
-    private sealed class Running(Uri target, LatestProgress progress, CancellationTokenSource cancel, Stopwatch clock)
+    private sealed class Running(Uri target, string guestId, LatestProgress progress, CancellationTokenSource cancel,
+        Stopwatch clock)
     {
         public Uri Target => target;
+
+        public string GuestId => guestId;
 
         public CancellationTokenSource Cancel => cancel;
 
@@ -232,6 +307,7 @@ internal sealed class OutgoingMigrations : IDisposable
             {
                 Status = report is null ? "active" : report.Status.ToString().ToLowerInvariant(),
                 Target = target.ToString(),
+                GuestId = guestId,
                 ElapsedMs = clock.Elapsed.TotalMilliseconds,
                 Rounds = (uint)(report?.Rounds.Count ?? (p?.Round ?? 0)),
                 PagesSent = (ulong)Math.Max(0, p?.PagesSent ?? 0),

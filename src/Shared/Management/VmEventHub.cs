@@ -8,7 +8,8 @@ namespace Migration.Management;
 /// Fans a process's VM events out to every <c>WatchEvents</c> stream. Each watcher has a bounded queue that drops its
 /// oldest event when the reader falls behind, so a slow client never holds up the device that raised the event.
 /// Balloon progress (<c>balloon-change</c>, one per acknowledged request) is coalesced to one event per 250 ms with
-/// the latest value, as QEMU throttles BALLOON_CHANGE; the final value always goes out.
+/// the latest value, as QEMU throttles BALLOON_CHANGE; the final value always goes out. Each watcher watches one
+/// guest: it gets that guest's events only, and its stream ends when the guest leaves (<see cref="End"/>).
 /// </summary>
 public sealed class VmEventHub : IDisposable
 {
@@ -18,7 +19,7 @@ public sealed class VmEventHub : IDisposable
     private static readonly TimeSpan ChangeInterval = TimeSpan.FromMilliseconds(250);
 
     private readonly object _gate = new();
-    private readonly List<Channel<VmEvent>> _watchers = [];
+    private readonly List<(string GuestId, Channel<VmEvent> Channel)> _watchers = [];
     private readonly TimeProvider _time;
     private readonly ITimer _flush;
     private VmEvent? _pendingChange;
@@ -30,15 +31,20 @@ public sealed class VmEventHub : IDisposable
         _flush = _time.CreateTimer(_ => FlushChange(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
-    /// <summary>Publishes <paramref name="vm"/>'s balloon notifications until it is disposed.</summary>
-    public void Attach(VirtualMachine vm)
+    /// <summary>Publishes the balloon notifications of <paramref name="vm"/>, as <paramref name="guestId"/>.</summary>
+    public void Attach(VirtualMachine vm, string guestId)
     {
         ArgumentNullException.ThrowIfNull(vm);
-        vm.Balloon.Notified += n => Publish(EventOf(n));
+        vm.Balloon.Notified += n =>
+        {
+            var e = EventOf(n);
+            e.GuestId = guestId;
+            Publish(e);
+        };
     }
 
-    /// <summary>A new watcher; dispose the lease to stop watching.</summary>
-    public (ChannelReader<VmEvent> Reader, IDisposable Lease) Watch()
+    /// <summary>A watcher of guest <paramref name="guestId"/>'s events; dispose the lease to stop watching.</summary>
+    public (ChannelReader<VmEvent> Reader, IDisposable Lease) Watch(string guestId)
     {
         var channel = Channel.CreateBounded<VmEvent>(new BoundedChannelOptions(WatcherCapacity)
         {
@@ -47,7 +53,7 @@ public sealed class VmEventHub : IDisposable
         });
         lock (_gate)
         {
-            _watchers.Add(channel);
+            _watchers.Add((guestId, channel));
         }
 
         return (channel.Reader, new Lease(this, channel));
@@ -82,10 +88,29 @@ public sealed class VmEventHub : IDisposable
         Send(e);
     }
 
-    /// <summary>A migration's status change as an event.</summary>
-    public void PublishMigration(string id, string status, string? error) => Publish(new VmEvent
+    /// <summary>
+    /// Guest <paramref name="guestId"/> left: its watchers' streams end, after the events already queued, with
+    /// <paramref name="ending"/> as their last status.
+    /// </summary>
+    public void End(string guestId, Exception ending)
+    {
+        lock (_gate)
+        {
+            foreach (var (guest, channel) in _watchers)
+            {
+                if (string.Equals(guest, guestId, StringComparison.Ordinal))
+                {
+                    channel.Writer.TryComplete(ending);
+                }
+            }
+        }
+    }
+
+    /// <summary>A migration of guest <paramref name="guestId"/> changed status.</summary>
+    public void PublishMigration(string guestId, string id, string status, string? error) => Publish(new VmEvent
     {
         Kind = "migration",
+        GuestId = guestId,
         TimestampMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
         MigrationId = id,
         MigrationStatus = status,
@@ -114,9 +139,12 @@ public sealed class VmEventHub : IDisposable
     {
         lock (_gate)
         {
-            foreach (var w in _watchers)
+            foreach (var (guest, channel) in _watchers)
             {
-                w.Writer.TryWrite(e);
+                if (string.Equals(guest, e.GuestId, StringComparison.Ordinal))
+                {
+                    channel.Writer.TryWrite(e);
+                }
             }
         }
     }
@@ -144,7 +172,7 @@ public sealed class VmEventHub : IDisposable
         {
             lock (hub._gate)
             {
-                hub._watchers.Remove(channel);
+                hub._watchers.RemoveAll(w => ReferenceEquals(w.Channel, channel));
             }
 
             channel.Writer.TryComplete();

@@ -111,32 +111,51 @@ public sealed record MigrationOptions
     public bool AllowUnsafe { get; init; }
 
     /// <summary>
-    /// Throws <see cref="ArgumentException"/> when these options and the guest cannot be migrated safely.
+    /// Throws <see cref="ArgumentException"/> when these options and the guest cannot be migrated safely; the message
+    /// calls each option by <paramref name="names"/> (the command line's flags by default).
     /// </summary>
-    public void ValidateFor(GuestConfig guest)
+    public void ValidateFor(GuestConfig guest, OptionNames? names = null)
     {
         ArgumentNullException.ThrowIfNull(guest);
+        names ??= OptionNames.Flags;
         if (Hints && guest.DirtyLogMode == DirtyLogMode.Manual && !guest.WaitOnAck && !AllowUnsafe)
         {
             throw new ArgumentException(
                 "refusing free page hinting with manual dirty-log mode and wait-on-ack off: " +
                 "a guest that reuses a hinted block before the device has processed it writes a page " +
                 "whose dirty bit the hint's chunk clear then wipes, and that write is lost (race R5). " +
-                "Use --wait-on-ack on, --dirty-log eager or --hints off; --allow-unsafe exists for demonstrations.");
+                (names.Api
+                    ? "This guest runs that way; set hints to false."
+                    : "Use --wait-on-ack on, --dirty-log eager or --hints off; --allow-unsafe exists for " +
+                        "demonstrations."));
         }
     }
 
-    public void Validate()
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> for options no migration can run with; the message calls each option by
+    /// <paramref name="names"/> (the command line's flags by default).
+    /// </summary>
+    public void Validate(OptionNames? names = null)
     {
+        names ??= OptionNames.Flags;
         if (Target.Scheme != Uri.UriSchemeHttp && Target.Scheme != Uri.UriSchemeHttps)
         {
-            throw new ArgumentException($"--target must be an http:// or https:// URL, got '{Target}'.");
+            throw new ArgumentException($"{names.Target} must be an http:// or https:// URL, got '{Target}'.");
         }
 
         bool tls = Security.CaPath is not null || Security.ClientCertificatePath is not null;
         if (Target.Scheme == Uri.UriSchemeHttp && tls)
         {
-            throw new ArgumentException("--tls-ca and --tls-client-cert need an https:// --target.");
+            string flags = $"{Security.FlagPrefix}tls-ca and {Security.FlagPrefix}tls-client-cert";
+            throw new ArgumentException(names.Api
+                ? $"{names.Target} '{Target}' must be https://: this process trusts and proves itself to the " +
+                    $"targets it migrates to over TLS ({flags})."
+                : $"{flags} need an https:// {names.Target}.");
+        }
+
+        if (Security.CleartextProblem(Target, names.Target) is { } cleartext)
+        {
+            throw new ArgumentException(cleartext);
         }
 
         foreach (var (name, span) in new[]
@@ -153,22 +172,22 @@ public sealed record MigrationOptions
 
         if (DowntimeLimit <= TimeSpan.Zero)
         {
-            throw new ArgumentException("--downtime-ms must be positive.");
+            throw new ArgumentException($"{names.Downtime} must be positive.");
         }
 
         if (MaxBandwidthBytesPerSecond is <= 0)
         {
-            throw new ArgumentException("--max-bandwidth must be positive.");
+            throw new ArgumentException($"{names.MaxBandwidth} must be positive.");
         }
 
         if (Channels is < 1 or > 64)
         {
-            throw new ArgumentException($"--channels must be 1..64, got {Channels}.");
+            throw new ArgumentException($"{names.Channels} must be 1..64, got {Channels}.");
         }
 
         if (MaxRounds < 1)
         {
-            throw new ArgumentException("--max-rounds must be at least 1.");
+            throw new ArgumentException($"{names.MaxRounds} must be at least 1.");
         }
 
         if (Timeout <= TimeSpan.Zero)

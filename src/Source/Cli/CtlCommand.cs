@@ -12,7 +12,9 @@ namespace Migration.Source.Cli;
 
 /// <summary>
 /// <c>ctl</c>: the management API's client, one subcommand per call (QMP's commands in spirit). Answers print as JSON;
-/// a refused call prints its status code and reason and exits 1.
+/// a refused call prints its status code and reason and exits 1. Every call but query-vm names its guest: the one
+/// <c>--guest</c> gives, or the one query-vm finds running when the command starts, so a command that lasts
+/// (<c>events</c>, <c>migrate --wait</c>) stays with that guest and never drives the next one.
 /// </summary>
 internal static class CtlCommand
 {
@@ -26,8 +28,13 @@ internal static class CtlCommand
             DefaultValueFactory = _ => RunCommand.DefaultListen,
             Recursive = true,
         };
+        var guestOption = new Option<string?>("--guest")
+        {
+            Description = "The guest to act on (query-vm's guest_id; default: the one running there now)",
+            Recursive = true,
+        };
         var security = new SecurityOptions("management API", recursive: true);
-        var command = new Command("ctl", "Drive a running VM through its management API.") { api };
+        var command = new Command("ctl", "Drive a running VM through its management API.") { api, guestOption };
         foreach (var option in security.All)
         {
             command.Options.Add(option);
@@ -35,7 +42,7 @@ internal static class CtlCommand
 
         var queryVm = new Command("query-vm", "What runs there: role, state, geometry.");
         queryVm.SetAction((parse, _) =>
-            Call(parse, api, security, async c => Print(await c.QueryVmAsync(new QueryVmRequest()))));
+            Call(parse, api, null, security, async (c, _) => Print(await c.QueryVmAsync(new QueryVmRequest()))));
 
         var size = new Argument<ByteSize>("SIZE")
         {
@@ -43,25 +50,31 @@ internal static class CtlCommand
             CustomParser = r => ParseSize(r),
         };
         var balloon = new Command("balloon", "Set the balloon's target size.") { size };
-        balloon.SetAction((parse, _) => Call(parse, api, security, async c =>
+        balloon.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
         {
-            var now = await c.QueryBalloonAsync(new QueryBalloonRequest());
+            var now = await c.QueryBalloonAsync(new QueryBalloonRequest { GuestId = guest });
             long bytes = parse.GetValue(size).Bytes;
             BalloonInflation.PagesFor(bytes, (long)now.RamBytes, "SIZE"); // the same bound as --balloon
-            Print(await c.SetBalloonAsync(new SetBalloonRequest { LogicalSizeBytes = now.RamBytes - (ulong)bytes }));
+            Print(await c.SetBalloonAsync(new SetBalloonRequest
+            {
+                LogicalSizeBytes = now.RamBytes - (ulong)bytes,
+                GuestId = guest,
+            }));
         }));
 
         var queryBalloon = new Command("query-balloon", "The balloon as the device sees it.");
         queryBalloon.SetAction((parse, _) =>
-            Call(parse, api, security, async c => Print(await c.QueryBalloonAsync(new QueryBalloonRequest()))));
+            Call(parse, api, guestOption, security, async (c, guest) =>
+                Print(await c.QueryBalloonAsync(new QueryBalloonRequest { GuestId = guest }))));
 
         var count = CliOptions.WholeNumber("--count", "Stop after this many events (0: until interrupted)", 0, 0,
             int.MaxValue);
         var events = new Command("events", "Print events as they happen, one JSON object per line.") { count };
-        events.SetAction((parse, _) => Call(parse, api, security, async c =>
+        events.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
         {
             int wanted = parse.GetValue(count);
-            using var call = c.WatchEvents(new WatchEventsRequest(), cancellationToken: ShutdownSignals.Token);
+            using var call = c.WatchEvents(new WatchEventsRequest { GuestId = guest },
+                cancellationToken: ShutdownSignals.Token);
             int seen = 0;
             try
             {
@@ -99,9 +112,9 @@ internal static class CtlCommand
         {
             target, hints, skipBallooned, skipDiscarded, wait,
         };
-        migrate.SetAction((parse, _) => Call(parse, api, security, async c =>
+        migrate.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
         {
-            var request = new StartMigrationRequest { Target = parse.GetValue(target) };
+            var request = new StartMigrationRequest { Target = parse.GetValue(target), GuestId = guest };
             if (parse.GetValue(hints) is { } h)
             {
                 request.Hints = h == OnOff.On;
@@ -127,7 +140,7 @@ internal static class CtlCommand
             while (info.Status == "active")
             {
                 await Task.Delay(200, ShutdownSignals.Token);
-                info = await c.QueryMigrationAsync(new QueryMigrationRequest());
+                info = await c.QueryMigrationAsync(new QueryMigrationRequest { GuestId = guest });
             }
 
             info.ReportJson = string.Empty; // `query-migrate` prints it in full
@@ -137,22 +150,29 @@ internal static class CtlCommand
 
         var queryMigrate = new Command("query-migrate", "The running or last migration, with its report once ended.");
         queryMigrate.SetAction((parse, _) =>
-            Call(parse, api, security, async c => Print(await c.QueryMigrationAsync(new QueryMigrationRequest()))));
+            Call(parse, api, guestOption, security, async (c, guest) =>
+                Print(await c.QueryMigrationAsync(new QueryMigrationRequest { GuestId = guest }))));
 
         var cancel = new Command("migrate-cancel", "Cancel the running migration; the guest keeps running.");
         cancel.SetAction((parse, _) =>
-            Call(parse, api, security, async c => Print(await c.CancelMigrationAsync(new CancelMigrationRequest()))));
+            Call(parse, api, guestOption, security, async (c, guest) =>
+                Print(await c.CancelMigrationAsync(new CancelMigrationRequest { GuestId = guest }))));
 
         var refresh = new Option<bool>("--refresh") { Description = "Ask the guest for fresh numbers first" };
         var stats = new Command("stats", "The guest's memory statistics (QEMU's guest-stats).") { refresh };
-        stats.SetAction((parse, _) => Call(parse, api, security, async c =>
-            Print(await c.QueryStatsAsync(new QueryStatsRequest { Refresh = parse.GetValue(refresh) }))));
+        stats.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
+            Print(await c.QueryStatsAsync(new QueryStatsRequest
+            {
+                Refresh = parse.GetValue(refresh),
+                GuestId = guest,
+            }))));
         var seconds = new Argument<uint>("SECONDS") { Description = "Seconds between requests (0 stops polling)" };
         var polling = new Command("stats-polling", "How often the device asks the guest for statistics.") { seconds };
-        polling.SetAction((parse, _) => Call(parse, api, security, async c =>
+        polling.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
             Print(await c.SetStatsPollingAsync(new SetStatsPollingRequest
             {
                 IntervalSeconds = parse.GetValue(seconds),
+                GuestId = guest,
             }))));
 
         foreach (var sub in new[]
@@ -182,17 +202,20 @@ internal static class CtlCommand
 
     private static void Print(IMessage message) => Console.WriteLine(Json.Format(message));
 
-    private static Task<int> Call(ParseResult parse, Option<string> api, SecurityOptions security,
-        Func<ManagementClient, Task> call) =>
-        Call(parse, api, security, async c =>
+    private static Task<int> Call(ParseResult parse, Option<string> api, Option<string?>? guest,
+        SecurityOptions security, Func<ManagementClient, string, Task> call) =>
+        Call(parse, api, guest, security, async (c, g) =>
         {
-            await call(c).ConfigureAwait(false);
+            await call(c, g).ConfigureAwait(false);
             return 0;
         });
 
-    /// <summary>One call to the API at <paramref name="api"/>, authenticated with <paramref name="security"/>.</summary>
-    private static async Task<int> Call(ParseResult parse, Option<string> api, SecurityOptions security,
-        Func<ManagementClient, Task<int>> call)
+    /// <summary>
+    /// One command against the API at <paramref name="api"/>, authenticated with <paramref name="security"/>, for the
+    /// guest <paramref name="guest"/> names, or (unless null) the one running there now.
+    /// </summary>
+    private static async Task<int> Call(ParseResult parse, Option<string> api, Option<string?>? guest,
+        SecurityOptions security, Func<ManagementClient, string, Task<int>> call)
     {
         if (!Uri.TryCreate(parse.GetValue(api), UriKind.Absolute, out var address))
         {
@@ -219,7 +242,10 @@ internal static class CtlCommand
             : channel.CreateCallInvoker();
         try
         {
-            return await call(new ManagementClient(invoker)).ConfigureAwait(false);
+            var client = new ManagementClient(invoker);
+            string guestId = guest is null ? string.Empty
+                : parse.GetValue(guest) ?? (await client.QueryVmAsync(new QueryVmRequest())).GuestId;
+            return await call(client, guestId).ConfigureAwait(false);
         }
         catch (ArgumentException ex)
         {

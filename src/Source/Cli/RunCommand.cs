@@ -28,7 +28,7 @@ internal static class RunCommand
         var balloon = CliOptions.Size("--balloon", "Inflate the balloon to this size once the guest runs (e.g. 512MiB)",
             0);
         var logLevel = CliOptions.Choice("--log-level", "Engine log messages on stderr", LogLevel.Warning);
-        var security = new SecurityOptions("target");
+        var security = new SecurityOptions("target", allowTargets: true);
         var apiToken = new Option<string?>("--api-token-file")
         {
             Description = "Require this shared token (the file's content) from every caller of the management API",

@@ -22,13 +22,15 @@ internal sealed class SourceHost : IManagementHost, IDisposable
     {
         ArgumentNullException.ThrowIfNull(vm);
         _vm = vm;
-        _outgoing = new OutgoingMigrations(defaults, logging, output, Events, Role);
-        Events.Attach(vm);
+        _outgoing = new OutgoingMigrations(defaults, logging, output, Events, Role, Guests);
+        Events.Attach(vm, Guests.IdOf(vm));
     }
 
     public string Role => "source";
 
     public VmEventHub Events { get; } = new();
+
+    public GuestIds Guests { get; } = new("this process");
 
     /// <summary>The migration in flight, for a caller that must wait for it (shutdown).</summary>
     public Task? Migration => _outgoing.Current;
@@ -44,17 +46,26 @@ internal sealed class SourceHost : IManagementHost, IDisposable
 
     public MigrationInfo StartMigration(StartMigrationRequest request)
     {
+        ArgumentNullException.ThrowIfNull(request);
         lock (_gate)
         {
-            return _vm is { } vm
-                ? _outgoing.Start(vm, request, (target, report) => Ended(vm, target, report))
-                : throw OutgoingMigrations.Precondition($"no guest runs here: {_why}");
+            Guests.Bind(_vm, _why, request.GuestId);
+            var vm = _vm!;
+            return _outgoing.Start(vm, request, (target, report) => Ended(vm, target, report));
         }
     }
 
-    public MigrationInfo QueryMigration() => _outgoing.Query();
+    public MigrationInfo QueryMigration(QueryMigrationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return WithVm((vm, why) => _outgoing.Query(vm, why, request.GuestId));
+    }
 
-    public MigrationInfo CancelMigration() => _outgoing.Cancel();
+    public MigrationInfo CancelMigration(CancelMigrationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return WithVm((vm, why) => _outgoing.Cancel(vm, why, request.GuestId));
+    }
 
     public void Dispose()
     {

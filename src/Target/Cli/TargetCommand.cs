@@ -64,7 +64,7 @@ internal static class TargetCommand
             Description = "Mutual TLS: accept only clients whose certificate this CA (PEM) issued",
         };
         var onward = new SecurityOptions("next target (a migration onward through the management API)",
-            prefix: "onward-");
+            prefix: "onward-", allowTargets: true);
         var root = new RootCommand("Live-migration target: receives a guest over gRPC, verifies it and resumes it.")
         {
             listen, once, report, dumpRam, runAfter, prealloc, verify, lease, tokenFile, tlsCert, tlsKey, tlsClientCa,

@@ -93,6 +93,9 @@ internal sealed class IncomingMigrations : IDisposable
     /// <summary>Raised once a verified guest was resumed here (the management API publishes its events).</summary>
     public event Action<VirtualMachine>? GuestResumed;
 
+    /// <summary>Raised when the served guest stops here (<c>--run-after</c>): the management API lets it go.</summary>
+    public event Action<VirtualMachine>? GuestStopped;
+
     /// <summary>
     /// Runs <paramref name="use"/> on the guest resumed here while it runs (null when there is none, with why); the
     /// guest is neither stopped nor freed meanwhile.
@@ -704,6 +707,8 @@ internal sealed class IncomingMigrations : IDisposable
         {
             _serving = ReferenceEquals(_serving, vm) ? null : _serving; // the API lets go before the guest stops
         }
+
+        GuestStopped?.Invoke(vm);
 
         var check = RunAfterCheck.Run(vm, migration.Id, seconds, _log);
         _reports.Queue(() => TargetReport.Of(migration.Id,

@@ -22,23 +22,51 @@ internal sealed class TargetManagementHost : IManagementHost, IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         _migrations = migrations;
-        _outgoing = new OutgoingMigrations(options.Onward, logging, Console.Out, Events, Role);
-        migrations.GuestResumed += Events.Attach;
+        _outgoing = new OutgoingMigrations(options.Onward, logging, Console.Out, Events, Role, Guests);
+        migrations.GuestResumed += vm => Events.Attach(vm, Guests.IdOf(vm));
+        migrations.GuestStopped += Stopped;
     }
 
     public string Role => "target";
 
     public VmEventHub Events { get; } = new();
 
+    public GuestIds Guests { get; } = new("this target");
+
     public T WithVm<T>(Func<VirtualMachine?, string, T> use) => _migrations.WithServedGuest(use);
 
-    public MigrationInfo StartMigration(StartMigrationRequest request) =>
-        _migrations.WithOnwardGuest(vm => _outgoing.Start(vm, request, (_, report) =>
-            _migrations.MigratedOnward(vm, report.Status is MigrationStatus.Completed or MigrationStatus.Unknown)));
+    public MigrationInfo StartMigration(StartMigrationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return _migrations.WithServedGuest((served, why) =>
+        {
+            Guests.Bind(served, why, request.GuestId); // under the same lock as the start: the guest cannot change
+            return _migrations.WithOnwardGuest(vm => _outgoing.Start(vm, request, (_, report) =>
+                _migrations.MigratedOnward(vm, report.Status is MigrationStatus.Completed or MigrationStatus.Unknown)));
+        });
+    }
 
-    public MigrationInfo QueryMigration() => _outgoing.Query();
+    public MigrationInfo QueryMigration(QueryMigrationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return WithVm((vm, why) => _outgoing.Query(vm, why, request.GuestId));
+    }
 
-    public MigrationInfo CancelMigration() => _outgoing.Cancel();
+    public MigrationInfo CancelMigration(CancelMigrationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return WithVm((vm, why) => _outgoing.Cancel(vm, why, request.GuestId));
+    }
+
+    /// <summary>
+    /// The guest stopped here (its --run-after time ran out): calls naming it are refused, its watches end.
+    /// </summary>
+    private void Stopped(VirtualMachine vm)
+    {
+        const string Why = "it ran its --run-after time here and was stopped and checked";
+        string id = Guests.Left(vm, Why);
+        Events.End(id, OutgoingMigrations.Precondition(Guests.Gone(id, Why)));
+    }
 
     /// <summary>Cancels an onward migration and waits for it, so the guest is not freed under the engine.</summary>
     public void Dispose()

@@ -43,6 +43,9 @@ public sealed class MigrateCommandTests
     [InlineData("--workload", "hog")]
     [InlineData("--dirty-log", "1")]
     [InlineData("--compress", "zstd")]
+    [InlineData("--compress", "none,lz4")]   // a list of names parses as flags combined: refused, not lz4
+    [InlineData("--compress", " lz4")]
+    [InlineData("--hints", "off,on")]
     [InlineData("--hints", "yes")]
     [InlineData("--downtime-ms", "NaN")]
     [InlineData("--downtime-ms", "-5")]

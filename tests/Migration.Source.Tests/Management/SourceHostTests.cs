@@ -24,7 +24,7 @@ public sealed class SourceHostTests
         }));
         Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
         Assert.Contains(names, error.Status.Detail, StringComparison.Ordinal);
-        Assert.Equal("none", host.QueryMigration().Status);
+        Assert.Equal("none", host.QueryMigration(new QueryMigrationRequest()).Status);
 
         var channels = Assert.Throws<RpcException>(() => host.StartMigration(new StartMigrationRequest
         {
