@@ -1,4 +1,3 @@
-using System.Net;
 using System.Net.Security;
 using System.Security.Cryptography.X509Certificates;
 
@@ -98,26 +97,15 @@ public sealed record TransportSecurity
     private static bool SameEndpoint(Uri a, Uri b) => string.Equals(Endpoint(a), Endpoint(b), StringComparison.Ordinal);
 
     /// <summary>
-    /// Exactly <c>localhost</c>, or an IP literal in 127.0.0.0/8 or ::1: not <see cref="Uri.IsLoopback"/>, which also
-    /// takes the name "loopback", nor an IPv4-mapped address. The listening checks' rule (Hosting's Loopback) is being
-    /// made the same; the two are to become one.
+    /// Exactly <c>localhost</c>, or a loopback IP literal (127.0.0.0/8, ::1), judged from the URL as written: the rule
+    /// the listening checks use too (<see cref="Hosting.Loopback.IsHost"/>), not <see cref="Uri.IsLoopback"/>, which
+    /// also takes the name "loopback".
     /// </summary>
     internal static bool StaysOnThisMachine(Uri uri)
     {
-        string host = uri.Host.Trim('[', ']');
-        if (string.Equals(host, "localhost", StringComparison.OrdinalIgnoreCase))
-        {
-            return true;
-        }
-
-        if (!IPAddress.TryParse(host, out var ip))
-        {
-            return false;
-        }
-
-        return ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork
-            ? ip.GetAddressBytes()[0] == 127
-            : ip.Equals(IPAddress.IPv6Loopback);
+        ArgumentNullException.ThrowIfNull(uri);
+        // the host as written (Uri reads the name "loopback" as "localhost"): the one loopback rule of both programs
+        return Hosting.Loopback.IsHost(Hosting.ListenUrl.Authority(uri.OriginalString).Host);
     }
 
     /// <summary>TLS settings for one connection to the target.</summary>
