@@ -67,6 +67,10 @@ public class MigrationEndToEndTests
             Assert.Equal(resumedFirst, report.Timing.AfterResumePhasesMs.ContainsKey("digests"));
             Assert.Equal(!resumedFirst, report.Timing.DowntimePhasesMs.ContainsKey("sourceDigests"));
             Assert.True(report.Verified);
+            // Every millisecond of the downtime is in a named phase, and the estimate is split the same way.
+            Assert.Equal(report.Timing.DowntimeMs, report.Timing.DowntimePhasesMs.Values.Sum(), 0.01);
+            Assert.Equal(report.Timing.ExpectedDowntimeMs, report.Timing.ExpectedDowntimePhasesMs.Values.Sum(), 0.01);
+            Assert.True(report.Timing.ExpectedDowntimePhasesMs["complete"] > 0); // the rehearsed round trip counted
             Assert.Equal(0, report.Verification.MismatchedPages);
             Assert.True(report.Verification.PagesCompared > 0);
             Assert.StartsWith("ok", report.Verification.GuestSelfCheck, StringComparison.Ordinal);

@@ -30,6 +30,7 @@ internal sealed class MigrationReportBuilder
             },
             Guest = MigrationReport.GuestSection.Of(guest),
         };
+        Report.Timing.DowntimeLimitMs = options.DowntimeLimit.TotalMilliseconds;
     }
 
     public MigrationReport Report { get; }

@@ -103,6 +103,9 @@ public sealed class MigrationReport
 
         public double DowntimeMs { get; set; }
 
+        /// <summary>The downtime limit the migration ran under (the estimate had to fit it before the stop).</summary>
+        public double DowntimeLimitMs { get; set; }
+
         public double ExpectedDowntimeMs { get; set; }
 
         /// <summary>

@@ -165,8 +165,11 @@ internal static class MigrationRunner
             ("guest", $"{r.Guest.RamBytes >> 20} MiB, {r.Guest.Workload}, " +
                 $"{r.Guest.InUsePages:N0} pages in use, {r.Guest.FreePages:N0} free"),
             ("total time", string.Create(inv, $"{r.Timing.TotalMs:F0} ms (setup {r.Timing.SetupMs:F0} ms)")),
-            ("downtime",
-                string.Create(inv, $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms)")),
+            ("downtime", string.Create(inv,
+                $"{r.Timing.DowntimeMs:F1} ms (expected {r.Timing.ExpectedDowntimeMs:F1} ms, limit " +
+                $"{r.Timing.DowntimeLimitMs:0.#} ms)")),
+            ("expected split", string.Join(", ",
+                r.Timing.ExpectedDowntimePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
             ("downtime split",
                 string.Join(", ", r.Timing.DowntimePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
             ("after resume", r.Timing.AfterResumePhasesMs.Count == 0
