@@ -3,7 +3,7 @@ using Google.Protobuf.Reflection;
 using Grpc.AspNetCore.Server.Model;
 using Grpc.Core;
 using Migration.Protocol;
-using Migration.Target.Receiving;
+using Migration.Shared.Hosting;
 using MigrationControl = Migration.Protocol.Migration;
 
 namespace Migration.Target.Services;
@@ -40,29 +40,7 @@ internal sealed class MigrationServiceMethods : IServiceMethodProvider<Migration
         }
 
         var method = new Method<TRequest, TReply>(MethodType.Unary, MigrationControl.Descriptor.FullName, name,
-            Marshaller(requests), Marshaller(replies));
+            TypedMarshaller.For(requests), TypedMarshaller.For(replies));
         context.AddUnaryMethod(method, [new HttpMethodMetadata(["POST"])], invoker);
     }
-
-    /// <summary>Protobuf in and out, with a parse failure as a typed rejection.</summary>
-    internal static Marshaller<T> Marshaller<T>(MessageParser<T> parser) where T : class, IMessage<T> =>
-        Marshallers.Create<T>(
-            static (message, context) =>
-            {
-                context.SetPayloadLength(message.CalculateSize());
-                message.WriteTo(context.GetBufferWriter());
-                context.Complete();
-            },
-            context =>
-            {
-                try
-                {
-                    return parser.ParseFrom(context.PayloadAsReadOnlySequence());
-                }
-                catch (InvalidProtocolBufferException ex)
-                {
-                    throw RpcErrors.InvalidArgument(
-                        $"{typeof(T).Name} does not decode as protobuf ({context.PayloadLength} bytes): {ex.Message}");
-                }
-            });
 }

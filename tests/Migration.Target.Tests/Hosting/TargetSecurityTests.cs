@@ -1,7 +1,6 @@
 using Grpc.Core;
 using Migration.Protocol;
 using Migration.Shared.Hosting;
-using Migration.Target.Services;
 using Migration.TestSupport;
 
 namespace Migration.Target.Tests.Hosting;
@@ -133,7 +132,7 @@ public sealed class TargetSecurityTests
     [InlineData(new byte[] { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01 })] // a bad varint
     public void UndecodableRequests_AreInvalidArgumentNamingTheMessage(byte[] bytes)
     {
-        var marshaller = MigrationServiceMethods.Marshaller(BeginRequest.Parser);
+        var marshaller = TypedMarshaller.For(BeginRequest.Parser);
         var refused = Assert.Throws<RpcException>(() => marshaller.ContextualDeserializer(new Payload(bytes)));
         Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
         Assert.Contains(nameof(BeginRequest), refused.Status.Detail, StringComparison.Ordinal);
