@@ -41,8 +41,11 @@ internal sealed partial class MigrationAttempt
                 || outcome.PagesMs + _cost.SyncMs <= _options.DowntimeLimit.TotalMilliseconds))
             {
                 // About to stop, or held back only by the switchover's fixed cost: measure that again, as the machine
-                // is now (a sample taken in a busy moment must not keep precopy going for good), and decide anew.
+                // is now (a sample taken in a busy moment must not keep precopy going for good), take in what the
+                // guest dirtied meanwhile (the final send will carry it), and decide anew.
                 await RehearseSwitchoverAsync(unrecorded: 0, samples: 1, ct).ConfigureAwait(false);
+                _sync.Run(vmRunning: true);
+                stats.RecordSync(_vm.DirtyLog.PagesLogged, _time.GetTimestamp(), _time);
                 outcome = Outcome(round, previousRemaining, stats);
                 decision = _policy.Decide(outcome);
             }
