@@ -71,8 +71,14 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
         return Task.FromResult(OnConfirm(request));
     }
 
-    public Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct) =>
-        Task.FromResult(TimeSpan.Zero);
+    /// <summary>What a rehearsal Complete reports as its round trip (the target's rebuild and resume included).</summary>
+    public TimeSpan RehearsalRoundTrip { get; set; }
+
+    public Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct)
+    {
+        Calls.Add("rehearse");
+        return Task.FromResult(RehearsalRoundTrip);
+    }
 
     public Task<CancelReply?> CancelAsync(string migrationId, string reason)
     {
