@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Protocol;
@@ -48,8 +49,19 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
             Deadline(TimeSpan.FromSeconds(10)), ct).ConfigureAwait(false);
     }
 
+    /// <remarks>
+    /// The key is proposed here, so it is known before the reply: a Begin whose reply is lost (its deadline, a cancel)
+    /// can still be cancelled with it. A target that ignores the proposal answers with its own, which then counts.
+    /// </remarks>
     public async Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
     {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.MigrationKey.Length == 0)
+        {
+            request.MigrationKey = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        }
+
+        _key = request.MigrationKey;
         var reply = await _client.BeginAsync(request, Headers(_options.Security, null),
             Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
         _key = reply.MigrationKey;

@@ -25,6 +25,11 @@ internal static class BeginRequestReader
             throw RpcErrors.InvalidArgument(idProblem);
         }
 
+        if (MigrationOwner.KeyProblem(request.MigrationKey) is { } keyProblem)
+        {
+            throw RpcErrors.InvalidArgument(keyProblem);
+        }
+
         if (request.GuestConfigJson.Length > MaxConfigJsonLength)
         {
             throw RpcErrors.InvalidArgument(

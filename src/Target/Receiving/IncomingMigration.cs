@@ -43,6 +43,8 @@ internal sealed class IncomingMigration : IDisposable
     private readonly TimeProvider _time;
     private readonly TargetMetrics? _metrics;
     private long _lastActivity;
+    private readonly object _probeGate = new();
+    private bool _probeClosed;
 
     /// <summary>Takes ownership of <paramref name="ram"/>: fresh (all zero) RAM of the configuration's size.</summary>
     /// <param name="configJson">The guest configuration exactly as it arrived (the state digest covers it).</param>
@@ -115,15 +117,34 @@ internal sealed class IncomingMigration : IDisposable
         }
     }
 
-    /// <summary>Takes ownership of the probe rehearsals will use.</summary>
-    public void UseProbe(RestoreProbe? probe) => Probe = probe;
+    /// <summary>
+    /// Takes ownership of the probe rehearsals will use (prepared beside Begin, so it may come after the switchover
+    /// began or the migration ended: then it goes at once).
+    /// </summary>
+    public void UseProbe(RestoreProbe? probe)
+    {
+        lock (_probeGate)
+        {
+            if (!_probeClosed)
+            {
+                Probe = probe;
+                return;
+            }
+        }
+
+        probe?.Dispose();
+    }
 
     /// <summary>The switchover began: the probe is the caller's to dispose (once the reply is out).</summary>
     public RestoreProbe? TakeProbe()
     {
-        var probe = Probe;
-        Probe = null;
-        return probe;
+        lock (_probeGate)
+        {
+            _probeClosed = true;
+            var probe = Probe;
+            Probe = null;
+            return probe;
+        }
     }
 
     /// <summary>The migration ended: the scratch guest's RAM goes.</summary>

@@ -177,10 +177,7 @@ internal sealed class IncomingMigrations : IDisposable
         CancellationToken callAborted = default)
     {
         var config = BeginRequestReader.Read(request);
-        var owner = MigrationOwner.New(caller.CertificateThumbprint);
-        var probe = RestoreProbe.TryPrepare(config); // before the lock: the first of a shape boots a scratch guest
-        VirtualMachine.ReserveThreads(config); // the switchover's resume then starts no thread
-        using var unused = new ProbeGuard(probe);
+        var owner = MigrationOwner.New(caller.CertificateThumbprint, request.MigrationKey);
         IncomingMigration begun;
         lock (_lock)
         {
@@ -209,7 +206,6 @@ internal sealed class IncomingMigrations : IDisposable
             {
                 _current = new IncomingMigration(request.MigrationId, config, request.GuestConfigJson, owner,
                     ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics);
-                _current.UseProbe(unused.Take());
                 begun = _current;
             }
             catch (OutOfMemoryException ex)
@@ -223,6 +219,13 @@ internal sealed class IncomingMigrations : IDisposable
         }
 
         TargetLog.Receiving(_log, request.MigrationId, config.RamBytes >> 20, config.Vcpus);
+        // Beside Begin, not in it (the first of a shape boots a scratch guest; a slow Begin loses its reply, and with
+        // it the key): the rehearsals' scratch guest, and spare threads so that the resume starts none.
+        _ = Task.Run(() =>
+        {
+            VirtualMachine.ReserveThreads(config);
+            begun.UseProbe(RestoreProbe.TryPrepare(config));
+        }, CancellationToken.None);
         if (callAborted.IsCancellationRequested)
         {
             Fail(begun, "the source gave up on Begin before its reply (a cancel while it was answered)");
@@ -766,19 +769,4 @@ internal sealed class IncomingMigrations : IDisposable
 
     /// <summary>A guest resumed first, its outputs held until Confirm.</summary>
     private sealed record Provisional(IncomingMigration Migration, PendingConfirm Pending, long ResumedAt);
-
-    /// <summary>Disposes a probe that Begin prepared but did not hand to a migration (a refusal, a failure).</summary>
-    private sealed class ProbeGuard(RestoreProbe? probe) : IDisposable
-    {
-        private RestoreProbe? _probe = probe;
-
-        public RestoreProbe? Take()
-        {
-            var taken = _probe;
-            _probe = null;
-            return taken;
-        }
-
-        public void Dispose() => _probe?.Dispose();
-    }
 }

@@ -10,9 +10,18 @@ namespace Migration.Target.Receiving;
 /// </summary>
 internal sealed record MigrationOwner(string Key, string? CertificateThumbprint)
 {
-    /// <summary>A new owner with a fresh 128-bit key.</summary>
-    public static MigrationOwner New(string? certificateThumbprint) =>
-        new(Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16)), certificateThumbprint);
+    /// <summary>
+    /// A new owner with the key the source proposed (see <see cref="KeyProblem"/>), or with a fresh 128-bit one.
+    /// </summary>
+    public static MigrationOwner New(string? certificateThumbprint, string? proposedKey = null) =>
+        new(string.IsNullOrEmpty(proposedKey) ? Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16))
+            : proposedKey, certificateThumbprint);
+
+    /// <summary>Null when <paramref name="key"/> is empty or 32 lower-case hex digits, else what is wrong.</summary>
+    public static string? KeyProblem(string key) =>
+        key.Length == 0 || (key.Length == 32 && key.All(c => c is >= '0' and <= '9' or >= 'a' and <= 'f'))
+            ? null
+            : $"migration_key must be 32 lower-case hex digits (128 random bits), not {key.Length} characters";
 
     /// <summary>Whether the caller presents this owner's key (compared in constant time) and certificate.</summary>
     public bool Admits(CallerCredentials caller) =>

@@ -41,6 +41,27 @@ public sealed class IncomingMigrationsTests
     }
 
     [Fact]
+    public void ASourceWhoseBeginReplyWasLost_CancelsWithTheKeyItProposed()
+    {
+        // Begin's reply never arrived (its deadline passed under load): the source still holds the key it proposed,
+        // so its Cancel frees the target at once instead of leaving it busy for the lease.
+        using var target = Targets.New(new ScriptedSwitchover());
+        const string Key = "00112233445566778899aabbccddeeff";
+        var request = Targets.Begin("a");
+        request.MigrationKey = Key;
+        _ = target.Begin(request, Nobody); // the reply is dropped
+        var cancelled = target.Cancel(new CancelRequest { MigrationId = "a", Reason = "Begin timed out" },
+            new CallerCredentials(Key, null));
+        Assert.True(cancelled.Cancelled);
+        Assert.Equal(TargetState.Failed, target.State);
+
+        var bad = Targets.Begin("b");
+        bad.MigrationKey = "guessable";
+        var refused = Assert.Throws<RpcException>(() => target.Begin(bad, Nobody));
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+    }
+
+    [Fact]
     public void Cancel_DiscardsAReceivingMigration_AndTheNextBeginIsAccepted()
     {
         using var target = Targets.New(new ScriptedSwitchover());
