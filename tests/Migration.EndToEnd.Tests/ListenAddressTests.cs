@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Migration.Shared.Hosting;
 using Migration.Source.Cli;
 
 namespace Migration.EndToEnd.Tests;
@@ -91,7 +92,7 @@ public sealed class ListenAddressTests
 
     /// <summary>What binding localhost:<paramref name="port"/> binds: 127.0.0.1, and [::1] where IPv6 has it.</summary>
     private static string Bound(int port) =>
-        $"http://127.0.0.1:{port}" + (IPv6LoopbackUsable() ? $" http://[::1]:{port}" : string.Empty);
+        $"http://127.0.0.1:{port}" + (ListenUrl.IPv6LoopbackUsable() ? $" http://[::1]:{port}" : string.Empty);
 
     private static int FreeLoopbackPort()
     {
@@ -100,19 +101,5 @@ public sealed class ListenAddressTests
         int port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
         return port;
-    }
-
-    private static bool IPv6LoopbackUsable()
-    {
-        try
-        {
-            using var socket = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
-            socket.Bind(new IPEndPoint(IPAddress.IPv6Loopback, 0));
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 }

@@ -137,7 +137,7 @@ public sealed record ListenUrl
     private string Url(string host) => $"{Scheme}://{host}:{Port}";
 
     /// <summary>Whether a socket can bind [::1] here (IPv6 can be off, or lack a loopback address).</summary>
-    private static bool IPv6LoopbackUsable()
+    internal static bool IPv6LoopbackUsable()
     {
         if (!Socket.OSSupportsIPv6)
         {

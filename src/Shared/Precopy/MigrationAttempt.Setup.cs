@@ -88,10 +88,11 @@ internal sealed partial class MigrationAttempt
     }
 
     /// <summary>
-    /// Begin, which a cancel does not cut short: the target may have taken it already, and only its reply's key lets
-    /// the Cancel that follows free the target at once (a keyless Cancel is refused, and the target would stay busy
-    /// for its whole lease). On a cancel the reply is awaited for up to <see cref="BeginGrace"/> more, then the cancel
-    /// goes on; the call itself is bounded by its own deadline.
+    /// Begin, which a cancel does not cut short: the target may have taken it already, and only the migration's key
+    /// lets the Cancel that follows free the target at once (a keyless Cancel is refused, and the target would stay
+    /// busy for its whole lease). The transport proposes the key in Begin, so it holds it either way; a target that
+    /// ignores the proposal answers with its own, which only the reply brings, so on a cancel the reply is still
+    /// awaited for up to <see cref="BeginGrace"/>, then the cancel goes on. The call is bounded by its own deadline.
     /// </summary>
     private async Task<BeginReply> BeginAsync(CancellationToken ct)
     {
