@@ -766,7 +766,7 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
             pages += r.Count;
             if (_bitmap is not null && _skipping)
             {
-                _migration.PagesSkipped += ClearFromBitmap(_bitmap, r.First, r.Count);
+                _migration.PagesSkipped += _bitmap.Skip(r.First, r.Count);
             }
         }
 
@@ -880,24 +880,10 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
         long cleared = 0;
         foreach (var r in ranges)
         {
-            cleared += ClearFromBitmap(bitmap, r.First, r.Count);
+            cleared += bitmap.Skip(r.First, r.Count);
         }
 
         return cleared;
-    }
-
-    /// <summary>As hint application does: under the bitmap lock, manual mode re-arming the chunks first.</summary>
-    internal static long ClearFromBitmap(MigrationBitmap bitmap, long first, long count)
-    {
-        using (bitmap.Lock())
-        {
-            if (bitmap.Log.Mode == DirtyLogMode.Manual)
-            {
-                bitmap.Log.ClearChunksCovering(first, count);
-            }
-
-            return bitmap.Pages.ClearRange(first, count);
-        }
     }
 
     private List<PageRange> HeldRangesLocked() => [.. _held.SetRuns().Select(r => new PageRange(r.First, r.Count))];

@@ -40,21 +40,12 @@ internal sealed class StandardHintDefences : IHintDefences
 
     /// <inheritdoc/>
     /// <remarks>
-    /// Under the bitmap lock. Manual mode re-arms the dirty-log chunks covering the block first, or the block's pages,
-    /// un-armed since the last sync, come back at the next one (R6; QEMU commit 3143577d). Eager mode never touches the
-    /// write log: a write after the sync that re-armed the page is logged there and must reach the next sync (R4).
+    /// <see cref="MigrationBitmap.Skip"/>: under the bitmap lock, manual mode re-arming the chunks first (R6), the write
+    /// log untouched (R4).
     /// </remarks>
     public long Apply(MigrationBitmap bitmap, long firstPfn, long pages)
     {
         ArgumentNullException.ThrowIfNull(bitmap);
-        using (bitmap.Lock())
-        {
-            if (bitmap.Log.Mode == DirtyLogMode.Manual)
-            {
-                bitmap.Log.ClearChunksCovering(firstPfn, pages);
-            }
-
-            return bitmap.Pages.ClearRange(firstPfn, pages);
-        }
+        return bitmap.Skip(firstPfn, pages);
     }
 }

@@ -140,7 +140,7 @@ internal sealed class PageReportingHost
         long skipped = 0;
         foreach (var (first, count) in _discarded.SetRuns())
         {
-            skipped += BalloonDevice.ClearFromBitmap(bitmap, first, count);
+            skipped += bitmap.Skip(first, count);
         }
 
         return skipped;

@@ -63,6 +63,27 @@ public sealed class MigrationBitmap
     }
 
     /// <summary>
+    /// Takes [<paramref name="first"/>, +<paramref name="count"/>) out of the bitmap unsent: pages a free-page hint,
+    /// the balloon or free page reporting vouches for. Returns how many were still to send. Under the bitmap lock, and
+    /// in manual mode the dirty-log chunks covering the range are re-armed first, or its pages, un-armed since the
+    /// last sync, come back at the next one although nobody wrote them (R6; QEMU commit 3143577d). The write log
+    /// itself is left alone: a write after the sync that re-armed a page is logged there and must reach the next sync
+    /// (R4).
+    /// </summary>
+    public long Skip(long first, long count)
+    {
+        using (Lock())
+        {
+            if (Log.Mode == DirtyLogMode.Manual)
+            {
+                Log.ClearChunksCovering(first, count);
+            }
+
+            return Pages.ClearRange(first, count);
+        }
+    }
+
+    /// <summary>
     /// Takes up to <c>pfns.Length</c> pages to send, from <paramref name="cursor"/> on, out of the bitmap; returns
     /// how many, and moves the cursor past them (-1 once the bitmap holds nothing further). In manual mode each page's
     /// chunk is re-armed before the page leaves the bitmap: writes made since the sync are not logged until then, and
