@@ -2,7 +2,6 @@ using Migration.Shared.Concurrency;
 using Migration.Shared.Diagnostics;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Precopy;
-using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Balloon;
 
@@ -22,24 +21,23 @@ namespace Migration.Shared.Balloon;
 /// <item>H6: <see cref="Cleanup"/> (completion, failure, cancel) reports DONE and drops what is queued.</item>
 /// <item>H9: a malformed buffer is a device error: hinting stops for this migration, which goes on without it.</item>
 /// </list>
-/// One lock (QEMU's <c>free_page_lock</c>) serialises everything: a status change and a block's check-and-apply
-/// never interleave.
+/// <para>One lock (QEMU's <c>free_page_lock</c>) serialises everything: a status change and a block's
+/// check-and-apply never interleave.</para>
+/// <para>This file has the config space, the queue and the hint thread; <c>FreePageHintDevice.Precopy.cs</c> has the
+/// migration's side.</para>
 /// </remarks>
-public sealed class FreePageHintDevice : IPrecopyParticipant
+public sealed partial class FreePageHintDevice : IPrecopyParticipant
 {
     /// <summary>Virtqueue slots. Linux keeps one free for STOP, so at most Capacity-1 blocks are in flight.</summary>
     public const int DefaultQueueCapacity = 64;
 
     private readonly object _gate = new();
-    private readonly Queue<(long Seq, HintBuffer Buffer)> _queue = new();
+    private readonly Virtqueue<HintBuffer> _queue;
     private readonly long _ramPages;
     private readonly SchedulingPoints _scheduling;
     private readonly IHintDefences _defences;
     private readonly IDeviceThreads _threads;
     private readonly BalloonMetrics _metrics = BalloonMetrics.Shared;
-    private long _nextSeq;
-    private long _usedUpTo = -1;
-    private int _queuedCount;
     private bool _vmStopped;
     private bool _failed;
     private MigrationBitmap? _bitmap;
@@ -58,13 +56,13 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(ramPages);
         ArgumentOutOfRangeException.ThrowIfLessThan(queueCapacity, 2);
         _ramPages = ramPages;
-        QueueCapacity = queueCapacity;
+        _queue = new Virtqueue<HintBuffer>(queueCapacity, _gate);
         _scheduling = scheduling;
         _defences = defences;
         _threads = threads;
     }
 
-    public int QueueCapacity { get; }
+    public int QueueCapacity => _queue.Capacity;
 
     public HintStatus Status
     {
@@ -117,7 +115,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
         {
             using (_scheduling.Lock(_gate))
             {
-                return QueueCapacity - _queue.Count;
+                return _queue.FreeSlots;
             }
         }
     }
@@ -125,7 +123,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     /// <summary>
     /// Buffers waiting for the hint thread. Read without the lock (a scheduler polls it while actors hold it).
     /// </summary>
-    public int Queued => Volatile.Read(ref _queuedCount);
+    public int Queued => _queue.Count;
 
     /// <summary>A copy of this migration's counters.</summary>
     public HintStats Stats
@@ -206,130 +204,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
     {
         using (_scheduling.Lock(_gate))
         {
-            return seq <= _usedUpTo;
-        }
-    }
-
-    // ---- precopy participant ----------------------------------------------------------------------------------
-
-    /// <summary>
-    /// Joins a migration that asked for hinting: attaches the bitmap (H1: logging must already be on), resets the
-    /// counters and starts the hint thread. The first id comes with the setup sync (H2).
-    /// </summary>
-    public bool Setup(PrecopySetup setup)
-    {
-        ArgumentNullException.ThrowIfNull(setup);
-        if (!setup.Capabilities.FreePageHinting)
-        {
-            return false;
-        }
-
-        if (!setup.Bitmap.Log.Enabled)
-        {
-            throw new InvalidOperationException(
-                "free page hinting needs dirty logging on before the first command id (H1)");
-        }
-
-        using (_scheduling.Lock(_gate))
-        {
-            _bitmap = setup.Bitmap;
-            _failed = false;
-            _counters = default;
-            Status = _defences.Next(Status, HintEvent.Attach);
-        }
-
-        _hintThread = _threads.Start("hint thread", Run);
-        return true;
-    }
-
-    /// <summary>H2, before a sync: no hint is applied until the next id.</summary>
-    public void BeforeSync(bool vmRunning)
-    {
-        using (_scheduling.Lock(_gate))
-        {
-            if (_bitmap is not null)
-            {
-                Status = _defences.Next(Status, HintEvent.StopBeforeSync);
-            }
-        }
-    }
-
-    /// <summary>
-    /// H2, after a sync: a new id if the VM runs, DONE otherwise; nothing once hinting has failed (H9).
-    /// </summary>
-    public void AfterSync(bool vmRunning)
-    {
-        using (_scheduling.Lock(_gate))
-        {
-            if (_bitmap is null || _failed)
-            {
-                return;
-            }
-
-            if (!vmRunning)
-            {
-                Status = _defences.Next(Status, HintEvent.FinalSync);
-                return;
-            }
-
-            CommandId = HintCommandId.Next(CommandId);
-            Status = _defences.Next(Status, HintEvent.NewCommandId);
-            _counters.CommandIdsIssued++;
-            _metrics.HintCommandIds.Add(1);
-            Monitor.PulseAll(_gate);
-        }
-    }
-
-    public void Complete()
-    {
-    }
-
-    /// <summary>
-    /// H6: completion, failure or cancel. DONE, detach, drop whatever is still queued, stop the hint thread.
-    /// </summary>
-    public void Cleanup(MigrationStatus outcome)
-    {
-        using (_scheduling.Lock(_gate))
-        {
-            if (_bitmap is not null)
-            {
-                Status = _defences.Next(Status, HintEvent.Detach);
-            }
-
-            _bitmap = null;
-            DrainLocked();
-            Monitor.PulseAll(_gate);
-        }
-
-        _hintThread?.Dispose();
-        _hintThread = null;
-    }
-
-    public void Report(MigrationReport report)
-    {
-        ArgumentNullException.ThrowIfNull(report);
-        var stats = Stats;
-        report.Transfer.PagesSkippedByHints = stats.PagesCleared;
-        report.Hints = new MigrationReport.HintsSection
-        {
-            WaitOnAck = (FeatureBits & BalloonFeatureBits.HintWaitOnAck) != 0,
-            CmdIds = stats.CommandIdsIssued,
-            BlocksReceived = stats.BlocksReceived,
-            BlocksApplied = stats.BlocksApplied,
-            BlocksDroppedStale = stats.BlocksDroppedStale,
-            PagesCleared = stats.PagesCleared,
-            DeviceErrors = stats.DeviceErrors,
-            DeviceError = stats.Error,
-        };
-    }
-
-    /// <summary>H5: the VM stopped or resumed (QEMU's VM state change handler).</summary>
-    public void SetVmRunning(bool running)
-    {
-        using (_scheduling.Lock(_gate))
-        {
-            _vmStopped = !running;
-            Monitor.PulseAll(_gate);
+            return _queue.IsUsed(seq);
         }
     }
 
@@ -365,27 +240,22 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
 
     private long AddLocked(HintBuffer buffer)
     {
-        if (_queue.Count >= QueueCapacity)
+        long seq = _queue.Add(buffer);
+        if (seq < 0)
         {
             Fail($"free-page queue overflow: the guest added a buffer with all {QueueCapacity} slots in use");
-            return -1;
         }
 
-        long seq = _nextSeq++;
-        _queue.Enqueue((seq, buffer));
-        Volatile.Write(ref _queuedCount, _queue.Count);
         return seq;
     }
 
     private bool ProcessOneLocked()
     {
-        if ((_vmStopped && !_defences.ProcessesWhileStopped) || _queue.Count == 0)
+        if ((_vmStopped && !_defences.ProcessesWhileStopped) || !_queue.TryTake(out long seq, out var buffer))
         {
             return false;
         }
 
-        var (seq, buffer) = _queue.Dequeue();
-        Volatile.Write(ref _queuedCount, _queue.Count);
         if (buffer.Kind == HintBufferKind.CommandId)
         {
             HandleCommandId(buffer);
@@ -395,8 +265,7 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
             HandleBlock(buffer);
         }
 
-        _usedUpTo = Math.Max(_usedUpTo, seq);
-        Monitor.PulseAll(_gate);
+        _queue.MarkUsed(seq);
         return true;
     }
 
@@ -460,39 +329,6 @@ public sealed class FreePageHintDevice : IPrecopyParticipant
             Status = _defences.Next(Status, HintEvent.DeviceError);
         }
 
-        DrainLocked();
-    }
-
-    private void DrainLocked()
-    {
-        while (_queue.TryDequeue(out var item))
-        {
-            _usedUpTo = Math.Max(_usedUpTo, item.Seq);
-        }
-
-        Volatile.Write(ref _queuedCount, 0);
-    }
-
-    /// <summary>The migration's counters, mutated under the device lock only.</summary>
-    private struct Counters
-    {
-        public long CommandIdsIssued;
-        public long BlocksReceived;
-        public long BlocksApplied;
-        public long BlocksDroppedStale;
-        public long PagesCleared;
-        public long DeviceErrors;
-        public string? Error;
-
-        public readonly HintStats Snapshot() => new()
-        {
-            CommandIdsIssued = CommandIdsIssued,
-            BlocksReceived = BlocksReceived,
-            BlocksApplied = BlocksApplied,
-            BlocksDroppedStale = BlocksDroppedStale,
-            PagesCleared = PagesCleared,
-            DeviceErrors = DeviceErrors,
-            Error = Error,
-        };
+        _queue.DropAll();
     }
 }
