@@ -1,5 +1,6 @@
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Balloon;

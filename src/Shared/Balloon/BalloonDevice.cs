@@ -1,9 +1,9 @@
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.Diagnostics;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
-using Migration.Shared.Precopy;
 
 namespace Migration.Shared.Balloon;
 

@@ -1,7 +1,7 @@
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.Diagnostics;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Precopy;
 
 namespace Migration.Shared.Balloon;
 
