@@ -70,7 +70,7 @@ public sealed class FreePageHintTests
             $"only {on.Transfer.PagesSkippedByHints} of {pages} pages skipped");
         Assert.True(on.Transfer.BytesOnWire < off.Transfer.BytesOnWire / 3,
             $"hinted {on.Transfer.BytesOnWire} vs unhinted {off.Transfer.BytesOnWire} bytes");
-        Assert.True(on.Hints!.CmdIds >= 2);
+        Assert.True(on.Hints!.CommandIdsIssued >= 2);
         Assert.Equal(on.Hints.BlocksReceived, on.Hints.BlocksApplied + on.Hints.BlocksDroppedStale);
         Assert.Equal(0, on.Hints.DeviceErrors);
     }

@@ -87,6 +87,7 @@ public sealed partial class BalloonDevice
         }
 
         long pages = 0;
+        long skipped = 0;
         foreach (var r in _scratch)
         {
             _held.SetRange(r.First, r.Count);
@@ -94,11 +95,15 @@ public sealed partial class BalloonDevice
             pages += r.Count;
             if (_bitmap is not null && _skipping)
             {
-                _migration.PagesSkipped += _bitmap.Skip(r.First, r.Count);
+                skipped += _bitmap.Skip(r.First, r.Count);
             }
         }
 
-        _migration.Inflated += pages;
+        _migration = _migration with
+        {
+            PagesSkipped = _migration.PagesSkipped + skipped,
+            InflatedDuringMigration = _migration.InflatedDuringMigration + pages,
+        };
         _stats = _stats with { PagesInflated = _stats.PagesInflated + pages };
     }
 
@@ -139,7 +144,7 @@ public sealed partial class BalloonDevice
                 (pages == 0 ? string.Empty : $"; the {pages} held pages it names are returned"));
         }
 
-        _migration.Deflated += pages;
+        _migration = _migration with { DeflatedDuringMigration = _migration.DeflatedDuringMigration + pages };
         _stats = _stats with { PagesDeflated = _stats.PagesDeflated + pages };
     }
 
@@ -155,7 +160,7 @@ public sealed partial class BalloonDevice
             return;
         }
 
-        _migration.Events++;
+        _migration = _migration with { GuestEvents = _migration.GuestEvents + 1 };
         _stats = _stats with { GuestEvents = _stats.GuestEvents + 1 };
         var level = type == BalloonGuestEvent.Pressure ? (MemoryPressure)value : MemoryPressure.None;
         _pending.Add(Notification(type == BalloonGuestEvent.Pressure

@@ -1,22 +1,20 @@
 using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Protocol;
-using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Balloon;
 
 /// <summary>
 /// The device as a precopy participant: which migration it is in, what that migration skips (held pages, discarded
-/// pages), its counters, the steps its defences take (B3 to B5) and its part of the report.
+/// pages), the steps its defences take (B3 to B5) and this migration's statistics, which are the report's sections.
 /// </summary>
 public sealed partial class BalloonDevice
 {
     private MigrationBitmap? _bitmap;
     private MigrationBitmap? _joining; // the bitmap of a migration being set up, while its defences run
     private bool _skipping; // this migration skips held pages (off: sent as zero pages, as QEMU does)
-    private bool _skippingDiscarded;
     private bool _pressureDuringMigration;
-    private MigrationCounters _migration;
+    private BalloonMigrationStats _migration = new(); // the running (or last) migration's
 
     /// <summary>
     /// Joins every migration (the balloon's pages are the device's, whatever the capabilities): uses what is queued,
@@ -34,16 +32,9 @@ public sealed partial class BalloonDevice
             long skipped = _defences.AtSetup(this);
             _joining = null;
             _bitmap = setup.Bitmap;
-            _migration = default;
+            _migration = new BalloonMigrationStats { SkipsBallooned = _skipping, PagesSkipped = skipped };
             _pressureDuringMigration = false;
-            _migration.Skipping = _skipping;
-            _migration.PagesSkipped = skipped;
-            _skippingDiscarded = setup.Capabilities.SkipDiscarded && _reporting is not null;
-            _migration.SkippingDiscarded = _skippingDiscarded;
-            if (_skippingDiscarded)
-            {
-                _migration.DiscardedSkipped = _reporting!.Skip(setup.Bitmap);
-            }
+            ReportingSetupLocked(setup);
         }
 
         RaisePending();
@@ -88,47 +79,26 @@ public sealed partial class BalloonDevice
         }
     }
 
-    public void Report(MigrationReport report)
+    /// <summary>
+    /// This migration's figures, with the device as it stands now: the report's <c>balloon</c> section, and its
+    /// <c>reporting</c> section when the guest reports free pages.
+    /// </summary>
+    public IReadOnlyList<IMigrationStats> MigrationStats()
     {
-        ArgumentNullException.ThrowIfNull(report);
-        var stats = Stats;
-        MigrationCounters m;
         using (_scheduling.Lock(_gate))
         {
-            m = _migration;
-        }
-
-        report.Transfer.PagesSkippedAsBallooned = m.PagesSkipped;
-        report.Transfer.PagesSkippedAsDiscarded = m.DiscardedSkipped;
-        if (ReportingStats is { } r)
-        {
-            report.Reporting = new MigrationReport.ReportingSection
+            var balloon = _migration with
             {
-                SkipsDiscarded = m.SkippingDiscarded,
-                PagesSkipped = m.DiscardedSkipped,
-                PagesDiscardedDuringMigration = m.DiscardedDuring,
-                Reports = r.Reports,
-                PagesDiscarded = r.PagesDiscarded,
-                PagesKeptPoisoned = r.PagesKeptPoisoned,
-                DiscardMapPages = r.DiscardMapPages,
+                Encoding = Encoding.ToString(),
+                Features = $"0x{Features:x}",
+                TargetPages = TargetPages,
+                ActualPages = ActualPages,
+                HeldPages = _held.Count,
+                DeviceErrors = _stats.DeviceErrors,
+                DeviceError = _stats.LastError,
             };
+            return ReportingMigrationStatsLocked() is { } reporting ? [balloon, reporting] : [balloon];
         }
-
-        report.Balloon = new MigrationReport.BalloonSection
-        {
-            Encoding = Encoding.ToString(),
-            SkipsBallooned = m.Skipping,
-            Features = $"0x{Features:x}",
-            TargetPages = stats.TargetPages,
-            ActualPages = stats.ActualPages,
-            HeldPages = stats.HeldPages,
-            PagesSkipped = m.PagesSkipped,
-            InflatedDuringMigration = m.Inflated,
-            DeflatedDuringMigration = m.Deflated,
-            GuestEvents = m.Events,
-            DeviceErrors = stats.DeviceErrors,
-            DeviceError = stats.LastError,
-        };
     }
 
     // ---- the steps the defences take (under the lock) ------------------------------------------------------------
@@ -151,18 +121,5 @@ public sealed partial class BalloonDevice
         }
 
         return cleared;
-    }
-
-    /// <summary>What the running (or last) migration did; reset at its setup.</summary>
-    private struct MigrationCounters
-    {
-        public bool Skipping;
-        public long PagesSkipped;
-        public long Inflated;
-        public long Deflated;
-        public long Events;
-        public bool SkippingDiscarded;
-        public long DiscardedSkipped;
-        public long DiscardedDuring;
     }
 }

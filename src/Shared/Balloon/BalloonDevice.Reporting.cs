@@ -1,3 +1,5 @@
+using Migration.Shared.Devices;
+
 namespace Migration.Shared.Balloon;
 
 /// <summary>
@@ -8,6 +10,7 @@ namespace Migration.Shared.Balloon;
 public sealed partial class BalloonDevice
 {
     private PageReportingHost? _reporting;
+    private PageReportingMigrationStats _reportingMigration = new(); // the running (or last) migration's
 
     /// <summary>
     /// Told every page a reported block's discard zeroed, as a store is told to the race fuzzer's bookkeeping (a
@@ -69,6 +72,31 @@ public sealed partial class BalloonDevice
         }
     }
 
+    /// <summary>
+    /// A migration sets up: skips what is still discarded, if it asks to and the guest reports free pages, and starts
+    /// this migration's figures.
+    /// </summary>
+    private void ReportingSetupLocked(PrecopySetup setup)
+    {
+        bool skips = setup.Capabilities.SkipDiscarded && _reporting is not null;
+        _reportingMigration = new PageReportingMigrationStats
+        {
+            SkipsDiscarded = skips,
+            PagesSkipped = skips ? _reporting!.Skip(setup.Bitmap) : 0,
+        };
+    }
+
+    /// <summary>This migration's figures with the totals as they are now; null without reporting.</summary>
+    private PageReportingMigrationStats? ReportingMigrationStatsLocked() => _reporting is not { } r
+        ? null
+        : _reportingMigration with
+        {
+            Reports = r.Reports,
+            PagesDiscarded = r.PagesDiscarded,
+            PagesKeptPoisoned = r.PagesKeptPoisoned,
+            DiscardMapPages = r.DiscardedPages,
+        };
+
     private void ReceiveReport(byte[] buffer)
     {
         var (discarded, error) = _reporting!.Receive(buffer, _bitmap?.Log);
@@ -80,7 +108,10 @@ public sealed partial class BalloonDevice
 
         if (_bitmap is not null)
         {
-            _migration.DiscardedDuring += discarded;
+            _reportingMigration = _reportingMigration with
+            {
+                PagesDiscardedDuringMigration = _reportingMigration.PagesDiscardedDuringMigration + discarded,
+            };
         }
     }
 }

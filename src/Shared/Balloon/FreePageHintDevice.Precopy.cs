@@ -1,19 +1,18 @@
 using Migration.Shared.Devices;
 using Migration.Shared.Protocol;
-using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Balloon;
 
 /// <summary>
 /// The hint device as a precopy participant (QEMU's <c>virtio_balloon_free_page_hint_notify</c>): attaching to a
 /// migration that asked for hinting (H1), the command id around every sync (H2), the VM stopping (H5), detaching
-/// (H6), and this migration's counters.
+/// (H6), and this migration's statistics, which are the report's section.
 /// </summary>
 public sealed partial class FreePageHintDevice
 {
     /// <summary>
-    /// Joins a migration that asked for hinting: attaches the bitmap (H1: logging must already be on), resets the
-    /// counters and starts the hint thread. The first id comes with the setup sync (H2).
+    /// Joins a migration that asked for hinting: attaches the bitmap (H1: logging must already be on), starts new
+    /// statistics and the hint thread. The first id comes with the setup sync (H2).
     /// </summary>
     public bool Setup(PrecopySetup setup)
     {
@@ -33,7 +32,7 @@ public sealed partial class FreePageHintDevice
         {
             _bitmap = setup.Bitmap;
             _failed = false;
-            _counters = default;
+            _stats = new HintStats { WaitOnAck = (FeatureBits & BalloonFeatureBits.HintWaitOnAck) != 0 };
             Status = _defences.Next(Status, HintEvent.Attach);
         }
 
@@ -73,7 +72,7 @@ public sealed partial class FreePageHintDevice
 
             CommandId = HintCommandId.Next(CommandId);
             Status = _defences.Next(Status, HintEvent.NewCommandId);
-            _counters.CommandIdsIssued++;
+            _stats = _stats with { CommandIdsIssued = _stats.CommandIdsIssued + 1 };
             _metrics.HintCommandIds.Add(1);
             Monitor.PulseAll(_gate);
         }
@@ -103,23 +102,8 @@ public sealed partial class FreePageHintDevice
         _hintThread = null;
     }
 
-    public void Report(MigrationReport report)
-    {
-        ArgumentNullException.ThrowIfNull(report);
-        var stats = Stats;
-        report.Transfer.PagesSkippedByHints = stats.PagesCleared;
-        report.Hints = new MigrationReport.HintsSection
-        {
-            WaitOnAck = (FeatureBits & BalloonFeatureBits.HintWaitOnAck) != 0,
-            CmdIds = stats.CommandIdsIssued,
-            BlocksReceived = stats.BlocksReceived,
-            BlocksApplied = stats.BlocksApplied,
-            BlocksDroppedStale = stats.BlocksDroppedStale,
-            PagesCleared = stats.PagesCleared,
-            DeviceErrors = stats.DeviceErrors,
-            DeviceError = stats.Error,
-        };
-    }
+    /// <summary>This migration's figures: the report's <c>hints</c> section.</summary>
+    public IReadOnlyList<IMigrationStats> MigrationStats() => [Stats];
 
     /// <summary>H5: the VM stopped or resumed (QEMU's VM state change handler).</summary>
     public void SetVmRunning(bool running)
@@ -129,28 +113,5 @@ public sealed partial class FreePageHintDevice
             _vmStopped = !running;
             Monitor.PulseAll(_gate);
         }
-    }
-
-    /// <summary>The migration's counters, mutated under the device lock only.</summary>
-    private struct Counters
-    {
-        public long CommandIdsIssued;
-        public long BlocksReceived;
-        public long BlocksApplied;
-        public long BlocksDroppedStale;
-        public long PagesCleared;
-        public long DeviceErrors;
-        public string? Error;
-
-        public readonly HintStats Snapshot() => new()
-        {
-            CommandIdsIssued = CommandIdsIssued,
-            BlocksReceived = BlocksReceived,
-            BlocksApplied = BlocksApplied,
-            BlocksDroppedStale = BlocksDroppedStale,
-            PagesCleared = PagesCleared,
-            DeviceErrors = DeviceErrors,
-            Error = Error,
-        };
     }
 }

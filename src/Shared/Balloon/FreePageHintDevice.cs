@@ -42,7 +42,7 @@ public sealed partial class FreePageHintDevice : IPrecopyParticipant
     private bool _failed;
     private MigrationBitmap? _bitmap;
     private IDisposable? _hintThread;
-    private Counters _counters;
+    private HintStats _stats = new(); // this migration's, replaced at its setup
 
     public FreePageHintDevice(long ramPages, int queueCapacity = DefaultQueueCapacity)
         : this(ramPages, queueCapacity, SchedulingPoints.None, StandardHintDefences.Instance,
@@ -125,14 +125,14 @@ public sealed partial class FreePageHintDevice : IPrecopyParticipant
     /// </summary>
     public int Queued => _queue.Count;
 
-    /// <summary>A copy of this migration's counters.</summary>
+    /// <summary>What the device did in the running (or last) migration.</summary>
     public HintStats Stats
     {
         get
         {
             using (_scheduling.Lock(_gate))
             {
-                return _counters.Snapshot();
+                return _stats;
             }
         }
     }
@@ -285,7 +285,7 @@ public sealed partial class FreePageHintDevice : IPrecopyParticipant
 
     private void HandleBlock(HintBuffer buffer)
     {
-        _counters.BlocksReceived++;
+        _stats = _stats with { BlocksReceived = _stats.BlocksReceived + 1 };
         if (BlockProblem(buffer) is string problem)
         {
             Fail(problem);
@@ -295,14 +295,17 @@ public sealed partial class FreePageHintDevice : IPrecopyParticipant
         bool current = _defences.IsCurrentRun(buffer.CommandId, CommandId);
         if (!HintStateMachine.AppliesBlock(Status, current) || _bitmap is null || _failed)
         {
-            _counters.BlocksDroppedStale++;
+            _stats = _stats with { BlocksDroppedStale = _stats.BlocksDroppedStale + 1 };
             _metrics.HintBlocks.Add(1, BalloonMetrics.Outcome("stale"));
             return;
         }
 
         long cleared = _defences.Apply(_bitmap, buffer.Pfn, buffer.Pages);
-        _counters.BlocksApplied++;
-        _counters.PagesCleared += cleared;
+        _stats = _stats with
+        {
+            BlocksApplied = _stats.BlocksApplied + 1,
+            PagesCleared = _stats.PagesCleared + cleared,
+        };
         _metrics.HintBlocks.Add(1, BalloonMetrics.Outcome("applied"));
         _metrics.HintPagesCleared.Add(cleared);
     }
@@ -320,8 +323,7 @@ public sealed partial class FreePageHintDevice : IPrecopyParticipant
     /// <summary>H9: record the error, stop hinting for this migration (DONE), drop what is queued.</summary>
     private void Fail(string problem)
     {
-        _counters.DeviceErrors++;
-        _counters.Error ??= problem;
+        _stats = _stats with { DeviceErrors = _stats.DeviceErrors + 1, DeviceError = _stats.DeviceError ?? problem };
         _metrics.DeviceErrors.Add(1);
         _failed = true;
         if (_bitmap is not null)

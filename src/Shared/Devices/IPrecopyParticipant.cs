@@ -1,6 +1,5 @@
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Protocol;
-using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Devices;
 
@@ -37,12 +36,12 @@ public sealed record PrecopySetup(MigrationBitmap Bitmap, MigrationCapabilities 
 /// Order within one migration: <see cref="Setup"/> once, after dirty logging is on and every page is marked to send;
 /// then around every sync, the setup sync and the final one included, <see cref="BeforeSync"/> and
 /// <see cref="AfterSync"/>; <see cref="Complete"/> once the last pages are out and before device state is saved;
-/// <see cref="Cleanup"/> exactly once at the end, whatever the outcome; <see cref="Report"/> after that.
+/// <see cref="Cleanup"/> exactly once at the end, whatever the outcome; <see cref="MigrationStats"/> after that.
 /// </remarks>
 public interface IPrecopyParticipant
 {
     /// <summary>
-    /// Joins the migration; returns false to sit it out (then no other call follows but Cleanup and Report).
+    /// Joins the migration; returns false to sit it out (then no other call follows but Cleanup and MigrationStats).
     /// </summary>
     bool Setup(PrecopySetup setup);
 
@@ -54,6 +53,8 @@ public interface IPrecopyParticipant
 
     void Cleanup(MigrationStatus outcome);
 
-    /// <summary>Adds what the participant did to the report.</summary>
-    void Report(MigrationReport report);
+    /// <summary>
+    /// What the participant did in this migration, as the statistics records it keeps: the report's sections for it.
+    /// </summary>
+    IReadOnlyList<IMigrationStats> MigrationStats();
 }

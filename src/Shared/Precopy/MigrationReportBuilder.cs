@@ -74,7 +74,7 @@ internal sealed class MigrationReportBuilder
         transfer.ThroughputMBps = counters.BytesOnWire / 1e6 / Math.Max(totalMs / 1000, 1e-6);
         foreach (var participant in joined)
         {
-            participant.Report(Report);
+            Report.Add(participant.MigrationStats());
         }
 
         return Report;

@@ -1,5 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Migration.Shared.Balloon;
+using Migration.Shared.Devices;
 using Migration.Shared.Guest;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
@@ -44,13 +46,13 @@ public sealed class MigrationReport
     public VerificationSection Verification { get; set; } = new();
 
     /// <summary>Free page hinting; null when hints were off.</summary>
-    public HintsSection? Hints { get; set; }
+    public HintStats? Hints { get; set; }
 
     /// <summary>The balloon's inflate/deflate side: target, actual, held pages, what it kept off the wire.</summary>
-    public BalloonSection? Balloon { get; set; }
+    public BalloonMigrationStats? Balloon { get; set; }
 
     /// <summary>Free page reporting, when the guest has it.</summary>
-    public ReportingSection? Reporting { get; set; }
+    public PageReportingMigrationStats? Reporting { get; set; }
 
     /// <summary>CPU time and peak RSS of the process that wrote the report, taken as it wrote it.</summary>
     public ProcessStats? Process { get; set; }
@@ -66,6 +68,37 @@ public sealed class MigrationReport
     public static MigrationReport FromJson(string json) =>
         JsonSerializer.Deserialize<MigrationReport>(json, JsonOptions)
             ?? throw new InvalidDataException("Empty report.");
+
+    /// <summary>
+    /// Takes a participant's statistics records as its sections, serialised as the device keeps them, and the pages
+    /// each kept off the wire into <see cref="Transfer"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">A record the report has no section for.</exception>
+    public void Add(IEnumerable<IMigrationStats> sections)
+    {
+        ArgumentNullException.ThrowIfNull(sections);
+        foreach (var section in sections)
+        {
+            switch (section)
+            {
+                case HintStats hints:
+                    Hints = hints;
+                    Transfer.PagesSkippedByHints = hints.PagesCleared;
+                    break;
+                case BalloonMigrationStats balloon:
+                    Balloon = balloon;
+                    Transfer.PagesSkippedAsBallooned = balloon.PagesSkipped;
+                    break;
+                case PageReportingMigrationStats reporting:
+                    Reporting = reporting;
+                    Transfer.PagesSkippedAsDiscarded = reporting.PagesSkipped;
+                    break;
+                default:
+                    throw new ArgumentException($"the report has no section for {section.GetType().Name}",
+                        nameof(sections));
+            }
+        }
+    }
 
     public sealed class GuestSection
     {
@@ -162,82 +195,6 @@ public sealed class MigrationReport
         public long PagesSkippedAsDiscarded { get; set; }
 
         public double ThroughputMBps { get; set; }
-    }
-
-    /// <summary>The balloon device at the end of the migration (inflate and deflate; hints are their own section).</summary>
-    public sealed class BalloonSection
-    {
-        /// <summary>Whether this migration skipped the balloon's pages (off: sent as zero pages, as QEMU does).</summary>
-        public bool SkipsBallooned { get; set; }
-
-        public string Encoding { get; set; } = "";
-
-        public string Features { get; set; } = "";
-
-        public long TargetPages { get; set; }
-
-        public long ActualPages { get; set; }
-
-        /// <summary>Pages the device held at the end: discarded on both sides, sent as ranges in the device state.</summary>
-        public long HeldPages { get; set; }
-
-        public long PagesSkipped { get; set; }
-
-        public long InflatedDuringMigration { get; set; }
-
-        public long DeflatedDuringMigration { get; set; }
-
-        public long GuestEvents { get; set; }
-
-        public long DeviceErrors { get; set; }
-
-        public string? DeviceError { get; set; }
-    }
-
-    /// <summary>Free page reporting as the migration saw it (totals are since the device was created).</summary>
-    public sealed class ReportingSection
-    {
-        /// <summary>Whether this migration skipped discarded pages (off: scanned and sent as zero, as QEMU does).</summary>
-        public bool SkipsDiscarded { get; set; }
-
-        /// <summary>Pages skipped as discarded at setup (those still unbacked on the host).</summary>
-        public long PagesSkipped { get; set; }
-
-        /// <summary>
-        /// Pages the guest reported and the host discarded while this migration ran; each was logged as written and
-        /// sent as a zero page.
-        /// </summary>
-        public long PagesDiscardedDuringMigration { get; set; }
-
-        public long Reports { get; set; }
-
-        public long PagesDiscarded { get; set; }
-
-        /// <summary>Pages reported but kept: the guest poisons free pages with a value that is not zero.</summary>
-        public long PagesKeptPoisoned { get; set; }
-
-        /// <summary>Pages the device's discard map has at the end (some may be backed again).</summary>
-        public long DiscardMapPages { get; set; }
-    }
-
-    public sealed class HintsSection
-    {
-        public bool WaitOnAck { get; set; }
-
-        public long CmdIds { get; set; }
-
-        public long BlocksReceived { get; set; }
-
-        public long BlocksApplied { get; set; }
-
-        public long BlocksDroppedStale { get; set; }
-
-        public long PagesCleared { get; set; }
-
-        public long DeviceErrors { get; set; }
-
-        /// <summary>The device error that stopped hinting for this migration, if any.</summary>
-        public string? DeviceError { get; set; }
     }
 
     public sealed class RoundSection

@@ -187,7 +187,7 @@ internal static class MigrationRunner
             ("throughput", string.Create(inv, $"{r.Transfer.ThroughputMBps:F1} MB/s")),
             ("hints", r.Hints is not { } h
                 ? "off"
-                : $"{r.Transfer.PagesSkippedByHints:N0} pages skipped; {h.CmdIds} command ids, " +
+                : $"{r.Transfer.PagesSkippedByHints:N0} pages skipped; {h.CommandIdsIssued} command ids, " +
                     $"{h.BlocksReceived:N0} blocks received, {h.BlocksApplied:N0} applied, " +
                     $"{h.BlocksDroppedStale:N0} dropped as stale, {h.DeviceErrors} device errors" +
                     $"{(h.DeviceError is null ? string.Empty : " (" + h.DeviceError + ")")}; " +

@@ -1,6 +1,5 @@
 using Migration.Shared.Devices;
 using Migration.Shared.Protocol;
-using Migration.Shared.Reporting;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 
@@ -21,5 +20,5 @@ internal class ForwardingParticipant(IPrecopyParticipant inner) : IPrecopyPartic
 
     public virtual void Cleanup(MigrationStatus outcome) => inner.Cleanup(outcome);
 
-    public virtual void Report(MigrationReport report) => inner.Report(report);
+    public virtual IReadOnlyList<IMigrationStats> MigrationStats() => inner.MigrationStats();
 }

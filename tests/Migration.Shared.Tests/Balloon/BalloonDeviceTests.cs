@@ -227,7 +227,7 @@ public sealed class BalloonDeviceTests
         Assert.Equal(598, device.HeldPages);
 
         var report = new MigrationReport();
-        device.Report(report);
+        report.Add(device.MigrationStats());
         device.Cleanup(MigrationStatus.Completed);
         Assert.Equal(608, report.Transfer.PagesSkippedAsBallooned);
         Assert.Equal((108L, 10L, 598L), (report.Balloon!.InflatedDuringMigration,
@@ -244,7 +244,7 @@ public sealed class BalloonDeviceTests
         Assert.Equal(guest.Ram.PageCount, bitmap.Remaining);
         Assert.True(IsZero(guest, 1000, 500));
         var report = new MigrationReport();
-        device.Report(report);
+        report.Add(device.MigrationStats());
         Assert.Equal((0L, false, 600L), (report.Transfer.PagesSkippedAsBallooned, report.Balloon!.SkipsBallooned,
             report.Balloon.HeldPages));
     }

@@ -231,7 +231,7 @@ public sealed class FreePageHintDeviceTests
 
         var stats = device.Stats;
         Assert.Equal(1, stats.DeviceErrors);
-        Assert.Contains(expected, stats.Error, StringComparison.Ordinal);
+        Assert.Contains(expected, stats.DeviceError, StringComparison.Ordinal);
         Assert.Equal(HintStatus.Done, device.Status);
         Assert.Equal(Pages, bitmap.Pages.Count); // nothing applied
 
@@ -251,7 +251,7 @@ public sealed class FreePageHintDeviceTests
         }
 
         Assert.Equal(-1, device.AddBuffer(HintBuffer.Block(id, 0, 1024)));
-        Assert.Contains("overflow", device.Stats.Error, StringComparison.Ordinal);
+        Assert.Contains("overflow", device.Stats.DeviceError, StringComparison.Ordinal);
         Assert.Equal(0, device.Queued); // dropped, and the driver sees its buffers used
     }
 
@@ -263,7 +263,7 @@ public sealed class FreePageHintDeviceTests
         Array.Fill(batch, HintBuffer.Block(device.ConfigCommandId, 0, 1024));
         Assert.Equal(device.QueueCapacity, device.AddBuffers(batch));
         Assert.Equal(1, device.Stats.DeviceErrors);
-        Assert.Contains("overflow", device.Stats.Error, StringComparison.Ordinal);
+        Assert.Contains("overflow", device.Stats.DeviceError, StringComparison.Ordinal);
         Assert.Equal(0, device.Queued);
     }
 

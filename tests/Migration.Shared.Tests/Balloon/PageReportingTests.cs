@@ -312,7 +312,7 @@ public sealed class PageReportingTests
 
         long sentOfReused = bitmap.Pages.CountRange(reused, 1L << GuestKernel.MaxOrder);
         var report = new Reporting.MigrationReport();
-        vm.Balloon.Report(report);
+        report.Add(vm.Balloon.MigrationStats());
         Assert.True(report.Transfer.PagesSkippedAsDiscarded > 0);
         Assert.Equal(defence ? 1L << GuestKernel.MaxOrder : 0, sentOfReused);
         Assert.True(report.Transfer.PagesSkippedAsDiscarded <= discarded - (defence ? 1L << GuestKernel.MaxOrder : 0));
@@ -367,7 +367,7 @@ public sealed class PageReportingTests
         bitmap.SyncFromLog();
         long toSend = bitmap.Pages.CountRange(block, pages);
         var report = new Reporting.MigrationReport();
-        vm.Balloon.Report(report);
+        report.Add(vm.Balloon.MigrationStats());
         Assert.True(report.Reporting!.PagesDiscardedDuringMigration >= pages);
         if (defence)
         {
