@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using Grpc.Core;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.Management;
 

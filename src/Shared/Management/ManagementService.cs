@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Grpc.Core;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.Management;
 

@@ -1,5 +1,5 @@
 using Migration.Protocol;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.Target.Receiving;
 

@@ -1,5 +1,5 @@
 using Migration.Protocol;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 
 namespace Migration.Target.Receiving;

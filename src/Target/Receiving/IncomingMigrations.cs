@@ -1,5 +1,6 @@
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Target.Diagnostics;
 
@@ -118,7 +119,10 @@ internal sealed partial class IncomingMigrations : IDisposable
             try
             {
                 begun = new IncomingMigration(request.MigrationId, config, request.GuestConfigJson, owner,
-                    ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics);
+                    ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics)
+                {
+                    ProtocolVersion = ProtocolVersions.Declared(request.ProtocolVersion),
+                };
             }
             catch (OutOfMemoryException ex)
             {
@@ -147,6 +151,7 @@ internal sealed partial class IncomingMigrations : IDisposable
         {
             MaxMessageBytes = (uint)_options.MaxMessageBytes,
             MaxPageBatchBytes = (uint)_options.MaxPageMessageBytes,
+            ProtocolVersion = begun.ProtocolVersion,
             Features = { WireNames.Lz4Feature, WireNames.RoundTagsFeature, WireNames.ResumeFirstFeature },
             MigrationKey = owner.Key,
             InstanceId = InstanceId,

@@ -1,4 +1,4 @@
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 
 namespace Migration.Target.Receiving;

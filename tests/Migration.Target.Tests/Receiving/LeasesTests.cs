@@ -62,7 +62,7 @@ public sealed class LeasesTests
         clock.Advance(Lease + Leases.CheckPeriod(Lease));
 
         Assert.Equal(TargetState.Failed, target.State);
-        Assert.NotEqual(Shared.Guest.VmRunState.Running, switchover.Prepared!.State);
+        Assert.NotEqual(Shared.Machine.VmRunState.Running, switchover.Prepared!.State);
         var status = target.Status(new StatusRequest { MigrationId = "a" }, owner);
         Assert.Contains("no Confirm", status.Error, StringComparison.Ordinal);
     }

@@ -1,4 +1,5 @@
 using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Target.Receiving;
 

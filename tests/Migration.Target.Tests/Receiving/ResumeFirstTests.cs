@@ -1,7 +1,7 @@
 using Grpc.Core;
 using Microsoft.Extensions.Time.Testing;
 using Migration.Protocol;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Target.Receiving;
 

@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Migration.Protocol;
 using Migration.Shared.Guest;
-using Migration.Shared.Reporting;
+using Migration.Shared.Machine;
 using Migration.Target.Diagnostics;
 using Migration.Target.Receiving;
 

@@ -1,8 +1,9 @@
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 
-namespace Migration.Shared.Tests.Guest;
+namespace Migration.Shared.Tests.Machine;
 
 public class VirtualMachineTests
 {
