@@ -129,6 +129,7 @@ internal sealed partial class MigrationAttempt
             Vcpus = (uint)config.Vcpus,
             GuestConfigJson = _configJson,
             Channels = (uint)_options.Channels,
+            ProtocolVersion = ProtocolVersions.Current, // the completion carries device sections (version 2)
         };
         request.Features.Add(WireNames.RoundTagsFeature);
         if (_options.Hints)
