@@ -3,7 +3,7 @@ using Migration.Shared.Balloon;
 using Migration.Shared.Devices;
 using Migration.Shared.Reporting;
 
-namespace Migration.Shared.Tests;
+namespace Migration.Shared.Tests.Reporting;
 
 /// <summary>
 /// The report is the contract for scripts: the devices' statistics records are its sections, serialised as the
