@@ -6,6 +6,7 @@ using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Machine;
+using Migration.Shared.Reporting;
 using Migration.Shared.Verification;
 using Migration.TestSupport;
 
@@ -311,7 +312,7 @@ public sealed class PageReportingTests
         Assert.True(vm.Balloon.Setup(new PrecopySetup(bitmap, new MigrationCapabilities())));
 
         long sentOfReused = bitmap.Pages.CountRange(reused, 1L << GuestKernel.MaxOrder);
-        var report = new Reporting.MigrationReport();
+        var report = new MigrationReport();
         report.Add(vm.Balloon.MigrationStats());
         Assert.True(report.Transfer.PagesSkippedAsDiscarded > 0);
         Assert.Equal(defence ? 1L << GuestKernel.MaxOrder : 0, sentOfReused);
@@ -366,7 +367,7 @@ public sealed class PageReportingTests
         // discard itself went into the log and every page of the block is sent again (as zero).
         bitmap.SyncFromLog();
         long toSend = bitmap.Pages.CountRange(block, pages);
-        var report = new Reporting.MigrationReport();
+        var report = new MigrationReport();
         report.Add(vm.Balloon.MigrationStats());
         Assert.True(report.Reporting!.PagesDiscardedDuringMigration >= pages);
         if (defence)
