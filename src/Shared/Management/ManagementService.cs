@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Grpc.Core;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 
 namespace Migration.Management;
 
@@ -67,7 +68,8 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         ArgumentNullException.ThrowIfNull(request);
         if (request.IntervalSeconds > MaxPollingSeconds)
         {
-            throw Invalid($"interval_seconds {request.IntervalSeconds} is above {MaxPollingSeconds} (a day)");
+            throw RpcErrors.InvalidArgument(
+                $"interval_seconds {request.IntervalSeconds} is above {MaxPollingSeconds} (a day)");
         }
 
         return Task.FromResult(Running(request.GuestId, vm =>
@@ -85,8 +87,8 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
     private static BalloonDevice StatsDevice(VirtualMachine vm) =>
         BalloonFeatureBits.Has(vm.Balloon.Features, BalloonFeatureBits.StatsQueue)
             ? vm.Balloon
-            : throw new RpcException(new Status(StatusCode.FailedPrecondition,
-                "this guest's balloon has no statistics queue (started with --balloon-stats off)"));
+            : throw RpcErrors.FailedPrecondition(
+                "this guest's balloon has no statistics queue (started with --balloon-stats off)");
 
     private static GuestStatsInfo StatsOf(GuestStats stats)
     {
@@ -109,21 +111,22 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         if (vm.State != VmRunState.Running)
         {
             // paused for a switchover: its device state may be saved already, and a change now would be lost
-            throw new RpcException(new Status(StatusCode.FailedPrecondition,
-                $"the guest is {vm.State.ToString().ToLowerInvariant()}; set the balloon while it runs"));
+            throw RpcErrors.FailedPrecondition(
+                $"the guest is {vm.State.ToString().ToLowerInvariant()}; set the balloon while it runs");
         }
 
         long ramPages = vm.Ram.PageCount;
         long logicalPages = (long)Math.Min(request.LogicalSizeBytes >> PageGeometry.PageShift, (ulong)long.MaxValue);
         if (request.LogicalSizeBytes > (ulong)vm.Ram.SizeBytes)
         {
-            throw Invalid($"logical_size_bytes {request.LogicalSizeBytes} is larger than the guest's RAM " +
-                $"({vm.Ram.SizeBytes} bytes)");
+            throw RpcErrors.InvalidArgument($"logical_size_bytes {request.LogicalSizeBytes} is larger than the " +
+                $"guest's RAM ({vm.Ram.SizeBytes} bytes)");
         }
 
         if (logicalPages < 1)
         {
-            throw Invalid($"logical_size_bytes {request.LogicalSizeBytes} leaves the guest less than one page");
+            throw RpcErrors.InvalidArgument(
+                $"logical_size_bytes {request.LogicalSizeBytes} leaves the guest less than one page");
         }
 
         try
@@ -132,7 +135,7 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         }
         catch (InvalidOperationException ex)
         {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, ex.Message));
+            throw RpcErrors.FailedPrecondition(ex.Message);
         }
 
         return InfoOf(vm);
@@ -219,6 +222,4 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         host.Guests.Bind(vm, why, guestId);
         return use(vm!);
     });
-
-    private static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
 }

@@ -3,6 +3,7 @@ using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
 
@@ -138,10 +139,9 @@ internal sealed class OutgoingMigrations : IDisposable
         }
     }
 
-    internal static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
+    internal static RpcException Invalid(string detail) => RpcErrors.InvalidArgument(detail);
 
-    internal static RpcException Precondition(string detail) =>
-        new(new Status(StatusCode.FailedPrecondition, detail));
+    internal static RpcException Precondition(string detail) => RpcErrors.FailedPrecondition(detail);
 
     private async Task RunAsync(VirtualMachine vm, PrecopyEngine engine, Running running,
         Action<Uri, MigrationReport> ended)
@@ -221,7 +221,7 @@ internal sealed class OutgoingMigrations : IDisposable
         // before anything connects.
         if (_defaults.Security.RequestedTargetProblem(target, OptionNames.Fields.Target) is { } forbidden)
         {
-            throw new RpcException(new Status(StatusCode.PermissionDenied, forbidden));
+            throw RpcErrors.PermissionDenied(forbidden);
         }
 
         if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))

@@ -1,6 +1,7 @@
 using Grpc.Core;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 using Migration.Shared.Verification;

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Protocol;
 using Migration.Target.Diagnostics;
 
