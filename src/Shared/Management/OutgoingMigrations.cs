@@ -6,6 +6,7 @@ using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
 using Migration.Shared.Precopy;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 
 namespace Migration.Management;
 

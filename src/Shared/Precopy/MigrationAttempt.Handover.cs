@@ -75,7 +75,7 @@ internal sealed partial class MigrationAttempt
             RecordPhases(reply, downtime, _report.Timing.DowntimePhasesMs);
             return reply;
         }
-        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
+        catch (Exception ex) when (IsMigrationFailure(ex))
         {
             downtime.Next("completeUnanswered");
             PrecopyLog.CompleteReplyLost(_log, _id, ex.Message);
@@ -112,11 +112,11 @@ internal sealed partial class MigrationAttempt
         {
             reply = await call().ConfigureAwait(false);
         }
-        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
+        catch (Exception ex) when (IsMigrationFailure(ex))
         {
-            string cause = ex is Grpc.Core.RpcException { StatusCode: Grpc.Core.StatusCode.DeadlineExceeded }
+            string cause = ex is MigrationFailedException { Kind: FailureKind.Timeout }
                 ? $"no answer to {name} within {_options.CompleteTimeout.TotalSeconds:0.#} s (--complete-timeout)"
-                : $"no answer to {name}: " + MigrationFailedException.From(ex, cancelledByUser: false).Message;
+                : $"no answer to {name}: " + FailureOf(ex, cancelledByUser: false).Message;
             timer.Next(char.ToLowerInvariant(name[0]) + name[1..] + "Unanswered");
             var resolver = new HandoverResolver(_transport, _id, _targetInstance, _time, _options.HandoverWindow);
             var outcome = await resolver.ResolveAsync(cause).ConfigureAwait(false);

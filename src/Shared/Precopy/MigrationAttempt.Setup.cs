@@ -1,6 +1,7 @@
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Protocol;
+using Migration.Shared.Transport;
 
 namespace Migration.Shared.Precopy;
 

@@ -1,5 +1,5 @@
-using Grpc.Core;
 using Migration.Protocol;
+using Migration.Shared;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Precopy;
@@ -34,8 +34,8 @@ public sealed class HandoverTests
         {
             Transport = (source, counters) => transport = new FakeTransport(source, counters, resumeFirst)
             {
-                OnComplete = _ => complete?.Invoke() ?? throw new RpcException(new Status(StatusCode.DeadlineExceeded,
-                    "the reply did not arrive")),
+                OnComplete = _ => complete?.Invoke() ?? throw new MigrationFailedException(FailureKind.Timeout,
+                    "DeadlineExceeded: the reply did not arrive"),
                 OnStatus = status,
                 OnConfirm = confirm ?? (_ => throw new InvalidOperationException("verify-first never confirms")),
             },
@@ -131,7 +131,8 @@ public sealed class HandoverTests
     [Fact]
     public void NoAnswerInTheWindow_IsUnknown_AndTheSourceNeverResumes()
     {
-        var (report, vm, transport) = Migrate(() => throw new RpcException(new Status(StatusCode.Unavailable, "gone")));
+        var (report, vm, transport) =
+            Migrate(() => throw new MigrationFailedException(FailureKind.ConnectionLost, "Unavailable: gone"));
         using var _ = vm;
         Assert.Equal(MigrationStatus.Unknown, report.Status);
         Assert.Contains("outcome unknown", report.Error, StringComparison.Ordinal);
