@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Bench;

@@ -4,6 +4,7 @@ using System.Text;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Reporting;
 
 namespace Migration.Bench;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.Source.Cli;
 using Migration.TestSupport;

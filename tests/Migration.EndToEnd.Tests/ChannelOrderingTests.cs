@@ -4,6 +4,7 @@ using Grpc.Core;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Machine;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 using Migration.Shared.Verification;

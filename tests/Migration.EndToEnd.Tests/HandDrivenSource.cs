@@ -3,6 +3,8 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Machine;
+using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
 
 namespace Migration.EndToEnd.Tests;
@@ -16,6 +18,7 @@ internal static class HandDrivenSource
     public static BeginRequest Begin(VirtualMachine vm, string id, string configJson) => new()
     {
         MigrationId = id,
+        ProtocolVersion = ProtocolVersions.Current,
         RamBytes = (ulong)vm.Config.RamBytes,
         PageSize = PageGeometry.PageSize,
         Vcpus = (uint)vm.Config.Vcpus,

@@ -1,8 +1,8 @@
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
-using Migration.Shared.Reporting;
+using Migration.Shared.Protocol;
 using Migration.Source.Cli;
 using Xunit.Abstractions;
 

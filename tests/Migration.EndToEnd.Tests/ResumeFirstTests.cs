@@ -3,8 +3,7 @@ using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
 using Migration.Protocol;
-using Migration.Shared.Guest;
-using Migration.Shared.Reporting;
+using Migration.Shared.Machine;
 using Migration.Shared.Transport;
 using Migration.Shared.Verification;
 using Migration.Source.Cli;
@@ -55,24 +54,17 @@ public sealed class ResumeFirstTests
         var headers = new Metadata { { "migration-id", id }, { "migration-key", begun.MigrationKey } };
         await HandDrivenSource.SendAllPagesAsync(channel, headers, vm.Ram, round: 1);
 
-        var balloon = vm.SaveDeviceState();
-        var device = new DeviceState
-        {
-            HintStatus = (uint)balloon.HintStatus,
-            HintCmdId = balloon.HintCommandId,
-            PoisonVal = balloon.PoisonVal,
-            Features = balloon.Features,
-        };
+        var devices = vm.SaveDevices();
         byte[][] vcpus = [.. vm.SaveVcpuStates()];
         var complete = new CompleteRequest
         {
             MigrationId = id,
             FinalRound = 2,
             ResumeFirst = true,
-            Device = device,
             StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson),
-                vcpus.Select(v => (ReadOnlyMemory<byte>)v), device.ToByteArray()),
+                vcpus.Select(v => (ReadOnlyMemory<byte>)v), devices),
         };
+        complete.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
         complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
         var provisional = await client.CompleteAsync(complete, key);
         Assert.True(provisional.Provisional, provisional.Error);

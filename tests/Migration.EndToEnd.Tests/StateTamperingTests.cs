@@ -3,8 +3,8 @@ using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
 using Migration.Protocol;
-using Migration.Shared.Guest;
-using Migration.Shared.Reporting;
+using Migration.Shared.Balloon;
+using Migration.Shared.Machine;
 using Migration.Shared.Transport;
 using Migration.Shared.Verification;
 using Migration.Source.Cli;
@@ -44,17 +44,10 @@ public sealed class StateTamperingTests
         var headers = new Metadata { { "migration-id", id }, { "migration-key", begun.MigrationKey } };
         await HandDrivenSource.SendAllPagesAsync(channel, headers, vm.Ram, round: 1);
 
-        var balloon = vm.SaveDeviceState();
-        var device = new DeviceState
-        {
-            HintStatus = (uint)balloon.HintStatus,
-            HintCmdId = balloon.HintCommandId,
-            PoisonVal = balloon.PoisonVal,
-            Features = balloon.Features,
-        };
+        var devices = vm.SaveDevices();
         byte[][] vcpus = [.. vm.SaveVcpuStates()];
         ulong digest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson),
-            vcpus.Select(v => (ReadOnlyMemory<byte>)v), device.ToByteArray());
+            vcpus.Select(v => (ReadOnlyMemory<byte>)v), devices);
         ulong[] pages = PageDigests.Compute(vm.Ram, vm.Kernel.FreePageMap());
         var complete = new CompleteRequest
         {
@@ -63,7 +56,6 @@ public sealed class StateTamperingTests
             DigestPages = (ulong)pages.Length,
             FinalRound = 2,
             StateDigest = digest,
-            Device = device.Clone(),
         };
         if (tampered == "vcpu")
         {
@@ -71,9 +63,12 @@ public sealed class StateTamperingTests
         }
         else if (tampered == "device")
         {
-            complete.Device.HintCmdId ^= 0x100; // still in range: only the digest can tell
+            // Still a valid balloon section, its command id in range: only the digest can tell.
+            var balloon = BalloonSection.Load(devices[0], vm.Ram.PageCount);
+            devices = [BalloonSection.Save(balloon with { HintCommandId = balloon.HintCommandId ^ 0x100 })];
         }
 
+        complete.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
         complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
         var reply = await client.CompleteAsync(complete, new Metadata { { "migration-key", begun.MigrationKey } });
 

@@ -3,7 +3,7 @@ using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
 using Migration.Protocol;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 using Migration.Source.Cli;

@@ -1,7 +1,8 @@
 using System.Diagnostics;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 using Migration.Source.Cli;

@@ -1,9 +1,10 @@
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.Diagnostics;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
-using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Balloon;

@@ -17,7 +17,7 @@ public enum BalloonEncoding
 
 /// <summary>
 /// The balloon features this guest's device and driver agree on (inflate and deflate; hinting has its own settings in
-/// <see cref="Guest.GuestConfig"/>). Part of the guest configuration, so the target's device negotiates the same.
+/// the machine's <c>GuestConfig</c>). Part of the guest configuration, so the target's device negotiates the same.
 /// </summary>
 public sealed record BalloonOptions
 {

@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Diagnostics;

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
-using Migration.Shared.Reporting;
+using Migration.Shared.Machine;
 using Migration.Shared.Verification;
 
 namespace Migration.Shared.Hosting;
@@ -75,7 +75,7 @@ public static class SwitchoverWarmup
         using var vm = VirtualMachine.Boot(config);
         var copy = GuestRam.Allocate(vm.Ram.SizeBytes);
         vm.Ram.Pages(0, (int)vm.Ram.PageCount).CopyTo(copy.Pages(0, (int)copy.PageCount));
-        using var restored = VirtualMachine.Restore(config, copy, vm.SaveVcpuStates(), balloon: vm.SaveDeviceState());
+        using var restored = VirtualMachine.Restore(config, copy, vm.SaveVcpuStates(), vm.SaveDevices());
         restored.Start();
         restored.Pause();
         _ = restored.SaveVcpuStates();

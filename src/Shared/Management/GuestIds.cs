@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Grpc.Core;
-using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Machine;
 
 namespace Migration.Management;
 

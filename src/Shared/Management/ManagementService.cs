@@ -3,6 +3,7 @@ using Grpc.Core;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Machine;
 
 namespace Migration.Management;
 

@@ -2,9 +2,10 @@ using System.Diagnostics;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
-using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 

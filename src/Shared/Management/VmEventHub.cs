@@ -1,6 +1,6 @@
 using System.Threading.Channels;
 using Migration.Shared.Balloon;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.Management;
 

@@ -1,4 +1,5 @@
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
 
 namespace Migration.Shared.Precopy;

@@ -1,5 +1,6 @@
+using Migration.Shared.Devices;
 using Migration.Shared.Diagnostics;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Transport;
 
 namespace Migration.Shared.Precopy;

@@ -1,5 +1,5 @@
-using Migration.Shared.Guest;
-using Migration.Shared.Reporting;
+using Migration.Shared.Machine;
+using Migration.Shared.Protocol;
 
 namespace Migration.Shared.Precopy;
 

@@ -1,5 +1,5 @@
 using Migration.Protocol;
-using Migration.Shared.Reporting;
+using Migration.Shared.Protocol;
 
 namespace Migration.Shared.Precopy;
 

@@ -1,4 +1,5 @@
 using Migration.Protocol;
+using Migration.Shared.Devices;
 using Migration.Shared.Guest;
 using Migration.Shared.Protocol;
 using Migration.Shared.Transport;

@@ -1,8 +1,8 @@
 using System.Text;
 using Google.Protobuf;
 using Migration.Protocol;
-using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
+using Migration.Shared.Transport;
 using Migration.Shared.Verification;
 
 namespace Migration.Shared.Precopy;
@@ -74,28 +74,15 @@ internal sealed partial class MigrationAttempt
     }
 
     /// <summary>
-    /// The completion: device and vCPU state, and the digest over them and the configuration. A rehearsal's carries
-    /// the running guest's device state and placeholder vCPU states (saving those needs the guest paused); the target
+    /// The completion: vCPU state, every device's section, and the digest over them and the configuration. A
+    /// rehearsal's carries the running guest's device sections and placeholder vCPU states (saving those needs the guest paused); the target
     /// digests and drops it, so it costs what the real one costs without changing anything.
     /// </summary>
     private CompleteRequest BuildCompletion(uint finalRound, bool rehearsal)
     {
-        var device = _vm.SaveDeviceState();
         var completion = new CompleteRequest
         {
             MigrationId = _id,
-            Device = new DeviceState
-            {
-                HintStatus = (uint)device.HintStatus,
-                HintCmdId = device.HintCommandId,
-                PoisonVal = device.PoisonVal,
-                Features = device.Features,
-                BalloonTargetPages = (ulong)device.TargetPages,
-                BalloonActualPages = (ulong)device.ActualPages,
-                BalloonHeld = ByteString.CopyFrom(BalloonState.HeldToBytes(device.Held)),
-                BalloonStatsPollingSeconds = (uint)device.StatsPollingSeconds,
-                ReportingDiscarded = ByteString.CopyFrom(BalloonState.HeldToBytes(device.Discarded)),
-            },
             FinalRound = finalRound,
             PagesSent = (ulong)_counters.PagesSent,
             ResumeFirst = _resumeFirst,
@@ -105,8 +92,10 @@ internal sealed partial class MigrationAttempt
             ? Enumerable.Range(0, _vm.Config.Vcpus).Select(_ => new byte[64]).ToArray()
             : _vm.SaveVcpuStates();
         completion.VcpuStates.AddRange(vcpus.Select(s => ByteString.CopyFrom(s)));
+        var devices = _vm.SaveDevices();
+        completion.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
         completion.StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(_configJson),
-            completion.VcpuStates.Select(s => s.Memory), completion.Device.ToByteArray());
+            completion.VcpuStates.Select(s => s.Memory), devices);
         return completion;
     }
 

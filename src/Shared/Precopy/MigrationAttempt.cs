@@ -1,9 +1,10 @@
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.Diagnostics;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 

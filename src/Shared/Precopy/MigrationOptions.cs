@@ -1,5 +1,5 @@
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Transport;
 
 namespace Migration.Shared.Precopy;

@@ -1,4 +1,6 @@
-using Migration.Shared.Guest;
+using Migration.Shared.Devices;
+using Migration.Shared.Machine;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Precopy;

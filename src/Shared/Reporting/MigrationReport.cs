@@ -1,6 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Migration.Shared.Guest;
+using Migration.Shared.Machine;
+using Migration.Shared.Protocol;
 
 namespace Migration.Shared.Reporting;
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.Source.Cli;
 

@@ -17,8 +17,8 @@ internal static class CommandLine
         ArgumentNullException.ThrowIfNull(result);
         return result switch
         {
-            { Status: Shared.Reporting.MigrationStatus.Completed, Verified: true } => Completed,
-            { Status: Shared.Reporting.MigrationStatus.Unknown } => Unknown,
+            { Status: Shared.Protocol.MigrationStatus.Completed, Verified: true } => Completed,
+            { Status: Shared.Protocol.MigrationStatus.Unknown } => Unknown,
             _ => Failed,
         };
     }

@@ -1,10 +1,10 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
-using Migration.Shared.Reporting;
+using Migration.Shared.Protocol;
 
 namespace Migration.Source.Cli;
 

@@ -4,6 +4,7 @@ using Migration.Shared.Cli;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 
 namespace Migration.Source.Cli;
 

@@ -79,7 +79,7 @@ internal static class MigrateCommand
         command.SetAction(async (parse, _) =>
         {
             Shared.Precopy.MigrationOptions options;
-            Shared.Guest.GuestConfig config;
+            Shared.Machine.GuestConfig config;
             long balloonPages;
             try
             {

@@ -1,8 +1,8 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
-using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Source.Management;
 

@@ -1,7 +1,8 @@
 using Microsoft.Extensions.Logging;
 using Migration.Management;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Source.Management;

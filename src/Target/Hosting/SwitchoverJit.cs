@@ -2,8 +2,8 @@ using System.Reflection;
 using System.Runtime.CompilerServices;
 using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Machine;
 using Migration.Target.Receiving;
 using Migration.Target.Services;
 

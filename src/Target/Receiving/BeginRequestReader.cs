@@ -2,8 +2,8 @@ using System.Text.Json;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
-using Migration.Shared.Reporting;
 
 namespace Migration.Target.Receiving;
 
@@ -16,11 +16,17 @@ internal static class BeginRequestReader
     private const int MaxConfigJsonLength = 64 << 10;
 
     /// <summary>
-    /// The guest configuration to host; throws an InvalidArgument <c>RpcException</c> naming what is wrong.
+    /// The guest configuration to host; throws an InvalidArgument <c>RpcException</c> naming what is wrong, or
+    /// FailedPrecondition for a protocol version this target does not speak.
     /// </summary>
     public static GuestConfig Read(BeginRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        if (ProtocolVersions.Problem(request.ProtocolVersion) is { } versionProblem)
+        {
+            throw RpcErrors.FailedPrecondition(versionProblem);
+        }
+
         if (MigrationIds.Problem(request.MigrationId) is { } idProblem)
         {
             throw RpcErrors.InvalidArgument(idProblem);

@@ -2,6 +2,8 @@ using Grpc.Core;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Machine;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 using Migration.Shared.Verification;
@@ -79,6 +81,9 @@ internal sealed class IncomingMigration : IDisposable
     public GuestConfig Config { get; }
 
     public string ConfigJson { get; }
+
+    /// <summary>The wire version the source declared at Begin (ProtocolVersions): how its completion is read.</summary>
+    public uint ProtocolVersion { get; init; } = ProtocolVersions.Current;
 
     public MigrationOwner Owner { get; }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Target.Diagnostics;
 
@@ -206,7 +207,10 @@ internal sealed class IncomingMigrations : IDisposable
             try
             {
                 _current = new IncomingMigration(request.MigrationId, config, request.GuestConfigJson, owner,
-                    ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics);
+                    ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics)
+                {
+                    ProtocolVersion = ProtocolVersions.Declared(request.ProtocolVersion),
+                };
                 begun = _current;
             }
             catch (OutOfMemoryException ex)
@@ -237,6 +241,7 @@ internal sealed class IncomingMigrations : IDisposable
         {
             MaxMessageBytes = (uint)_options.MaxMessageBytes,
             MaxPageBatchBytes = (uint)_options.MaxPageMessageBytes,
+            ProtocolVersion = begun.ProtocolVersion,
             Features = { WireNames.Lz4Feature, WireNames.RoundTagsFeature, WireNames.ResumeFirstFeature },
             MigrationKey = owner.Key,
             InstanceId = InstanceId,

@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using Migration.Shared.Balloon;
+using Migration.Shared.Devices;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 
 namespace Migration.Target.Receiving;
 
@@ -71,7 +72,7 @@ internal sealed class RestoreProbe : IDisposable
         }
 
         long start = Stopwatch.GetTimestamp();
-        var vm = VirtualMachine.Restore(_image.Config, ram, _image.VcpuStates, balloon: _image.Device);
+        var vm = VirtualMachine.Restore(_image.Config, ram, _image.VcpuStates, _image.Devices);
         double restoreMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         long resume = Stopwatch.GetTimestamp();
         vm.Start();
@@ -137,7 +138,8 @@ internal sealed class RestoreProbe : IDisposable
     }
 
     /// <summary>A booted, warm scratch guest saved as a migration would carry it.</summary>
-    private sealed record Image(GuestConfig Config, byte[] Ram, IReadOnlyList<byte[]> VcpuStates, BalloonState Device)
+    private sealed record Image(GuestConfig Config, byte[] Ram, IReadOnlyList<byte[]> VcpuStates,
+        IReadOnlyList<DeviceSection> Devices)
     {
         public static Image Boot((int Vcpus, WorkloadKind Kind) key)
         {
@@ -149,7 +151,7 @@ internal sealed class RestoreProbe : IDisposable
             };
             using var vm = VirtualMachine.Boot(config);
             return new Image(config, vm.Ram.Pages(0, (int)vm.Ram.PageCount).ToArray(), vm.SaveVcpuStates(),
-                vm.SaveDeviceState());
+                vm.SaveDevices());
         }
 
         public GuestRam Copy()

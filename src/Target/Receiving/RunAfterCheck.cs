@@ -1,4 +1,4 @@
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.Target.Receiving;
 

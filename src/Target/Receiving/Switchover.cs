@@ -1,11 +1,9 @@
 using System.Diagnostics;
-using System.Text;
-using Google.Protobuf;
 using Migration.Protocol;
-using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Machine;
 using Migration.Shared.Verification;
 
 namespace Migration.Target.Receiving;
@@ -245,7 +243,15 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         ArgumentNullException.ThrowIfNull(request);
         var reply = new CompleteReply();
         var phase = Stopwatch.StartNew();
-        _ = StateDigest(migration, request);
+        try
+        {
+            _ = CompletionState.Read(migration, request);
+        }
+        catch (InvalidDataException ex)
+        {
+            reply.Error = $"device state refused: {ex.Message}"; // the real completion fails on it, with this error
+        }
+
         double digestMs = Lap(phase);
         if (request.ResumeFirst)
         {
@@ -264,10 +270,6 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         return (reply, run);
     }
 
-    private static ulong StateDigest(IncomingMigration migration, CompleteRequest request) =>
-        MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(migration.ConfigJson),
-            request.VcpuStates.Select(s => s.Memory), request.Device?.ToByteArray() ?? []);
-
     /// <summary>
     /// The checks that need no page and the rebuild: every stream closed, the state digest, the VM from RAM and state.
     /// Null (the error in the reply, the migration's RAM released) when any fails; otherwise the time since
@@ -283,20 +285,30 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
             return null;
         }
 
-        ulong stateDigest = StateDigest(migration, request);
-        if (stateDigest != request.StateDigest)
+        CompletionState state;
+        try
+        {
+            state = CompletionState.Read(migration, request);
+        }
+        catch (InvalidDataException ex)
+        {
+            migration.Dispose();
+            reply.Error = $"device state refused: {ex.Message}";
+            return null;
+        }
+
+        if (state.Digest != request.StateDigest)
         {
             migration.Dispose();
             reply.Error = "the vCPU, device or configuration state differs from what the source sent (state digest " +
-                $"0x{stateDigest:x16}, source 0x{request.StateDigest:x16})";
+                $"0x{state.Digest:x16}, source 0x{request.StateDigest:x16})";
             return null;
         }
 
         try
         {
-            var balloon = BalloonStateOf(request.Device, migration.Config.PageCount);
             var vm = VirtualMachine.Restore(migration.Config, migration.TakeRam(),
-                [.. request.VcpuStates.Select(s => s.ToByteArray())], balloon: balloon);
+                [.. request.VcpuStates.Select(s => s.ToByteArray())], state.Devices);
             reply.PhasesMs["restore"] = Lap(phase);
             return vm;
         }
@@ -353,17 +365,6 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
         reply.FirstMismatches.AddRange(first.Select(p => (ulong)p));
         return (mismatched, first);
     }
-
-    private static BalloonState? BalloonStateOf(DeviceState? device, long ramPages) => device is null
-        ? null
-        : new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal, device.Features)
-        {
-            TargetPages = (long)Math.Min(device.BalloonTargetPages, long.MaxValue),
-            ActualPages = (long)Math.Min(device.BalloonActualPages, long.MaxValue),
-            Held = BalloonState.HeldFromBytes(device.BalloonHeld.Span, ramPages),
-            StatsPollingSeconds = (int)Math.Min(device.BalloonStatsPollingSeconds, int.MaxValue),
-            Discarded = BalloonState.HeldFromBytes(device.ReportingDiscarded.Span, ramPages),
-        };
 
     private static double Lap(Stopwatch phase)
     {

@@ -1,6 +1,6 @@
 using Migration.Management;
-using Migration.Shared.Guest;
-using Migration.Shared.Reporting;
+using Migration.Shared.Machine;
+using Migration.Shared.Protocol;
 using Migration.Target.Receiving;
 
 namespace Migration.Target.Services;

@@ -4,7 +4,9 @@ using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.TestSupport;
 

@@ -1,6 +1,7 @@
 using Migration.Protocol;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Transport;
 using Migration.Shared.Verification;
 
@@ -124,20 +125,12 @@ internal sealed class InMemoryTarget : IMigrationTransport
 
         var ram = GuestRam.Allocate(_source.Ram.SizeBytes);
         _ram.CopyTo(ram.Pages(0, (int)ram.PageCount));
-        var device = request.Device;
         VirtualMachine target;
         try
         {
-            var balloon = new BalloonState((HintStatus)device.HintStatus, device.HintCmdId, device.PoisonVal,
-                device.Features)
-            {
-                TargetPages = (long)device.BalloonTargetPages,
-                ActualPages = (long)device.BalloonActualPages,
-                Held = BalloonState.HeldFromBytes(device.BalloonHeld.Span, ram.PageCount),
-                StatsPollingSeconds = (int)Math.Min(device.BalloonStatsPollingSeconds, int.MaxValue),
-            };
+            // The real target's path: the sections as the source's machine saved them, read by the devices.
             target = VirtualMachine.Restore(_source.Config, ram, [.. request.VcpuStates.Select(s => s.ToByteArray())],
-                null, balloon, _targetGuest);
+                null, [.. request.DeviceSections.Select(DeviceSectionWire.FromWire)], _targetGuest);
         }
         catch (InvalidDataException ex)
         {

@@ -1,4 +1,5 @@
-using Migration.Shared.Precopy;
+using Migration.Shared.Devices;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;

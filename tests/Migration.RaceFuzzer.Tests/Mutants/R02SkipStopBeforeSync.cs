@@ -1,4 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
+using Migration.Shared.Devices;
 using Migration.Shared.Precopy;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;

@@ -2,7 +2,7 @@ using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

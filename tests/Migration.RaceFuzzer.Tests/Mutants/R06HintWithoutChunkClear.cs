@@ -1,7 +1,7 @@
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

@@ -1,6 +1,7 @@
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Balloon;
-using Migration.Shared.Guest;
+using Migration.Shared.Devices;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;

@@ -1,5 +1,5 @@
 using Migration.RaceFuzzer.Tests.Harness;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

@@ -1,7 +1,7 @@
+using Migration.Shared.Machine;
 using Migration.TestSupport;
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Balloon;
-using Migration.Shared.Guest;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 

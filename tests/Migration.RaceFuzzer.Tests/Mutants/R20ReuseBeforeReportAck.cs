@@ -1,6 +1,6 @@
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Balloon;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.TestSupport;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;

@@ -1,8 +1,8 @@
 using Migration.RaceFuzzer.Tests.Mutants;
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Precopy;
 using Migration.TestSupport;
 
 namespace Migration.RaceFuzzer.Tests.ScriptedSchedules;

@@ -1,7 +1,8 @@
 using Migration.Shared.Balloon;
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Kernel;
-using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.TestSupport;
 

@@ -1,10 +1,10 @@
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
-using Migration.Shared.Precopy;
-using Migration.Shared.Reporting;
+using Migration.Shared.Machine;
+using Migration.Shared.Protocol;
 using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Balloon;

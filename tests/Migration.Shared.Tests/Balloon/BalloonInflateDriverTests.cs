@@ -1,6 +1,6 @@
 using Migration.Shared.Balloon;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Machine;
 using Migration.TestSupport;
 
 using static Migration.Shared.Tests.Balloon.BalloonSteps;

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Time.Testing;
 using Migration.Shared.Balloon;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
+using Migration.Shared.Machine;
 using Migration.TestSupport;
 
 using static Migration.Shared.Tests.Balloon.BalloonSteps;

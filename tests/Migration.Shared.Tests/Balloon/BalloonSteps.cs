@@ -1,5 +1,6 @@
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 
 namespace Migration.Shared.Tests.Balloon;
 

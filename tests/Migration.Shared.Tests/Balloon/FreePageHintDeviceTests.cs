@@ -1,8 +1,8 @@
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Precopy;
-using Migration.Shared.Reporting;
+using Migration.Shared.Protocol;
 using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Balloon;

@@ -1,11 +1,11 @@
 using Microsoft.Extensions.Time.Testing;
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
-using Migration.Shared.Precopy;
+using Migration.Shared.Machine;
 using Migration.Shared.Verification;
 using Migration.TestSupport;
 

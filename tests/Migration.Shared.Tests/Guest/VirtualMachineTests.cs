@@ -1,6 +1,7 @@
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 
 namespace Migration.Shared.Tests.Guest;
 

@@ -1,3 +1,4 @@
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.Bench;
 

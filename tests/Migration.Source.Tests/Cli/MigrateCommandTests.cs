@@ -1,8 +1,8 @@
 using System.CommandLine;
 using Migration.Shared.Cli;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Transport;
 using Migration.Source.Cli;

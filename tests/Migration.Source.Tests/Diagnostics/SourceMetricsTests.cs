@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Migration.Shared.Diagnostics;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
-using Migration.Shared.Reporting;
+using Migration.Shared.Protocol;
 using Migration.Source.Tests.Precopy;
 
 namespace Migration.Source.Tests.Diagnostics;

@@ -1,7 +1,7 @@
 using Grpc.Core;
 using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Management;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Source.Management;
 

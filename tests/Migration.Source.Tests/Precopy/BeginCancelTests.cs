@@ -1,7 +1,7 @@
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
-using Migration.Shared.Reporting;
+using Migration.Shared.Protocol;
 
 namespace Migration.Source.Tests.Precopy;
 

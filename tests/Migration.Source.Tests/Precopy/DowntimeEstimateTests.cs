@@ -1,6 +1,7 @@
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Source.Tests.Precopy;

@@ -1,8 +1,9 @@
 using Migration.Protocol;
 using Migration.Shared;
-using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
 namespace Migration.Source.Tests.Precopy;

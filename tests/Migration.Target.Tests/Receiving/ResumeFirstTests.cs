@@ -1,6 +1,6 @@
 using Grpc.Core;
 using Migration.Protocol;
-using Migration.Shared.Guest;
+using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Target.Receiving;
 using Migration.TestSupport;

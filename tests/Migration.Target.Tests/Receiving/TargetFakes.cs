@@ -3,7 +3,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Protocol;
 using Migration.Shared.Guest;
-using Migration.Shared.Reporting;
+using Migration.Shared.Machine;
 using Migration.Target.Diagnostics;
 using Migration.Target.Receiving;
 using Migration.TestSupport;

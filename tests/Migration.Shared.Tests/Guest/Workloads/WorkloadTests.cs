@@ -1,6 +1,7 @@
 using Migration.Shared.Guest;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Machine;
 using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Guest.Workloads;

@@ -1,8 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Migration.Shared.Guest;
 
-namespace Migration.Shared.Reporting;
+namespace Migration.Shared.Machine;
 
 /// <summary>
 /// Compile-time JSON for the guest configuration that travels in Begin: no reflection on the setup path, which saved

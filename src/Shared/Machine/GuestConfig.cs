@@ -1,8 +1,9 @@
 using Migration.Shared.Balloon;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Workloads;
+using Migration.Shared.Guest;
 
-namespace Migration.Shared.Guest;
+namespace Migration.Shared.Machine;
 
 /// <summary>Everything needed to boot a guest, and everything a target needs to host it.</summary>
 public sealed record GuestConfig

@@ -1,4 +1,4 @@
-namespace Migration.Shared.Reporting;
+namespace Migration.Shared.Protocol;
 
 /// <summary>
 /// How a migration ended, as the report states it (<c>completed</c>, <c>failed</c>, <c>cancelled</c>).

@@ -1,7 +1,8 @@
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
+using Migration.Shared.Guest;
 
-namespace Migration.Shared.Guest;
+namespace Migration.Shared.Machine;
 
 /// <summary>
 /// How the race fuzzer drives and breaks a guest. Production uses <see cref="Production"/>: real threads, no

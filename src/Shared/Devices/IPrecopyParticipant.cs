@@ -1,7 +1,8 @@
 using Migration.Shared.DirtyTracking;
+using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
-namespace Migration.Shared.Precopy;
+namespace Migration.Shared.Devices;
 
 /// <summary>What a migration asks of its participants (QEMU calls these migration capabilities).</summary>
 public sealed record MigrationCapabilities

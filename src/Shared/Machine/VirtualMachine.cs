@@ -1,11 +1,12 @@
 using Migration.Shared.Balloon;
 using Migration.Shared.Concurrency;
+using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
-using Migration.Shared.Precopy;
+using Migration.Shared.Guest;
 
-namespace Migration.Shared.Guest;
+namespace Migration.Shared.Machine;
 
 public enum VmRunState
 {
@@ -25,7 +26,7 @@ public enum VmRunState
 /// "stopped VM" of stop-and-copy). A guest thread whose step throws is halted and its error kept in
 /// <see cref="Crashes"/>, like a guest panic; the others go on.
 /// </remarks>
-public sealed class VirtualMachine : IDisposable
+public sealed partial class VirtualMachine : IDisposable
 {
     private readonly object _gate = new();
     private readonly IGuestThreadHost _threads;
@@ -170,11 +171,35 @@ public sealed class VirtualMachine : IDisposable
 
     /// <summary>
     /// Rebuilds a VM around RAM that already holds a guest (the target after migration): attaches to the kernel in RAM,
-    /// restores each vCPU from its state and the devices from theirs. Takes ownership of <paramref name="ram"/>.
+    /// restores each vCPU from its state and the devices from their sections. Takes ownership of <paramref name="ram"/>.
     /// </summary>
-    /// <param name="balloon">The migrated balloon state, if any; it must agree with the configuration.</param>
+    /// <param name="devices">
+    /// The sections <see cref="SaveDevices"/> wrote on the source. Every device of this machine needs its section; an
+    /// unknown section, a second copy of one, or one its device cannot read throws <see cref="InvalidDataException"/>
+    /// naming it, before any device is built.
+    /// </param>
     public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates,
-        TimeProvider? time = null, BalloonState? balloon = null) =>
+        IReadOnlyList<DeviceSection> devices, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return Restore(config, ram, vcpuStates, time, devices, GuestSeams.Production);
+    }
+
+    internal static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates,
+        TimeProvider? time, IReadOnlyList<DeviceSection> devices, GuestSeams seams)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(devices);
+        return Restore(config, ram, vcpuStates, time, ReadSections(config, devices), seams);
+    }
+
+    /// <summary>Rebuilds a VM with power-on devices (no migrated device state): tests of the guest alone.</summary>
+    public static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates,
+        TimeProvider? time = null) =>
+        Restore(config, ram, vcpuStates, time, balloon: null, GuestSeams.Production);
+
+    internal static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates,
+        TimeProvider? time, BalloonState? balloon) =>
         Restore(config, ram, vcpuStates, time, balloon, GuestSeams.Production);
 
     internal static VirtualMachine Restore(GuestConfig config, GuestRam ram, IReadOnlyList<byte[]> vcpuStates,
@@ -224,20 +249,6 @@ public sealed class VirtualMachine : IDisposable
         }
 
         return vm;
-    }
-
-    /// <summary>The devices' state that travels with the VM (only while paused or never started).</summary>
-    public BalloonState SaveDeviceState()
-    {
-        var (status, id) = HintDevice.SavedState;
-        return new BalloonState(status, id, HintDevice.PoisonVal, HintDevice.FeatureBits)
-        {
-            TargetPages = Balloon.TargetPages,
-            ActualPages = Balloon.ActualPages,
-            StatsPollingSeconds = Balloon.GuestStats.PollingIntervalSeconds,
-            Held = Balloon.HeldRanges(),
-            Discarded = Balloon.DiscardedRanges(),
-        };
     }
 
     /// <summary>Starts the guest threads.</summary>
@@ -328,80 +339,5 @@ public sealed class VirtualMachine : IDisposable
     {
         Shutdown();
         Ram.Dispose();
-    }
-
-    private static ulong NegotiatedBalloonFeatures(GuestConfig config) =>
-        config.Balloon.Features
-        | BalloonFeatureBits.FreePageHint
-        | (config.PoisonValue is null ? 0 : BalloonFeatureBits.PagePoison)
-        | (config.WaitOnAck ? BalloonFeatureBits.HintWaitOnAck : 0);
-
-    /// <summary>
-    /// The negotiated values are the configuration's; a state that disagrees was not made for this guest.
-    /// </summary>
-    private static void CheckBalloonState(GuestConfig config, BalloonState state)
-    {
-        if (state.Features != NegotiatedBalloonFeatures(config) || state.PoisonVal != (config.PoisonValue ?? 0u))
-        {
-            throw new InvalidDataException(
-                $"balloon state (features 0x{state.Features:x}, poison 0x{state.PoisonVal:x}) " +
-                "does not match the guest configuration " +
-                $"(features 0x{NegotiatedBalloonFeatures(config):x}, poison 0x{config.PoisonValue ?? 0:x})");
-        }
-
-        if (state.TargetPages < 0 || state.TargetPages > config.PageCount || state.ActualPages < 0
-            || state.ActualPages > config.PageCount)
-        {
-            throw new InvalidDataException(
-                $"balloon state has target {state.TargetPages} and actual {state.ActualPages} pages; the guest has " +
-                $"{config.PageCount}");
-        }
-
-        if (state.HintStatus != HintStatus.Done)
-        {
-            throw new InvalidDataException(
-                $"balloon state has hint status {(uint)state.HintStatus}; a hint run is over (DONE) at switchover");
-        }
-
-        if (state.HintCommandId < HintCommandId.Min)
-        {
-            throw new InvalidDataException(
-                $"balloon state has command id 0x{state.HintCommandId:x}, below the id range");
-        }
-    }
-
-    /// <summary>
-    /// A held page is discarded on arrival; it must be the balloon's in the guest's own descriptors, or the discard would
-    /// wipe memory the guest owns (a device state that disagrees with the RAM it travelled with).
-    /// </summary>
-    private static void CheckHeldPages(GuestKernel kernel, IReadOnlyList<PageRange> held)
-    {
-        if (held.Count == 0)
-        {
-            return;
-        }
-
-        var balloon = new PageBitmap(kernel.Layout.PageCount);
-        foreach (var (pfn, order) in kernel.BlocksWithOrderOwnedBy(PageOwner.BalloonInflated))
-        {
-            balloon.SetRange(pfn, Math.Min(1L << order, balloon.PageCount - pfn));
-        }
-
-        foreach (var r in held)
-        {
-            if (r.First < 0 || r.Count <= 0 || r.First > balloon.PageCount - r.Count)
-            {
-                throw new InvalidDataException($"balloon held range {r} is outside guest RAM");
-            }
-
-            long owned = r.Count - balloon.CountRange(r.First, r.Count);
-            if (owned != 0)
-            {
-                throw new InvalidDataException(
-                    $"balloon state holds {r}, but {owned} of its pages (first: {balloon.FindNextClear(r.First)}) " +
-                    "are the guest's, not the " +
-                    "balloon's: discarding them would lose guest memory");
-            }
-        }
     }
 }
