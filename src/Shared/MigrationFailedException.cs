@@ -20,6 +20,12 @@ public enum FailureKind
 
     /// <summary>The user cancelled.</summary>
     Cancelled,
+
+    /// <summary>
+    /// A bug in this program: an exception no layer expected. It is not called a lost connection, which would send the
+    /// operator to the network; the log has its stack.
+    /// </summary>
+    Internal,
 }
 
 /// <summary>

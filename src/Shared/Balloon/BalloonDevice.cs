@@ -395,7 +395,8 @@ public sealed class BalloonDevice : IPrecopyParticipant, IBalloonDeviceSteps
 
     /// <summary>
     /// Waits up to <paramref name="timeout"/> for the buffer to be used (the used-buffer interrupt); under the race
-    /// fuzzer the scheduler runs others instead of the clock.
+    /// fuzzer the scheduler runs others instead of the clock. The deadline is the real clock's, not the device's
+    /// <see cref="TimeProvider"/>: it bounds a monitor wait, which a test's clock cannot advance.
     /// </summary>
     public bool WaitUsed(long seq, TimeSpan timeout)
     {

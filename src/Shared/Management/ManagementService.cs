@@ -11,10 +11,13 @@ namespace Migration.Management;
 /// The management API (proto/management.proto) over whichever guest <see cref="IManagementHost"/> runs now. Every
 /// refusal is a status code with a sentence: INVALID_ARGUMENT for a value out of range or bytes that do not decode,
 /// FAILED_PRECONDITION when the VM's state does not allow the call. Bound by <see cref="ManagementBinding"/> rather
-/// than the generated base class, whose marshallers answer undecodable bytes with UNKNOWN.
+/// than the generated base class, whose marshallers answer undecodable bytes with UNKNOWN. Its one wait reads the clock
+/// through <paramref name="time"/> (the host's, when it registers one; else the system's).
 /// </summary>
-public sealed class ManagementService(IManagementHost host) : ManagementBinding
+public sealed class ManagementService(IManagementHost host, TimeProvider? time = null) : ManagementBinding
 {
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+
     public override Task<VmInfo> QueryVm(QueryVmRequest request, ServerCallContext context) =>
         Task.FromResult(host.WithVm((vm, why) => vm is null
             ? new VmInfo { Role = host.Role, State = "none", Detail = why }
@@ -54,10 +57,10 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         if (before is not null)
         {
             // The guest refills and queues its buffer from its driver thread: a millisecond or so while it runs.
-            var deadline = DateTime.UtcNow + RefreshWait;
-            while (device.GuestStats.Reports == before.Reports && DateTime.UtcNow < deadline)
+            long asked = _time.GetTimestamp();
+            while (device.GuestStats.Reports == before.Reports && _time.GetElapsedTime(asked) < RefreshWait)
             {
-                await Task.Delay(5, context.CancellationToken).ConfigureAwait(false);
+                await Task.Delay(RefreshPoll, _time, context.CancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -84,6 +87,8 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
     private const uint MaxPollingSeconds = 86400;
 
     private static readonly TimeSpan RefreshWait = TimeSpan.FromSeconds(1);
+
+    private static readonly TimeSpan RefreshPoll = TimeSpan.FromMilliseconds(5);
 
     private static BalloonDevice StatsDevice(VirtualMachine vm) =>
         BalloonFeatureBits.Has(vm.Balloon.Features, BalloonFeatureBits.StatsQueue)

@@ -6,12 +6,33 @@ namespace Migration.Shared.Precopy;
 internal sealed partial class MigrationAttempt
 {
     /// <summary>
-    /// Whether the attempt fails cleanly on <paramref name="ex"/> (rather than surfacing a bug): the transport's
-    /// failures, which reach the engine as <see cref="MigrationFailedException"/>s, and the attempt's own cancellations
-    /// (its timeout, the stall watchdog, the user).
+    /// Whether <paramref name="ex"/> is a failure the migration can meet: the transport's failures, which reach the
+    /// engine as <see cref="MigrationFailedException"/>s, and the attempt's own cancellations (its timeout, the stall
+    /// watchdog, the user). Anything else is a bug (<see cref="EndOnBugAsync"/>).
     /// </summary>
     private static bool IsMigrationFailure(Exception ex) =>
-        ex is MigrationFailedException or OperationCanceledException or InvalidOperationException;
+        ex is MigrationFailedException or OperationCanceledException;
+
+    /// <summary>
+    /// A bug ended the attempt: its stack goes to the log, and the report calls it an internal error rather than a
+    /// lost connection. Before the handover the guest resumes as on any failure (the target cannot resume it without
+    /// the completion). During the handover the target may already run it, so this copy stays paused and the outcome
+    /// is unknown, as for a lost reply that could not be resolved.
+    /// </summary>
+    private async Task EndOnBugAsync(Exception bug)
+    {
+        PrecopyLog.InternalError(_log, _id, Where, bug);
+        string error = $"internal error during {Where}: {bug.GetType().Name}: {bug.Message} (a bug; the log has its " +
+            "stack)";
+        if (Phase == MigrationPhase.Handover)
+        {
+            await EndUnknownAsync(error, FailureKind.Internal).ConfigureAwait(false);
+        }
+        else
+        {
+            await FailAsync(new MigrationFailedException(FailureKind.Internal, error, bug)).ConfigureAwait(false);
+        }
+    }
 
     /// <summary>
     /// The failure <paramref name="ex"/> stands for: the user's cancel, the failure itself, or (a cancellation) a lost

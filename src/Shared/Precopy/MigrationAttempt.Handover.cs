@@ -167,13 +167,13 @@ internal sealed partial class MigrationAttempt
     /// No definite answer: the guest may run on the target, so this copy stays paused and nothing is undone on the
     /// target's side. The report says what happened and what the operator can do.
     /// </summary>
-    private Task EndUnknownAsync(string why)
+    private Task EndUnknownAsync(string why, FailureKind kind = FailureKind.ConnectionLost)
     {
         Phase = MigrationPhase.Unknown;
         string error = $"handover outcome unknown: {why}. The source guest stays paused, since it may be running on " +
             $"the target. Ask the target at {_options.Target} for migration {_id} (Status with that id and its key): " +
             "if it resumed the guest, discard this copy; if it discarded the migration, this copy may be resumed.";
-        PrecopyLog.Ended(_log, _id, MigrationPhase.Unknown, FailureKind.ConnectionLost, error);
+        PrecopyLog.Ended(_log, _id, MigrationPhase.Unknown, kind, error);
         _report.Ended(MigrationStatus.Unknown, error);
         foreach (var participant in _joined)
         {

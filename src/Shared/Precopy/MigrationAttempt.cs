@@ -115,6 +115,13 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
             var failure = Explain(ex, ct.IsCancellationRequested, timeout.IsCancellationRequested);
             await FailAsync(failure).ConfigureAwait(false);
         }
+#pragma warning disable CA1031 // the engine's boundary: a bug still ends the attempt cleanly, reported as one
+        catch (Exception bug)
+#pragma warning restore CA1031
+        {
+            await bounded.CancelAsync().ConfigureAwait(false);
+            await EndOnBugAsync(bug).ConfigureAwait(false);
+        }
         finally
         {
             _stall.Disarm();

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.ExceptionServices;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -99,9 +100,9 @@ internal sealed class PageChannel : IPageSink
             await _queue.Writer.WriteAsync(new WorkItem(item.Pfns, item.Count, item.Round, null), ct)
                 .ConfigureAwait(false);
         }
-        catch (ChannelClosedException closed)
+        catch (ChannelClosedException closed) when (closed.InnerException is { } cause)
         {
-            throw TransportFailures.From(closed); // the worker stopped on the stream's failure
+            ExceptionDispatchInfo.Throw(cause); // the worker's own failure, as a barrier reports it
         }
     }
 
@@ -115,9 +116,9 @@ internal sealed class PageChannel : IPageSink
         {
             await _queue.Writer.WriteAsync(new WorkItem(null, 0, 0, tcs), ct).ConfigureAwait(false);
         }
-        catch (ChannelClosedException closed)
+        catch (ChannelClosedException closed) when (closed.InnerException is { } cause)
         {
-            throw TransportFailures.From(closed);
+            ExceptionDispatchInfo.Throw(cause);
         }
 
         await tcs.Task.WaitAsync(ct).ConfigureAwait(false);
