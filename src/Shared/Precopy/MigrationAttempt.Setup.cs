@@ -125,6 +125,7 @@ internal sealed partial class MigrationAttempt
         var request = new BeginRequest
         {
             MigrationId = _id,
+            ProtocolVersion = ProtocolVersions.Current, // the completion carries device_sections (version 2)
             RamBytes = (ulong)config.RamBytes,
             PageSize = PageGeometry.PageSize,
             Vcpus = (uint)config.Vcpus,
