@@ -3,7 +3,7 @@ using Migration.Shared.Guest;
 using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Machine;
 
-namespace Migration.Shared.Tests.Guest;
+namespace Migration.Shared.Tests.Machine;
 
 public class VirtualMachineTests
 {
