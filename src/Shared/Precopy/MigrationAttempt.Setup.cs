@@ -125,12 +125,12 @@ internal sealed partial class MigrationAttempt
         var request = new BeginRequest
         {
             MigrationId = _id,
-            ProtocolVersion = ProtocolVersions.Current, // the completion carries device_sections (version 2)
             RamBytes = (ulong)config.RamBytes,
             PageSize = PageGeometry.PageSize,
             Vcpus = (uint)config.Vcpus,
             GuestConfigJson = _configJson,
             Channels = (uint)_options.Channels,
+            ProtocolVersion = ProtocolVersions.Current, // the completion carries device sections (version 2)
         };
         request.Features.Add(WireNames.RoundTagsFeature);
         if (_options.Hints)

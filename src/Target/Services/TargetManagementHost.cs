@@ -15,16 +15,16 @@ internal sealed class TargetManagementHost : IManagementHost, IDisposable
     /// <summary>How long shutdown waits for a cancelled onward migration to let go of the guest.</summary>
     private static readonly TimeSpan StopWait = TimeSpan.FromSeconds(30);
 
-    private readonly IncomingMigrations _migrations;
+    private readonly ServedGuest _served;
     private readonly OutgoingMigrations _outgoing;
 
     public TargetManagementHost(IncomingMigrations migrations, TargetOptions options, ILoggerFactory logging)
     {
         ArgumentNullException.ThrowIfNull(options);
-        _migrations = migrations;
+        _served = migrations.Served;
         _outgoing = new OutgoingMigrations(options.Onward, logging, Console.Out, Events, Role, Guests);
-        migrations.GuestResumed += vm => Events.Attach(vm, Guests.IdOf(vm));
-        migrations.GuestStopped += Stopped;
+        _served.Resumed += vm => Events.Attach(vm, Guests.IdOf(vm));
+        _served.Stopped += Stopped;
     }
 
     public string Role => "target";
@@ -33,16 +33,16 @@ internal sealed class TargetManagementHost : IManagementHost, IDisposable
 
     public GuestIds Guests { get; } = new("this target");
 
-    public T WithVm<T>(Func<VirtualMachine?, string, T> use) => _migrations.WithServedGuest(use);
+    public T WithVm<T>(Func<VirtualMachine?, string, T> use) => _served.WithGuest(use);
 
     public MigrationInfo StartMigration(StartMigrationRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
-        return _migrations.WithServedGuest((served, why) =>
+        return _served.WithGuest((served, why) =>
         {
             Guests.Bind(served, why, request.GuestId); // under the same lock as the start: the guest cannot change
-            return _migrations.WithOnwardGuest(vm => _outgoing.Start(vm, request, (_, report) =>
-                _migrations.MigratedOnward(vm, report.Status is MigrationStatus.Completed or MigrationStatus.Unknown)));
+            return _served.WithOnwardGuest(vm => _outgoing.Start(vm, request, (_, report) =>
+                _served.MigratedOnward(vm, report.Status is MigrationStatus.Completed or MigrationStatus.Unknown)));
         });
     }
 

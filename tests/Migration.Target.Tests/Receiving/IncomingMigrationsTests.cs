@@ -1,8 +1,8 @@
 using Grpc.Core;
+using Microsoft.Extensions.Time.Testing;
 using Migration.Protocol;
 using Migration.Shared.Protocol;
 using Migration.Target.Receiving;
-using Migration.TestSupport;
 
 namespace Migration.Target.Tests.Receiving;
 
@@ -208,7 +208,7 @@ public sealed class IncomingMigrationsTests
     [Fact]
     public void AMigrationWhoseSourceGoesQuiet_IsDiscardedAfterTheLease()
     {
-        var clock = new ManualTimeProvider();
+        var clock = new FakeTimeProvider();
         var options = TargetOptions.Defaults with { Lease = TimeSpan.FromSeconds(5) };
         using var target = Targets.New(new ScriptedSwitchover(), options, clock);
         var owner = target.BeginAs("a");

@@ -1,9 +1,9 @@
 using Grpc.Core;
+using Microsoft.Extensions.Time.Testing;
 using Migration.Protocol;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Target.Receiving;
-using Migration.TestSupport;
 
 namespace Migration.Target.Tests.Receiving;
 
@@ -89,7 +89,7 @@ public sealed class ResumeFirstTests
     [Fact]
     public void AStatusQuestionDoesNotKeepAnUnconfirmedCopy()
     {
-        var clock = new ManualTimeProvider();
+        var clock = new FakeTimeProvider();
         var options = TargetOptions.Defaults with { Lease = TimeSpan.FromSeconds(5) };
         using var target = Targets.New(new ScriptedSwitchover(), options, clock);
         var owner = target.BeginAs("a");
@@ -107,7 +107,7 @@ public sealed class ResumeFirstTests
     [Fact]
     public void ASourceThatNeverConfirms_LosesTheCopyToTheLease_AndALateConfirmIsRefused()
     {
-        var clock = new ManualTimeProvider();
+        var clock = new FakeTimeProvider();
         var options = TargetOptions.Defaults with { Lease = TimeSpan.FromSeconds(5) };
         using var target = Targets.New(new ScriptedSwitchover(), options, clock);
         var owner = target.BeginAs("a");

@@ -1,12 +1,12 @@
 using System.Text.Json;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Migration.Protocol;
 using Migration.Shared.Guest;
 using Migration.Shared.Machine;
 using Migration.Target.Diagnostics;
 using Migration.Target.Receiving;
-using Migration.TestSupport;
 
 namespace Migration.Target.Tests.Receiving;
 
@@ -91,14 +91,17 @@ internal sealed class StillRunning : IHostApplicationLifetime
 
 internal static class Targets
 {
-    /// <summary>A target state machine on a manual clock (lease checks run when the test says so).</summary>
+    /// <summary>
+    /// A target state machine on a fake clock: its lease checks (and a run-after wait) run only when the test
+    /// advances the clock, or calls <see cref="IncomingMigrations.ExpireLeases"/>.
+    /// </summary>
     public static IncomingMigrations New(ISwitchover switchover, TargetOptions? options = null,
         TimeProvider? time = null, TargetMetrics? metrics = null)
     {
         options ??= TargetOptions.Defaults;
         return new IncomingMigrations(options, switchover,
             new TargetReportWriter(options, NullLogger<TargetReportWriter>.Instance), new StillRunning(),
-            NullLogger<IncomingMigrations>.Instance, time ?? new ManualTimeProvider(), metrics: metrics);
+            NullLogger<IncomingMigrations>.Instance, time ?? new FakeTimeProvider(), metrics: metrics);
     }
 
     /// <summary>Begins a migration as its source does; returns the credentials its later calls need.</summary>
