@@ -44,7 +44,8 @@ public sealed class ProtocolVersionTests
         var seams = EngineSeams.Production with
         {
             Transport = (machine, counters) => source = new Version1Source(new GrpcMigrationTransport(machine.Ram,
-                options, new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, TimeProvider.System), counters)),
+                options.Transport, new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, TimeProvider.System),
+                counters)),
         };
         var report = await new PrecopyEngine(vm, options, seams).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(120));
 

@@ -109,7 +109,7 @@ public abstract class FaultMatrix(ITestOutputHelper output)
         var seams = EngineSeams.Production with
         {
             Transport = (source, counters) => triggers = new PhaseTriggers(
-                new GrpcMigrationTransport(source.Ram, options,
+                new GrpcMigrationTransport(source.Ram, options.Transport,
                     new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, TimeProvider.System), counters),
                 phase, Strike),
             BeforeLoggingEnabled = (_, _) => triggers!.Strike(FaultPhase.Setup),

@@ -63,7 +63,8 @@ public sealed partial class BalloonDevice
 
     /// <summary>
     /// Waits up to <paramref name="timeout"/> for the buffer to be used (the used-buffer interrupt); under the race
-    /// fuzzer the scheduler runs others instead of the clock.
+    /// fuzzer the scheduler runs others instead of the clock. The deadline is the real clock's, not the device's
+    /// <see cref="TimeProvider"/>: it bounds a monitor wait, which a test's clock cannot advance.
     /// </summary>
     public bool WaitUsed(long seq, TimeSpan timeout) =>
         _scheduling.WaitPoint is not null ? IsUsed(seq) : _queues[0].WaitUsed(seq, timeout);

@@ -9,8 +9,8 @@ namespace Migration.Shared.Hosting;
 /// <summary>
 /// Runs the switchover's verification path (free-page map, page digests, compare, the guest's self-check) on a small
 /// scratch guest, often enough for the JIT to promote its hot methods. Each process verifies exactly once, inside the
-/// downtime, so without this it would run that work as unoptimised first-call code: on an 8 GiB guest the target's
-/// compare took 80-120 ms cold. The target calls it before it listens; the source while its guest warms up.
+/// downtime, so without this it would run that work as unoptimised first-call code (what that cost is measured in
+/// docs/design.md, Switchover). The target calls it before it listens; the source while its guest warms up.
 /// </summary>
 public static class SwitchoverWarmup
 {
@@ -24,7 +24,7 @@ public static class SwitchoverWarmup
         };
 
         // The guest configuration's trip through Begin (serialised by the source, parsed and validated by the target):
-        // once per process, and cold it cost the target's Begin handler most of its 100 ms.
+        // once per process, and cold it was most of the target's Begin handler.
         var parsed = JsonSerializer.Deserialize(
             JsonSerializer.Serialize(config, WireJson.Default.GuestConfig), WireJson.Default.GuestConfig);
         parsed?.Validate();
@@ -62,7 +62,7 @@ public static class SwitchoverWarmup
         }
 
         // The target's rebuild, start and stop of a migrated guest, which run inside the downtime, for every workload
-        // (each restores its own vCPU state): cold, the first restore of a process took 17-33 ms of a switchover.
+        // (each restores its own vCPU state): cold, a process's first restore was a large share of its switchover.
         foreach (var kind in Enum.GetValues<WorkloadKind>())
         {
             var workload = new WorkloadOptions { Kind = kind, AbMib = 2, PageFaultRegionMib = 2 };

@@ -29,8 +29,8 @@ public static class TypedMarshaller
                 }
                 catch (InvalidProtocolBufferException ex)
                 {
-                    throw new RpcException(new Status(StatusCode.InvalidArgument,
-                        $"{typeof(T).Name} does not decode as protobuf ({context.PayloadLength} bytes): {ex.Message}"));
+                    throw RpcErrors.InvalidArgument(
+                        $"{typeof(T).Name} does not decode as protobuf ({context.PayloadLength} bytes): {ex.Message}");
                 }
             });
     }

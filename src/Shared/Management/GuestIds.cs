@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Grpc.Core;
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 
 namespace Migration.Management;
@@ -75,15 +76,13 @@ public sealed class GuestIds
         requested ??= string.Empty;
         if (requested.Length > 0 && !IsWellFormed(requested))
         {
-            throw new RpcException(new Status(StatusCode.InvalidArgument,
-                "guest_id is not a guest id: 32 hex digits, as query-vm returns them"));
+            throw RpcErrors.InvalidArgument("guest_id is not a guest id: 32 hex digits, as query-vm returns them");
         }
 
         string? current = vm is null ? null : IdOf(vm);
         if (requested.Length == 0 || string.Equals(requested, current, StringComparison.Ordinal))
         {
-            return current ?? throw new RpcException(new Status(StatusCode.FailedPrecondition,
-                $"no guest runs here: {why}"));
+            return current ?? throw RpcErrors.FailedPrecondition($"no guest runs here: {why}");
         }
 
         string now = current is null ? $"no guest runs here now ({why})" : $"the current guest is {current}";
@@ -93,9 +92,9 @@ public sealed class GuestIds
             _left.TryGetValue(requested, out left);
         }
 
-        throw new RpcException(new Status(StatusCode.FailedPrecondition, left is null
+        throw RpcErrors.FailedPrecondition(left is null
             ? $"guest {requested} does not run on {_place}; {now}"
-            : $"guest {requested} left {_place}: {left}; {now}"));
+            : $"guest {requested} left {_place}: {left}; {now}");
     }
 
     private static bool IsWellFormed(string id) => id.Length == 32 && id.All(char.IsAsciiHexDigitLower);

@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Grpc.Core;
 using Migration.Shared.Balloon;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 
 namespace Migration.Management;
@@ -10,10 +11,13 @@ namespace Migration.Management;
 /// The management API (proto/management.proto) over whichever guest <see cref="IManagementHost"/> runs now. Every
 /// refusal is a status code with a sentence: INVALID_ARGUMENT for a value out of range or bytes that do not decode,
 /// FAILED_PRECONDITION when the VM's state does not allow the call. Bound by <see cref="ManagementBinding"/> rather
-/// than the generated base class, whose marshallers answer undecodable bytes with UNKNOWN.
+/// than the generated base class, whose marshallers answer undecodable bytes with UNKNOWN. Its one wait reads the clock
+/// through <paramref name="time"/> (the host's, when it registers one; else the system's).
 /// </summary>
-public sealed class ManagementService(IManagementHost host) : ManagementBinding
+public sealed class ManagementService(IManagementHost host, TimeProvider? time = null) : ManagementBinding
 {
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+
     public override Task<VmInfo> QueryVm(QueryVmRequest request, ServerCallContext context) =>
         Task.FromResult(host.WithVm((vm, why) => vm is null
             ? new VmInfo { Role = host.Role, State = "none", Detail = why }
@@ -53,10 +57,10 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         if (before is not null)
         {
             // The guest refills and queues its buffer from its driver thread: a millisecond or so while it runs.
-            var deadline = DateTime.UtcNow + RefreshWait;
-            while (device.GuestStats.Reports == before.Reports && DateTime.UtcNow < deadline)
+            long asked = _time.GetTimestamp();
+            while (device.GuestStats.Reports == before.Reports && _time.GetElapsedTime(asked) < RefreshWait)
             {
-                await Task.Delay(5, context.CancellationToken).ConfigureAwait(false);
+                await Task.Delay(RefreshPoll, _time, context.CancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -68,7 +72,8 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         ArgumentNullException.ThrowIfNull(request);
         if (request.IntervalSeconds > MaxPollingSeconds)
         {
-            throw Invalid($"interval_seconds {request.IntervalSeconds} is above {MaxPollingSeconds} (a day)");
+            throw RpcErrors.InvalidArgument(
+                $"interval_seconds {request.IntervalSeconds} is above {MaxPollingSeconds} (a day)");
         }
 
         return Task.FromResult(Running(request.GuestId, vm =>
@@ -83,11 +88,13 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
 
     private static readonly TimeSpan RefreshWait = TimeSpan.FromSeconds(1);
 
+    private static readonly TimeSpan RefreshPoll = TimeSpan.FromMilliseconds(5);
+
     private static BalloonDevice StatsDevice(VirtualMachine vm) =>
         BalloonFeatureBits.Has(vm.Balloon.Features, BalloonFeatureBits.StatsQueue)
             ? vm.Balloon
-            : throw new RpcException(new Status(StatusCode.FailedPrecondition,
-                "this guest's balloon has no statistics queue (started with --balloon-stats off)"));
+            : throw RpcErrors.FailedPrecondition(
+                "this guest's balloon has no statistics queue (started with --balloon-stats off)");
 
     private static GuestStatsInfo StatsOf(GuestStats stats)
     {
@@ -110,21 +117,22 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         if (vm.State != VmRunState.Running)
         {
             // paused for a switchover: its device state may be saved already, and a change now would be lost
-            throw new RpcException(new Status(StatusCode.FailedPrecondition,
-                $"the guest is {vm.State.ToString().ToLowerInvariant()}; set the balloon while it runs"));
+            throw RpcErrors.FailedPrecondition(
+                $"the guest is {vm.State.ToString().ToLowerInvariant()}; set the balloon while it runs");
         }
 
         long ramPages = vm.Ram.PageCount;
         long logicalPages = (long)Math.Min(request.LogicalSizeBytes >> PageGeometry.PageShift, (ulong)long.MaxValue);
         if (request.LogicalSizeBytes > (ulong)vm.Ram.SizeBytes)
         {
-            throw Invalid($"logical_size_bytes {request.LogicalSizeBytes} is larger than the guest's RAM " +
-                $"({vm.Ram.SizeBytes} bytes)");
+            throw RpcErrors.InvalidArgument($"logical_size_bytes {request.LogicalSizeBytes} is larger than the " +
+                $"guest's RAM ({vm.Ram.SizeBytes} bytes)");
         }
 
         if (logicalPages < 1)
         {
-            throw Invalid($"logical_size_bytes {request.LogicalSizeBytes} leaves the guest less than one page");
+            throw RpcErrors.InvalidArgument(
+                $"logical_size_bytes {request.LogicalSizeBytes} leaves the guest less than one page");
         }
 
         try
@@ -133,7 +141,7 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         }
         catch (InvalidOperationException ex)
         {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, ex.Message));
+            throw RpcErrors.FailedPrecondition(ex.Message);
         }
 
         return InfoOf(vm);
@@ -220,6 +228,4 @@ public sealed class ManagementService(IManagementHost host) : ManagementBinding
         host.Guests.Bind(vm, why, guestId);
         return use(vm!);
     });
-
-    private static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
 }

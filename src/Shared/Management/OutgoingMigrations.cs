@@ -2,10 +2,12 @@ using System.Diagnostics;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Migration.Shared.Cli;
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 
 namespace Migration.Management;
 
@@ -139,10 +141,9 @@ internal sealed class OutgoingMigrations : IDisposable
         }
     }
 
-    internal static RpcException Invalid(string detail) => new(new Status(StatusCode.InvalidArgument, detail));
+    internal static RpcException Invalid(string detail) => RpcErrors.InvalidArgument(detail);
 
-    internal static RpcException Precondition(string detail) =>
-        new(new Status(StatusCode.FailedPrecondition, detail));
+    internal static RpcException Precondition(string detail) => RpcErrors.FailedPrecondition(detail);
 
     private async Task RunAsync(VirtualMachine vm, PrecopyEngine engine, Running running,
         Action<Uri, MigrationReport> ended)
@@ -222,7 +223,7 @@ internal sealed class OutgoingMigrations : IDisposable
         // before anything connects.
         if (_defaults.Security.RequestedTargetProblem(target, OptionNames.Fields.Target) is { } forbidden)
         {
-            throw new RpcException(new Status(StatusCode.PermissionDenied, forbidden));
+            throw RpcErrors.PermissionDenied(forbidden);
         }
 
         if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))

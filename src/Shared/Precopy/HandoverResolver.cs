@@ -87,11 +87,9 @@ internal sealed class HandoverResolver(IMigrationTransport transport, string mig
                         break;
                 }
             }
-            catch (Grpc.Core.RpcException ex)
+            catch (MigrationFailedException ex)
             {
-                lastSeen = ex.StatusCode == Grpc.Core.StatusCode.DeadlineExceeded
-                    ? "no answer in time"
-                    : $"{ex.StatusCode}: {ex.Status.Detail}";
+                lastSeen = ex.Kind == FailureKind.Timeout ? "no answer in time" : ex.Message;
             }
 
             await Task.Delay(Min(RetryDelay * Math.Min(questions, 2), window - time.GetElapsedTime(start)), time)

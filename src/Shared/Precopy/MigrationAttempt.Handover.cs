@@ -75,7 +75,7 @@ internal sealed partial class MigrationAttempt
             RecordPhases(reply, downtime, _report.Timing.DowntimePhasesMs);
             return reply;
         }
-        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
+        catch (Exception ex) when (IsMigrationFailure(ex))
         {
             downtime.Next("completeUnanswered");
             PrecopyLog.CompleteReplyLost(_log, _id, ex.Message);
@@ -112,11 +112,11 @@ internal sealed partial class MigrationAttempt
         {
             reply = await call().ConfigureAwait(false);
         }
-        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
+        catch (Exception ex) when (IsMigrationFailure(ex))
         {
-            string cause = ex is Grpc.Core.RpcException { StatusCode: Grpc.Core.StatusCode.DeadlineExceeded }
+            string cause = ex is MigrationFailedException { Kind: FailureKind.Timeout }
                 ? $"no answer to {name} within {_options.CompleteTimeout.TotalSeconds:0.#} s (--complete-timeout)"
-                : $"no answer to {name}: " + MigrationFailedException.From(ex, cancelledByUser: false).Message;
+                : $"no answer to {name}: " + FailureOf(ex, cancelledByUser: false).Message;
             timer.Next(char.ToLowerInvariant(name[0]) + name[1..] + "Unanswered");
             var resolver = new HandoverResolver(_transport, _id, _targetInstance, _time, _options.HandoverWindow);
             var outcome = await resolver.ResolveAsync(cause).ConfigureAwait(false);
@@ -167,13 +167,13 @@ internal sealed partial class MigrationAttempt
     /// No definite answer: the guest may run on the target, so this copy stays paused and nothing is undone on the
     /// target's side. The report says what happened and what the operator can do.
     /// </summary>
-    private Task EndUnknownAsync(string why)
+    private Task EndUnknownAsync(string why, FailureKind kind = FailureKind.ConnectionLost)
     {
         Phase = MigrationPhase.Unknown;
         string error = $"handover outcome unknown: {why}. The source guest stays paused, since it may be running on " +
             $"the target. Ask the target at {_options.Target} for migration {_id} (Status with that id and its key): " +
             "if it resumed the guest, discard this copy; if it discarded the migration, this copy may be resumed.";
-        PrecopyLog.Ended(_log, _id, MigrationPhase.Unknown, FailureKind.ConnectionLost, error);
+        PrecopyLog.Ended(_log, _id, MigrationPhase.Unknown, kind, error);
         _report.Ended(MigrationStatus.Unknown, error);
         foreach (var participant in _joined)
         {

@@ -2,6 +2,7 @@ using Migration.Protocol;
 using Migration.Shared.Devices;
 using Migration.Shared.Guest;
 using Migration.Shared.Protocol;
+using Migration.Shared.Transport;
 
 namespace Migration.Shared.Precopy;
 

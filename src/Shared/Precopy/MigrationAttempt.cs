@@ -76,7 +76,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         _participants = [.. vm.PrecopyParticipants.Select(seams.Participant)];
         var limiter = new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, time);
         _transport = seams.Transport?.Invoke(vm, _counters)
-            ?? new GrpcMigrationTransport(vm.Ram, options, limiter, _counters);
+            ?? IMigrationTransport.Create(vm.Ram, options.Transport, limiter, _counters);
         _stall = new StallWatchdog(_counters, time, options.StallTimeout);
         _configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig); // as sent: the state digest covers it
     }
@@ -109,11 +109,18 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         {
             await EndUnknownAsync(unknown.Message).ConfigureAwait(false);
         }
-        catch (Exception ex) when (MigrationFailedException.IsMigrationFailure(ex))
+        catch (Exception ex) when (IsMigrationFailure(ex))
         {
             await bounded.CancelAsync().ConfigureAwait(false);
             var failure = Explain(ex, ct.IsCancellationRequested, timeout.IsCancellationRequested);
             await FailAsync(failure).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // the engine's boundary: a bug still ends the attempt cleanly, reported as one
+        catch (Exception bug)
+#pragma warning restore CA1031
+        {
+            await bounded.CancelAsync().ConfigureAwait(false);
+            await EndOnBugAsync(bug).ConfigureAwait(false);
         }
         finally
         {
@@ -159,7 +166,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     {
         if (cancelledByUser)
         {
-            return MigrationFailedException.From(ex, cancelledByUser: true);
+            return FailureOf(ex, cancelledByUser: true);
         }
 
         if (timedOut)
@@ -173,7 +180,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
             return new MigrationFailedException(FailureKind.ConnectionLost, $"{stalled} (in {Where})", ex);
         }
 
-        var failure = MigrationFailedException.From(ex, cancelledByUser: false);
+        var failure = FailureOf(ex, cancelledByUser: false);
         return failure.Kind switch
         {
             FailureKind.ConnectionLost => new MigrationFailedException(FailureKind.ConnectionLost,

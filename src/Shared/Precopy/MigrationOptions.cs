@@ -4,15 +4,6 @@ using Migration.Shared.Transport;
 
 namespace Migration.Shared.Precopy;
 
-/// <summary>How pages are encoded on the wire beyond zero-page detection.</summary>
-public enum Compression
-{
-    None,
-
-    /// <summary>LZ4 (K4os), kept only for pages it shrinks by at least an eighth.</summary>
-    Lz4,
-}
-
 /// <summary>How a migration is run: the user's options. Each default is set here once, with its reason.</summary>
 public sealed record MigrationOptions
 {
@@ -88,6 +79,16 @@ public sealed record MigrationOptions
     /// Pages per message: 256 pages = 1 MiB raw, big enough to amortise framing, small enough to interleave channels.
     /// </summary>
     public int PagesPerBatch { get; init; } = 256;
+
+    /// <summary>What the transport reads of these options: where the target is, how to reach it, how to send.</summary>
+    internal TransportOptions Transport => new()
+    {
+        Target = Target,
+        Security = Security,
+        ControlCallTimeout = ControlCallTimeout,
+        Compression = Compression,
+        PagesPerBatch = PagesPerBatch,
+    };
 
     /// <summary>Free page hinting through the balloon device (the product's optimisation). On by default.</summary>
     public bool Hints { get; init; } = true;

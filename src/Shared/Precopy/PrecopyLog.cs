@@ -28,6 +28,9 @@ internal static partial class PrecopyLog
     [LoggerMessage(5, LogLevel.Debug, "migration {Id}: {Count} participant(s) joined")]
     public static partial void ParticipantsJoined(ILogger logger, string id, int count);
 
+    [LoggerMessage(8, LogLevel.Error, "migration {Id}: internal error during {Where} (a bug, not the network)")]
+    public static partial void InternalError(ILogger logger, string id, string where, Exception exception);
+
     [LoggerMessage(7, LogLevel.Debug, "migration {Id}: switchover rehearsed; its fixed cost is {Cost}")]
     public static partial void SwitchoverRehearsed(ILogger logger, string id, string cost);
 }

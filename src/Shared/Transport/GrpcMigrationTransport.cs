@@ -3,7 +3,6 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Protocol;
 using Migration.Shared.Guest;
-using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using MigrationClient = Migration.Protocol.Migration.MigrationClient;
 
@@ -11,20 +10,21 @@ namespace Migration.Shared.Transport;
 
 /// <summary>
 /// The real transport: a control connection for Begin, Complete, Cancel and Status, and one HTTP/2 connection per
-/// channel. Every call carries the shared token when there is one, and after Begin the migration's key.
+/// channel. Every call carries the shared token when there is one, and after Begin the migration's key. A call's
+/// failure leaves as a <see cref="MigrationFailedException"/> (<see cref="TransportFailures"/>).
 /// </summary>
 internal sealed class GrpcMigrationTransport : IMigrationTransport
 {
     private readonly Uri _target;
     private readonly GuestRam _ram;
-    private readonly MigrationOptions _options;
+    private readonly TransportOptions _options;
     private readonly BandwidthLimiter _limiter;
     private readonly TransferCounters _counters;
     private readonly GrpcChannel _control;
     private readonly MigrationClient _client;
     private string? _key;
 
-    public GrpcMigrationTransport(GuestRam ram, MigrationOptions options, BandwidthLimiter limiter,
+    public GrpcMigrationTransport(GuestRam ram, TransportOptions options, BandwidthLimiter limiter,
         TransferCounters counters)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -39,7 +39,8 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
 
     /// <summary>
     /// Asks the target for its state before anything else happens: a clear error now (unreachable, refused, or busy
-    /// with another migration) instead of after booting a large guest.
+    /// with another migration) instead of after booting a large guest. For the command line, before any engine runs:
+    /// it throws the call's <see cref="RpcException"/> as it is.
     /// </summary>
     public static async Task<StatusReply> ProbeAsync(Uri target, TransportSecurity security, CancellationToken ct)
     {
@@ -62,8 +63,8 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         }
 
         _key = request.MigrationKey;
-        var reply = await _client.BeginAsync(request, Headers(_options.Security, null),
-            Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        var reply = await TransportFailures.Call(async () => await _client.BeginAsync(request,
+            Headers(_options.Security, null), Deadline(_options.ControlCallTimeout), ct)).ConfigureAwait(false);
         _key = reply.MigrationKey;
         return reply;
     }
@@ -72,21 +73,21 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         PageChannel.Open(_ram, _options, migrationId, Headers(_options.Security, _key), _limiter, _counters,
             streamToken);
 
-    public async Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct) =>
-        await _client.CompleteAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
-            .ConfigureAwait(false);
+    public Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct) =>
+        TransportFailures.Call(async () =>
+            await _client.CompleteAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct));
 
     public async Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct)
     {
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        _ = await _client.CompleteAsync(request, Headers(_options.Security, _key),
-            Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        _ = await TransportFailures.Call(async () => await _client.CompleteAsync(request,
+            Headers(_options.Security, _key), Deadline(_options.ControlCallTimeout), ct)).ConfigureAwait(false);
         return System.Diagnostics.Stopwatch.GetElapsedTime(start);
     }
 
-    public async Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct) =>
-        await _client.ConfirmAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct)
-            .ConfigureAwait(false);
+    public Task<CompleteReply> ConfirmAsync(ConfirmRequest request, TimeSpan timeout, CancellationToken ct) =>
+        TransportFailures.Call(async () =>
+            await _client.ConfirmAsync(request, Headers(_options.Security, _key), Deadline(timeout), ct));
 
     /// <remarks>
     /// On a connection of its own, as <see cref="CancelAsync"/>: they are asked when something went wrong, and the
@@ -95,15 +96,16 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     public async Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct)
     {
         using var channel = PageChannel.CreateGrpcChannel(_target, _options.Security);
-        return await new MigrationClient(channel).StatusAsync(
-            new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key), Deadline(timeout), ct)
+        return await TransportFailures.Call(async () => await new MigrationClient(channel).StatusAsync(
+            new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key), Deadline(timeout), ct))
             .ConfigureAwait(false);
     }
 
     public async Task<long?> PagesReceivedAsync(string migrationId, CancellationToken ct)
     {
-        var reply = await _client.StatusAsync(new StatusRequest { MigrationId = migrationId },
-            Headers(_options.Security, _key), Deadline(_options.ControlCallTimeout), ct).ConfigureAwait(false);
+        var reply = await TransportFailures.Call(async () => await _client.StatusAsync(
+            new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key),
+            Deadline(_options.ControlCallTimeout), ct)).ConfigureAwait(false);
         return (long)reply.PagesReceived;
     }
 

@@ -1,14 +1,21 @@
 using Migration.Protocol;
+using Migration.Shared.Guest;
 
 namespace Migration.Shared.Transport;
 
 /// <summary>
 /// How the engine reaches a target: the control calls and one page sink per channel. Production uses
 /// <see cref="GrpcMigrationTransport"/>; the race fuzzer plugs in an in-memory target driven by its scheduler.
-/// After <see cref="BeginAsync"/> the transport carries the migration's key on every call about it.
+/// After <see cref="BeginAsync"/> the transport carries the migration's key on every call about it. Whatever the target
+/// or the connection does, a call fails with a <see cref="MigrationFailedException"/>; a cancelled token still throws
+/// <see cref="OperationCanceledException"/>.
 /// </summary>
 internal interface IMigrationTransport : IAsyncDisposable
 {
+    /// <summary>The transport a migration uses unless a test swaps it in: gRPC over HTTP/2, to the options' target.</summary>
+    static IMigrationTransport Create(GuestRam ram, TransportOptions options, BandwidthLimiter limiter,
+        TransferCounters counters) => new GrpcMigrationTransport(ram, options, limiter, counters);
+
     Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct);
 
     /// <summary>Opens one channel. <paramref name="streamToken"/> tears the stream down (failure, cancel).</summary>

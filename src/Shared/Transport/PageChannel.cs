@@ -1,11 +1,11 @@
 using System.Buffers;
+using System.Runtime.ExceptionServices;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Protocol;
 using Migration.Shared.Guest;
-using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 
 namespace Migration.Shared.Transport;
@@ -17,7 +17,8 @@ namespace Migration.Shared.Transport;
 /// <remarks>
 /// Pages are read when the worker encodes them, which is after the engine cleared their migration-bitmap bit (and, in
 /// manual mode, their dirty-log chunk): a guest write after the read is logged and sent again in a later round.
-/// A barrier item lets the engine wait until everything queued before it is on the wire.
+/// A barrier item lets the engine wait until everything queued before it is on the wire. A failure of the stream
+/// leaves every method as a <see cref="MigrationFailedException"/> (<see cref="TransportFailures"/>).
 /// </remarks>
 internal sealed class PageChannel : IPageSink
 {
@@ -79,7 +80,7 @@ internal sealed class PageChannel : IPageSink
             DisposeHttpClient = true,
         });
 
-    public static PageChannel Open(GuestRam ram, MigrationOptions options, string migrationId, Metadata headers,
+    public static PageChannel Open(GuestRam ram, TransportOptions options, string migrationId, Metadata headers,
         BandwidthLimiter limiter, TransferCounters counters, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -92,8 +93,18 @@ internal sealed class PageChannel : IPageSink
             limiter, counters);
     }
 
-    public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) =>
-        _queue.Writer.WriteAsync(new WorkItem(item.Pfns, item.Count, item.Round, null), ct);
+    public async ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct)
+    {
+        try
+        {
+            await _queue.Writer.WriteAsync(new WorkItem(item.Pfns, item.Count, item.Round, null), ct)
+                .ConfigureAwait(false);
+        }
+        catch (ChannelClosedException closed) when (closed.InnerException is { } cause)
+        {
+            ExceptionDispatchInfo.Throw(cause); // the worker's own failure, as a barrier reports it
+        }
+    }
 
     /// <summary>
     /// Completes once everything queued so far has been written to the stream (or faults with the channel's error).
@@ -101,7 +112,15 @@ internal sealed class PageChannel : IPageSink
     public async Task BarrierAsync(CancellationToken ct)
     {
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await _queue.Writer.WriteAsync(new WorkItem(null, 0, 0, tcs), ct).ConfigureAwait(false);
+        try
+        {
+            await _queue.Writer.WriteAsync(new WorkItem(null, 0, 0, tcs), ct).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException closed) when (closed.InnerException is { } cause)
+        {
+            ExceptionDispatchInfo.Throw(cause);
+        }
+
         await tcs.Task.WaitAsync(ct).ConfigureAwait(false);
     }
 
@@ -110,8 +129,11 @@ internal sealed class PageChannel : IPageSink
     {
         _queue.Writer.TryComplete();
         await _worker.WaitAsync(ct).ConfigureAwait(false);
-        await _call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
-        await _call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+        await TransportFailures.Call(async () =>
+        {
+            await _call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
+            await _call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+        }).ConfigureAwait(false);
     }
 
     public async Task<TimeSpan> RehearseCloseAsync(CancellationToken ct)
@@ -119,8 +141,11 @@ internal sealed class PageChannel : IPageSink
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         using var call = _grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
             new CallOptions(_headers, cancellationToken: ct));
-        await call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
-        await call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+        await TransportFailures.Call(async () =>
+        {
+            await call.RequestStream.CompleteAsync().WaitAsync(ct).ConfigureAwait(false);
+            await call.ResponseAsync.WaitAsync(ct).ConfigureAwait(false);
+        }).ConfigureAwait(false);
         return System.Diagnostics.Stopwatch.GetElapsedTime(start);
     }
 
@@ -143,7 +168,7 @@ internal sealed class PageChannel : IPageSink
                     await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
                     // The batch's buffers are reused only after WriteAsync returns, by which time it has been
                     // serialised.
-                    await _call.RequestStream.WriteAsync(_batch).ConfigureAwait(false);
+                    await TransportFailures.Call(() => _call.RequestStream.WriteAsync(_batch)).ConfigureAwait(false);
                     _counters.Add(bytes, zero, raw, lz4);
                 }
                 finally
@@ -172,7 +197,7 @@ internal sealed class PageChannel : IPageSink
         {
             await _worker.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RpcException or TimeoutException or IOException or OperationCanceledException
+        catch (Exception ex) when (ex is MigrationFailedException or TimeoutException or OperationCanceledException
             or InvalidOperationException)
         {
             // Already reported through the engine.

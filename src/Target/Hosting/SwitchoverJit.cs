@@ -12,7 +12,7 @@ namespace Migration.Target.Hosting;
 /// <summary>
 /// Compiles the switchover's own code before any migration. The target runs with tiered compilation off, so a
 /// method's first call compiles it in full; the switchover's methods are first called inside the downtime, where that
-/// took 7-10 ms of the target's restore (its rebuild, the device state's decoding, the reply's bookkeeping). The
+/// lengthened the target's restore (its rebuild, the device state's decoding, the reply's bookkeeping). The
 /// rehearsals run the rebuild's shared code, not these; this compiles every method the switchover's types declare.
 /// </summary>
 internal static class SwitchoverJit

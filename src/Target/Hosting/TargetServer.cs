@@ -73,7 +73,7 @@ internal static class TargetServer
         _ = app.Services.GetRequiredService<IManagementHost>(); // watches for resumed guests from the start
         SwitchoverWarmup.Run(); // the first switchover then runs optimised code (see SwitchoverWarmup)
         MessageWarmup.Run();
-        // ~0.2 s of compiling, beside the start rather than before it: a migration's setup and rounds come first
+        // Compiling beside the start rather than before it: a migration's setup and rounds come first
         _ = Task.Run(SwitchoverJit.Run);
         options.Security.Apply(app);
 

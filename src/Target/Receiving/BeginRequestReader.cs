@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 

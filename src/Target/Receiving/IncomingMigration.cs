@@ -1,6 +1,7 @@
 using Grpc.Core;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
@@ -160,8 +161,6 @@ internal sealed class IncomingMigration : IDisposable
 
     /// <summary>The source did something for this migration: its lease starts again.</summary>
     public void Touch() => Interlocked.Exchange(ref _lastActivity, _time.GetTimestamp());
-
-    public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
 
     /// <summary>This process's CPU time when the migration began (its report counts the migration's share).</summary>
     public double CpuAtStart { get; } = ProcessStats.CpuNow();

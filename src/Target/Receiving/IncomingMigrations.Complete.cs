@@ -1,4 +1,5 @@
 using Migration.Protocol;
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 

@@ -1,5 +1,6 @@
 using Migration.Protocol;
 using Migration.Shared.Guest;
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Target.Diagnostics;

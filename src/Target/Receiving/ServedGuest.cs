@@ -1,3 +1,4 @@
+using Migration.Shared.Hosting;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 

@@ -1,5 +1,6 @@
 using Grpc.Core;
 using Grpc.Core.Interceptors;
+using Migration.Shared.Hosting;
 using Migration.Target.Receiving;
 
 namespace Migration.Target.Services;

@@ -154,7 +154,7 @@ internal sealed class PageStreamEndpoint(
         buffer.Slice(0, HeaderLength).CopyTo(header);
         if (header[0] != 0)
         {
-            throw new RpcException(new Status(StatusCode.Unimplemented, "compressed page batches are not supported"));
+            throw RpcErrors.Unimplemented("compressed page batches are not supported");
         }
 
         uint length = BinaryPrimitives.ReadUInt32BigEndian(header[1..]);

@@ -4,6 +4,7 @@ using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Transport;
 using Migration.Source.Cli;
 
 namespace Migration.Source.Tests.Cli;

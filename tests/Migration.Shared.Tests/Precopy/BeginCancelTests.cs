@@ -3,7 +3,7 @@ using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 
-namespace Migration.Source.Tests.Precopy;
+namespace Migration.Shared.Tests.Precopy;
 
 /// <summary>
 /// A cancel that lands while Begin is on its way: the target has taken Begin and holds the migration, but its reply,

@@ -7,7 +7,7 @@ using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
-namespace Migration.Source.Tests.Precopy;
+namespace Migration.Shared.Tests.Precopy;
 
 /// <summary>
 /// What the engine promises every precopy participant (H1, H2, H6), checked on a real guest and the real engine with

@@ -1,7 +1,7 @@
 using Migration.Shared.Precopy;
 using Migration.TestSupport;
 
-namespace Migration.Source.Tests.Precopy;
+namespace Migration.Shared.Tests.Precopy;
 
 public sealed class RoundStatsTests
 {

@@ -5,9 +5,9 @@ using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
-using Migration.Source.Tests.Precopy;
+using Migration.Shared.Tests.Precopy;
 
-namespace Migration.Source.Tests.Diagnostics;
+namespace Migration.Shared.Tests.Diagnostics;
 
 /// <summary>
 /// The live instruments tell the same story as the report: a listener on the engine's meter, as dotnet-counters or

@@ -4,7 +4,7 @@ using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 
-namespace Migration.Source.Tests.Precopy;
+namespace Migration.Shared.Tests.Precopy;
 
 /// <summary>
 /// The downtime limit is a promise: precopy stops only when the whole estimate fits, the switchover's measured fixed
@@ -28,7 +28,7 @@ public sealed class DowntimeEstimateTests
             Transport = (source, counters) => transport = new FakeTransport(source, counters, resumeFirst: true)
             {
                 RehearsalRoundTrip = rehearsal,
-                OnComplete = _ => new Protocol.CompleteReply { Provisional = true },
+                OnComplete = _ => new Migration.Protocol.CompleteReply { Provisional = true },
             },
         };
         var options = MigrationOptions.Defaults with

@@ -1,6 +1,6 @@
 using Migration.Shared.Precopy;
 
-namespace Migration.Source.Tests.Precopy;
+namespace Migration.Shared.Tests.Precopy;
 
 /// <summary>The rule users tune most, pinned: when precopy stops and copies, goes on, or gives up.</summary>
 public sealed class ConvergencePolicyTests

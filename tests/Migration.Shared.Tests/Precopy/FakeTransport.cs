@@ -4,7 +4,7 @@ using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
 
-namespace Migration.Source.Tests.Precopy;
+namespace Migration.Shared.Tests.Precopy;
 
 /// <summary>
 /// A target in the test process: channels copy pages out of source RAM at once, and Complete answers as configured.
@@ -54,7 +54,14 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
         return Task.FromResult(OnStatus());
     }
 
-    public IPageSink OpenChannel(string migrationId, CancellationToken streamToken) => new Sink(source, counters);
+    /// <summary>Runs as each channel opens: a test can make it throw, as a bug in a transport would.</summary>
+    public Action? OnOpenChannel { get; set; }
+
+    public IPageSink OpenChannel(string migrationId, CancellationToken streamToken)
+    {
+        OnOpenChannel?.Invoke();
+        return new Sink(source, counters);
+    }
 
     public Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct)
     {
