@@ -1,4 +1,4 @@
-using Migration.Source.Cli;
+using Migration.TestSupport;
 
 namespace Migration.Bench;
 

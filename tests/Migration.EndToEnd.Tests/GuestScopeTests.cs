@@ -2,6 +2,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Management;
 using Migration.Source.Cli;
+using Migration.TestSupport;
 using ManagementClient = Migration.Management.Management.ManagementClient;
 
 using static Migration.EndToEnd.Tests.ManagementCalls;

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Migration.Shared.Hosting;
-using Migration.Source.Cli;
+using Migration.TestSupport;
 
 namespace Migration.EndToEnd.Tests;
 

@@ -1,6 +1,6 @@
 using Grpc.Core;
 using Migration.Management;
-using Migration.Source.Cli;
+using Migration.TestSupport;
 using ManagementClient = Migration.Management.Management.ManagementClient;
 
 namespace Migration.EndToEnd.Tests;

@@ -2,6 +2,7 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Migration.Management;
 using Migration.Source.Cli;
+using Migration.TestSupport;
 using ManagementApi = Migration.Management.Management;
 using ManagementClient = Migration.Management.Management.ManagementClient;
 

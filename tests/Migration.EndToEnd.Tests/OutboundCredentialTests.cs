@@ -11,6 +11,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Migration.Management;
 using Migration.Source.Cli;
+using Migration.TestSupport;
 using ManagementClient = Migration.Management.Management.ManagementClient;
 
 using static Migration.EndToEnd.Tests.ManagementCalls;

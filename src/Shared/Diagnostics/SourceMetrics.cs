@@ -1,6 +1,5 @@
 using System.Diagnostics.Metrics;
 using Migration.Shared.Protocol;
-using Migration.Shared.Reporting;
 
 namespace Migration.Shared.Diagnostics;
 
@@ -81,15 +80,14 @@ internal sealed class SourceMetrics
     }
 
     /// <summary>A migration ended: by status, with its total time and (completed) downtime.</summary>
-    public void Ended(MigrationReport report)
+    public void Ended(MigrationStatus status, double totalMs, double downtimeMs)
     {
-        ArgumentNullException.ThrowIfNull(report);
-        var status = new KeyValuePair<string, object?>("status", report.Status.ToString().ToLowerInvariant());
-        Migrations.Add(1, status);
-        Duration.Record(report.Timing.TotalMs, status);
-        if (report.Status == MigrationStatus.Completed)
+        var tag = new KeyValuePair<string, object?>("status", status.ToString().ToLowerInvariant());
+        Migrations.Add(1, tag);
+        Duration.Record(totalMs, tag);
+        if (status == MigrationStatus.Completed)
         {
-            Downtime.Record(report.Timing.DowntimeMs);
+            Downtime.Record(downtimeMs);
         }
     }
 

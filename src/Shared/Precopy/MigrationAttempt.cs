@@ -130,7 +130,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
 
         await CloseChannelsAsync().ConfigureAwait(false); // every byte counted before the totals are read
         var report = _report.Finish(_counters, _time.GetElapsedTime(_start).TotalMilliseconds, _joined);
-        _metrics.Ended(report);
+        _metrics.Ended(report.Status, report.Timing.TotalMs, report.Timing.DowntimeMs);
         return report;
     }
 

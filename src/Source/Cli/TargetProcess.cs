@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using Migration.Protocol;
+using Migration.Shared.Hosting;
 using Migration.Shared.Transport;
 
 namespace Migration.Source.Cli;

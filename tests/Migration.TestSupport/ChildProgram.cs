@@ -1,11 +1,13 @@
 using System.Diagnostics;
+using Migration.Shared.Hosting;
 
-namespace Migration.Source.Cli;
+namespace Migration.TestSupport;
 
 /// <summary>
 /// One of this repository's programs run as a child process, its output lines kept as they arrive: for the tests that
 /// hold the command lines to their contract (signals, exit codes, reports) and kill a source mid-migration. Killed on
-/// dispose if still running. (<see cref="TargetProcess"/> is the long-lived target that waits until it listens.)
+/// dispose if still running. (The source program's <c>TargetProcess</c> is the long-lived target that waits until it
+/// listens.)
 /// </summary>
 public sealed class ChildProgram : IAsyncDisposable
 {
@@ -53,7 +55,8 @@ public sealed class ChildProgram : IAsyncDisposable
 
     /// <summary>Starts the target program with exactly <paramref name="arguments"/>, SIGINT at its default.</summary>
     public static ChildProgram Target(IEnumerable<string> arguments) =>
-        Start(TargetProcess.LocateTargetDll(), arguments, launcherIgnoresInterrupt: false, resetInterrupt: true);
+        Start(BuiltPrograms.Locate("Target", "Migration.Target.dll", "MIGRATION_TARGET_DLL"), arguments,
+            launcherIgnoresInterrupt: false, resetInterrupt: true);
 
     private static ChildProgram Start(string dll, IEnumerable<string> arguments, bool launcherIgnoresInterrupt,
         bool resetInterrupt)

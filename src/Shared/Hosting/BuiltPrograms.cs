@@ -1,4 +1,4 @@
-namespace Migration.Source.Cli;
+namespace Migration.Shared.Hosting;
 
 /// <summary>
 /// Finds this repository's built programs, so a process (the demo, a test, the benchmark) can start another.
