@@ -19,7 +19,7 @@ public sealed class HintStressTests
     [InlineData(DirtyLogMode.Manual, true)]
     public async Task ManyShortMigrations_OfAChurningGuest_AllVerify(DirtyLogMode mode, bool waitOnAck)
     {
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 3; i++)
         {
             var guest = new GuestConfig
             {
