@@ -69,11 +69,10 @@ public sealed class ChannelOrderingTests
             DigestPages = (ulong)digests.Length,
             FinalRound = 2,
         };
-        complete.VcpuStates.AddRange(vm.SaveVcpuStates().Select(s => ByteString.CopyFrom(s)));
+        var vcpus = vm.SaveVcpuStates();
         var devices = vm.SaveDevices(); // every device's section: the target rebuilds no guest without them
-        complete.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
-        complete.StateDigest = MigrationStateDigest.Compute(System.Text.Encoding.UTF8.GetBytes(configJson),
-            complete.VcpuStates.Select(s => s.Memory), devices);
+        complete.StateDigest = HandDrivenSource.StateDigest(configJson, vcpus, devices);
+        HandDrivenSource.AddState(complete, vcpus, devices);
         var reply = await client.CompleteAsync(complete, new Metadata { { "migration-key", begun.MigrationKey } });
 
         Assert.Equal(expectVerified, reply.Verified);

@@ -1,3 +1,4 @@
+using System.Text;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -6,6 +7,8 @@ using Migration.Shared.Guest;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
+using Migration.Shared.Verification;
+using DeviceSection = Migration.Shared.Devices.DeviceSection;
 
 namespace Migration.EndToEnd.Tests;
 
@@ -24,6 +27,21 @@ internal static class HandDrivenSource
         Vcpus = (uint)vm.Config.Vcpus,
         GuestConfigJson = configJson,
     };
+
+    /// <summary>
+    /// The state digest a source sends: over the configuration as Begin carried it, the vCPU states and every device
+    /// section (<see cref="MigrationStateDigest.Compute"/>).
+    /// </summary>
+    public static ulong StateDigest(string configJson, IEnumerable<byte[]> vcpus, IEnumerable<DeviceSection> devices) =>
+        MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson), vcpus.Select(v => (ReadOnlyMemory<byte>)v),
+            devices);
+
+    /// <summary>Puts the vCPU states and the device sections on <paramref name="complete"/>, as they go on the wire.</summary>
+    public static void AddState(CompleteRequest complete, IEnumerable<byte[]> vcpus, IEnumerable<DeviceSection> devices)
+    {
+        complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
+        complete.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
+    }
 
     /// <summary>Sends all of <paramref name="ram"/> on one page stream, 256 pages a batch, and closes it.</summary>
     public static async Task SendAllPagesAsync(GrpcChannel channel, Metadata headers, GuestRam ram, uint round)

@@ -106,11 +106,9 @@ public sealed class ProtocolVersionTests
             PageDigests = ByteString.CopyFrom(PageDigests.ToBytes(pages)),
             DigestPages = (ulong)pages.Length,
             FinalRound = 2,
-            StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson),
-                vcpus.Select(v => (ReadOnlyMemory<byte>)v), devices),
+            StateDigest = HandDrivenSource.StateDigest(configJson, vcpus, devices),
         };
-        complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
-        complete.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
+        HandDrivenSource.AddState(complete, vcpus, devices);
         var reply = await client.CompleteAsync(complete, new Metadata { { "migration-key", begun.MigrationKey } });
 
         Assert.False(reply.Resumed);

@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
@@ -61,11 +60,9 @@ public sealed class ResumeFirstTests
             MigrationId = id,
             FinalRound = 2,
             ResumeFirst = true,
-            StateDigest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson),
-                vcpus.Select(v => (ReadOnlyMemory<byte>)v), devices),
+            StateDigest = HandDrivenSource.StateDigest(configJson, vcpus, devices),
         };
-        complete.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
-        complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
+        HandDrivenSource.AddState(complete, vcpus, devices);
         var provisional = await client.CompleteAsync(complete, key);
         Assert.True(provisional.Provisional, provisional.Error);
         Assert.False(provisional.Resumed);

@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using Google.Protobuf;
 using Grpc.Core;
@@ -46,8 +45,7 @@ public sealed class StateTamperingTests
 
         var devices = vm.SaveDevices();
         byte[][] vcpus = [.. vm.SaveVcpuStates()];
-        ulong digest = MigrationStateDigest.Compute(Encoding.UTF8.GetBytes(configJson),
-            vcpus.Select(v => (ReadOnlyMemory<byte>)v), devices);
+        ulong digest = HandDrivenSource.StateDigest(configJson, vcpus, devices);
         ulong[] pages = PageDigests.Compute(vm.Ram, vm.Kernel.FreePageMap());
         var complete = new CompleteRequest
         {
@@ -68,8 +66,7 @@ public sealed class StateTamperingTests
             devices = [BalloonSection.Save(balloon with { HintCommandId = balloon.HintCommandId ^ 0x100 })];
         }
 
-        complete.DeviceSections.AddRange(devices.Select(DeviceSectionWire.ToWire));
-        complete.VcpuStates.AddRange(vcpus.Select(v => ByteString.CopyFrom(v)));
+        HandDrivenSource.AddState(complete, vcpus, devices);
         var reply = await client.CompleteAsync(complete, new Metadata { { "migration-key", begun.MigrationKey } });
 
         if (tampered == "nothing")

@@ -1,7 +1,7 @@
 using Migration.Shared.Balloon;
 using Migration.Shared.Devices;
-using Migration.Shared.Guest;
 using Migration.Shared.Machine;
+using static Migration.Shared.Tests.Balloon.BalloonSteps;
 
 namespace Migration.Shared.Tests.Machine;
 
@@ -74,16 +74,5 @@ public sealed class DeviceSectionsTests
             VirtualMachine.Restore(Config, ram, source.SaveVcpuStates(), sections));
         Assert.Equal(before, TestSupport.Hashing.Of(ram));
         return ex;
-    }
-
-    private static GuestRam Copy(GuestRam ram)
-    {
-        var copy = GuestRam.Allocate(ram.PageCount * PageGeometry.PageSize);
-        for (long p = 0; p < ram.PageCount; p++)
-        {
-            ram.Page(p).CopyTo(copy.Page(p));
-        }
-
-        return copy;
     }
 }
