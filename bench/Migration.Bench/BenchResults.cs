@@ -54,6 +54,9 @@ internal sealed class BenchResults
     /// <summary>The downtime check (<c>--only downtime</c>): guests migrated with the machine quiet and busy.</summary>
     public List<BenchRun> Downtime { get; set; } = [];
 
+    /// <summary>Busy guests against the link, with each convergence method (<c>--only converge</c>).</summary>
+    public List<BenchRun> Converge { get; set; } = [];
+
     /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
     public Peers.PeerResults? Peer { get; set; }
 

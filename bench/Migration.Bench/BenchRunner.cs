@@ -18,7 +18,7 @@ internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IRead
     public bool Runs(string name) => Only?.Contains(name) ?? (Peer is null && !OnlyWhenNamed.Contains(name));
 
     /// <summary>Parts too long for the default run (the comparison: 25 migrations per repeat).</summary>
-    public static readonly string[] OnlyWhenNamed = ["compare", "reporting-cost", "downtime"];
+    public static readonly string[] OnlyWhenNamed = ["compare", "reporting-cost", "downtime", "converge"];
 
     /// <summary>The parts of <c>--peer</c>, which <c>--only</c> may name.</summary>
     public static readonly string[] PeerParts = ["peer-random", "peer-idle", "peer-stale"];
@@ -98,6 +98,11 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         if (options.Runs("downtime"))
         {
             await RunDowntimeAsync(ct);
+        }
+
+        if (options.Runs("converge"))
+        {
+            await RunConvergeAsync(ct);
         }
 
         if (options.Peer is not null)

@@ -21,7 +21,8 @@ var only = new Option<string[]>("--only")
 {
     Description = "Run only these scenarios (e.g. idle-8g stale-8g raw scale balloon compare; with --peer: " +
         "peer-random peer-idle peer-stale); default all but compare (hinting against reporting against ballooning), " +
-        "reporting-cost and downtime (whether the downtime limit holds, the machine quiet and busy)",
+        "reporting-cost, downtime (whether the downtime limit holds, the machine quiet and busy) and converge (busy " +
+        "guests at 0.5-4x the link with each convergence method)",
     AllowMultipleArgumentsPerToken = true,
 };
 var soakMigrations = new Option<int?>("--soak-migrations")
@@ -59,7 +60,7 @@ root.SetAction(async (parse, ct) =>
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
     int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
     var known = BenchScenario.All(isQuick).Select(x => x.Name)
-        .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost", "downtime"])
+        .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost", "downtime", "converge"])
         .Concat(BenchOptions.PeerParts).ToList();
     if (repeats is < 1 or > 50 || soak is < 10 or > 10000
         || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })

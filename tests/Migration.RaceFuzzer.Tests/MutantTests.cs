@@ -54,6 +54,7 @@ public static class MutantTests
         ["R20"] = 70,
         ["R21"] = 1,
         ["R22"] = 2,
+        ["R24"] = 6,
     };
 
     /// <summary>The seeds a mutant gets, in order: its corpus seed, then the rest of the bound.</summary>

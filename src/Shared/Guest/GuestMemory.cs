@@ -175,7 +175,7 @@ public sealed unsafe class GuestMemory
     {
         if (!_markBeforeStore)
         {
-            _scheduling.Yield();
+            _scheduling.BetweenStoreAndMark();
             if (Log.MarkDirty(pfn))
             {
                 VcpuThrottle.CountDirtied(); // the vCPU's dirty rate, which a dirty-rate ceiling holds

@@ -77,6 +77,7 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
     public const int HopelessRounds = 2;
 
     private int _hopeless;
+    private readonly List<int?> _roundsLeft = [];
 
     public ConvergencePolicy(MigrationOptions options)
         : this(options.DowntimeLimit, options.MaxRounds, options.Timeout)
@@ -92,7 +93,8 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
         double limitMs = (parameters?.DowntimeLimitAt(round.Round) ?? downtimeLimit).TotalMilliseconds;
         double rampMaxMs = (parameters?.DowntimeLimit ?? downtimeLimit).TotalMilliseconds;
         int rounds = parameters?.MaxRounds ?? maxRounds;
-        var prediction = ConvergencePrediction.Of(round, limitMs, rampMaxMs, round.CanSlowGuest, round.ThrottleShare);
+        var prediction = ConvergencePrediction.Of(round, limitMs, rampMaxMs, round.CanSlowGuest,
+            round.ThrottleShare);
         Prediction = prediction;
         double expectedMs = round.ExpectedDowntimeMs;
         bool shrinking = round.RemainingPages < round.PreviousRemainingPages * 3 / 4 && round.Round + 2 < rounds;
@@ -101,8 +103,29 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
             return new ConvergenceDecision.StopAndCopy(expectedMs);
         }
 
-        bool level = round.RemainingPages >= round.PreviousRemainingPages * 9 / 10;
-        _hopeless = !prediction.Finishes && level && round.Round >= 2 ? _hopeless + 1 : 0;
+        // The trend: a prediction of rounds left that has not fallen in two rounds is chasing its tail (the dirty rate
+        // rises as rounds get shorter), whatever each round's estimate says.
+        _roundsLeft.Add(prediction.RoundsLeft);
+        int? left = prediction.RoundsLeft;
+        bool stalled = _roundsLeft.Count >= 3 && left is not null && _roundsLeft[^3] is int before && left >= before;
+        if (stalled && !round.CanSlowGuest)
+        {
+            string why = string.Create(CultureInfo.InvariantCulture,
+                $"cannot finish with these settings: for two rounds the rounds left have not fallen (about {left}, " +
+                $"guest dirties {round.DirtyPagesPerSecond * Guest.PageGeometry.PageSize / 1e6:F0} MB/s and " +
+                $"rising as rounds shorten); it would with ");
+            prediction = prediction with
+            {
+                Finishes = false,
+                Text = why + ConvergencePrediction.RemediesOf(round, round.ThrottleShare),
+            };
+            Prediction = prediction;
+        }
+
+        bool level = round.RemainingPages >= round.PreviousRemainingPages * 4 / 5;
+        _hopeless = !prediction.Finishes && !round.CanSlowGuest && (level || stalled) && round.Round >= 2
+            ? _hopeless + 1
+            : 0;
         if (round.Round + 1 >= rounds || round.Elapsed > timeout || _hopeless >= HopelessRounds)
         {
             return new ConvergenceDecision.NotConverging(string.Create(CultureInfo.InvariantCulture,

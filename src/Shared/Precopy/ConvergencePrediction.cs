@@ -76,6 +76,10 @@ public sealed record ConvergencePrediction(bool Finishes, int? RoundsLeft, doubl
             0, VcpuThrottle.MaxShare);
     }
 
+    /// <summary>What would let the migration of <paramref name="round"/> finish.</summary>
+    internal static string RemediesOf(RoundOutcome round, double throttleShare) => Remedies(round, throttleShare,
+        (round.RemainingPages / Math.Max(round.DataPagesPerSecond, 1) * 1000) + round.FixedCostMs);
+
     private static string Remedies(RoundOutcome round, double throttleShare, double stopAllMs)
     {
         double bytesPerPage = round.DataPagesPerSecond > 0

@@ -29,4 +29,10 @@ public enum FuzzProfile
     /// migration, and reports go on during it, served by a device thread that is sometimes descheduled (R20-R22).
     /// </summary>
     Reporting,
+
+    /// <summary>
+    /// Eager log and wait-on-ack hinting with the vCPUs slowed as convergence slows them: every vCPU throttled by a
+    /// drawn share, or each under a drawn dirty-rate ceiling (rule C1's races).
+    /// </summary>
+    Throttled,
 }

@@ -11,7 +11,10 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 /// </summary>
 public abstract class Mutant
 {
-    /// <summary>Every mutant, in catalogue order (R1..R22; R19, the stats buffer, and R23, a discard during a migration, have scripted tests).</summary>
+    /// <summary>
+    /// Every mutant, in catalogue order (R1..R24; R19, the stats buffer, and R23, a discard during a migration, have
+    /// scripted tests).
+    /// </summary>
     public static IReadOnlyList<Mutant> All { get; } =
     [
         new R01AcceptStaleIds(),
@@ -35,9 +38,10 @@ public abstract class Mutant
         new R20ReuseBeforeReportAck(),
         new R21DiscardPoisoned(),
         new R22SkipReusedDiscard(),
+        new R24ThrottleInsideStore(),
     ];
 
-    /// <summary>The race's id in the catalogue (R1..R22).</summary>
+    /// <summary>The race's id in the catalogue (R1..R24).</summary>
     public abstract string Race { get; }
 
     /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>

@@ -170,6 +170,34 @@ public sealed class ConvergenceMethodTests
             slowing.Decide(Round(r, 20_000, 20_000, dirty: 12_000, canSlow: true))));
     }
 
+    /// <summary>
+    /// A guest whose dirty rate rises as rounds get shorter: each round's estimate says a few more rounds, and the
+    /// remainder shrinks, but the rounds left never fall. The trend gives it away two rounds after it starts.
+    /// </summary>
+    [Fact]
+    public void AnEstimateThatNeverComesCloser_IsHopeless()
+    {
+        var policy = new ConvergencePolicy(TimeSpan.FromMilliseconds(300), maxRounds: 60, TimeSpan.FromMinutes(5));
+        // the remainder falls by a fifth to a third a round while the dirty rate climbs toward the link's
+        (long Remaining, double Dirty)[] rounds =
+            [(72_000, 5100), (50_000, 5700), (38_000, 6100), (31_000, 6300), (26_000, 6500), (22_000, 6800)];
+        var decisions = new List<ConvergenceDecision>();
+        long previous = 134_000;
+        for (int r = 0; r < rounds.Length && decisions.LastOrDefault() is not ConvergenceDecision.NotConverging; r++)
+        {
+            decisions.Add(policy.Decide(new RoundOutcome(r, rounds[r].Remaining, previous, DataPagesPerSecond: 7500,
+                DirtyPagesPerSecond: rounds[r].Dirty, BytesPerSecond: 31e6, TimeSpan.FromSeconds(r), FixedCostMs: 50)
+            {
+                Parameters = MigrationOptions.Defaults.Parameters with { Converge = ConvergeMethod.None },
+            }));
+            previous = rounds[r].Remaining;
+        }
+
+        var gaveUp = Assert.IsType<ConvergenceDecision.NotConverging>(decisions[^1]);
+        Assert.InRange(decisions.Count, 4, 5);
+        Assert.Contains("the rounds left have not fallen", gaveUp.Reason, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void TheDowntimeRamp_RisesEachRoundToTheLimit()
     {
