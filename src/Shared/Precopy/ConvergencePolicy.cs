@@ -107,7 +107,7 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
         // rises as rounds get shorter), whatever each round's estimate says.
         _roundsLeft.Add(prediction.RoundsLeft);
         int? left = prediction.RoundsLeft;
-        bool stalled = _roundsLeft.Count >= 3 && left is not null && _roundsLeft[^3] is int before && left >= before;
+        bool stalled = _roundsLeft.Count >= 3 && left > 0 && _roundsLeft[^3] is int before && left >= before;
         if (stalled && !round.CanSlowGuest)
         {
             string why = string.Create(CultureInfo.InvariantCulture,

@@ -25,6 +25,13 @@ public sealed record ConvergencePrediction(bool Finishes, int? RoundsLeft, doubl
         double pagesThatFit = Math.Max(0, (limitMs - round.FixedCostMs) / 1000 * send);
         double ratio = dirty / send;
         string rates = Rates(round);
+        if (round.FixedCostMs >= limitMs && round.FixedCostMs >= rampMaxMs)
+        {
+            return new(false, null, null, string.Create(CultureInfo.InvariantCulture,
+                $"cannot finish: the switchover's fixed cost alone is {round.FixedCostMs:F0} ms (final sync, state, " +
+                $"streams, the target's rebuild and resume), over the {rampMaxMs:F0} ms limit; raise the limit"));
+        }
+
         if (round.RemainingPages <= pagesThatFit)
         {
             return new(true, 0, 0, $"finishing: the rest fits the {limitMs:F0} ms limit ({rates})");
