@@ -10,7 +10,7 @@ namespace Migration.Bench.Peers;
 /// afterwards), and a running blank VM (SeaBIOS, nothing to boot) holding the share of RAM our idle guest keeps in use.
 /// QEMU runs under TCG; its vCPUs do nothing that matters in either case. Figures come from <c>query-migrate</c>.
 /// </summary>
-internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
+internal sealed partial class QemuPeer(string qemu, string workDir, TextWriter output)
 {
     private const long Gib = 1L << 30;
     private const int DowntimeLimitMs = 300;
