@@ -36,6 +36,30 @@ var peer = new Option<string?>("--peer")
         "runs only this",
 };
 peer.AcceptOnlyFromAmong("qemu");
+var convergeLink = new Option<string[]>("--converge-link")
+{
+    Description = "converge-qemu: emulated links in Gbit/s (QEMU's max-bandwidth), e.g. 1g 10g; default 1g",
+    AllowMultipleArgumentsPerToken = true,
+};
+var convergeRate = new Option<string[]>("--converge-rate")
+{
+    Description = "converge-qemu: the busy guest's dirty rates, as times the link (0.5x 1x 2x 4x) or MB/s (62.5; " +
+        "0 = as fast as it can); default 2x",
+    AllowMultipleArgumentsPerToken = true,
+};
+var convergeAuto = new Option<string[]>("--converge-auto")
+{
+    Description = "converge-qemu: auto-converge off, on or both (default off on)",
+    AllowMultipleArgumentsPerToken = true,
+};
+var convergeWs = new Option<int?>("--converge-ws")
+{
+    Description = "converge-qemu: the guest's working set in MiB (default 256; the guest has twice that, >= 512)",
+};
+var convergeTimeout = new Option<int?>("--converge-timeout")
+{
+    Description = "converge-qemu: seconds before a migration is cancelled as not completing (default 90)",
+};
 var render = new Option<string?>("--render")
 {
     Description = "Run nothing: rebuild results.md and the charts from DIR/results.json",
@@ -45,7 +69,8 @@ var root = new RootCommand(
     "the raw page stream against iperf3 (cleartext and mutual TLS), and a soak of back-to-back migrations into one " +
     "target, on loopback.")
 {
-    quick, outDir, repeat, only, soakMigrations, peer, render,
+    quick, outDir, repeat, only, soakMigrations, peer, convergeLink, convergeRate, convergeAuto, convergeWs,
+    convergeTimeout, render,
 };
 root.SetAction(async (parse, ct) =>
 {
@@ -59,7 +84,7 @@ root.SetAction(async (parse, ct) =>
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
     int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
     var known = BenchScenario.All(isQuick).Select(x => x.Name)
-        .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost", "downtime"])
+        .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost", "downtime", "converge-qemu"])
         .Concat(BenchOptions.PeerParts).ToList();
     if (repeats is < 1 or > 50 || soak is < 10 or > 10000
         || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
@@ -75,8 +100,17 @@ root.SetAction(async (parse, ct) =>
         return 2;
     }
 
+    var (converge, convergeError) = ConvergeQemuOptions.Parse(parse.GetValue(convergeLink),
+        parse.GetValue(convergeRate), parse.GetValue(convergeAuto), parse.GetValue(convergeWs),
+        parse.GetValue(convergeTimeout));
+    if (convergeError is not null)
+    {
+        Console.Error.WriteLine($"error: {convergeError}");
+        return 2;
+    }
+
     var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak,
-        parse.GetValue(peer)),
+        parse.GetValue(peer), converge),
         Console.Out);
     return await runner.RunAsync(ct);
 });
