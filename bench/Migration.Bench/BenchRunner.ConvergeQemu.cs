@@ -68,11 +68,17 @@ internal sealed partial class BenchRunner
         string work = Path.Combine(Path.GetFullPath(options.OutDir), "converge-qemu");
         Directory.CreateDirectory(work);
         var results = _results.ConvergeQemu = new PeerConvergeResults();
-        var (qemu, reason) = await QemuPeer.FindAsync(work, output, ct);
+        var (qemu, reason) = await QemuPeer.FindAsync(work, output, ct, options.Qemu);
         LinuxGuest? guest = null;
         if (qemu is not null)
         {
             results.QemuVersion = qemu.Version;
+            results.LostWrites = qemu.TcgLosesWrites ? qemu.LostWritesNote : null;
+            if (results.LostWrites is string lost)
+            {
+                output.WriteLine($"bench: {lost}");
+            }
+
             var (dirty, why) = await DirtyProgram.BuildAsync(work, output, ct);
             (guest, reason) = dirty is null ? (null, why) : await LinuxGuest.PrepareAsync(work, output, ct, dirty);
         }
@@ -165,6 +171,12 @@ internal sealed partial class BenchRunner
             "the destination (on the source when the run was cancelled). Lost: 1 - during / before. A run that did " +
             "not complete in its time was cancelled (migrate_cancel).");
         md.AppendLine();
+        if (c.LostWrites is string lost)
+        {
+            md.AppendLine(inv, $"**Not valid:** {lost}.");
+            md.AppendLine();
+        }
+
         md.AppendLine("| link | auto-converge | asked MB/s | guest MB/s (x link) | result | total s | downtime ms | " +
             "MB sent | syncs | max throttle | guest MB/s during / after | lost | note |");
         md.AppendLine("|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|");
@@ -174,8 +186,8 @@ internal sealed partial class BenchRunner
             string result = r.Error is not null ? $"FAILED: {r.Error}"
                 : r.Completed ? (r.DestinationRuns == true ? "completed, runs on" : "completed")
                 : "did not complete";
-            string notes = string.Join("; ",
-                r.Notes.Where(n => !n.StartsWith("dirty-limit", StringComparison.Ordinal)));
+            string notes = string.Join("; ", r.Notes.Where(n => !n.StartsWith("dirty-limit", StringComparison.Ordinal)
+                && n != c.LostWrites));
             md.AppendLine(inv, $"| {r.Link} | {(r.AutoConverge ? $"on ({r.Throttle})" : "off")} | " +
                 $"{(r.AskedMBps == 0 ? "max" : r.AskedMBps.ToString("0.#", inv))} | " +
                 $"{Mb(r.GuestBeforePps)} ({r.TimesLink?.ToString("F2", inv) ?? "n/a"}x) | {result} | " +

@@ -9,7 +9,7 @@ namespace Migration.Bench;
 
 /// <summary>What <c>bench</c> was asked to do.</summary>
 internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null,
-    int SoakMigrations = 100, string? Peer = null, ConvergeQemuOptions? Converge = null)
+    int SoakMigrations = 100, string? Peer = null, ConvergeQemuOptions? Converge = null, string? Qemu = null)
 {
     /// <summary>
     /// Whether a part runs: everything by default (except the parts only <c>--only</c> runs); with --only the parts

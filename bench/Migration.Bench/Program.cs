@@ -60,6 +60,12 @@ var convergeTimeout = new Option<int?>("--converge-timeout")
 {
     Description = "converge-qemu: seconds before a migration is cancelled as not completing (default 90)",
 };
+var qemuChoice = new Option<string?>("--qemu")
+{
+    Description = "With --peer qemu or converge-qemu: the qemu-system-x86_64 to run (a path), or 'backports' for the " +
+        "one of this Debian release's backports, downloaded into the output directory and not installed; default " +
+        "the machine's (QEMU before 9.0 loses dirty pages of a busy guest under TCG)",
+};
 var render = new Option<string?>("--render")
 {
     Description = "Run nothing: rebuild results.md and the charts from DIR/results.json",
@@ -70,7 +76,7 @@ var root = new RootCommand(
     "target, on loopback.")
 {
     quick, outDir, repeat, only, soakMigrations, peer, convergeLink, convergeRate, convergeAuto, convergeWs,
-    convergeTimeout, render,
+    convergeTimeout, qemuChoice, render,
 };
 root.SetAction(async (parse, ct) =>
 {
@@ -110,7 +116,7 @@ root.SetAction(async (parse, ct) =>
     }
 
     var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak,
-        parse.GetValue(peer), converge),
+        parse.GetValue(peer), converge, parse.GetValue(qemuChoice)),
         Console.Out);
     return await runner.RunAsync(ct);
 });

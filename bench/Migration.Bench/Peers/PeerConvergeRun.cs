@@ -176,6 +176,9 @@ internal sealed class PeerConvergeResults
     /// <summary>Why QEMU or its busy guest could not run, or null.</summary>
     public string? Unavailable { get; set; }
 
+    /// <summary>Why this QEMU's figures are not valid for a busy guest under TCG (before 9.0), or null.</summary>
+    public string? LostWrites { get; set; }
+
     /// <summary>Why QEMU's dirty-limit rows are not there (they never silently are not).</summary>
     public string? DirtyLimit { get; set; }
 

@@ -196,7 +196,16 @@ internal sealed partial class QemuPeer
             ["cpu-throttle-tailslow"] = settings.TailSlow,
         }, ct);
         run.Notes.Add(await DirtyLimitNoteAsync(source, ct));
+        if (TcgLosesWrites)
+        {
+            run.Notes.Add(LostWritesNote);
+        }
     }
+
+    /// <summary>Why a QEMU before 9.0 cannot be trusted with a busy guest under TCG (see <see cref="TcgLosesWrites"/>).</summary>
+    public string LostWritesNote =>
+        $"{Version} loses dirty pages under TCG (fixed in QEMU 9.0: \"physmem: Fix migration dirty bitmap coherency " +
+        "with TCG memory access\"): its rounds and times undercount the guest's writes; run with --qemu backports";
 
     /// <summary>
     /// Why the dirty-limit rows are missing: QEMU's dirty-limit (8.1+) throttles each vCPU from KVM's dirty ring,
