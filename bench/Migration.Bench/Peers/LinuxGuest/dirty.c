@@ -9,10 +9,11 @@
  *
  * t is the guest's monotonic clock (s), pages the pages written since it started, pps and MBps the rate over the last
  * interval, run the share of that interval the program had a CPU by its own clock (below).
- * The pace is kept on the program's own CPU clock, as a CPU-bound program does as much as the CPU it gets: guest time
- * less the gaps in which it did not run although it asked for no sleep (a vCPU the host throttled or descheduled, or
- * another guest task), with a burst of at most 10 ms. So a vCPU throttled by 40% writes 40% less, and lost time is
- * never made up in a burst after it.
+ * It never sleeps: ahead of its pace it spins on the clock, as a CPU-bound program is always busy, and it keeps the
+ * pace on its own CPU clock: guest time less every gap between two clock reads longer than 0.5 ms (a vCPU the host
+ * throttled or descheduled, or another guest task ran), with a burst of at most 10 ms. So it does work in proportion
+ * to the CPU it gets, as a CPU-bound program does: a vCPU throttled by 40% writes 40% less, and lost time is never
+ * made up in a burst after it.
  * Each page's first word holds the sequence number of its last write, and the pages are written in order, so before
  * each line the program checks every page against what it last wrote there: bad counts the pages found stale since it
  * started (each is rewritten then, so it counts once), and the first few are printed as "dirty: BAD ...". After a
@@ -28,7 +29,7 @@
 
 #define PAGE 4096
 #define WORDS_PER_PAGE (PAGE / 8)
-/* A gap between two clock reads longer than the sleep asked for by more than this was time the program lost. */
+/* A gap between two clock reads longer than this was time the program lost (it reads the clock every few us). */
 #define LOST_AFTER 0.0005
 /* The most work the pace lets the program do at once after it fell behind. */
 #define BURST 0.010
@@ -38,14 +39,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void pause_for(double seconds)
-{
-    struct timespec ts;
-    ts.tv_sec = (time_t)seconds;
-    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
-    nanosleep(&ts, NULL);
 }
 
 /* Pages whose first word is not what was last written there: printed (the first few) and rewritten as expected. */
@@ -97,13 +90,39 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("dirty: ready ws_mb=%ld target_MBps=%.1f bytes=%ld pages=%zu\n", ws_mb, rate, bytes, pages);
     double pps_target = rate * 1e6 / PAGE;
-    /* Pages between clock reads: about 1 ms of work at the target, at most 256 pages. */
-    size_t batch = pps_target > 0 && pps_target < 256000 ? (size_t)(pps_target / 1000) + 1 : 256;
+    /* Pages written between two clock reads: a few microseconds of work, so the pace is smooth. */
+    const size_t batch = 16;
     uint64_t total = 0, seq = 1, budget_pages = 0, last_total = 0, bad = 0;
     size_t next = 0;
-    double start = now(), last = start, prev = start, slept = 0;
+    double start = now(), last = start, prev = start;
     double cpu = 0, last_cpu = 0, budget_start = 0; /* the program's own CPU clock, and where its budget began */
     for (;;) {
+        double t = now(), gap = t - prev;
+        cpu += gap > LOST_AFTER ? LOST_AFTER : gap;
+        prev = t;
+        if (t - last >= 1.0) {
+            double pps = (double)(total - last_total) / (t - last);
+            bad += check(mem, pages, next, seq, words);
+            printf("dirty: t=%.3f pages=%llu pps=%.0f MBps=%.1f run=%.3f bad=%llu\n", t - start,
+                   (unsigned long long)total, pps, pps * PAGE / 1e6, (cpu - last_cpu) / (t - last),
+                   (unsigned long long)bad);
+            last = t;
+            last_cpu = cpu;
+            last_total = total;
+            prev = now(); /* checking and printing to the serial port is not lost time */
+        }
+
+        if (pps_target > 0) {
+            /* Ahead of the pace: spin on the clock rather than sleep, as a CPU-bound program would be busy. */
+            double due = budget_start + (double)budget_pages / pps_target;
+            if (cpu - due > BURST) {
+                budget_start = cpu - BURST;
+                budget_pages = 0;
+            } else if (due > cpu) {
+                continue;
+            }
+        }
+
         for (size_t b = 0; b < batch; b++) {
             uint64_t *p = mem + next * WORDS_PER_PAGE;
             for (long w = 0; w < words; w++) {
@@ -117,31 +136,5 @@ int main(int argc, char **argv)
 
         total += batch;
         budget_pages += batch;
-        double t = now(), elapsed = t - prev, lost = elapsed - slept - LOST_AFTER;
-        cpu += lost > 0 ? elapsed - lost : elapsed;
-        prev = t;
-        slept = 0;
-        if (t - last >= 1.0) {
-            double pps = (double)(total - last_total) / (t - last);
-            bad += check(mem, pages, next, seq, words);
-            printf("dirty: t=%.3f pages=%llu pps=%.0f MBps=%.1f run=%.3f bad=%llu\n", t - start,
-                   (unsigned long long)total, pps, pps * PAGE / 1e6, (cpu - last_cpu) / (t - last),
-                   (unsigned long long)bad);
-            last = t;
-            last_cpu = cpu;
-            last_total = total;
-            prev = now(); /* printing to the serial port is not lost time */
-        }
-
-        if (pps_target > 0) {
-            double due = budget_start + (double)budget_pages / pps_target;
-            if (cpu - due > BURST) {
-                budget_start = cpu - BURST;
-                budget_pages = 0;
-            } else if (due > cpu) {
-                pause_for(due - cpu);
-                slept = due - cpu;
-            }
-        }
     }
 }
