@@ -8,10 +8,10 @@ namespace Migration.Bench;
 /// <summary>
 /// What <c>--only converge-qemu</c> runs: links (<c>1g</c>, <c>10g</c>: Gbit/s), the guest's asked dirty rates
 /// (<c>2x</c>: times the link; <c>62.5</c>: MB/s; <c>0</c>: as fast as it can), auto-converge off and/or on, the
-/// working set (MiB; the guest has twice that, at least 512 MiB) and the timeout of one migration.
+/// working set (MiB; null: <see cref="WorkingSetFor"/> the link) and the timeout of one migration.
 /// </summary>
 internal sealed partial record ConvergeQemuOptions(IReadOnlyList<string> Links, IReadOnlyList<string> Rates,
-    IReadOnlyList<bool> AutoConverge, int WorkingSetMiB = 256, int TimeoutSeconds = 90)
+    IReadOnlyList<bool> AutoConverge, int? WorkingSetMiB = null, int TimeoutSeconds = 90)
 {
     public static readonly ConvergeQemuOptions Default = new(["1g"], ["2x"], [false, true]);
 
@@ -29,11 +29,27 @@ internal sealed partial record ConvergeQemuOptions(IReadOnlyList<string> Links, 
             : o.Rates.FirstOrDefault(r => AskedMBps(r, 1) is null) is string r
                 ? $"--converge-rate {r}: give MB/s (62.5; 0 = as fast as it can) or times the link (2x)"
             : auto?.FirstOrDefault(a => a is not ("on" or "off")) is string a ? $"--converge-auto {a}: on or off"
-            : o.WorkingSetMiB is < 16 or > 4096 ? "--converge-ws takes 16..4096 MiB"
+            : o.WorkingSetMiB is < 16 or > 8192 ? "--converge-ws takes 16..8192 MiB"
             : o.TimeoutSeconds is < 10 or > 1800 ? "--converge-timeout takes 10..1800 s"
             : null;
         return error is null ? (o, null) : (null, error);
     }
+
+    /// <summary>
+    /// The working set for a link: what it carries in about two seconds, 256 MiB per Gbit/s. It must be well above
+    /// what the link carries within the downtime limit (300 ms: 37.5 MB at 1 Gbit/s, 375 MB at 10), or QEMU stops
+    /// and copies the whole of it at once whatever the rate: with 256 MiB at 10 Gbit/s every run, 4x the link too,
+    /// completed within 2 s.
+    /// </summary>
+    public static int WorkingSetFor(long linkBytesPerSecond) =>
+        (int)Math.Max(256, Math.Round(linkBytesPerSecond * 8 / 1e9) * 256);
+
+    /// <summary>
+    /// The guest's RAM: the working set, an eighth more, and 256 MiB for the kernel and its initramfs (held in RAM),
+    /// at least 512 MiB; with only 256 MiB more, a 2560 MiB working set was killed for memory.
+    /// </summary>
+    public static long RamFor(int workingSetMiB) =>
+        Math.Max(512L << 20, (workingSetMiB + (workingSetMiB / 8) + 256L) << 20);
 
     /// <summary>"10g" as bytes/s (1.25e9), or null.</summary>
     public static long? LinkBytes(string link) =>
@@ -91,14 +107,22 @@ internal sealed partial class BenchRunner
             return;
         }
 
-        long ram = Math.Max(512L << 20, 2L * o.WorkingSetMiB << 20);
         foreach (string link in o.Links)
         {
             long linkBytes = ConvergeQemuOptions.LinkBytes(link)!.Value;
+            int ws = o.WorkingSetMiB ?? ConvergeQemuOptions.WorkingSetFor(linkBytes);
+            long ram = ConvergeQemuOptions.RamFor(ws);
+            if (LinuxGuest.AvailableBytes() < 3 * ram)
+            {
+                output.WriteLine($"bench: QEMU's {LinkName(link)} convergence rows are n/a: a source and a " +
+                    $"destination of {ram >> 20} MiB need {3 * ram >> 20} MiB available with headroom");
+                continue;
+            }
+
             foreach (string rate in o.Rates)
             {
                 double asked = ConvergeQemuOptions.AskedMBps(rate, linkBytes / 1e6)!.Value;
-                var dirtyWork = new DirtyWork(ram, o.WorkingSetMiB, asked);
+                var dirtyWork = new DirtyWork(ram, ws, asked);
                 string stem = Path.Combine(options.OutDir, "runs",
                     string.Create(CultureInfo.InvariantCulture, $"converge-qemu-{LinkName(link)}-{asked:0.#}MBps"));
                 QemuDirtyGuest source;
@@ -116,7 +140,7 @@ internal sealed partial class BenchRunner
                         AutoConverge = false,
                         Repeat = 0,
                         AskedMBps = asked,
-                        WorkingSetMiB = o.WorkingSetMiB,
+                        WorkingSetMiB = ws,
                         RamBytes = ram,
                         Error = $"the busy guest did not boot: {ex.Message}",
                     });
@@ -165,11 +189,13 @@ internal sealed partial class BenchRunner
             return md.ToString();
         }
 
-        md.AppendLine("One vCPU dirties a working set at a rate, one 8-byte word per 4 KiB page; its rate (MB/s of " +
+        md.AppendLine("One vCPU dirties a working set (WS) at a rate, one 8-byte word per 4 KiB page, paced on its " +
+            "own CPU clock as a CPU-bound program (a throttled or descheduled vCPU writes less). Its rate (MB/s of " +
             "pages, 1 MB = 1e6 bytes) is its own, read off its serial port: before is the guest unmigrated just " +
             "before the run, and x link uses it, not the rate asked; during is while QEMU migrated it; after is on " +
             "the destination (on the source when the run was cancelled). Lost: 1 - during / before. A run that did " +
-            "not complete in its time was cancelled (migrate_cancel).");
+            "not complete in its time was cancelled (migrate_cancel). Runs on: the guest's rate lines went on at the " +
+            "destination, its kernel printed no crash and every page of its working set held its last write.");
         md.AppendLine();
         if (c.LostWrites is string lost)
         {
@@ -177,8 +203,8 @@ internal sealed partial class BenchRunner
             md.AppendLine();
         }
 
-        md.AppendLine("| link | auto-converge | asked MB/s | guest MB/s (x link) | result | total s | downtime ms | " +
-            "MB sent | syncs | max throttle | guest MB/s during / after | lost | note |");
+        md.AppendLine("| link, WS | auto-converge | asked MB/s | guest MB/s (x link) | result | total s | " +
+            "downtime ms | MB sent | syncs | max throttle | guest MB/s during / after | lost | note |");
         md.AppendLine("|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|");
         string Mb(double? pps) => pps is double p ? (p * 4096 / 1e6).ToString("F1", inv) : "n/a";
         foreach (var r in c.Runs)
@@ -188,7 +214,8 @@ internal sealed partial class BenchRunner
                 : "did not complete";
             string notes = string.Join("; ", r.Notes.Where(n => !n.StartsWith("dirty-limit", StringComparison.Ordinal)
                 && n != c.LostWrites));
-            md.AppendLine(inv, $"| {r.Link} | {(r.AutoConverge ? $"on ({r.Throttle})" : "off")} | " +
+            md.AppendLine(inv, $"| {r.Link}, {r.WorkingSetMiB} MiB | " +
+                $"{(r.AutoConverge ? $"on ({r.Throttle})" : "off")} | " +
                 $"{(r.AskedMBps == 0 ? "max" : r.AskedMBps.ToString("0.#", inv))} | " +
                 $"{Mb(r.GuestBeforePps)} ({r.TimesLink?.ToString("F2", inv) ?? "n/a"}x) | {result} | " +
                 $"{r.TotalMs / 1000:F1} | {r.DowntimeMs?.ToString("F0", inv) ?? "-"} | " +

@@ -54,7 +54,8 @@ var convergeAuto = new Option<string[]>("--converge-auto")
 };
 var convergeWs = new Option<int?>("--converge-ws")
 {
-    Description = "converge-qemu: the guest's working set in MiB (default 256; the guest has twice that, >= 512)",
+    Description = "converge-qemu: the guest's working set in MiB (default 256 per Gbit/s of the link; the guest " +
+        "has 256 MiB more, at least 512)",
 };
 var convergeTimeout = new Option<int?>("--converge-timeout")
 {

@@ -48,10 +48,15 @@ internal sealed partial class QemuPeer
         var vm = await QemuVm.StartAsync(qemu, size, $"memory-backend-ram,id=m,size={size}",
             guest.DirtyQemuArgs(work, serialLog), workDir, logStem + ".qemu-src.log", ct);
         var serial = new DirtySerial(serialLog);
-        if (!await serial.WaitAsync(clock, s => s.Samples.Count >= 2, TimeSpan.FromMinutes(5), ct))
+        bool killed = false;
+        if (!await serial.WaitAsync(clock, s => s.Samples.Count >= 2 || (killed = KilledForMemory(serialLog)),
+            TimeSpan.FromMinutes(5), ct) || killed)
         {
             await vm.DisposeAsync();
-            throw new TimeoutException($"the busy guest printed no rate in 5 minutes; see {serialLog}");
+            throw new TimeoutException(killed
+                ? $"the guest killed the busy program for memory ({size} of RAM for a {work.WorkingSetMiB} MiB " +
+                    $"working set); see {serialLog}"
+                : $"the busy guest printed no rate in 5 minutes; see {serialLog}");
         }
 
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -311,6 +316,19 @@ internal sealed partial class QemuPeer
                 $"on the {run.AfterOn ?? "-"}{(run.DestinationRuns == true ? ", runs on" : "")}" +
                 $"{(run.Error is null ? "" : $"; ERROR: {run.Error}")}"));
         return run;
+    }
+
+    /// <summary>Whether the guest's kernel killed a process for memory (the busy program, the only big one).</summary>
+    private static bool KilledForMemory(string serialLog)
+    {
+        if (!File.Exists(serialLog))
+        {
+            return false;
+        }
+
+        using var stream = new FileStream(serialLog, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd().Contains("Out of memory: Killed process", StringComparison.Ordinal);
     }
 
     private static double? CpuSecondsIfRunning(QemuVm vm)
