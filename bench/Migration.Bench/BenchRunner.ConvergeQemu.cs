@@ -164,9 +164,6 @@ internal sealed partial class BenchRunner
                 }
             }
         }
-
-        output.WriteLine();
-        output.WriteLine(ConvergeQemuMarkdown(_results));
     }
 
     private static string LinkName(string link) => ConvergeQemuOptions.LinkName(link);

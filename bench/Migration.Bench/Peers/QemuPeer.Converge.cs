@@ -154,12 +154,11 @@ internal sealed partial class QemuPeer
                 run.FirstStale = destSerial.FirstBad;
                 run.DestinationRuns = onward.Count >= 2 && run.GuestCrash is null && run.StalePages == 0;
                 run.Error = run.DestinationRuns == true ? null
+                    : run.GuestCrash is not null ? $"the guest's kernel crashed on the destination: {run.GuestCrash}"
                     : onward.Count < 2
                         ? $"the guest printed no rate on the destination in {settings.After.TotalSeconds:F0} s"
-                    : run.StalePages != 0
-                        ? $"the guest found {run.StalePages} page(s) of its working set stale on the destination " +
-                            $"(lost writes): {run.FirstStale}"
-                    : $"the guest's kernel crashed on the destination: {run.GuestCrash}";
+                    : $"the guest found {run.StalePages} page(s) of its working set stale on the destination " +
+                        $"(lost writes): {run.FirstStale}";
             }
             else
             {
