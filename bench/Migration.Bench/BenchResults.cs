@@ -60,6 +60,9 @@ internal sealed class BenchResults
     /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
     public Peers.PeerResults? Peer { get; set; }
 
+    /// <summary>QEMU's side of the convergence benchmark (<c>--only converge-qemu</c>), or null.</summary>
+    public Peers.PeerConvergeResults? ConvergeQemu { get; set; }
+
     public BenchSummary? Summary { get; set; }
 }
 
