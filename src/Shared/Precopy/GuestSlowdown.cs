@@ -12,15 +12,18 @@ namespace Migration.Shared.Precopy;
 /// and every second high round slows the guest one step. The first step is the initial throttle; each later one adds
 /// the increment (or, tail-slow, only what the last round says is missing), up to the maximum. The dirty limit's
 /// ceiling, when the user gives none, starts at half the link's rate shared among the vCPUs that write, and halves at
-/// each step, down to 1 MB/s per vCPU (QEMU's default ceiling).
+/// each step, down to 100 KB/s per vCPU.
 /// </remarks>
 internal sealed class GuestSlowdown(VcpuThrottle throttle)
 {
     /// <summary>QEMU's <c>throttle-trigger-threshold</c>: dirtied above this share of what was sent is high.</summary>
     public const double TriggerShare = 0.5;
 
-    /// <summary>The lowest ceiling the dirty limit derives (QEMU's default <c>vcpu-dirty-limit</c>, 1 MB/s).</summary>
-    public const double FloorCeilingBytesPerSecond = 1e6;
+    /// <summary>
+    /// The lowest ceiling the dirty limit derives: 100 KB/s a vCPU, a tenth of QEMU's default <c>vcpu-dirty-limit</c>,
+    /// so a guest on a slow link still has steps left where QEMU's fixed ceiling would leave it running out its rounds.
+    /// </summary>
+    public const double FloorCeilingBytesPerSecond = 100e3;
 
     /// <summary>A vCPU that did less than this share of a round's dirtying does not count as a writer.</summary>
     private const double WriterShare = 0.05;
@@ -31,6 +34,14 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
 
     /// <summary>Times the guest was slowed a step.</summary>
     public int Steps { get; private set; }
+
+    /// <summary>Rounds since the last step: a step needs a round or two before the rounds show what it did.</summary>
+    public int RoundsSinceStep { get; private set; } = int.MaxValue;
+
+    /// <summary>
+    /// Whether the guest may still finish by slowing: a step is left, or the last one is too recent to judge.
+    /// </summary>
+    public bool MaySlowEnough(MigrationParameters parameters) => CanEscalate(parameters) || RoundsSinceStep < 2;
 
     /// <summary>The dirty limit's ceiling per vCPU in force, bytes per second; null when none is.</summary>
     public double? CeilingBytesPerSecond { get; private set; }
@@ -64,6 +75,7 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
             _method = parameters.Converge;
         }
 
+        RoundsSinceStep = RoundsSinceStep == int.MaxValue ? int.MaxValue : RoundsSinceStep + 1;
         long[] perVcpu = [.. throttle.Vcpus.Select(v => v.PagesDirtied)];
         long[] roundDirtied = [.. perVcpu.Select((d, i) => d - _dirtiedAtLastRound[i])];
         _dirtiedAtLastRound = perVcpu;
@@ -85,6 +97,7 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
         }
 
         Steps++;
+        RoundsSinceStep = 0;
         if (_method == ConvergeMethod.Auto)
         {
             SetShare(NextShare(Share, dirtiedBytes, threshold, parameters.Throttle));

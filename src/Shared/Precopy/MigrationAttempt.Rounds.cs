@@ -95,7 +95,7 @@ internal sealed partial class MigrationAttempt
             stats.BytesPerSecond, _time.GetElapsedTime(_start), _cost.FixedMs)
         {
             Parameters = parameters,
-            CanSlowGuest = _slowdown.CanEscalate(parameters),
+            CanSlowGuest = _slowdown.MaySlowEnough(parameters),
             ThrottleShare = _vm.Throttle.MaxCurrentShare,
         };
 

@@ -30,6 +30,17 @@ public sealed class ConvergenceMethodTests
         Assert.Equal([0, 0.2, 0.2, 0.3, 0.3, 0.4], shares.Take(6));
         Assert.Equal(0.99, shares[^1]); // 20, 30, ..., 90, then the 99% ceiling
         Assert.False(slowdown.CanEscalate(Auto));
+        Assert.False(slowdown.MaySlowEnough(Auto)); // and the last step is rounds old
+
+        var fresh = new GuestSlowdown(new VcpuThrottle(1, TimeProvider.System));
+        var capped = Auto with { Throttle = ThrottleSettings.Qemu with { Max = 0.2 } };
+        fresh.AfterRound(100_000_000, 120_000_000, 120e6, capped);
+        fresh.AfterRound(100_000_000, 120_000_000, 120e6, capped); // the one step there is
+        Assert.False(fresh.CanEscalate(capped));
+        Assert.True(fresh.MaySlowEnough(capped)); // not yet seen at work: no giving up on it
+        fresh.AfterRound(100_000_000, 120_000_000, 120e6, capped);
+        fresh.AfterRound(100_000_000, 120_000_000, 120e6, capped);
+        Assert.False(fresh.MaySlowEnough(capped));
 
         slowdown.AfterRound(10_000_000, 120_000_000, 120e6, Auto); // a low round changes nothing
         Assert.Equal(0.99, throttle[0].Share);
@@ -74,7 +85,7 @@ public sealed class ConvergenceMethodTests
         var slowdown = new GuestSlowdown(throttle);
         var limit = Auto with { Converge = ConvergeMethod.DirtyLimit };
         var ceilings = new List<double?>();
-        for (int round = 0; round < 30; round++)
+        for (int round = 0; round < 40; round++)
         {
             slowdown.AfterRound(100_000_000, 120_000_000, 120e6, limit);
             ceilings.Add(slowdown.CeilingBytesPerSecond);
@@ -83,7 +94,8 @@ public sealed class ConvergenceMethodTests
         // no vCPU's stores were counted, so all four share the budget: 60 MB/s / 4
         Assert.Equal([null, 15e6, 15e6, 7.5e6, 7.5e6, 3.75e6], ceilings.Take(6));
         Assert.Equal(GuestSlowdown.FloorCeilingBytesPerSecond, ceilings[^1]);
-        Assert.All(throttle.Vcpus, v => Assert.Equal(1e6 / PageGeometry.PageSize, v.Ceiling!.Value, 6));
+        Assert.All(throttle.Vcpus, v => Assert.Equal(
+            GuestSlowdown.FloorCeilingBytesPerSecond / PageGeometry.PageSize, v.Ceiling!.Value, 6));
         Assert.False(slowdown.CanEscalate(limit));
 
         // the user's own ceiling is used as given, and cannot be stepped further
