@@ -120,17 +120,24 @@ internal sealed class OutgoingMigrations : IDisposable
     {
         lock (_gate)
         {
-            string guest = _current is { } active && active.GuestId == requested
-                ? requested
-                : _guests.Bind(vm, why, requested);
-            if (_current is not { } running || running.GuestId != guest)
-            {
-                throw Precondition("no migration is running");
-            }
-
+            var running = RunningFor(vm, why, requested);
             running.Cancel.Cancel();
             return running.Info();
         }
+    }
+
+    /// <summary>
+    /// The running migration of the guest <paramref name="requested"/> names (empty: the one running now); called under
+    /// the lock. No migration of that guest running is FAILED_PRECONDITION.
+    /// </summary>
+    private Running RunningFor(VirtualMachine? vm, string why, string requested)
+    {
+        string guest = _current is { } active && active.GuestId == requested
+            ? requested
+            : _guests.Bind(vm, why, requested);
+        return _current is { } running && running.GuestId == guest
+            ? running
+            : throw Precondition("no migration is running");
     }
 
     /// <summary>
@@ -142,14 +149,7 @@ internal sealed class OutgoingMigrations : IDisposable
         ArgumentNullException.ThrowIfNull(request);
         lock (_gate)
         {
-            string guest = _current is { } active && active.GuestId == request.GuestId
-                ? request.GuestId
-                : _guests.Bind(vm, why, request.GuestId);
-            if (_current is not { } running || running.GuestId != guest)
-            {
-                throw Precondition("no migration is running");
-            }
-
+            var running = RunningFor(vm, why, request.GuestId);
             try
             {
                 running.Parameters.Change(p => Changed(p, request), OptionNames.Fields);
@@ -165,13 +165,17 @@ internal sealed class OutgoingMigrations : IDisposable
         }
     }
 
+    /// <summary>Why <paramref name="ms"/> is no downtime_ms a request may ask for, or null.</summary>
+    private static string? DowntimeProblem(double ms) => double.IsFinite(ms) && ms is > 0 and < 1e9
+        ? null
+        : $"downtime_ms {ms} is not a positive number of milliseconds below 1e9";
+
     /// <summary><paramref name="p"/> with the request's set fields.</summary>
     private static MigrationParameters Changed(MigrationParameters p, SetMigrationParametersRequest r)
     {
-        if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
+        if (r.HasDowntimeMs && DowntimeProblem(r.DowntimeMs) is { } problem)
         {
-            throw new ArgumentException(
-                $"downtime_ms {r.DowntimeMs} is not a positive number of milliseconds below 1e9");
+            throw new ArgumentException(problem);
         }
 
         p = r.HasDowntimeMs ? p with { DowntimeLimit = TimeSpan.FromMilliseconds(r.DowntimeMs) } : p;
@@ -317,9 +321,9 @@ internal sealed class OutgoingMigrations : IDisposable
             throw RpcErrors.PermissionDenied(forbidden);
         }
 
-        if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
+        if (r.HasDowntimeMs && DowntimeProblem(r.DowntimeMs) is { } downtime)
         {
-            throw Invalid($"downtime_ms {r.DowntimeMs} is not a positive number of milliseconds below 1e9");
+            throw Invalid(downtime);
         }
 
         var options = _defaults with { Target = target };

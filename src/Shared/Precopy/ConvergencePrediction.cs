@@ -57,7 +57,7 @@ public sealed record ConvergencePrediction(bool Finishes, int? RoundsLeft, doubl
             }
         }
 
-        double stopAllMs = (round.RemainingPages / send * 1000) + round.FixedCostMs;
+        double stopAllMs = round.ExpectedDowntimeMs; // the whole remainder in one stop
         if (stopAllMs <= rampMaxMs)
         {
             return new(true, null, null, string.Create(CultureInfo.InvariantCulture,
@@ -84,8 +84,8 @@ public sealed record ConvergencePrediction(bool Finishes, int? RoundsLeft, doubl
     }
 
     /// <summary>What would let the migration of <paramref name="round"/> finish.</summary>
-    internal static string RemediesOf(RoundOutcome round, double throttleShare) => Remedies(round, throttleShare,
-        (round.RemainingPages / Math.Max(round.DataPagesPerSecond, 1) * 1000) + round.FixedCostMs);
+    internal static string RemediesOf(RoundOutcome round, double throttleShare) =>
+        Remedies(round, throttleShare, round.ExpectedDowntimeMs);
 
     private static string Remedies(RoundOutcome round, double throttleShare, double stopAllMs)
     {

@@ -46,8 +46,8 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
     /// <summary>The dirty limit's ceiling per vCPU in force, bytes per second; null when none is.</summary>
     public double? CeilingBytesPerSecond { get; private set; }
 
-    /// <summary>The auto-converge throttle in force (0 when none).</summary>
-    public double Share { get; private set; }
+    /// <summary>The auto-converge throttle in force (0 when none): what it set every vCPU to.</summary>
+    public double Share => _method == ConvergeMethod.Auto ? throttle.MaxCurrentShare : 0;
 
     /// <summary>
     /// Whether another step can still slow the guest: auto-converge below its maximum, or a derived dirty-limit ceiling
@@ -81,7 +81,7 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
         _dirtiedAtLastRound = perVcpu;
         if (_method == ConvergeMethod.Auto && Share > parameters.Throttle.Max)
         {
-            SetShare(parameters.Throttle.Max); // the user lowered the maximum
+            throttle.SetShare(parameters.Throttle.Max); // the user lowered the maximum
         }
 
         double threshold = sentBytes * TriggerShare;
@@ -100,7 +100,7 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
         RoundsSinceStep = 0;
         if (_method == ConvergeMethod.Auto)
         {
-            SetShare(NextShare(Share, dirtiedBytes, threshold, parameters.Throttle));
+            throttle.SetShare(NextShare(Share, dirtiedBytes, threshold, parameters.Throttle));
         }
         else
         {
@@ -120,7 +120,6 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
     public void Lift()
     {
         throttle.Reset();
-        Share = 0;
         CeilingBytesPerSecond = null;
         _highRounds = 0;
     }
@@ -146,11 +145,5 @@ internal sealed class GuestSlowdown(VcpuThrottle throttle)
         }
 
         return Math.Min(Math.Round(current + step, 4), settings.Max);
-    }
-
-    private void SetShare(double share)
-    {
-        Share = share;
-        throttle.SetShare(share);
     }
 }
