@@ -89,6 +89,16 @@ internal static class DebianPackage
             psi.ArgumentList.Add(a);
         }
 
+        return await RunQuietAsync(psi, string.Join(' ', step), output, ct);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="psi"/> (its output redirected) for at most 10 minutes; false, with a line naming
+    /// <paramref name="what"/> and the process's stderr, unless it exits 0.
+    /// </summary>
+    internal static async Task<bool> RunQuietAsync(ProcessStartInfo psi, string what, TextWriter output,
+        CancellationToken ct)
+    {
         try
         {
             using var p = Process.Start(psi)!;
@@ -97,7 +107,7 @@ internal static class DebianPackage
             await p.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromMinutes(10), ct);
             if (p.ExitCode != 0)
             {
-                output.WriteLine($"bench: {string.Join(' ', step)} failed: {err.Trim()}");
+                output.WriteLine($"bench: {what} failed: {err.Trim()}");
                 return false;
             }
 
@@ -105,7 +115,7 @@ internal static class DebianPackage
         }
         catch (Exception ex) when (ex is Win32Exception or TimeoutException)
         {
-            output.WriteLine($"bench: could not run {string.Join(' ', step)}: {ex.Message}");
+            output.WriteLine($"bench: could not run {what}: {ex.Message}");
             return false;
         }
     }

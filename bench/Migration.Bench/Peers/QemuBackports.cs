@@ -1,4 +1,3 @@
-using System.ComponentModel;
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 
@@ -127,24 +126,7 @@ internal static partial class QemuBackports
             psi.ArgumentList.Add(a);
         }
 
-        try
-        {
-            using var p = Process.Start(psi)!;
-            _ = p.StandardOutput.ReadToEndAsync(ct);
-            string err = await p.StandardError.ReadToEndAsync(ct);
-            await p.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromMinutes(10), ct);
-            if (p.ExitCode != 0)
-            {
-                output.WriteLine($"bench: {program} {string.Join(' ', args.TakeLast(3))} failed: {err.Trim()}");
-            }
-
-            return p.ExitCode == 0;
-        }
-        catch (Exception ex) when (ex is Win32Exception or TimeoutException)
-        {
-            output.WriteLine($"bench: could not run {program}: {ex.Message}");
-            return false;
-        }
+        return await DebianPackage.RunQuietAsync(psi, $"{program} {string.Join(' ', args.TakeLast(3))}", output, ct);
     }
 
     [GeneratedRegex(@"(?m)^URIs:\s*(\S+)")]
