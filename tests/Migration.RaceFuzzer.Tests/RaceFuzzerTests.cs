@@ -38,18 +38,23 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
         var sw = Stopwatch.StartNew();
         int runs = 0;
         long unfinished = 0;
+        int withDeltas = 0;
         foreach (int seed in Seeds(100))
         {
             var outcome = FuzzHarness.Run(seed, profile);
             runs++;
             Assert.False(outcome.Caught, $"correct engine failed: {outcome}");
             unfinished += outcome.Finished ? 0 : 1;
+            withDeltas += outcome.Report?.Transfer.Delta is { Hits: > 0, Misses: > 0 } ? 1 : 0;
         }
 
         output.WriteLine($"{profile}: {runs} seeds survived in {sw.Elapsed.TotalSeconds:F1} s " +
-            $"({runs / sw.Elapsed.TotalSeconds:F1} seeds/s), {unfinished} hit the step limit");
+            $"({runs / sw.Elapsed.TotalSeconds:F1} seeds/s), {unfinished} hit the step limit" +
+            (profile == FuzzProfile.Deltas ? $", {withDeltas} sent deltas and misses" : string.Empty));
         Assert.True(unfinished <= runs / 10,
             $"{unfinished} of {runs} seeds did not finish: the harness is not exercising migrations");
+        Assert.True(profile != FuzzProfile.Deltas || withDeltas >= runs / 2,
+            $"only {withDeltas} of {runs} seeds sent deltas: the Deltas profile is not exercising them");
     }
 
     [Fact]
@@ -77,5 +82,11 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
     {
         [Fact]
         public void CorrectEngine_SurvivesManySeeds() => Survives(FuzzProfile.Reporting, output);
+    }
+
+    public sealed class Deltas(ITestOutputHelper output)
+    {
+        [Fact]
+        public void CorrectEngine_SurvivesManySeeds() => Survives(FuzzProfile.Deltas, output);
     }
 }

@@ -1,6 +1,7 @@
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Transport;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 
@@ -11,7 +12,10 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 /// </summary>
 public abstract class Mutant
 {
-    /// <summary>Every mutant, in catalogue order (R1..R22; R19, the stats buffer, and R23, a discard during a migration, have scripted tests).</summary>
+    /// <summary>
+    /// Every mutant, in catalogue order (R1..R25; R19, the stats buffer, and R23, a discard during a migration, have
+    /// scripted tests).
+    /// </summary>
     public static IReadOnlyList<Mutant> All { get; } =
     [
         new R01AcceptStaleIds(),
@@ -35,9 +39,11 @@ public abstract class Mutant
         new R20ReuseBeforeReportAck(),
         new R21DiscardPoisoned(),
         new R22SkipReusedDiscard(),
+        new R24StaleCachedCopy(),
+        new R25DeltaOnAnotherChannel(),
     ];
 
-    /// <summary>The race's id in the catalogue (R1..R22).</summary>
+    /// <summary>The race's id in the catalogue (R1..R25).</summary>
     public abstract string Race { get; }
 
     /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>
@@ -50,6 +56,9 @@ public abstract class Mutant
 
     /// <summary>R5: the engine is allowed what it refuses (manual mode without wait-on-ack).</summary>
     public virtual bool AllowUnsafe => false;
+
+    /// <summary>R24, R25: the delta encoder's rules (the Deltas profile's channels encode through them).</summary>
+    internal virtual IDeltaDefences DeltaDefences(IDeltaDefences defences) => defences;
 
     /// <summary>R11: the engine's per-round barrier and the target's round tags.</summary>
     public virtual bool OrdersChannels => true;
