@@ -84,7 +84,7 @@ public sealed class DeltaPagesTests
     {
         await using var target = await TargetProcess.StartAsync([], Limit);
         using var vm = BootBusy(32L << 20, seed: 4);
-        var options = new MigrationOptions { Target = target.Address };
+        var options = new MigrationOptions { Target = target.Address, DeltaCacheBytes = 8L << 20 };
         RpcException? refused = null;
         var seams = Seams(inner => new Wrapped(inner)
         {
@@ -117,7 +117,12 @@ public sealed class DeltaPagesTests
     {
         await using var target = await TargetProcess.StartAsync(["--once"], Limit);
         using var vm = BootBusy(64L << 20, seed: 5);
-        var options = new MigrationOptions { Target = target.Address, MaxBandwidthBytesPerSecond = 100e6 };
+        var options = new MigrationOptions
+        {
+            Target = target.Address,
+            MaxBandwidthBytesPerSecond = 100e6,
+            DeltaCacheBytes = 16L << 20,
+        };
         Wrapped? transport = null;
         var seams = EngineSeams.Production with
         {

@@ -209,12 +209,15 @@ public sealed record MigrationOptions
     }
 
     /// <summary>
-    /// Delta pages (QEMU's XBZRLE): the bytes of the source's cache of pages as last sent. A page sent again after
-    /// round 0 goes as a delta against its cached copy when that saves at least an eighth of the page; a target that
-    /// does not take deltas gets whole pages. 0 turns deltas off. The cache can be resized while the migration runs
-    /// (<c>MigrationAttempt.ResizeDeltaCache</c>). 64 MiB, QEMU's default size, holds the hot set of the busy guests
-    /// measured in the README ("Delta pages"); the bulk pass does not use it, so a guest without a hot set pays
-    /// nothing for it.
+    /// Delta pages (QEMU's XBZRLE): the bytes of the source's cache of pages as sent; 0 (the default) turns deltas
+    /// off. A page sent again goes as a delta against its cached copy when that saves at least an eighth of the page,
+    /// and a target that does not take deltas gets whole pages. Off by default, as QEMU's capability is: deltas trade
+    /// the source's CPU and memory for bytes, which pays on a slow link (a hot-set guest on 1 Gbit/s: 0.66-0.85 of the
+    /// time, half the bytes with a cache that holds the hot set) and costs on a fast one (an uncapped loopback
+    /// migration of the demo's guest took 10-20% longer, most of it the first touch of the cache's memory; see
+    /// docs/delta-pages.md). Size it to hold the guest's hot set (256 MiB did for the measured 1 GiB guests; larger
+    /// than the guest's RAM holds nothing more). Resizable while the migration runs
+    /// (<c>MigrationAttempt.ResizeDeltaCache</c>), down to 0 and back, once it started with deltas.
     /// </summary>
-    public long DeltaCacheBytes { get; init; } = 64L << 20;
+    public long DeltaCacheBytes { get; init; }
 }

@@ -6,7 +6,7 @@ namespace Migration.Shared.Transport;
 /// <summary>
 /// The source's cache for delta pages (QEMU's XBZRLE page cache): for recently sent pages, the exact bytes that went
 /// on the wire, the round they went in and the channel that carried them. Bounded in bytes: it holds
-/// <see cref="Slots"/> pages of <see cref="PageGeometry.PageSize"/> bytes in one native block, plus 17 bytes of
+/// <see cref="Slots"/> pages of <see cref="PageGeometry.PageSize"/> bytes in one native block, plus 21 bytes of
 /// bookkeeping per slot. Set-associative (<see cref="Ways"/> slots per set, the set chosen by page number), and within
 /// a set the entry sent in the oldest round is evicted first, as QEMU ages its entries by sync generation.
 /// </summary>
@@ -79,16 +79,22 @@ public sealed class DeltaPageCache : IDisposable
     public void Resize(long bytes)
     {
         int slots = SlotsFor(bytes);
+        if (slots == Slots)
+        {
+            return;
+        }
+
+        var table = new Table(slots); // mapped before the channels are held up: only the move happens under the lock
         _resize.EnterWriteLock();
         try
         {
             var old = _table;
-            if (_disposed || slots == old.Slots)
+            if (_disposed)
             {
+                table.Dispose();
                 return;
             }
 
-            var table = new Table(slots);
             old.MoveInto(table);
             _table = table;
             old.Dispose();
@@ -154,6 +160,12 @@ public sealed class DeltaPageCache : IDisposable
         /// <summary>The lock of <paramref name="pfn"/>'s set: held over a page's look-up, encoding, update.</summary>
         public object LockFor(long pfn) => _cache._stripes[_cache._table.SetOf(pfn) & (StripeCount - 1)];
 
+        /// <summary>
+        /// Whether <paramref name="pfn"/>'s set has an empty slot: round 0 fills the cache only where that evicts
+        /// nothing. Read without the set lock, it is a hint (another channel may take the slot first).
+        /// </summary>
+        public bool HasFreeSlot(long pfn) => _cache._table.HasFree(pfn);
+
         /// <summary>The entry of <paramref name="pfn"/> if the cache holds one (under <see cref="LockFor"/>).</summary>
         public bool TryGet(long pfn, out Entry entry) => _cache._table.TryGet(pfn, out entry);
 
@@ -210,6 +222,9 @@ public sealed class DeltaPageCache : IDisposable
         private readonly uint[] _round;
         private readonly int[] _channel;
         private readonly bool[] _zero;
+        private readonly int[] _page; // the slot's page in the block, handed out in order of first use; -1: none yet
+        private int _pagesUsed;
+        private readonly GuestRam? _block; // 4 MiB and up: a mapping with huge pages (one fault per 2 MiB)
         private byte* _data;
 
         public Table(int slots)
@@ -221,8 +236,23 @@ public sealed class DeltaPageCache : IDisposable
             _round = new uint[slots];
             _channel = new int[slots];
             _zero = new bool[slots];
-            // Untouched pages of a large allocation cost no memory until the cache fills them.
-            _data = slots == 0 ? null : (byte*)NativeMemory.Alloc((nuint)slots, (nuint)PageGeometry.PageSize);
+            _page = new int[slots];
+            Array.Fill(_page, -1);
+            // Untouched pages cost no memory, and slots take their pages from the front of the block as they are
+            // first filled, so what the cache costs grows with what it holds (spread over the block by set, a cache
+            // holding 13,000 pages touched every huge page of 256 MiB). A cache of 4 MiB and up is mapped as guest RAM
+            // is, with transparent huge pages: one fault per 2 MiB as it fills (backing the whole block up front with
+            // MADV_POPULATE_WRITE cost this VM 0.5-1.4 s for 256 MiB, more than filling it did).
+            long bytes = (long)slots * PageGeometry.PageSize;
+            if (bytes >= PageGeometry.MinRamBytes)
+            {
+                _block = GuestRam.Allocate(bytes);
+                _data = _block.BasePointer;
+            }
+            else
+            {
+                _data = slots == 0 ? null : (byte*)NativeMemory.Alloc((nuint)slots, (nuint)PageGeometry.PageSize);
+            }
         }
 
         public int Slots { get; }
@@ -244,6 +274,17 @@ public sealed class DeltaPageCache : IDisposable
             return true;
         }
 
+        public bool HasFree(long pfn)
+        {
+            if (Slots == 0)
+            {
+                return false;
+            }
+
+            int first = SetOf(pfn) * Ways;
+            return Array.IndexOf(_pfn, -1L, first, Ways) >= 0;
+        }
+
         public void Put(long pfn, uint round, int channel, ReadOnlySpan<byte> bytes, bool zero)
         {
             if (Slots == 0)
@@ -261,6 +302,11 @@ public sealed class DeltaPageCache : IDisposable
             _round[slot] = round;
             _channel[slot] = channel;
             _zero[slot] = zero;
+            if (!zero && _page[slot] < 0)
+            {
+                _page[slot] = Interlocked.Increment(ref _pagesUsed) - 1; // one page per slot at most: within the block
+            }
+
             if (!zero)
             {
                 bytes.CopyTo(Page(slot));
@@ -313,15 +359,20 @@ public sealed class DeltaPageCache : IDisposable
 
         public void Dispose()
         {
-            if (_data is not null)
+            if (_block is not null)
+            {
+                _block.Dispose();
+            }
+            else if (_data is not null)
             {
                 NativeMemory.Free(_data);
-                _data = null;
             }
+
+            _data = null;
         }
 
         private Span<byte> Page(int slot) =>
-            new(_data + ((long)slot * PageGeometry.PageSize), PageGeometry.PageSize);
+            new(_data + ((long)_page[slot] * PageGeometry.PageSize), PageGeometry.PageSize);
 
         private int Find(long pfn)
         {

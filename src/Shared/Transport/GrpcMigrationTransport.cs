@@ -23,6 +23,9 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     private readonly TransferCounters _counters;
     private readonly GrpcChannel _control;
     private readonly MigrationClient _client;
+    /// <summary>Once per process, beside the first migration with deltas (<see cref="DeltaEncoder.WarmUp"/>).</summary>
+    private static readonly Lazy<Task> DeltaWarmUp = new(() => Task.Run(DeltaEncoder.WarmUp));
+
     private readonly DeltaPageCache? _deltaCache;
     private PageRouting? _routing; // set when the target took delta pages
     private string? _key;
@@ -43,7 +46,10 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         _client = controlCalls is null
             ? new MigrationClient(_control)
             : new MigrationClient(_control.Intercept(controlCalls));
-        _deltaCache = options.DeltaCacheBytes > 0 ? new DeltaPageCache(options.DeltaCacheBytes) : null;
+        // A cache larger than the guest would hold nothing more.
+        _deltaCache = options.DeltaCacheBytes > 0
+            ? new DeltaPageCache(Math.Min(options.DeltaCacheBytes, ram.SizeBytes))
+            : null;
     }
 
     public DeltaPageCache? DeltaCache => _deltaCache;
@@ -88,6 +94,7 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         {
             _routing = new PageRouting();
             _counters.DeltaCache = _deltaCache;
+            _ = DeltaWarmUp.Value; // round 0 sends no delta: by the first resend the encoder's code is compiled
         }
 
         return reply;

@@ -14,22 +14,24 @@ namespace Migration.Shared.Transport;
 /// it at classification: both reads come after the page left the migration bitmap (and its manual-mode chunk was
 /// re-armed), so any write the read misses or half sees is logged and the page is sent again; a page classified zero
 /// that is written meanwhile is likewise logged. Stop-and-copy reads a paused guest, so the last copy is exact.
-/// With delta pages (<see cref="DeltaEncoder"/>) and after round 0 every page is read once, into the staging buffer,
-/// and everything goes from there: the delta cache must hold exactly the bytes that were sent (rule C3), which a
-/// second read of a running guest's page would not be.
+/// A page that goes through the delta cache (<see cref="DeltaEncoder"/>: every page after round 0, and in round 0 a
+/// page the cache has a free slot for) is read once instead, into the staging buffer, and everything goes from there:
+/// the cache must hold exactly the bytes that were sent (rule C3), which a second read of a running guest's page
+/// would not be.
 /// </remarks>
 internal sealed class OutgoingBatch
 {
     private readonly long[] _pfns;
     private readonly byte[] _kinds;
     private readonly int[] _lengths;
-    private readonly byte[] _staging; // LZ4 blocks; with deltas after round 0, every payload, in order
+    private readonly bool[] _fromRam; // raw pages copied from guest RAM as the message is written
+    private readonly byte[] _staging; // every other payload, in page order
     private readonly GuestRam _ram;
     private readonly DeltaEncoder? _delta;
     private int _count;
     private int _payloadLength;
     private uint _round;
-    private bool _staged; // every payload is in _staging, in page order
+    private bool _anyFromRam;
 
     public OutgoingBatch(GuestRam ram, int maxPages, DeltaEncoder? delta = null)
     {
@@ -39,6 +41,7 @@ internal sealed class OutgoingBatch
         _pfns = new long[maxPages];
         _kinds = new byte[maxPages];
         _lengths = new int[maxPages];
+        _fromRam = new bool[maxPages];
         _staging = GC.AllocateUninitializedArray<byte>(maxPages * PageCodec.MaxEncodedLength, pinned: true);
     }
 
@@ -55,18 +58,19 @@ internal sealed class OutgoingBatch
     {
         var tally = new PageTally();
         int payload = 0, staged = 0;
-        _staged = _delta is not null && round > 0;
-        using var lease = _staged ? _delta!.Enter() : default;
+        bool anyFromRam = false;
+        using var lease = _delta?.Enter() ?? default;
         for (int i = 0; i < pfns.Length; i++)
         {
             long pfn = pfns[i];
             PageEncodingKind kind;
             int length;
-            if (_staged)
+            bool fromRam = false;
+            if (_delta is not null && (round > 0 || lease.HasFreeSlot(pfn)))
             {
                 var slot = _staging.AsSpan(staged, PageCodec.MaxEncodedLength);
                 _ram.Page(pfn).CopyTo(slot); // the one read of this page
-                (kind, length) = _delta!.Encode(lease, pfn, round, slot, compress, ref tally);
+                (kind, length) = _delta.Encode(lease, pfn, round, slot, compress, ref tally);
                 staged += length;
             }
             else
@@ -75,7 +79,7 @@ internal sealed class OutgoingBatch
                 switch (kind)
                 {
                     case PageEncodingKind.Zero: tally.Zero++; break;
-                    case PageEncodingKind.Raw: tally.Raw++; break;
+                    case PageEncodingKind.Raw: tally.Raw++; fromRam = true; break;
                     default: tally.Lz4++; staged += length; break;
                 }
             }
@@ -83,12 +87,15 @@ internal sealed class OutgoingBatch
             _pfns[i] = pfn;
             _kinds[i] = (byte)kind;
             _lengths[i] = length;
+            _fromRam[i] = fromRam;
+            anyFromRam |= fromRam;
             payload += length;
         }
 
         _count = pfns.Length;
         _payloadLength = payload;
         _round = round;
+        _anyFromRam = anyFromRam;
         _layout = PageBatchWire.Measure(round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count),
             _lengths.AsSpan(0, _count), payload);
         return tally;
@@ -101,7 +108,7 @@ internal sealed class OutgoingBatch
         var output = writer.GetSpan(MessageLength);
         int pos = PageBatchWire.WriteHeader(output, _layout, _round, _pfns.AsSpan(0, _count),
             _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), _payloadLength);
-        if (_staged)
+        if (!_anyFromRam)
         {
             _staging.AsSpan(0, _payloadLength).CopyTo(output[pos..]);
             writer.Advance(pos + _payloadLength);
@@ -112,20 +119,18 @@ internal sealed class OutgoingBatch
         int staged = 0;
         for (int i = 0; i < _count; i++)
         {
-            switch ((PageEncodingKind)_kinds[i])
+            int length = _lengths[i];
+            if (_fromRam[i])
             {
-                case PageEncodingKind.Raw:
-                    _ram.Page(_pfns[i]).CopyTo(output[pos..]);
-                    break;
-                case PageEncodingKind.Lz4:
-                    _staging.AsSpan(staged, _lengths[i]).CopyTo(output[pos..]);
-                    staged += _lengths[i];
-                    break;
-                default:
-                    continue;
+                _ram.Page(_pfns[i]).CopyTo(output[pos..]);
+            }
+            else if (length > 0)
+            {
+                _staging.AsSpan(staged, length).CopyTo(output[pos..]);
+                staged += length;
             }
 
-            pos += _lengths[i];
+            pos += length;
         }
 
         writer.Advance(pos);

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 
 namespace Migration.Shared.Transport;
 
@@ -34,6 +35,7 @@ public static class Xbzrle
     /// not fit <paramref name="output"/> (an overflow: the caller sends the page whole). Encoding stops as soon as it
     /// cannot fit, so a page that changed everywhere costs little more than the output's length.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // first used in a round, not at start-up
     public static int Encode(ReadOnlySpan<byte> old, ReadOnlySpan<byte> current, Span<byte> output)
     {
         if (old.Length != current.Length || current.Length > MaxRunLength)
@@ -74,6 +76,7 @@ public static class Xbzrle
     /// every length complete and at most two bytes, no empty run but the first zero run, no run past the page's end,
     /// every literal run's bytes present, nothing after the runs reached the page's end. Null when it is; else why not.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // first used in a round, not at start-up
     public static string? Validate(ReadOnlySpan<byte> runs, int pageSize)
     {
         int i = 0;
@@ -140,6 +143,7 @@ public static class Xbzrle
     /// Decodes <paramref name="runs"/> onto <paramref name="page"/>, which holds the copy it was encoded against. A
     /// delta that is not well formed (<see cref="Validate"/>) changes nothing and is returned as the reason.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // first used in a round, not at start-up
     public static string? Apply(ReadOnlySpan<byte> runs, Span<byte> page)
     {
         if (Validate(runs, page.Length) is { } problem)
@@ -167,6 +171,7 @@ public static class Xbzrle
     /// <see cref="MinZeroRun"/> bytes are unchanged, or from which every byte to the page's end is; else the end.
     /// Eight changed bytes at a time are skipped word-wise (no zero byte in their XOR).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // first used in a round, not at start-up
     private static int LiteralEnd(ReadOnlySpan<byte> old, ReadOnlySpan<byte> current, int j)
     {
         int n = current.Length;

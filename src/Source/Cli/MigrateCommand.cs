@@ -29,8 +29,8 @@ internal static class MigrateCommand
             1, 64);
         var compress = CliOptions.Choice("--compress", "Page compression", Defaults.Compression);
         var deltaCache = CliOptions.WholeNumber("--delta-cache-mib",
-            "Delta pages (XBZRLE): MiB of the cache of sent pages; a page sent again goes as a delta against its " +
-            "cached copy when that is smaller (0: off)", (int)(Defaults.DeltaCacheBytes >> 20), 0,
+            "Delta pages (XBZRLE): MiB of the cache of sent pages, e.g. 256; a page sent again goes as a delta " +
+            "against its cached copy when that is smaller (0: off)", (int)(Defaults.DeltaCacheBytes >> 20), 0,
             (int)(Shared.Transport.DeltaPageCache.MaxBytes >> 20));
         var maxRounds = CliOptions.WholeNumber("--max-rounds", "Fail as not converging after this many rounds",
             Defaults.MaxRounds, 1, 1_000_000);

@@ -157,32 +157,39 @@ public sealed class DeltaPageCacheTests
     }
 
     [Fact]
-    public void TheBulkPass_NeitherUsesNorFillsTheCache_ThenAMiss_ThenAHit()
+    public void TheBulkPass_FillsOnlyFreeSlots_ThenAMiss_ThenAHit()
     {
-        using var cache = new DeltaPageCache(1 << 20);
+        using var cache = new DeltaPageCache(Page * DeltaPageCache.Ways); // one set of four
         var encoder = new DeltaEncoder(cache, 0, StandardDeltaDefences.Instance);
         var target = new Mirror(8);
         var slot = new byte[PageCodec.MaxEncodedLength];
         var tally = new PageTally();
-        var page = Random(1);
+        var pages = Enumerable.Range(0, 6).Select(p => Random(p)).ToArray();
 
-        var sent = Encode(encoder, 3, 0, page, slot, ref tally);
-        Assert.Equal((PageEncodingKind.Raw, Page), sent);
-        target.Apply(3, 0, sent.Kind, slot.AsSpan(0, sent.Length));
-        Assert.Equal(0, cache.Count);
+        for (int p = 0; p < 6; p++)
+        {
+            var sent = Encode(encoder, p, 0, pages[p], slot, ref tally);
+            Assert.Equal((PageEncodingKind.Raw, Page), sent);
+            target.Apply(p, 0, sent.Kind, slot.AsSpan(0, sent.Length));
+        }
 
-        page[100] ^= 0xFF;
-        sent = Encode(encoder, 3, 1, page, slot, ref tally);
-        Assert.Equal(PageEncodingKind.Raw, sent.Kind); // not cached yet: a miss, and cached now
-        target.Apply(3, 1, sent.Kind, slot.AsSpan(0, sent.Length));
+        Assert.Equal(4, cache.Count); // pages 4 and 5 found the set full: round 0 evicts nothing
+        Assert.Equal(0, tally.DeltaMisses);
 
-        page[2000] ^= 0xFF;
-        sent = Encode(encoder, 3, 2, page, slot, ref tally);
-        Assert.Equal(PageEncodingKind.Delta, sent.Kind);
-        Assert.Equal(1 + 4, sent.Length); // base round 1, then zero run 2000 (2 bytes), literal 1, the byte
-        target.Apply(3, 2, sent.Kind, slot.AsSpan(0, sent.Length));
-        Assert.Equal(page, target.At(3).ToArray());
-        Assert.Equal((1L, 1L, 0L, Page - 5L), (tally.Delta, tally.DeltaMisses, tally.DeltaOverflows,
+        var kinds = new List<PageEncodingKind>();
+        for (int p = 0; p < 6; p++)
+        {
+            pages[p][2000] ^= 0xFF;
+            var sent = Encode(encoder, p, 1, pages[p], slot, ref tally);
+            kinds.Add(sent.Kind);
+            target.Apply(p, 1, sent.Kind, slot.AsSpan(0, sent.Length));
+            Assert.Equal(pages[p], target.At(p).ToArray());
+        }
+
+        Assert.Equal([.. Enumerable.Repeat(PageEncodingKind.Delta, 4), PageEncodingKind.Raw, PageEncodingKind.Raw],
+            kinds);
+        // Base round 0, then zero run 2000 (2 bytes), literal 1, the byte.
+        Assert.Equal((4L, 2L, 0L, 4 * (Page - 5L)), (tally.Delta, tally.DeltaMisses, tally.DeltaOverflows,
             tally.DeltaBytesSaved));
     }
 
@@ -300,14 +307,16 @@ public sealed class DeltaPageCacheTests
     }
 
     /// <summary>
-    /// Two channels encode pages of their own (as the routing deals them) round after round while another thread
-    /// resizes the cache up, down, to nothing and back; every delta applies to exactly its base on the target, and the
-    /// target ends with every page as last sent.
+    /// Two channels encode pages of their own (as the routing deals them) round after round, and in every round a
+    /// third thread resizes the cache, up, down, to nothing and back, released together with them; every delta applies
+    /// to exactly its base on the target, and the target ends with every page as last sent.
     /// </summary>
     [Fact]
     public async Task ResizingWhileChannelsEncode_KeepsEveryDeltaOnItsBase()
     {
         const int Pages = 512;
+        const int Rounds = 40;
+        long[] sizes = [Page * 1024, 0, Page * 4, Page * 128, Page * 32];
         using var cache = new DeltaPageCache(Page * 64);
         var source = new byte[Pages][];
         for (int p = 0; p < Pages; p++)
@@ -317,28 +326,26 @@ public sealed class DeltaPageCacheTests
 
         var target = new Mirror(Pages);
         var tallies = new PageTally[2];
-        using var stop = new CancellationTokenSource();
-        var resizer = Task.Run(() =>
+        var encoders = new[]
         {
-            var random = new Random(7);
-            long[] sizes = [0, Page * 4, Page * 32, Page * 128, Page * 1024];
-            while (!stop.IsCancellationRequested)
-            {
-                cache.Resize(sizes[random.Next(sizes.Length)]);
-                Thread.Yield();
-            }
-        });
-        var channels = Enumerable.Range(0, 2).Select(channel => Task.Run(() =>
+            new DeltaEncoder(cache, 0, StandardDeltaDefences.Instance),
+            new DeltaEncoder(cache, 1, StandardDeltaDefences.Instance),
+        };
+        var randoms = new[] { new Random(0), new Random(1) };
+        var slots = new[] { new byte[PageCodec.MaxEncodedLength], new byte[PageCodec.MaxEncodedLength] };
+        using var start = new Barrier(3);
+        for (uint round = 0; round < Rounds; round++)
         {
-            var encoder = new DeltaEncoder(cache, channel, StandardDeltaDefences.Instance);
-            var random = new Random(channel);
-            var slot = new byte[PageCodec.MaxEncodedLength];
-            for (uint round = 0; round < 40; round++)
+            long size = sizes[round % sizes.Length];
+            uint r = round;
+            var resize = Run(() => cache.Resize(size));
+            var channels = Enumerable.Range(0, 2).Select(channel => Run(() =>
             {
-                using var lease = encoder.Enter();
+                var random = randoms[channel];
+                using var lease = encoders[channel].Enter();
                 for (int p = channel; p < Pages; p += 2)
                 {
-                    if (round > 0 && random.Next(3) != 0)
+                    if (r > 0 && random.Next(3) != 0)
                     {
                         continue; // not dirtied this round
                     }
@@ -349,22 +356,28 @@ public sealed class DeltaPageCacheTests
                         random.NextBytes(source[p]); // rewritten: an overflow
                     }
 
-                    source[p].CopyTo(slot, 0);
-                    var (kind, length) = encoder.Encode(lease, p, round, slot, false, ref tallies[channel]);
-                    target.Apply(p, round, kind, slot.AsSpan(0, length));
+                    source[p].CopyTo(slots[channel], 0);
+                    var (kind, length) = encoders[channel].Encode(lease, p, r, slots[channel], false,
+                        ref tallies[channel]);
+                    target.Apply(p, r, kind, slots[channel].AsSpan(0, length));
                 }
-            }
-        })).ToArray();
+            }));
+            await Task.WhenAll([resize, .. channels]);
+        }
 
-        await Task.WhenAll(channels);
-        await stop.CancelAsync();
-        await resizer;
         for (int p = 0; p < Pages; p++)
         {
             Assert.Equal(source[p], target.At(p).ToArray());
         }
 
         Assert.True(tallies.Sum(t => t.Delta) > 0, "no delta was sent");
-        Assert.True(cache.Resizes > 0, "the cache was never resized while in use");
+        Assert.Equal(Rounds, cache.Resizes); // every round's size differs from the one before
+
+        // Each on a thread of its own, released together, so the resize meets the encoders mid-round.
+        Task Run(Action work) => Task.Factory.StartNew(() =>
+        {
+            start.SignalAndWait();
+            work();
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 }
