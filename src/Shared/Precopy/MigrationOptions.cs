@@ -214,7 +214,7 @@ public sealed record MigrationOptions
     /// and a target that does not take deltas gets whole pages. Off by default, as QEMU's capability is: deltas trade
     /// the source's CPU and memory for bytes, which pays on a slow link (a hot-set guest on 1 Gbit/s: 0.66-0.85 of the
     /// time, half the bytes with a cache that holds the hot set) and costs on a fast one (an uncapped loopback
-    /// migration of the demo's guest took 10-20% longer, most of it the first touch of the cache's memory; see
+    /// migration of the demo's guest took 25-30% longer, most of it the first touch of the cache's memory; see
     /// docs/delta-pages.md). Size it to hold the guest's hot set (256 MiB did for the measured 1 GiB guests; larger
     /// than the guest's RAM holds nothing more). Resizable while the migration runs
     /// (<c>MigrationAttempt.ResizeDeltaCache</c>), down to 0 and back, once it started with deltas.
