@@ -6,7 +6,7 @@ namespace Migration.Shared.Transport;
 /// <summary>
 /// One channel's side of delta pages: encodes each page it sends through the shared <see cref="DeltaPageCache"/>, as
 /// a delta against the copy the cache holds when that is smaller than the page, else whole (raw or LZ4), and keeps the
-/// cache equal to what the target holds (rule C3 in docs/design.md).
+/// cache equal to what the target holds (rule C3, docs/delta-pages.md).
 /// </summary>
 /// <remarks>
 /// <para>The caller reads the page from guest RAM once, into the slot it hands over, after the page left the migration
