@@ -212,11 +212,11 @@ public sealed record MigrationOptions
     /// Delta pages (QEMU's XBZRLE): the bytes of the source's cache of pages as sent; 0 (the default) turns deltas
     /// off. A page sent again goes as a delta against its cached copy when that saves at least an eighth of the page,
     /// and a target that does not take deltas gets whole pages. Off by default, as QEMU's capability is: deltas trade
-    /// the source's CPU and memory for bytes, which pays on a slow link (a hot-set guest on 1 Gbit/s: 0.66-0.85 of the
-    /// time, half the bytes with a cache that holds the hot set) and costs on a fast one (an uncapped loopback
-    /// migration of the demo's guest took 25-30% longer, most of it the first touch of the cache's memory; see
-    /// docs/delta-pages.md). Size it to hold the guest's hot set (256 MiB did for the measured 1 GiB guests; larger
-    /// than the guest's RAM holds nothing more). Resizable while the migration runs
+    /// the source's CPU and memory for bytes, which pays on a slow link (busy guests on 1 Gbit/s: 0.70-0.79 of the
+    /// time and down to half the bytes with a cache that holds the hot set) and costs on a fast one (an uncapped
+    /// loopback migration of the demo's guest took 25-30% longer, going to first touches of the cache's memory and
+    /// copies; see docs/delta-pages.md). Size it to hold the guest's hot set (256 MiB did for the measured 1 GiB
+    /// guests; larger than the guest's RAM holds nothing more). Resizable while the migration runs
     /// (<c>MigrationAttempt.ResizeDeltaCache</c>), down to 0 and back, once it started with deltas.
     /// </summary>
     public long DeltaCacheBytes { get; init; }
