@@ -54,8 +54,8 @@ public static class MutantTests
         ["R20"] = 70,
         ["R21"] = 1,
         ["R22"] = 2,
-        ["R24"] = 21,
-        ["R25"] = 83,
+        ["R25"] = 21,
+        ["R26"] = 83,
     };
 
     /// <summary>The seeds a mutant gets, in order: its corpus seed, then the rest of the bound.</summary>

@@ -180,7 +180,7 @@ internal sealed class DeltaEncoder
 
 /// <summary>
 /// The decisions that keep a delta's base on the target the copy the source encoded against, as a seam. Production
-/// uses <see cref="StandardDeltaDefences"/>, which holds only the correct rules; the race fuzzer's mutants (R24, R25)
+/// uses <see cref="StandardDeltaDefences"/>, which holds only the correct rules; the race fuzzer's mutants (R25, R26)
 /// remove one each.
 /// </summary>
 internal interface IDeltaDefences

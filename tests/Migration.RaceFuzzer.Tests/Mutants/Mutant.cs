@@ -13,7 +13,7 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 public abstract class Mutant
 {
     /// <summary>
-    /// Every mutant, in catalogue order (R1..R25; R19, the stats buffer, and R23, a discard during a migration, have
+    /// Every mutant, in catalogue order (R1..R26; R19, the stats buffer, and R23, a discard during a migration, have
     /// scripted tests).
     /// </summary>
     public static IReadOnlyList<Mutant> All { get; } =
@@ -39,11 +39,11 @@ public abstract class Mutant
         new R20ReuseBeforeReportAck(),
         new R21DiscardPoisoned(),
         new R22SkipReusedDiscard(),
-        new R24StaleCachedCopy(),
-        new R25DeltaOnAnotherChannel(),
+        new R25StaleCachedCopy(),
+        new R26DeltaOnAnotherChannel(),
     ];
 
-    /// <summary>The race's id in the catalogue (R1..R25).</summary>
+    /// <summary>The race's id in the catalogue (R1..R26).</summary>
     public abstract string Race { get; }
 
     /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>
@@ -57,7 +57,7 @@ public abstract class Mutant
     /// <summary>R5: the engine is allowed what it refuses (manual mode without wait-on-ack).</summary>
     public virtual bool AllowUnsafe => false;
 
-    /// <summary>R24, R25: the delta encoder's rules (the Deltas profile's channels encode through them).</summary>
+    /// <summary>R25, R26: the delta encoder's rules (the Deltas profile's channels encode through them).</summary>
     internal virtual IDeltaDefences DeltaDefences(IDeltaDefences defences) => defences;
 
     /// <summary>R11: the engine's per-round barrier and the target's round tags.</summary>

@@ -4,14 +4,14 @@ using Migration.Shared.Transport;
 namespace Migration.RaceFuzzer.Tests.Mutants;
 
 /// <summary>
-/// R24: a page sent whole (a miss because its copy went on another channel, an overflow, a page now zero) leaves its
+/// R25: a page sent whole (a miss because its copy went on another channel, an overflow, a page now zero) leaves its
 /// older copy in the delta cache, so a later delta is computed against a copy older than the one the target holds.
 /// The target finds a delta naming a round it no longer holds (without the base round on the wire it would decode
 /// onto the newer copy and corrupt the page silently, until the digests).
 /// </summary>
-public sealed class R24StaleCachedCopy : Mutant
+public sealed class R25StaleCachedCopy : Mutant
 {
-    public override string Race => "R24";
+    public override string Race => "R25";
 
     public override FuzzProfile Profile => FuzzProfile.Deltas;
 
