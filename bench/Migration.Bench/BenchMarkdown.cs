@@ -138,6 +138,7 @@ internal static class BenchMarkdown
             }
         }
 
+        BenchRunner.WriteConverge(md, results);
         return md.ToString();
     }
 

@@ -54,8 +54,14 @@ internal sealed class BenchResults
     /// <summary>The downtime check (<c>--only downtime</c>): guests migrated with the machine quiet and busy.</summary>
     public List<BenchRun> Downtime { get; set; } = [];
 
+    /// <summary>Busy guests against the link, with each convergence method (<c>--only converge</c>).</summary>
+    public List<BenchRun> Converge { get; set; } = [];
+
     /// <summary>The side-by-side comparison with QEMU (<c>--peer qemu</c>), or null.</summary>
     public Peers.PeerResults? Peer { get; set; }
+
+    /// <summary>QEMU's side of the convergence benchmark (<c>--only converge-qemu</c>), or null.</summary>
+    public Peers.PeerConvergeResults? ConvergeQemu { get; set; }
 
     public BenchSummary? Summary { get; set; }
 }

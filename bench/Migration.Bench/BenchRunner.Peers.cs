@@ -19,7 +19,7 @@ internal sealed partial class BenchRunner
         long ram = options.Quick ? 1L << 30 : 8L << 30;
         string work = Path.Combine(Path.GetFullPath(options.OutDir), "peer");
         Directory.CreateDirectory(work);
-        var (qemu, reason) = await QemuPeer.FindAsync(work, output, ct);
+        var (qemu, reason) = await QemuPeer.FindAsync(work, output, ct, options.Qemu);
         var peer = _results.Peer = new PeerResults
         {
             QemuVersion = qemu?.Version,

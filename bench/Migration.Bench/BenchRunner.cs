@@ -9,7 +9,7 @@ namespace Migration.Bench;
 
 /// <summary>What <c>bench</c> was asked to do.</summary>
 internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null,
-    int SoakMigrations = 100, string? Peer = null)
+    int SoakMigrations = 100, string? Peer = null, ConvergeQemuOptions? Converge = null, string? Qemu = null)
 {
     /// <summary>
     /// Whether a part runs: everything by default (except the parts only <c>--only</c> runs); with --only the parts
@@ -18,7 +18,8 @@ internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IRead
     public bool Runs(string name) => Only?.Contains(name) ?? (Peer is null && !OnlyWhenNamed.Contains(name));
 
     /// <summary>Parts too long for the default run (the comparison: 25 migrations per repeat).</summary>
-    public static readonly string[] OnlyWhenNamed = ["compare", "reporting-cost", "downtime"];
+    public static readonly string[] OnlyWhenNamed =
+        ["compare", "reporting-cost", "downtime", "converge", "converge-qemu"];
 
     /// <summary>The parts of <c>--peer</c>, which <c>--only</c> may name.</summary>
     public static readonly string[] PeerParts = ["peer-random", "peer-idle", "peer-stale"];
@@ -100,9 +101,19 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
             await RunDowntimeAsync(ct);
         }
 
+        if (options.Runs("converge"))
+        {
+            await RunConvergeAsync(ct);
+        }
+
         if (options.Peer is not null)
         {
             await RunPeersAsync(ct);
+        }
+
+        if (options.Runs("converge-qemu"))
+        {
+            await RunConvergeQemuAsync(ct);
         }
 
         if (options.Runs("soak"))
@@ -139,7 +150,7 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         await File.WriteAllTextAsync(Path.Combine(dir, "results.json"),
             JsonSerializer.Serialize(results, MigrationReport.JsonOptions), ct);
         string md = BenchMarkdown.Write(results, summary, scenarios) + BalloonMarkdown(results)
-            + CompareMarkdown(results);
+            + CompareMarkdown(results) + ConvergeQemuMarkdown(results);
         await File.WriteAllTextAsync(Path.Combine(dir, "results.md"), md, ct);
         var charts = BenchCharts.Write(results, scenarios, dir);
         output.WriteLine();
@@ -147,7 +158,7 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts " +
             $"to {Path.GetFullPath(dir)}");
         int failed = results.Runs.Count(r => !r.Ok) + results.RawStream.Count(r => !r.Ok)
-            + (results.Peer?.Runs.Count(r => !r.Ok) ?? 0)
+            + (results.Peer?.Runs.Count(r => !r.Ok) ?? 0) + (results.ConvergeQemu?.Runs.Count(r => !r.Ok) ?? 0)
             + results.Soak.Count(r => !r.Ok);
         if (failed > 0)
         {

@@ -21,7 +21,8 @@ var only = new Option<string[]>("--only")
 {
     Description = "Run only these scenarios (e.g. idle-8g stale-8g raw scale balloon compare; with --peer: " +
         "peer-random peer-idle peer-stale); default all but compare (hinting against reporting against ballooning), " +
-        "reporting-cost and downtime (whether the downtime limit holds, the machine quiet and busy)",
+        "reporting-cost, downtime (whether the downtime limit holds, the machine quiet and busy) and converge (busy " +
+        "guests at 0.5-4x the link with each convergence method)",
     AllowMultipleArgumentsPerToken = true,
 };
 var soakMigrations = new Option<int?>("--soak-migrations")
@@ -36,6 +37,37 @@ var peer = new Option<string?>("--peer")
         "runs only this",
 };
 peer.AcceptOnlyFromAmong("qemu");
+var convergeLink = new Option<string[]>("--converge-link")
+{
+    Description = "converge-qemu: emulated links in Gbit/s (QEMU's max-bandwidth), e.g. 1g 10g; default 1g",
+    AllowMultipleArgumentsPerToken = true,
+};
+var convergeRate = new Option<string[]>("--converge-rate")
+{
+    Description = "converge-qemu: the busy guest's dirty rates, as times the link (0.5x 1x 2x 4x) or MB/s (62.5; " +
+        "0 = as fast as it can); default 2x",
+    AllowMultipleArgumentsPerToken = true,
+};
+var convergeAuto = new Option<string[]>("--converge-auto")
+{
+    Description = "converge-qemu: auto-converge off, on or both (default off on)",
+    AllowMultipleArgumentsPerToken = true,
+};
+var convergeWs = new Option<int?>("--converge-ws")
+{
+    Description = "converge-qemu: the guest's working set in MiB (default 256 per Gbit/s of the link; the guest " +
+        "has 256 MiB more, at least 512)",
+};
+var convergeTimeout = new Option<int?>("--converge-timeout")
+{
+    Description = "converge-qemu: seconds before a migration is cancelled as not completing (default 90)",
+};
+var qemuChoice = new Option<string?>("--qemu")
+{
+    Description = "With --peer qemu or converge-qemu: the qemu-system-x86_64 to run (a path), or 'backports' for the " +
+        "one of this Debian release's backports, downloaded into the output directory and not installed; default " +
+        "the machine's (QEMU before 9.0 loses dirty pages of a busy guest under TCG)",
+};
 var render = new Option<string?>("--render")
 {
     Description = "Run nothing: rebuild results.md and the charts from DIR/results.json",
@@ -45,7 +77,8 @@ var root = new RootCommand(
     "the raw page stream against iperf3 (cleartext and mutual TLS), and a soak of back-to-back migrations into one " +
     "target, on loopback.")
 {
-    quick, outDir, repeat, only, soakMigrations, peer, render,
+    quick, outDir, repeat, only, soakMigrations, peer, convergeLink, convergeRate, convergeAuto, convergeWs,
+    convergeTimeout, qemuChoice, render,
 };
 root.SetAction(async (parse, ct) =>
 {
@@ -59,7 +92,8 @@ root.SetAction(async (parse, ct) =>
     string[]? names = parse.GetValue(only) is { Length: > 0 } o ? o : null;
     int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
     var known = BenchScenario.All(isQuick).Select(x => x.Name)
-        .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost", "downtime"])
+        .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost", "downtime", "converge",
+            "converge-qemu"])
         .Concat(BenchOptions.PeerParts).ToList();
     if (repeats is < 1 or > 50 || soak is < 10 or > 10000
         || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
@@ -75,8 +109,17 @@ root.SetAction(async (parse, ct) =>
         return 2;
     }
 
+    var (converge, convergeError) = ConvergeQemuOptions.Parse(parse.GetValue(convergeLink),
+        parse.GetValue(convergeRate), parse.GetValue(convergeAuto), parse.GetValue(convergeWs),
+        parse.GetValue(convergeTimeout));
+    if (convergeError is not null)
+    {
+        Console.Error.WriteLine($"error: {convergeError}");
+        return 2;
+    }
+
     var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak,
-        parse.GetValue(peer)),
+        parse.GetValue(peer), converge, parse.GetValue(qemuChoice)),
         Console.Out);
     return await runner.RunAsync(ct);
 });

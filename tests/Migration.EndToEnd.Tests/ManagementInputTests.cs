@@ -28,6 +28,7 @@ public sealed class ManagementInputTests
         ("SetStatsPolling", "SetStatsPollingRequest", false), ("WatchEvents", "WatchEventsRequest", true),
         ("StartMigration", "StartMigrationRequest", false), ("QueryMigration", "QueryMigrationRequest", false),
         ("CancelMigration", "CancelMigrationRequest", false),
+        ("SetMigrationParameters", "SetMigrationParametersRequest", false),
     ];
 
     /// <summary>Bytes no protobuf parser takes: a varint that never ends, a length past the end, a group end.</summary>

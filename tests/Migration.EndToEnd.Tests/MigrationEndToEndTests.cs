@@ -117,7 +117,9 @@ public class MigrationEndToEndTests
             Assert.Equal(guest.RamBytes, bytes.Length);
             bytes.CopyTo(image.Pages(0, (int)image.PageCount));
             Assert.Null(AbWorkload.Verify(image, WorkloadOptions.AbFirstPfn, guest.Workload.AbPages));
-            Assert.NotEqual(0, image.Page(WorkloadOptions.AbFirstPfn)[0]);
+            // The image is the guest's, not a blank file: its kernel's structures live in RAM. (The A/B byte itself
+            // wraps every 256 passes, so it reads 0 in one dump in 256.)
+            Assert.Contains(bytes, b => b != 0);
         }
         finally
         {

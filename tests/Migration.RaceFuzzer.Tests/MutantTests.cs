@@ -54,8 +54,9 @@ public static class MutantTests
         ["R20"] = 70,
         ["R21"] = 1,
         ["R22"] = 2,
-        ["R25"] = 21,
-        ["R26"] = 83,
+        ["R24"] = 6,
+        ["R25"] = 43,
+        ["R26"] = 23,
     };
 
     /// <summary>The seeds a mutant gets, in order: its corpus seed, then the rest of the bound.</summary>

@@ -32,8 +32,10 @@ internal sealed record LinuxGuest(string Kernel, string Initrd)
     /// Installs what the image needs when allowed and builds the initramfs in <paramref name="workDir"/>; the guest,
     /// or null and why it cannot be built.
     /// </summary>
+    /// <param name="dirtyProgram">The busy guest's static program (<see cref="DirtyProgram"/>), put in as /bin/dirty:
+    /// the guest then runs it when booted with <see cref="DirtyQemuArgs"/>.</param>
     public static async Task<(LinuxGuest? Guest, string? Reason)> PrepareAsync(string workDir, TextWriter output,
-        CancellationToken ct)
+        CancellationToken ct, string? dirtyProgram = null)
     {
         if (!await DebianPackage.EnsureFilesAsync(Packages, output, ct))
         {
@@ -49,10 +51,16 @@ internal sealed record LinuxGuest(string Kernel, string Initrd)
             await resource.CopyToAsync(file, ct);
         }
 
-        string initrd = Path.Combine(workDir, "linux-guest.cpio.gz");
+        string initrd = Path.Combine(workDir,
+            dirtyProgram is null ? "linux-guest.cpio.gz" : "linux-guest-dirty.cpio.gz");
         var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(script);
         psi.ArgumentList.Add(initrd);
+        if (dirtyProgram is not null)
+        {
+            psi.ArgumentList.Add(dirtyProgram);
+        }
+
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync(ct);
         string stderr = await p.StandardError.ReadToEndAsync(ct);
@@ -75,6 +83,19 @@ internal sealed record LinuxGuest(string Kernel, string Initrd)
         "-append", $"console=ttyS0 quiet panic=-1 init_on_alloc=0 fill_mb={fillMiB}",
         "-object", "iothread,id=io0",
         "-device", $"virtio-balloon-pci,id=balloon0,free-page-hint={(hints ? "on" : "off")},iothread=io0",
+        "-serial", $"file:{serialLog}",
+    ];
+
+    /// <summary>
+    /// QEMU arguments for the convergence benchmark's busy guest (an initramfs built with the dirtying program): one
+    /// vCPU, no devices, the serial port into <paramref name="serialLog"/>; init starts the program on
+    /// <paramref name="work"/>'s working set and rate, and it prints its rate there once a second. The TSC is the
+    /// clock (no watchdog on a loaded host), so the program reads the time without leaving the guest.
+    /// </summary>
+    public string[] DirtyQemuArgs(DirtyWork work, string serialLog) =>
+    [
+        "-smp", "1", "-kernel", Kernel, "-initrd", Initrd,
+        "-append", $"console=ttyS0 quiet panic=-1 init_on_alloc=0 clocksource=tsc tsc=reliable {work.KernelArgs}",
         "-serial", $"file:{serialLog}",
     ];
 

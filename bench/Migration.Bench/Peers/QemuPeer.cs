@@ -10,7 +10,7 @@ namespace Migration.Bench.Peers;
 /// afterwards), and a running blank VM (SeaBIOS, nothing to boot) holding the share of RAM our idle guest keeps in use.
 /// QEMU runs under TCG; its vCPUs do nothing that matters in either case. Figures come from <c>query-migrate</c>.
 /// </summary>
-internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
+internal sealed partial class QemuPeer(string qemu, string workDir, TextWriter output)
 {
     private const long Gib = 1L << 30;
     private const int DowntimeLimitMs = 300;
@@ -18,20 +18,59 @@ internal sealed class QemuPeer(string qemu, string workDir, TextWriter output)
 
     public string Version { get; private set; } = string.Empty;
 
-    /// <summary>The QEMU to run, installed from Debian when missing and allowed; null with the reason when not.</summary>
+    /// <summary>
+    /// QEMU before 9.0 loses writes of a running guest under TCG: its 64-pages-at-a-time dirty bitmap sync cleared
+    /// the migration's bits without re-arming the TCG TLB's dirty tracking, so stores through an entry that was
+    /// already dirty marked nothing and the page was not sent again (fixed upstream in 9.0 by "physmem: Fix migration
+    /// dirty bitmap coherency with TCG memory access"). Its figures for a busy guest are not valid.
+    /// </summary>
+    public bool TcgLosesWrites => VersionNumber() is { } v && v < new Version(9, 0);
+
+    private Version? VersionNumber() =>
+        System.Text.RegularExpressions.Regex.Match(Version, @"version (\d+)\.(\d+)") is { Success: true } m
+            ? new Version(int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture),
+                int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture))
+            : null;
+
+    /// <summary>
+    /// The QEMU to run: the machine's, installed from Debian when missing and allowed; or with
+    /// <paramref name="choice"/> (<c>--qemu</c>) a qemu-system-x86_64 at that path, or "backports" for the one of
+    /// this Debian release's backports, unpacked into <paramref name="workDir"/> (<see cref="QemuBackports"/>).
+    /// Null with the reason when there is none.
+    /// </summary>
     public static async Task<(QemuPeer? Peer, string? Reason)> FindAsync(string workDir, TextWriter output,
-        CancellationToken ct)
+        CancellationToken ct, string? choice = null)
     {
         if (!OperatingSystem.IsLinux())
         {
             return (null, "QEMU side by side needs Linux");
         }
 
-        string? qemu = await DebianPackage.EnsureAsync("qemu-system-x86_64", "qemu-system-x86", output, ct);
-        if (qemu is null)
+        string? qemu;
+        if (choice == "backports")
         {
-            return (null, "qemu-system-x86_64 is not installed and could not be installed " +
-                "(apt-get install qemu-system-x86 as root)");
+            (qemu, string? why) = await QemuBackports.FetchAsync(workDir, output, ct);
+            if (qemu is null)
+            {
+                return (null, why);
+            }
+        }
+        else if (choice is not null)
+        {
+            qemu = File.Exists(choice) ? Path.GetFullPath(choice) : null;
+            if (qemu is null)
+            {
+                return (null, $"--qemu {choice}: no such file");
+            }
+        }
+        else
+        {
+            qemu = await DebianPackage.EnsureAsync("qemu-system-x86_64", "qemu-system-x86", output, ct);
+            if (qemu is null)
+            {
+                return (null, "qemu-system-x86_64 is not installed and could not be installed " +
+                    "(apt-get install qemu-system-x86 as root)");
+            }
         }
 
         var peer = new QemuPeer(qemu, workDir, output);

@@ -42,6 +42,14 @@ internal sealed class QemuVm : IAsyncDisposable
             psi.ArgumentList.Add(a);
         }
 
+        // A QEMU unpacked from a package elsewhere (--qemu backports) finds its firmware in its own tree.
+        string data = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(qemu)!, "..", "share", "qemu"));
+        if (Directory.Exists(data) && data != "/usr/share/qemu")
+        {
+            psi.ArgumentList.Add("-L");
+            psi.ArgumentList.Add(data);
+        }
+
         foreach (string a in extra)
         {
             psi.ArgumentList.Add(a);

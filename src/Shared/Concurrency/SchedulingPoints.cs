@@ -36,6 +36,26 @@ public sealed class SchedulingPoints
         }
     }
 
+    /// <summary>
+    /// What runs between a guest store and its dirty mark, in place of a plain <see cref="Yield"/>: the fuzzer's model
+    /// of a host that delays a vCPU there (a throttle put in the write path, which rule C1 forbids). Null everywhere
+    /// else.
+    /// </summary>
+    public Action? StoreMarkGap { get; init; }
+
+    /// <summary>The point between a guest store and its dirty mark (R7's window).</summary>
+    public void BetweenStoreAndMark()
+    {
+        if (StoreMarkGap is { } gap && t_noYield == 0)
+        {
+            gap();
+        }
+        else
+        {
+            Yield();
+        }
+    }
+
     /// <summary>A phase boundary (between a sync and the next command id).</summary>
     public void Preempt()
     {

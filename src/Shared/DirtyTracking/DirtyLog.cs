@@ -117,12 +117,13 @@ public sealed class DirtyLog
 
     /// <summary>
     /// Records that the page was written. Call only <em>after</em> the store (see the ordering contract above).
+    /// Returns whether this store logged the page (it was armed), which is what a dirty rate counts.
     /// </summary>
-    public void MarkDirty(long pfn)
+    public bool MarkDirty(long pfn)
     {
         if (!_enabled)
         {
-            return;
+            return false;
         }
 
         if ((ulong)pfn >= (ulong)PageCount)
@@ -138,14 +139,17 @@ public sealed class DirtyLog
         ulong bit = 1UL << (int)(pfn & 63);
         if ((Volatile.Read(ref word) & bit) != 0)
         {
-            return; // un-armed: already logged and not yet re-armed
+            return false; // un-armed: already logged and not yet re-armed
         }
 
         ulong before = Interlocked.Or(ref word, bit);
-        if ((before & bit) == 0)
+        if ((before & bit) != 0)
         {
-            _pagesLogged.Add(1);
+            return false;
         }
+
+        _pagesLogged.Add(1);
+        return true;
     }
 
     /// <summary>

@@ -175,8 +175,11 @@ public sealed unsafe class GuestMemory
     {
         if (!_markBeforeStore)
         {
-            _scheduling.Yield();
-            Log.MarkDirty(pfn);
+            _scheduling.BetweenStoreAndMark();
+            if (Log.MarkDirty(pfn))
+            {
+                VcpuThrottle.CountDirtied(); // the vCPU's dirty rate, which a dirty-rate ceiling holds
+            }
         }
 
         // After the mark: the fuzzer's R6 oracle dates a write by when the log can report it. Told at the store, a

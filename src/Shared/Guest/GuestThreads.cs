@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Migration.Shared.Guest.Kernel;
 using Migration.Shared.Guest.Workloads;
 
@@ -11,7 +12,12 @@ namespace Migration.Shared.Guest;
 /// when it next has work (a timer-driven pass), or that a device will wake it (<see cref="IGuestThreadHost.Wake"/>),
 /// says so, rather than waking 1000 times a second for nothing. Pausing and stopping wake it.
 /// </param>
-public readonly record struct GuestThread(string Name, Func<StepResult> Step, Func<TimeSpan>? IdleFor = null)
+/// <param name="Vcpu">
+/// The vCPU this thread runs, whose throttle the host applies between steps and to which the write path counts its
+/// stores; null for a device driver's worker.
+/// </param>
+public readonly record struct GuestThread(string Name, Func<StepResult> Step, Func<TimeSpan>? IdleFor = null,
+    VcpuThrottle.Vcpu? Vcpu = null)
 {
     /// <summary>The sleep after an idle step of a thread without <see cref="IdleFor"/>, and the shortest of any.</summary>
     public static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(1);
@@ -134,6 +140,19 @@ internal sealed class GuestThreadPool : IGuestThreadHost
 
     private void Run(GuestThread thread)
     {
+        thread.Vcpu?.Enter();
+        try
+        {
+            Loop(thread);
+        }
+        finally
+        {
+            VcpuThrottle.Vcpu.Leave();
+        }
+    }
+
+    private void Loop(GuestThread thread)
+    {
         while (!Volatile.Read(ref _stopRequested))
         {
             if (Volatile.Read(ref _pauseRequested))
@@ -155,7 +174,12 @@ internal sealed class GuestThreadPool : IGuestThreadHost
                 return;
             }
 
-            if (result == StepResult.Idle)
+            // Between two steps: the step's stores are marked, so a throttle's sleep here cannot hide one (C1).
+            if (thread.Vcpu is { } vcpu && vcpu.AfterStep() is var throttle && throttle > TimeSpan.Zero)
+            {
+                vcpu.Slept(SleepThrottled(throttle));
+            }
+            else if (result == StepResult.Idle)
             {
                 if (thread.IdleFor is { } idleFor)
                 {
@@ -167,6 +191,31 @@ internal sealed class GuestThreadPool : IGuestThreadHost
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// Sleeps a throttled vCPU for <paramref name="time"/>, not cut short by wake-ups (device interrupts go to the
+    /// drivers' threads), but ended at once by a pause or a stop, so a throttle never adds to the downtime. Returns
+    /// how long it slept.
+    /// </summary>
+    private TimeSpan SleepThrottled(TimeSpan time)
+    {
+        long start = Stopwatch.GetTimestamp();
+        lock (_gate)
+        {
+            while (!_pauseRequested && !_stopRequested)
+            {
+                TimeSpan left = time - Stopwatch.GetElapsedTime(start);
+                if (left <= TimeSpan.Zero)
+                {
+                    break;
+                }
+
+                Monitor.Wait(_gate, left);
+            }
+        }
+
+        return Stopwatch.GetElapsedTime(start);
     }
 
     /// <summary>Sleeps up to <paramref name="timeout"/>, unless woken since <paramref name="wakesSeen"/>.</summary>

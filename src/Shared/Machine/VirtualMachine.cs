@@ -33,13 +33,14 @@ public sealed partial class VirtualMachine : IDisposable
 
     private readonly bool _runsInflateDriver;
 
-    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads, GuestSeams seams,
-        TimeProvider time)
+    private VirtualMachine(GuestConfig config, GuestRam ram, GuestKernel kernel, Workload[] workloads,
+        VcpuThrottle throttle, GuestSeams seams, TimeProvider time)
     {
         Config = config;
         Ram = ram;
         Kernel = kernel;
         Workloads = workloads;
+        Throttle = throttle;
         Scheduling = seams.Scheduling;
         _threads = seams.ThreadHost();
         HintDevice = new FreePageHintDevice(ram.PageCount, FreePageHintDevice.DefaultQueueCapacity, seams.Scheduling,
@@ -97,6 +98,15 @@ public sealed partial class VirtualMachine : IDisposable
 
     public IReadOnlyList<Workload> Workloads { get; }
 
+    /// <summary>
+    /// The share of each vCPU's time the host takes away (auto-converge, a dirty-rate ceiling); none outside a
+    /// migration.
+    /// </summary>
+    public VcpuThrottle Throttle { get; }
+
+    /// <summary>Steps that did work, summed over the vCPUs: the guest's throughput, which a throttle costs.</summary>
+    public long GuestOperations => Workloads.Sum(w => w.Operations);
+
     /// <summary>The guest threads: one per vCPU, then the balloon driver's (hinting), then its inflate/deflate one.</summary>
     /// <summary>
     /// Starts spare OS threads for as many guest threads as a guest of <paramref name="config"/> runs (its vCPUs and
@@ -110,7 +120,7 @@ public sealed partial class VirtualMachine : IDisposable
 
     public IReadOnlyList<GuestThread> GuestThreads =>
     [
-        .. Workloads.Select((w, i) => new GuestThread($"vcpu{i}", w.Step)),
+        .. Workloads.Select((w, i) => new GuestThread($"vcpu{i}", w.CountedStep, Vcpu: Throttle[i])),
         new GuestThread("balloon driver", BalloonDriver.Step, BalloonDriver.IdleFor),
         .. _runsInflateDriver
             ? [new GuestThread("balloon inflate", InflateDriver.Step, InflateDriver.IdleFor)]
@@ -158,9 +168,13 @@ public sealed partial class VirtualMachine : IDisposable
                 ReservedFirstPfn = ab ? WorkloadOptions.AbFirstPfn : 0,
                 ReservedPages = ab ? config.Workload.AbPages : 0,
             });
-            var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
+            var throttle = new VcpuThrottle(config.Vcpus, time ?? TimeProvider.System);
+            var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus)
+            {
+                Throttle = throttle,
+            };
             var workloads = Enumerable.Range(0, config.Vcpus).Select(i => Workload.Create(context, i)).ToArray();
-            return new VirtualMachine(config, ram, kernel, workloads, seams, time ?? TimeProvider.System);
+            return new VirtualMachine(config, ram, kernel, workloads, throttle, seams, time ?? TimeProvider.System);
         }
         catch
         {
@@ -229,7 +243,11 @@ public sealed partial class VirtualMachine : IDisposable
 
         var log = new DirtyLog(ram.PageCount, config.DirtyLogMode, config.ClearChunkPages);
         var kernel = GuestKernel.Attach(new GuestMemory(ram, log));
-        var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus);
+        var throttle = new VcpuThrottle(config.Vcpus, time ?? TimeProvider.System);
+        var context = new WorkloadContext(kernel, config.Workload, time ?? TimeProvider.System, config.Vcpus)
+        {
+            Throttle = throttle,
+        };
         var workloads = Enumerable.Range(0, config.Vcpus)
             .Select(i => Workload.Restore(context, i, vcpuStates[i]))
             .ToArray();
@@ -238,7 +256,7 @@ public sealed partial class VirtualMachine : IDisposable
             CheckHeldPages(kernel, balloon.Held);
         }
 
-        var vm = new VirtualMachine(config, ram, kernel, workloads, seams, time ?? TimeProvider.System);
+        var vm = new VirtualMachine(config, ram, kernel, workloads, throttle, seams, time ?? TimeProvider.System);
         if (balloon is not null)
         {
             vm.HintDevice.Restore(balloon.HintStatus, balloon.HintCommandId);

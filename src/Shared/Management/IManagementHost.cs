@@ -32,4 +32,7 @@ public interface IManagementHost
     MigrationInfo QueryMigration(QueryMigrationRequest request);
 
     MigrationInfo CancelMigration(CancelMigrationRequest request);
+
+    /// <summary>Changes the running migration's settings from its next round; throws for a bad value.</summary>
+    MigrationInfo SetMigrationParameters(SetMigrationParametersRequest request);
 }

@@ -32,6 +32,9 @@ public abstract class ManagementBinding
 
     public abstract Task<MigrationInfo> CancelMigration(CancelMigrationRequest request, ServerCallContext context);
 
+    public abstract Task<MigrationInfo> SetMigrationParameters(SetMigrationParametersRequest request,
+        ServerCallContext context);
+
     /// <summary>Called by grpc-dotnet with no instance: it resolves the service per call.</summary>
     public static void BindService(ServiceBinderBase binder, ManagementBinding? service)
     {
@@ -54,6 +57,8 @@ public abstract class ManagementBinding
             (UnaryServerMethod<QueryMigrationRequest, MigrationInfo>?)null);
         binder.AddMethod(Unary("CancelMigration", CancelMigrationRequest.Parser, MigrationInfo.Parser),
             (UnaryServerMethod<CancelMigrationRequest, MigrationInfo>?)null);
+        binder.AddMethod(Unary("SetMigrationParameters", SetMigrationParametersRequest.Parser, MigrationInfo.Parser),
+            (UnaryServerMethod<SetMigrationParametersRequest, MigrationInfo>?)null);
     }
 
     private static Method<TRequest, TReply> Unary<TRequest, TReply>(string name, MessageParser<TRequest> requests,

@@ -186,6 +186,10 @@ public sealed class ManagementService(IManagementHost host, TimeProvider? time =
     public override Task<MigrationInfo> CancelMigration(CancelMigrationRequest request, ServerCallContext context) =>
         Task.FromResult(host.CancelMigration(request));
 
+    public override Task<MigrationInfo> SetMigrationParameters(SetMigrationParametersRequest request,
+        ServerCallContext context) =>
+        Task.FromResult(host.SetMigrationParameters(request));
+
     /// <summary>The balloon's state as <c>query-balloon</c> shows it.</summary>
     public static BalloonInfo InfoOf(VirtualMachine vm)
     {

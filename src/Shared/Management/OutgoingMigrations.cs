@@ -77,7 +77,7 @@ internal sealed class OutgoingMigrations : IDisposable
             var progress = new LatestProgress();
             var engine = new PrecopyEngine(vm, options, progress, logger: _logging.CreateLogger("precopy"));
             var running = new Running(options.Target, _guests.IdOf(vm), progress, new CancellationTokenSource(),
-                Stopwatch.StartNew());
+                Stopwatch.StartNew(), engine.Parameters);
             _current = running;
             _output.WriteLine($"{_role}: migrating to {options.Target} (management API)");
             _events.PublishMigration(running.GuestId, string.Empty, "active", null);
@@ -132,6 +132,97 @@ internal sealed class OutgoingMigrations : IDisposable
             return running.Info();
         }
     }
+
+    /// <summary>
+    /// Changes the settings of the running migration of the guest the request names (empty: the one running now),
+    /// from its next round.
+    /// </summary>
+    public MigrationInfo SetParameters(VirtualMachine? vm, string why, SetMigrationParametersRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        lock (_gate)
+        {
+            string guest = _current is { } active && active.GuestId == request.GuestId
+                ? request.GuestId
+                : _guests.Bind(vm, why, request.GuestId);
+            if (_current is not { } running || running.GuestId != guest)
+            {
+                throw Precondition("no migration is running");
+            }
+
+            try
+            {
+                running.Parameters.Change(p => Changed(p, request), OptionNames.Fields);
+            }
+            catch (ArgumentException ex)
+            {
+                throw Invalid(ex.Message);
+            }
+
+            _output.WriteLine($"{_role}: migration settings changed; from the next round: " +
+                ParametersJson(running.Parameters.Current));
+            return running.Info();
+        }
+    }
+
+    /// <summary><paramref name="p"/> with the request's set fields.</summary>
+    private static MigrationParameters Changed(MigrationParameters p, SetMigrationParametersRequest r)
+    {
+        if (r.HasDowntimeMs && !(double.IsFinite(r.DowntimeMs) && r.DowntimeMs is > 0 and < 1e9))
+        {
+            throw new ArgumentException(
+                $"downtime_ms {r.DowntimeMs} is not a positive number of milliseconds below 1e9");
+        }
+
+        p = r.HasDowntimeMs ? p with { DowntimeLimit = TimeSpan.FromMilliseconds(r.DowntimeMs) } : p;
+        p = r.HasMaxBandwidthBytesPerSecond
+            ? p with
+            {
+                MaxBandwidthBytesPerSecond = r.MaxBandwidthBytesPerSecond == 0 ? null : r.MaxBandwidthBytesPerSecond,
+            }
+            : p;
+        p = r.HasMaxRounds ? p with { MaxRounds = (int)Math.Min(r.MaxRounds, int.MaxValue) } : p;
+        return r.Convergence is { } c ? WithConvergence(p, c) : p;
+    }
+
+    /// <summary><paramref name="p"/> with the convergence settings' set fields.</summary>
+    private static MigrationParameters WithConvergence(MigrationParameters p, ConvergenceSettings c)
+    {
+        if (c.HasConverge)
+        {
+            if (!CliOptions.TryParseName<ConvergeMethod>(c.Converge, out var method))
+            {
+                throw new ArgumentException($"converge '{c.Converge}' is not one of " +
+                    string.Join(", ", Enum.GetNames<ConvergeMethod>().Select(n => n.ToLowerInvariant())));
+            }
+
+            p = p with { Converge = method };
+        }
+
+        var t = p.Throttle;
+        t = c.HasThrottleInitialPercent ? t with { Initial = c.ThrottleInitialPercent / 100 } : t;
+        t = c.HasThrottleIncrementPercent ? t with { Increment = c.ThrottleIncrementPercent / 100 } : t;
+        t = c.HasThrottleMaxPercent ? t with { Max = c.ThrottleMaxPercent / 100 } : t;
+        t = c.HasThrottleTailslow ? t with { TailSlow = c.ThrottleTailslow } : t;
+        p = p with { Throttle = t };
+        p = c.HasDirtyLimitBytesPerSecond
+            ? p with { DirtyLimitBytesPerSecond = c.DirtyLimitBytesPerSecond == 0 ? null : c.DirtyLimitBytesPerSecond }
+            : p;
+        return c.HasDowntimeRamp
+            ? p with { DowntimeRamp = c.DowntimeRamp.Length == 0 ? null : DowntimeRamp.Parse(c.DowntimeRamp) }
+            : p;
+    }
+
+    private static string ParametersJson(MigrationParameters p) => System.Text.Json.JsonSerializer.Serialize(new
+    {
+        downtimeMs = p.DowntimeLimit.TotalMilliseconds,
+        downtimeRamp = p.DowntimeRamp?.ToString(),
+        maxBandwidthBytesPerSecond = p.MaxBandwidthBytesPerSecond,
+        maxRounds = p.MaxRounds,
+        converge = p.Converge.ToString().ToLowerInvariant(),
+        throttle = p.Throttle.ToString(),
+        dirtyLimitBytesPerSecond = p.DirtyLimitBytesPerSecond,
+    });
 
     public void Dispose()
     {
@@ -254,6 +345,18 @@ internal sealed class OutgoingMigrations : IDisposable
 
         try
         {
+            if (r.Convergence is { } convergence)
+            {
+                var p = WithConvergence(options.Parameters, convergence);
+                options = options with
+                {
+                    Converge = p.Converge,
+                    Throttle = p.Throttle,
+                    DirtyLimitBytesPerSecond = p.DirtyLimitBytesPerSecond,
+                    DowntimeRamp = p.DowntimeRamp,
+                };
+            }
+
             options.Validate(OptionNames.Fields);
             options.ValidateFor(guest, OptionNames.Fields);
         }
@@ -292,8 +395,10 @@ internal sealed class OutgoingMigrations : IDisposable
     }
 
     private sealed class Running(Uri target, string guestId, LatestProgress progress, CancellationTokenSource cancel,
-        Stopwatch clock)
+        Stopwatch clock, LiveParameters parameters)
     {
+        public LiveParameters Parameters => parameters;
+
         public Uri Target => target;
 
         public string GuestId => guestId;
@@ -311,9 +416,18 @@ internal sealed class OutgoingMigrations : IDisposable
                 Target = target.ToString(),
                 GuestId = guestId,
                 ElapsedMs = clock.Elapsed.TotalMilliseconds,
-                Rounds = (uint)(report?.Rounds.Count ?? (p?.Round ?? 0)),
+                Rounds = (uint)(report?.Rounds.Count ?? (p is { } done ? done.Round + 1 : 0)), // rounds ended
                 PagesSent = (ulong)Math.Max(0, p?.PagesSent ?? 0),
             };
+            if (report is null)
+            {
+                info.Prediction = p?.Prediction ?? string.Empty;
+                info.ThrottlePercent = p?.ThrottlePercent ?? 0;
+                info.RemainingPages = (ulong)Math.Max(0, p?.RemainingPages ?? 0);
+                info.ExpectedDowntimeMs = p?.ExpectedDowntimeMs ?? 0;
+                info.ParametersJson = ParametersJson(parameters.Current);
+            }
+
             if (report is not null)
             {
                 info.MigrationId = report.MigrationId ?? string.Empty;

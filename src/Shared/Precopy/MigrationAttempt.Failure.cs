@@ -62,6 +62,7 @@ internal sealed partial class MigrationAttempt
         }
 
         _vm.DirtyLog.Disable();
+        _slowdown.Lift(); // before the guest runs on: at full speed
         if (_paused && _vm.State == VmRunState.Paused)
         {
             _vm.Resume(); // the source guest keeps running

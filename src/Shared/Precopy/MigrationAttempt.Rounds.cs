@@ -1,4 +1,7 @@
 using System.Buffers;
+using System.Text.Json;
+using Migration.Shared.Guest;
+using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
 
 namespace Migration.Shared.Precopy;
@@ -13,9 +16,13 @@ internal sealed partial class MigrationAttempt
     {
         var stats = _stats!;
         long previousRemaining = _vm.Ram.PageCount;
+        long loggedBefore = _vm.DirtyLog.PagesLogged;
         for (int round = 0; ; round++)
         {
             _round = round;
+            var parameters = _parameters.Current; // one set of settings for the whole round (C2)
+            _limiter.Rate = parameters.MaxBandwidthBytesPerSecond;
+            long opsBefore = _vm.GuestOperations;
             long roundStart = _time.GetTimestamp();
             long bytesBefore = _counters.BytesOnWire;
             long dataBefore = _counters.PagesWithData;
@@ -34,8 +41,12 @@ internal sealed partial class MigrationAttempt
             _sync!.Run(vmRunning: true); // what did the guest dirty while we sent?
             long synced = _time.GetTimestamp();
             _cost.RecordSync(_time.GetElapsedTime(syncStart, synced).TotalMilliseconds);
-            stats.RecordSync(_vm.DirtyLog.PagesLogged, synced, _time);
-            var outcome = Outcome(round, previousRemaining, stats);
+            long logged = _vm.DirtyLog.PagesLogged;
+            stats.RecordSync(logged, synced, _time);
+            _slowdown.AfterRound((logged - loggedBefore) * PageGeometry.PageSize, bytes, stats.BytesPerSecond,
+                parameters);
+            loggedBefore = logged;
+            var outcome = Outcome(round, previousRemaining, stats, parameters);
             var decision = _policy.Decide(outcome);
             if (_rehearses && (decision is ConvergenceDecision.StopAndCopy
                 || outcome.PagesMs + _cost.SyncMs <= _options.DowntimeLimit.TotalMilliseconds))
@@ -46,12 +57,14 @@ internal sealed partial class MigrationAttempt
                 await RehearseSwitchoverAsync(unrecorded: 0, samples: 1, ct).ConfigureAwait(false);
                 _sync.Run(vmRunning: true);
                 stats.RecordSync(_vm.DirtyLog.PagesLogged, _time.GetTimestamp(), _time);
-                outcome = Outcome(round, previousRemaining, stats);
+                outcome = Outcome(round, previousRemaining, stats, parameters);
                 decision = _policy.Decide(outcome);
             }
 
             previousRemaining = outcome.RemainingPages;
-            _report.AddRound(round, dirtyAtStart, sent, bytes, seconds * 1000, stats.DirtyPagesPerSecond, final: false);
+            double roundSeconds = _time.GetElapsedTime(roundStart).TotalSeconds;
+            RecordRound(_report.AddRound(round, dirtyAtStart, sent, bytes, seconds * 1000, stats.DirtyPagesPerSecond,
+                final: false), parameters, (_vm.GuestOperations - opsBefore) / Math.Max(roundSeconds, 1e-6));
             Report(round, outcome.ExpectedDowntimeMs);
             _metrics.Rounds.Add(1);
             _metrics.PagesRemaining.Record(outcome.RemainingPages);
@@ -73,10 +86,43 @@ internal sealed partial class MigrationAttempt
         }
     }
 
-    /// <summary>What precopy knows after a round's sync, with the switchover's fixed cost as last measured.</summary>
-    private RoundOutcome Outcome(int round, long previousRemaining, RoundStats stats) =>
+    /// <summary>
+    /// What precopy knows after a round's sync, with the switchover's fixed cost as last measured, the settings the
+    /// round ran with and whether a convergence method can still slow the guest.
+    /// </summary>
+    private RoundOutcome Outcome(int round, long previousRemaining, RoundStats stats, MigrationParameters parameters) =>
         new(round, _bitmap.Remaining, previousRemaining, stats.CautiousDataPagesPerSecond, stats.DirtyPagesPerSecond,
-            stats.BytesPerSecond, _time.GetElapsedTime(_start), _cost.FixedMs);
+            stats.BytesPerSecond, _time.GetElapsedTime(_start), _cost.FixedMs)
+        {
+            Parameters = parameters,
+            CanSlowGuest = _slowdown.MaySlowEnough(parameters),
+            ThrottleShare = _vm.Throttle.MaxCurrentShare,
+        };
+
+    /// <summary>The settings a round ran with, what the guest did meanwhile, and the prediction (rule C2).</summary>
+    private void RecordRound(MigrationReport.RoundSection section, MigrationParameters parameters, double opsPerSecond)
+    {
+        section.DowntimeLimitMs = parameters.DowntimeLimitAt(section.Round).TotalMilliseconds;
+        section.MaxBandwidthBytesPerSec = parameters.MaxBandwidthBytesPerSecond;
+        section.Converge = JsonNamingPolicy.CamelCase.ConvertName(parameters.Converge.ToString());
+        section.ThrottlePercent = Math.Round(_vm.Throttle.MaxCurrentShare * 100, 2);
+        section.DirtyLimitBytesPerSec = _slowdown.CeilingBytesPerSecond;
+        section.GuestOpsPerSec = Math.Round(opsPerSecond, 1);
+        section.Prediction = _convergence.Prediction?.Text;
+        var convergence = _report.Report.Convergence;
+        convergence.Method = section.Converge;
+        convergence.Steps = _slowdown.Steps;
+        convergence.MaxThrottlePercent = Math.Max(convergence.MaxThrottlePercent, section.ThrottlePercent);
+        convergence.ParameterChanges = _parameters.Changes;
+        convergence.Prediction = section.Prediction;
+        convergence.VcpuMsStolen = Math.Round((_vm.Throttle.Stolen - _stolenAtStart).TotalMilliseconds, 1);
+        convergence.GuestOpsPerSecDuring = Math.Round(
+            (_vm.GuestOperations - _opsAtStart) / Math.Max(_time.GetElapsedTime(_start).TotalSeconds, 1e-6), 1);
+        if (section.Round == 0)
+        {
+            convergence.GuestOpsPerSecFirstRound = section.GuestOpsPerSec;
+        }
+    }
 
     /// <summary>
     /// Sends every page set in the bitmap (each taken out of it, its manual-mode chunk re-armed, before it is queued),

@@ -39,11 +39,17 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private readonly List<IPageSink> _channels = [];
     private readonly MigrationBitmap _bitmap;
     private readonly SchedulingPoints _points;
-    private readonly IConvergencePolicy _policy;
+    private readonly ConvergencePolicy _convergence; // the engine's rule, whose prediction the report shows
+    private readonly IConvergencePolicy _policy; // that rule as the seams wrap it
     private readonly List<IPrecopyParticipant> _participants;
     private readonly List<IPrecopyParticipant> _joined = [];
     private readonly CancellationTokenSource _streams = new(); // on failure the target hears why before streams reset
     private readonly StallWatchdog _stall;
+    private readonly LiveParameters _parameters; // read once per round (C2)
+    private readonly GuestSlowdown _slowdown; // auto-converge or the dirty limit; lifted when the attempt ends
+    private readonly BandwidthLimiter _limiter;
+    private readonly long _opsAtStart; // the guest's work and throttled time when the attempt began
+    private readonly TimeSpan _stolenAtStart;
     private readonly string _configJson;
     private DirtySync? _sync;
     private RoundStats? _stats;
@@ -57,11 +63,15 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private bool _paused;
     private int _round;
 
-    public MigrationAttempt(VirtualMachine vm, MigrationOptions options, EngineSeams seams, TimeProvider time,
-        IProgress<RoundProgress>? progress, ILogger log)
+    public MigrationAttempt(VirtualMachine vm, MigrationOptions options, LiveParameters parameters, EngineSeams seams,
+        TimeProvider time, IProgress<RoundProgress>? progress, ILogger log)
     {
         _vm = vm;
         _options = options;
+        _parameters = parameters;
+        _slowdown = new GuestSlowdown(vm.Throttle);
+        _opsAtStart = vm.GuestOperations;
+        _stolenAtStart = vm.Throttle.Stolen;
         _seams = seams;
         _time = time;
         _progress = progress;
@@ -72,11 +82,12 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         _counters = new TransferCounters(_metrics);
         _points = vm.Scheduling;
         _bitmap = new MigrationBitmap(vm.DirtyLog, _points);
-        _policy = seams.Convergence(new ConvergencePolicy(options));
+        _convergence = new ConvergencePolicy(options);
+        _policy = seams.Convergence(_convergence);
         _participants = [.. vm.PrecopyParticipants.Select(seams.Participant)];
-        var limiter = new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, time);
+        _limiter = new BandwidthLimiter(parameters.Current.MaxBandwidthBytesPerSecond, time);
         _transport = seams.Transport?.Invoke(vm, _counters)
-            ?? IMigrationTransport.Create(vm.Ram, options.Transport, limiter, _counters);
+            ?? IMigrationTransport.Create(vm.Ram, options.Transport, _limiter, _counters);
         _stall = new StallWatchdog(_counters, time, options.StallTimeout);
         _configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig); // as sent: the state digest covers it
     }
@@ -124,6 +135,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         }
         finally
         {
+            _slowdown.Lift(); // a guest that runs on here runs at full speed again
             _stall.Disarm();
             _metrics.Active.Add(-1);
         }
@@ -199,5 +211,6 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
 
     private void Report(int round, double expectedMs) =>
         _progress?.Report(new RoundProgress(Phase, round, _bitmap.Remaining, _counters.PagesSent,
-            (_stats?.BytesPerSecond ?? 0) / 1e6, expectedMs));
+            (_stats?.BytesPerSecond ?? 0) / 1e6, expectedMs, _vm.Throttle.MaxCurrentShare * 100,
+            Phase == MigrationPhase.Precopy ? _convergence.Prediction?.Text : null));
 }

@@ -42,9 +42,10 @@ internal sealed class MigrationReportBuilder
 
     public int RoundCount => Report.Rounds.Count;
 
-    public void AddRound(int round, long dirtyAtStart, long sent, long bytes, double ms, double dirtyRate,
-        bool final) =>
-        Report.Rounds.Add(new MigrationReport.RoundSection
+    public MigrationReport.RoundSection AddRound(int round, long dirtyAtStart, long sent, long bytes, double ms,
+        double dirtyRate, bool final)
+    {
+        var section = new MigrationReport.RoundSection
         {
             Round = round,
             DirtyPages = dirtyAtStart,
@@ -53,7 +54,10 @@ internal sealed class MigrationReportBuilder
             Ms = ms,
             DirtyRatePagesPerSec = final ? 0 : dirtyRate,
             Final = final,
-        });
+        };
+        Report.Rounds.Add(section);
+        return section;
+    }
 
     public void Ended(MigrationStatus status, string? error)
     {

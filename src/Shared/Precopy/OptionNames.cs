@@ -15,6 +15,9 @@ public sealed record OptionNames
         MaxBandwidth = "--max-bandwidth",
         Channels = "--channels",
         MaxRounds = "--max-rounds",
+        Converge = "--converge",
+        Throttle = "--throttle",
+        DirtyLimit = "--dirty-limit",
     };
 
     public static readonly OptionNames Fields = new()
@@ -25,6 +28,9 @@ public sealed record OptionNames
         MaxBandwidth = "max_bandwidth_bytes_per_second",
         Channels = "channels",
         MaxRounds = "max_rounds",
+        Converge = "converge",
+        Throttle = "throttle_initial/throttle_increment/throttle_max",
+        DirtyLimit = "dirty_limit_bytes_per_second",
     };
 
     /// <summary>The names are the management API's: a remedy is said in fields, not flags.</summary>
@@ -39,4 +45,10 @@ public sealed record OptionNames
     public required string Channels { get; init; }
 
     public required string MaxRounds { get; init; }
+
+    public required string Converge { get; init; }
+
+    public required string Throttle { get; init; }
+
+    public required string DirtyLimit { get; init; }
 }

@@ -44,12 +44,19 @@ public sealed class PrecopyEngine
         _progress = progress;
         _time = time ?? TimeProvider.System;
         _log = logger ?? NullLogger.Instance;
+        Parameters = new LiveParameters(options.Parameters);
     }
+
+    /// <summary>
+    /// The settings the user may change while the migration runs (the management API's SetMigrationParameters);
+    /// each change applies from the next round.
+    /// </summary>
+    public LiveParameters Parameters { get; }
 
     /// <summary>Migrates the VM; returns the report whatever the outcome (its status says which).</summary>
     public async Task<MigrationReport> MigrateAsync(CancellationToken ct = default)
     {
-        await using var attempt = new MigrationAttempt(_vm, _options, _seams, _time, _progress, _log);
+        await using var attempt = new MigrationAttempt(_vm, _options, Parameters, _seams, _time, _progress, _log);
         return await attempt.RunAsync(ct).ConfigureAwait(false);
     }
 }

@@ -7,7 +7,9 @@ public readonly record struct RoundProgress(
     long RemainingPages,
     long PagesSent,
     double ThroughputMBps,
-    double ExpectedDowntimeMs)
+    double ExpectedDowntimeMs,
+    double ThrottlePercent = 0,
+    string? Prediction = null)
 {
     public bool Final => Phase != MigrationPhase.Precopy;
 }

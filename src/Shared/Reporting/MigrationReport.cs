@@ -43,6 +43,9 @@ public sealed class MigrationReport
 
     public List<RoundSection> Rounds { get; set; } = [];
 
+    /// <summary>Auto-converge or the dirty limit, and what they cost the guest.</summary>
+    public ConvergenceSection Convergence { get; set; } = new();
+
     public VerificationSection Verification { get; set; } = new();
 
     /// <summary>Free page hinting; null when hints were off.</summary>
@@ -241,6 +244,54 @@ public sealed class MigrationReport
 
         /// <summary>True for the stop-and-copy round.</summary>
         public bool Final { get; set; }
+
+        /// <summary>The downtime limit this round ran with (a live change or the ramp moves it).</summary>
+        public double DowntimeLimitMs { get; set; }
+
+        /// <summary>The bandwidth cap this round ran with; null: uncapped.</summary>
+        public double? MaxBandwidthBytesPerSec { get; set; }
+
+        /// <summary>The convergence method in force: none, auto or dirtyLimit.</summary>
+        public string? Converge { get; set; }
+
+        /// <summary>The largest share of any vCPU's time a throttle took after this round, in percent.</summary>
+        public double ThrottlePercent { get; set; }
+
+        /// <summary>The dirty limit's ceiling per vCPU after this round; null when none was in force.</summary>
+        public double? DirtyLimitBytesPerSec { get; set; }
+
+        /// <summary>The guest's work during this round (its vCPUs' steps that did work, per second).</summary>
+        public double GuestOpsPerSec { get; set; }
+
+        /// <summary>What the engine expected after this round: whether and when it finishes, or what would help.</summary>
+        public string? Prediction { get; set; }
+    }
+
+    /// <summary>How the engine made a busy guest finish, and what that cost the guest.</summary>
+    public sealed class ConvergenceSection
+    {
+        /// <summary>The method at the end: none, auto or dirtyLimit.</summary>
+        public string Method { get; set; } = "none";
+
+        /// <summary>Times the guest was slowed a step.</summary>
+        public int Steps { get; set; }
+
+        /// <summary>The most any vCPU was throttled, in percent.</summary>
+        public double MaxThrottlePercent { get; set; }
+
+        /// <summary>vCPU time the throttle took, summed over the vCPUs.</summary>
+        public double VcpuMsStolen { get; set; }
+
+        /// <summary>The guest's work per second in the first round (before any throttle) and over all rounds.</summary>
+        public double GuestOpsPerSecFirstRound { get; set; }
+
+        public double GuestOpsPerSecDuring { get; set; }
+
+        /// <summary>Times the user changed the settings while the migration ran.</summary>
+        public int ParameterChanges { get; set; }
+
+        /// <summary>The last prediction.</summary>
+        public string? Prediction { get; set; }
     }
 
     public sealed class VerificationSection

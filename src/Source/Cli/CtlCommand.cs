@@ -158,6 +158,8 @@ internal static class CtlCommand
             Call(parse, api, guestOption, security, async (c, guest) =>
                 Print(await c.CancelMigrationAsync(new CancelMigrationRequest { GuestId = guest }))));
 
+        var setParameters = SetParametersCommand(api, guestOption, security);
+
         var refresh = new Option<bool>("--refresh") { Description = "Ask the guest for fresh numbers first" };
         var stats = new Command("stats", "The guest's memory statistics (QEMU's guest-stats).") { refresh };
         stats.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
@@ -177,13 +179,110 @@ internal static class CtlCommand
 
         foreach (var sub in new[]
         {
-            queryVm, balloon, queryBalloon, stats, polling, events, migrate, queryMigrate, cancel,
+            queryVm, balloon, queryBalloon, stats, polling, events, migrate, queryMigrate, cancel, setParameters,
         })
         {
             command.Subcommands.Add(sub);
         }
 
         return command;
+    }
+
+    /// <summary>
+    /// <c>migrate-set-parameters</c>: changes the running migration's settings from its next round (QEMU's
+    /// <c>migrate-set-parameters</c>); each flag left out keeps its value.
+    /// </summary>
+    private static Command SetParametersCommand(Option<string> api, Option<string?> guestOption,
+        SecurityOptions security)
+    {
+        var downtime = new Option<double?>("--downtime-ms") { Description = "Downtime limit" };
+        var bandwidth = new Option<string?>("--max-bandwidth")
+        {
+            Description = "Cap, e.g. 1Gbit or 500MB/s; 0 lifts it",
+        };
+        var maxRounds = new Option<uint?>("--max-rounds") { Description = "Fail after this many rounds" };
+        var converge = new Option<string?>("--converge") { Description = "none | auto | dirtylimit" };
+        var throttle = new Option<string?>("--throttle")
+        {
+            Description = "Auto-converge's steps in percent: INITIAL,INCREMENT,MAX",
+        };
+        var tailSlow = new Option<OnOff?>("--throttle-tailslow") { Description = "on | off" };
+        var dirtyLimit = new Option<string?>("--dirty-limit")
+        {
+            Description = "Each vCPU's dirty-rate ceiling, e.g. 20MB/s; 0: derived from the link",
+        };
+        var ramp = new Option<string?>("--downtime-ramp")
+        {
+            Description = "START:STEP in ms, or none",
+        };
+        var command = new Command("migrate-set-parameters",
+            "Change the running migration's settings; each applies from its next round.")
+        {
+            downtime, bandwidth, maxRounds, converge, throttle, tailSlow, dirtyLimit, ramp,
+        };
+        command.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
+        {
+            var request = new SetMigrationParametersRequest { GuestId = guest, Convergence = new() };
+            var settings = request.Convergence;
+            if (parse.GetValue(downtime) is { } ms)
+            {
+                request.DowntimeMs = ms;
+            }
+
+            if (parse.GetValue(bandwidth) is { } rate)
+            {
+                request.MaxBandwidthBytesPerSecond = RateOf("--max-bandwidth", rate);
+            }
+
+            if (parse.GetValue(maxRounds) is { } rounds)
+            {
+                request.MaxRounds = rounds;
+            }
+
+            if (parse.GetValue(converge) is { } method)
+            {
+                settings.Converge = method;
+            }
+
+            if (parse.GetValue(throttle) is { } steps)
+            {
+                var t = ConvergenceOptions.ParseThrottle(steps, tailSlow: false);
+                settings.ThrottleInitialPercent = t.Initial * 100;
+                settings.ThrottleIncrementPercent = t.Increment * 100;
+                settings.ThrottleMaxPercent = t.Max * 100;
+            }
+
+            if (parse.GetValue(tailSlow) is { } slow)
+            {
+                settings.ThrottleTailslow = slow == OnOff.On;
+            }
+
+            if (parse.GetValue(dirtyLimit) is { } ceiling)
+            {
+                settings.DirtyLimitBytesPerSecond = RateOf("--dirty-limit", ceiling);
+            }
+
+            if (parse.GetValue(ramp) is { } r)
+            {
+                settings.DowntimeRamp = r == "none" ? string.Empty : r;
+            }
+
+            Print(await c.SetMigrationParametersAsync(request));
+        }));
+        return command;
+    }
+
+    /// <summary>A rate flag's bytes per second ("0": none); a bad one is a usage error naming the flag.</summary>
+    private static ulong RateOf(string flag, string text)
+    {
+        try
+        {
+            return text == "0" ? 0 : (ulong)Math.Min(Shared.Units.ParseRate(text), ulong.MaxValue);
+        }
+        catch (FormatException ex)
+        {
+            throw new ArgumentException($"{flag}: {ex.Message}", ex);
+        }
     }
 
     private static ByteSize ParseSize(System.CommandLine.Parsing.ArgumentResult result)

@@ -13,6 +13,7 @@ internal static class MigrateCommand
     public static Command Create()
     {
         var guest = new GuestOptions();
+        var convergence = new ConvergenceOptions();
         var target = new Option<string>("--target")
         {
             Description = "Target URL, e.g. http://127.0.0.1:50051",
@@ -75,7 +76,7 @@ internal static class MigrateCommand
             skipBallooned, skipDiscarded, awaitReporting, resumeFirst, allowUnsafe, report, balloon, logLevel,
             completeTimeout, handoverWindow, stallTimeout,
         };
-        foreach (var option in guest.All.Concat(security.All))
+        foreach (var option in guest.All.Concat(security.All).Concat(convergence.All))
         {
             command.Options.Add(option);
         }
@@ -114,6 +115,7 @@ internal static class MigrateCommand
                     StallTimeout = TimeSpan.FromSeconds(parse.GetValue(stallTimeout)),
                     Security = security.Bind(parse),
                 };
+                options = convergence.Bind(parse, options);
                 options.Validate();
                 options.ValidateFor(config);
                 if (parse.GetValue(report) is string reportPath

@@ -178,6 +178,14 @@ internal static class MigrationRunner
                     r.Timing.AfterResumePhasesMs.Select(p => string.Create(inv, $"{p.Key} {p.Value:F0}")))),
             ("rounds",
                 $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
+            ("convergence", r.Convergence is { Steps: 0, ParameterChanges: 0 } c0
+                ? $"{c0.Method}, the guest was not slowed"
+                : string.Create(inv,
+                    $"{r.Convergence.Method}, {r.Convergence.Steps} steps, throttle up to " +
+                    $"{r.Convergence.MaxThrottlePercent:F0}%, {r.Convergence.VcpuMsStolen:F0} vCPU-ms taken; guest " +
+                    $"{r.Convergence.GuestOpsPerSecFirstRound:N0} ops/s in round 0, " +
+                    $"{r.Convergence.GuestOpsPerSecDuring:N0} over the migration; " +
+                    $"{r.Convergence.ParameterChanges} settings changes")),
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
             ("pages", $"sent as data {r.Transfer.PagesNormal + r.Transfer.PagesCompressed:N0} " +
                 $"({r.Transfer.PagesCompressed:N0} lz4), sent as delta {r.Transfer.PagesDelta:N0}, " +

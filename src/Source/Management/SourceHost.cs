@@ -68,6 +68,12 @@ internal sealed class SourceHost : IManagementHost, IDisposable
         return WithVm((vm, why) => _outgoing.Cancel(vm, why, request.GuestId));
     }
 
+    public MigrationInfo SetMigrationParameters(SetMigrationParametersRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return WithVm((vm, why) => _outgoing.SetParameters(vm, why, request));
+    }
+
     public void Dispose()
     {
         Events.Dispose();

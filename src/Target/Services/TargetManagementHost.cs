@@ -58,6 +58,12 @@ internal sealed class TargetManagementHost : IManagementHost, IDisposable
         return WithVm((vm, why) => _outgoing.Cancel(vm, why, request.GuestId));
     }
 
+    public MigrationInfo SetMigrationParameters(SetMigrationParametersRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return WithVm((vm, why) => _outgoing.SetParameters(vm, why, request));
+    }
+
     /// <summary>
     /// The guest stopped here (its --run-after time ran out): calls naming it are refused, its watches end.
     /// </summary>

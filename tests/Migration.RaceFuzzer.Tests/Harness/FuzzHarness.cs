@@ -52,7 +52,7 @@ public static class FuzzHarness
         {
             using var scheduler = new SeededScheduler(_seed);
             var points = new SchedulingPoints { YieldPoint = scheduler.Yield, WaitPoint = SeededScheduler.WaitUntil };
-            var threads = new ScheduledGuestThreads(scheduler, points, _host.StopLatency, () => _done);
+            var threads = new ScheduledGuestThreads(scheduler, points, _host.StopLatency, () => _done, _time);
             var guestSeams = GuestSeams.Production with
             {
                 Scheduling = points,
@@ -83,6 +83,11 @@ public static class FuzzHarness
                 }
             }
 
+            if (_profile == FuzzProfile.Throttled)
+            {
+                Throttle(vm);
+            }
+
             InMemoryTarget? target = null;
             int minRounds = _random.Next(3, 11);
             // Drawn after every draw the other profiles make, so their schedules are those their seeds were found in.
@@ -98,6 +103,8 @@ public static class FuzzHarness
                 MaxRounds = minRounds + 1,
                 Timeout = TimeSpan.FromDays(1),
                 AllowUnsafe = _mutant?.AllowUnsafe ?? false,
+                // the fuzzer decides the rounds, and the throttled profile draws its own throttle: no method here
+                Converge = ConvergeMethod.None,
             };
             var targetGuest = _mutant?.Guest(GuestSeams.Production with { DeviceThreads = NoDeviceThreads.Instance })
                 ?? GuestSeams.Production with { DeviceThreads = NoDeviceThreads.Instance };
@@ -166,6 +173,23 @@ public static class FuzzHarness
 
         private long _stoppedAt = long.MaxValue;
 
+        /// <summary>
+        /// Slows the vCPUs as convergence would: every one by a drawn share (auto-converge), or each under a drawn
+        /// dirty-rate ceiling low enough to bite (the dirty limit); the fuzzer's clock moves 50 us a step, so a vCPU
+        /// runs a 10 ms slice in about 200 steps and then sleeps its share.
+        /// </summary>
+        private void Throttle(VirtualMachine vm)
+        {
+            if (_random.Next(2) == 0)
+            {
+                vm.Throttle.SetShare(0.2 + (0.7 * _random.NextDouble()));
+            }
+            else
+            {
+                vm.Throttle.SetCeiling(100 + _random.Next(2000));
+            }
+        }
+
         private GuestConfig GuestConfigFor(FuzzProfile profile)
         {
             bool manual = profile is FuzzProfile.ManualWaitOnAck or FuzzProfile.ManualNoAck;
@@ -208,7 +232,8 @@ public static class FuzzHarness
                 DirtyLogMode = manual ? DirtyLogMode.Manual : DirtyLogMode.Eager,
                 ClearChunkPages = 256,
                 WaitOnAck = profile is FuzzProfile.EagerWaitOnAck or FuzzProfile.ManualWaitOnAck
-                    or FuzzProfile.Balloon or FuzzProfile.Reporting or FuzzProfile.Deltas,
+                    or FuzzProfile.Balloon or FuzzProfile.Reporting or FuzzProfile.Throttled
+                    or FuzzProfile.Deltas,
                 // Smaller hint blocks than Linux's 4 MiB: a 16 MiB guest then has dozens of them in flight, not three.
                 HintBlockOrder = profile == FuzzProfile.ManualNoAck ? 10 : _random.Next(4, 11),
                 Workload = new WorkloadOptions

@@ -39,6 +39,7 @@ public abstract class Mutant
         new R20ReuseBeforeReportAck(),
         new R21DiscardPoisoned(),
         new R22SkipReusedDiscard(),
+        new R24ThrottleInsideStore(),
         new R25StaleCachedCopy(),
         new R26DeltaOnAnotherChannel(),
     ];

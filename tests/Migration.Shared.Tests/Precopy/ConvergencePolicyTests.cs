@@ -5,7 +5,8 @@ namespace Migration.Shared.Tests.Precopy;
 /// <summary>The rule users tune most, pinned: when precopy stops and copies, goes on, or gives up.</summary>
 public sealed class ConvergencePolicyTests
 {
-    private static readonly ConvergencePolicy Policy =
+    /// <summary>A fresh policy per decision: it keeps each migration's trend, and these decisions are unrelated.</summary>
+    private static ConvergencePolicy Policy =>
         new(TimeSpan.FromMilliseconds(300), maxRounds: 30, TimeSpan.FromMinutes(5));
 
     /// <summary>

@@ -3,9 +3,13 @@
 # (virtio, virtio_pci and virtio_balloon are modules there). The guest's init fills FILL MiB of tmpfs with non-zero
 # data and deletes it, so those pages are free but stale (the work our memhog guest does), prints "guest: ready" on
 # the serial port and then a heartbeat every two seconds, so a destination shows that the guest runs on.
-# Usage: build-initramfs.sh OUT.cpio.gz    Prints the kernel image to boot on its last line.
+# With a second argument, the static program DIRTY goes in as /bin/dirty, and a kernel command line with dirty_mb=WS
+# (dirty_rate=MBPS, dirty_bytes=N) starts it after the fill: the convergence benchmark's busy guest, which prints its
+# rate on the serial port once a second (see dirty.c).
+# Usage: build-initramfs.sh OUT.cpio.gz [DIRTY]    Prints the kernel image to boot on its last line.
 set -euo pipefail
 out=$1
+dirty=${2:-}
 kver=$(ls /lib/modules | grep -E -- '-amd64$' | sort -V | tail -1)
 kernel=/boot/vmlinuz-$kver
 [ -r "$kernel" ] || { echo "no readable kernel image for $kver in /boot" >&2; exit 1; }
@@ -13,6 +17,7 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
+[ -z "$dirty" ] || install -m 755 "$dirty" "$root/bin/dirty"
 # In load order: each module needs the ones before it.
 modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon"
 for m in $modules; do
@@ -42,6 +47,10 @@ n=0
 while [ "$n" -lt "${fill:-0}" ]; do cat /tmp/mib /tmp/mib /tmp/mib /tmp/mib /tmp/mib /tmp/mib /tmp/mib /tmp/mib; n=$((n+8)); done > /dev/shm/fill
 rm -f /dev/shm/fill
 grep MemFree /proc/meminfo
+ws=$(sed -n 's/.*dirty_mb=\([0-9]*\).*/\1/p' /proc/cmdline)
+rate=$(sed -n 's/.*dirty_rate=\([0-9.]*\).*/\1/p' /proc/cmdline)
+bytes=$(sed -n 's/.*dirty_bytes=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "$ws" ] && [ -x /bin/dirty ] && /bin/dirty "$ws" "${rate:-0}" "${bytes:-8}" &
 echo "guest: ready"
 while true; do sleep 2; echo "guest: alive $(cut -d' ' -f1 /proc/uptime)"; done
 INIT

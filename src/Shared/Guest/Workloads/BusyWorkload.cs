@@ -87,7 +87,7 @@ public sealed class BusyWorkload : Workload
         return true;
     }
 
-    private RatePacer NewPacer() => new(Context.Time, Options.BusyDirtyPagesPerSecond / Context.VcpuCount);
+    private RatePacer NewPacer() => new(CpuClock, Options.BusyDirtyPagesPerSecond / Context.VcpuCount);
 
     protected override void SaveState(BinaryWriter writer)
     {

@@ -51,7 +51,7 @@ public sealed class ChurnWorkload : Workload
         return StepResult.Progress;
     }
 
-    private RatePacer NewPacer() => new(Context.Time, Options.ChurnPagesPerSecond / Context.VcpuCount);
+    private RatePacer NewPacer() => new(CpuClock, Options.ChurnPagesPerSecond / Context.VcpuCount);
 
     protected override void SaveState(BinaryWriter writer)
     {

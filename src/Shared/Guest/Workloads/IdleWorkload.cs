@@ -16,7 +16,7 @@ public class IdleWorkload : Workload
     public IdleWorkload(WorkloadContext context, int vcpu)
         : base(context, vcpu)
     {
-        _pacer = new RatePacer(context.Time, context.Options.IdleDirtyPagesPerSecond);
+        _pacer = new RatePacer(CpuClock, context.Options.IdleDirtyPagesPerSecond);
         _cacheFilled = vcpu != 0;
     }
 
@@ -101,7 +101,7 @@ public class IdleWorkload : Workload
         _cache = OpenTable(ReadTablePfn(reader));
         _cacheFilled = reader.ReadBoolean();
         _cachePages = ReadCount(reader, Kernel.Layout.PageCount, "page-cache pages");
-        _pacer = new RatePacer(Context.Time, Options.IdleDirtyPagesPerSecond);
+        _pacer = new RatePacer(CpuClock, Options.IdleDirtyPagesPerSecond);
         _pacer.Tokens = ReadTokens(reader);
     }
 }

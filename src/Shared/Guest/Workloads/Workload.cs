@@ -16,6 +16,9 @@ public enum StepResult
 public sealed record WorkloadContext(GuestKernel Kernel, WorkloadOptions Options, TimeProvider Time, int VcpuCount)
 {
     public GuestMemory Memory => Kernel.Memory;
+
+    /// <summary>The vCPUs' throttle, whose CPU clocks pace the workloads; null: every vCPU has all of its time.</summary>
+    public VcpuThrottle? Throttle { get; init; }
 }
 
 /// <summary>
@@ -49,6 +52,17 @@ public abstract class Workload
     /// <summary>Pages this vCPU has written since it started on this host.</summary>
     public long PageWrites { get; protected set; }
 
+    /// <summary>Steps that did work since this vCPU started on this host: its throughput, which a throttle costs.</summary>
+    public long Operations => Volatile.Read(ref _operations);
+
+    private long _operations;
+
+    /// <summary>
+    /// The clock a workload paces its work on: this vCPU's CPU time (wall time less what a throttle took), so a paced
+    /// workload loses to a throttle what a CPU-bound program would.
+    /// </summary>
+    protected TimeProvider CpuClock => Context.Throttle is { } throttle ? throttle[Vcpu] : Context.Time;
+
     protected WorkloadContext Context { get; }
 
     protected GuestKernel Kernel => Context.Kernel;
@@ -64,6 +78,18 @@ public abstract class Workload
 
     /// <summary>Runs one small step.</summary>
     public abstract StepResult Step();
+
+    /// <summary><see cref="Step"/>, counted in <see cref="Operations"/> when it did work (the vCPU's thread calls it).</summary>
+    public StepResult CountedStep()
+    {
+        var result = Step();
+        if (result == StepResult.Progress)
+        {
+            Volatile.Write(ref _operations, _operations + 1);
+        }
+
+        return result;
+    }
 
     public static Workload Create(WorkloadContext context, int vcpu)
     {
