@@ -55,6 +55,8 @@ public static class MutantTests
         ["R21"] = 1,
         ["R22"] = 2,
         ["R24"] = 6,
+        ["R25"] = 43,
+        ["R26"] = 23,
     };
 
     /// <summary>The seeds a mutant gets, in order: its corpus seed, then the rest of the bound.</summary>

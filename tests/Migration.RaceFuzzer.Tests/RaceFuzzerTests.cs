@@ -34,8 +34,8 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
     /// separate classes, which xUnit runs in parallel: on a loaded machine four streams overlap their waits.
     /// </summary>
     /// <summary>
-    /// Seeds each correct-engine profile runs in the suite: six profiles share its six minutes with the mutants, which
-    /// also run the correct engine on every catching seed. FUZZ_SEEDS=1-2000 runs a longer hunt.
+    /// Seeds each correct-engine profile runs in the suite: seven profiles share its six minutes with the mutants,
+    /// which also run the correct engine on every catching seed. FUZZ_SEEDS=1-2000 runs a longer hunt.
     /// </summary>
     internal const int ProfileSeeds = 60;
 
@@ -44,18 +44,23 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
         var sw = Stopwatch.StartNew();
         int runs = 0;
         long unfinished = 0;
+        int withDeltas = 0;
         foreach (int seed in Seeds(ProfileSeeds))
         {
             var outcome = FuzzHarness.Run(seed, profile);
             runs++;
             Assert.False(outcome.Caught, $"correct engine failed: {outcome}");
             unfinished += outcome.Finished ? 0 : 1;
+            withDeltas += outcome.Report?.Transfer.Delta is { Hits: > 0, Misses: > 0 } ? 1 : 0;
         }
 
         output.WriteLine($"{profile}: {runs} seeds survived in {sw.Elapsed.TotalSeconds:F1} s " +
-            $"({runs / sw.Elapsed.TotalSeconds:F1} seeds/s), {unfinished} hit the step limit");
+            $"({runs / sw.Elapsed.TotalSeconds:F1} seeds/s), {unfinished} hit the step limit" +
+            (profile == FuzzProfile.Deltas ? $", {withDeltas} sent deltas and misses" : string.Empty));
         Assert.True(unfinished <= runs / 10,
             $"{unfinished} of {runs} seeds did not finish: the harness is not exercising migrations");
+        Assert.True(profile != FuzzProfile.Deltas || withDeltas >= runs / 2,
+            $"only {withDeltas} of {runs} seeds sent deltas: the Deltas profile is not exercising them");
     }
 
     [Fact]
@@ -89,5 +94,11 @@ public sealed class RaceFuzzerTests(ITestOutputHelper output)
     {
         [Fact]
         public void CorrectEngine_SurvivesManySeeds() => Survives(FuzzProfile.Throttled, output);
+    }
+
+    public sealed class Deltas(ITestOutputHelper output)
+    {
+        [Fact]
+        public void CorrectEngine_SurvivesManySeeds() => Survives(FuzzProfile.Deltas, output);
     }
 }

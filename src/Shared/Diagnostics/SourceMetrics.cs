@@ -19,7 +19,7 @@ internal sealed class SourceMetrics
     {
         ArgumentNullException.ThrowIfNull(meter);
         PagesSent = meter.CreateCounter<long>("migration.source.pages.sent", "{page}",
-            "Pages put on the wire, by encoding (zero, raw, lz4)");
+            "Pages put on the wire, by encoding (zero, raw, lz4, delta)");
         BytesSent = meter.CreateCounter<long>("migration.source.bytes.sent", "By",
             "Page stream bytes put on the wire (messages, headers included)");
         Rounds = meter.CreateCounter<long>("migration.source.rounds", "{round}",
@@ -66,7 +66,7 @@ internal sealed class SourceMetrics
     public Histogram<double> Downtime { get; }
 
     /// <summary>One batch on the wire: its pages by encoding and its bytes.</summary>
-    public void Sent(long bytes, long zero, long raw, long lz4)
+    public void Sent(long bytes, long zero, long raw, long lz4, long delta = 0)
     {
         if (!PagesSent.Enabled && !BytesSent.Enabled)
         {
@@ -77,6 +77,7 @@ internal sealed class SourceMetrics
         AddPages(zero, "zero");
         AddPages(raw, "raw");
         AddPages(lz4, "lz4");
+        AddPages(delta, "delta");
     }
 
     /// <summary>A migration ended: by status, with its total time and (completed) downtime.</summary>

@@ -25,7 +25,7 @@ internal sealed partial class MigrationAttempt
             long opsBefore = _vm.GuestOperations;
             long roundStart = _time.GetTimestamp();
             long bytesBefore = _counters.BytesOnWire;
-            long dataBefore = _counters.PagesRaw + _counters.PagesLz4;
+            long dataBefore = _counters.PagesWithData;
             long dirtyAtStart = _bitmap.Remaining;
             long sent = await SendRoundAsync((uint)round, ct).ConfigureAwait(false);
             double seconds = _time.GetElapsedTime(roundStart).TotalSeconds;
@@ -35,7 +35,7 @@ internal sealed partial class MigrationAttempt
                 ? Math.Max(_counters.PagesSent - taken, 0)
                 : 0;
             _stall.Disarm();
-            stats.RecordRound(sent, bytes, _counters.PagesRaw + _counters.PagesLz4 - dataBefore, seconds, inFlight);
+            stats.RecordRound(sent, bytes, _counters.PagesWithData - dataBefore, seconds, inFlight);
 
             long syncStart = _time.GetTimestamp();
             _sync!.Run(vmRunning: true); // what did the guest dirty while we sent?

@@ -118,6 +118,7 @@ public sealed record MigrationOptions
         ControlCallTimeout = ControlCallTimeout,
         Compression = Compression,
         PagesPerBatch = PagesPerBatch,
+        DeltaCacheBytes = DeltaCacheBytes,
     };
 
     /// <summary>Free page hinting through the balloon device (the product's optimisation). On by default.</summary>
@@ -216,5 +217,23 @@ public sealed record MigrationOptions
         {
             throw new ArgumentException("Pages per batch must be 1..4096.");
         }
+
+        if (DeltaCacheBytes is < 0 or > DeltaPageCache.MaxBytes)
+        {
+            throw new ArgumentException($"--delta-cache-mib must be 0..{DeltaPageCache.MaxBytes >> 20}.");
+        }
     }
+
+    /// <summary>
+    /// Delta pages (QEMU's XBZRLE): the bytes of the source's cache of pages as sent; 0 (the default) turns deltas
+    /// off. A page sent again goes as a delta against its cached copy when that saves at least an eighth of the page,
+    /// and a target that does not take deltas gets whole pages. Off by default, as QEMU's capability is: deltas trade
+    /// the source's CPU and memory for bytes, which pays on a slow link (busy guests on 1 Gbit/s: 0.70-0.79 of the
+    /// time and down to half the bytes with a cache that holds the hot set) and costs on a fast one (an uncapped
+    /// loopback migration of the demo's guest took 25-30% longer, going to first touches of the cache's memory and
+    /// copies; see docs/delta-pages.md). Size it to hold the guest's hot set (256 MiB did for the measured 1 GiB
+    /// guests; larger than the guest's RAM holds nothing more). Resizable while the migration runs
+    /// (<c>MigrationAttempt.ResizeDeltaCache</c>), down to 0 and back, once it started with deltas.
+    /// </summary>
+    public long DeltaCacheBytes { get; init; }
 }

@@ -29,6 +29,7 @@ internal sealed class MigrationReportBuilder
                 ["maxRounds"] = options.MaxRounds,
                 ["hints"] = options.Hints ? "on" : "off",
                 ["waitOnAck"] = guest.WaitOnAck ? "on" : "off",
+                ["deltaCacheBytes"] = options.DeltaCacheBytes,
             },
             Guest = MigrationReport.GuestSection.Of(guest),
         };
@@ -75,6 +76,19 @@ internal sealed class MigrationReportBuilder
         transfer.PagesZero = counters.PagesZero;
         transfer.PagesNormal = counters.PagesRaw;
         transfer.PagesCompressed = counters.PagesLz4;
+        transfer.PagesDelta = counters.PagesDelta;
+        if (counters.DeltaCache is { } cache)
+        {
+            transfer.Delta = new MigrationReport.DeltaSection
+            {
+                CacheBytes = cache.CapacityBytes,
+                Hits = counters.PagesDelta,
+                Misses = counters.DeltaMisses,
+                Overflows = counters.DeltaOverflows,
+                BytesSaved = counters.DeltaBytesSaved,
+            };
+        }
+
         transfer.ThroughputMBps = counters.BytesOnWire / 1e6 / Math.Max(totalMs / 1000, 1e-6);
         foreach (var participant in joined)
         {

@@ -22,6 +22,12 @@ public static class WireNames
     public const string Lz4Feature = "lz4";
 
     /// <summary>
+    /// Pages may go as deltas (XBZRLE) against the copy the target received of them earlier in the same migration. The
+    /// source offers it; it sends deltas only if the target lists it in its reply.
+    /// </summary>
+    public const string DeltaPagesFeature = "delta-pages";
+
+    /// <summary>
     /// The target takes a rehearsal Complete, a resume-first Complete and Confirm. A target that does not list it gets
     /// neither (to an older target a rehearsal would be a real Complete).
     /// </summary>

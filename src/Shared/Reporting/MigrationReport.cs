@@ -185,6 +185,10 @@ public sealed class MigrationReport
 
         public long PagesCompressed { get; set; }
 
+        /// <summary>Pages sent as a delta against the copy the target held (delta cache hits).</summary>
+        public long PagesDelta { get; set; }
+
+
         /// <summary>Migration-bitmap bits cleared by free-page hints: page sends the hints saved.</summary>
         public long PagesSkippedByHints { get; set; }
 
@@ -198,6 +202,30 @@ public sealed class MigrationReport
         public long PagesSkippedAsDiscarded { get; set; }
 
         public double ThroughputMBps { get; set; }
+
+        /// <summary>
+        /// Delta pages (XBZRLE): what the cache did; null when deltas were off or the target did not take them.
+        /// </summary>
+        public DeltaSection? Delta { get; set; }
+    }
+
+    /// <summary>Delta pages: the source's cache and what it saved (QEMU's <c>xbzrle</c> statistics).</summary>
+    public sealed class DeltaSection
+    {
+        /// <summary>The cache's size at the end (it may be resized while the migration runs).</summary>
+        public long CacheBytes { get; set; }
+
+        /// <summary>Pages sent as a delta (the same figure as <see cref="TransferSection.PagesDelta"/>).</summary>
+        public long Hits { get; set; }
+
+        /// <summary>Pages sent whole after round 0: the cache held no copy of them (never sent, or evicted).</summary>
+        public long Misses { get; set; }
+
+        /// <summary>Pages the cache held whose delta would not have saved an eighth of the page: sent whole.</summary>
+        public long Overflows { get; set; }
+
+        /// <summary>Payload bytes the deltas saved against sending those pages raw.</summary>
+        public long BytesSaved { get; set; }
     }
 
     public sealed class RoundSection

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using Migration.Protocol;
 using Migration.Shared.Guest;
@@ -22,10 +23,18 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     private readonly TransferCounters _counters;
     private readonly GrpcChannel _control;
     private readonly MigrationClient _client;
+    /// <summary>Once per process, beside the first migration with deltas (<see cref="DeltaEncoder.WarmUp"/>).</summary>
+    private static readonly Lazy<Task> DeltaWarmUp = new(() => Task.Run(DeltaEncoder.WarmUp));
+
+    private readonly DeltaPageCache? _deltaCache;
+    private PageRouting? _routing; // set when the target took delta pages
     private string? _key;
 
+    /// <param name="controlCalls">
+    /// Sees every control call (tests play an older target by editing its replies); null in production.
+    /// </param>
     public GrpcMigrationTransport(GuestRam ram, TransportOptions options, BandwidthLimiter limiter,
-        TransferCounters counters)
+        TransferCounters counters, Interceptor? controlCalls = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         _target = options.Target;
@@ -34,8 +43,16 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         _limiter = limiter;
         _counters = counters;
         _control = PageChannel.CreateGrpcChannel(_target, options.Security);
-        _client = new MigrationClient(_control);
+        _client = controlCalls is null
+            ? new MigrationClient(_control)
+            : new MigrationClient(_control.Intercept(controlCalls));
+        // A cache larger than the guest would hold nothing more.
+        _deltaCache = options.DeltaCacheBytes > 0
+            ? new DeltaPageCache(Math.Min(options.DeltaCacheBytes, ram.SizeBytes))
+            : null;
     }
+
+    public DeltaPageCache? DeltaCache => _deltaCache;
 
     /// <summary>
     /// Asks the target for its state before anything else happens: a clear error now (unreachable, refused, or busy
@@ -53,6 +70,8 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     /// <remarks>
     /// The key is proposed here, so it is known before the reply: a Begin whose reply is lost (its deadline, a cancel)
     /// can still be cancelled with it. A target that ignores the proposal answers with its own, which then counts.
+    /// Delta pages are offered here when the options ask for them, and used only if the target lists them in its reply
+    /// (an older target ignores the offer and gets whole pages).
     /// </remarks>
     public async Task<BeginReply> BeginAsync(BeginRequest request, CancellationToken ct)
     {
@@ -63,15 +82,29 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         }
 
         _key = request.MigrationKey;
+        if (_deltaCache is not null && !request.Features.Contains(WireNames.DeltaPagesFeature))
+        {
+            request.Features.Add(WireNames.DeltaPagesFeature);
+        }
+
         var reply = await TransportFailures.Call(async () => await _client.BeginAsync(request,
             Headers(_options.Security, null), Deadline(_options.ControlCallTimeout), ct)).ConfigureAwait(false);
         _key = reply.MigrationKey;
+        if (_deltaCache is not null && reply.Features.Contains(WireNames.DeltaPagesFeature))
+        {
+            _routing = new PageRouting();
+            _counters.DeltaCache = _deltaCache;
+            _ = DeltaWarmUp.Value; // round 0 sends no delta: by the first resend the encoder's code is compiled
+        }
+
         return reply;
     }
 
     public IPageSink OpenChannel(string migrationId, CancellationToken streamToken) =>
         PageChannel.Open(_ram, _options, migrationId, Headers(_options.Security, _key), _limiter, _counters,
-            streamToken);
+            streamToken,
+            _routing is null ? null : new DeltaEncoder(_deltaCache!, _routing.Count, StandardDeltaDefences.Instance),
+            _routing);
 
     public Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct) =>
         TransportFailures.Call(async () =>
@@ -127,6 +160,7 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     public ValueTask DisposeAsync()
     {
         _control.Dispose();
+        _deltaCache?.Dispose(); // the channels are closed: their encoders are done with it
         return ValueTask.CompletedTask;
     }
 

@@ -47,6 +47,12 @@ internal interface IMigrationTransport : IAsyncDisposable
     /// throws for that); else its answer, whose outcome says where the migration stands.
     /// </summary>
     Task<CancelReply?> CancelAsync(string migrationId, string reason);
+
+    /// <summary>
+    /// The cache delta pages are encoded against, when the options ask for deltas (whether the target takes them or
+    /// not); null otherwise. <see cref="DeltaPageCache.Resize"/> is safe while pages are being sent.
+    /// </summary>
+    DeltaPageCache? DeltaCache => null;
 }
 
 /// <summary>One channel: page lists go in, in order; a barrier completes when everything before it is on the wire.</summary>

@@ -49,7 +49,7 @@ public static class PageBatchWire
         if (pfns.Length > 0)
         {
             total += 1 + VarintLength((uint)pfnBytes) + pfnBytes;
-            total += 1 + VarintLength((uint)kinds.Length) + kinds.Length; // encodings 0..2 are one byte each
+            total += 1 + VarintLength((uint)kinds.Length) + kinds.Length; // encodings 0..3 are one byte each
             total += 1 + VarintLength((uint)lengthBytes) + lengthBytes;
         }
 
@@ -365,7 +365,7 @@ public sealed class ReceivedBatch
 
                 Grow(ref _kinds, _kindCount);
                 // unknown encodings are rejected per page
-                _kinds[_kindCount++] = value > 2 ? byte.MaxValue : (byte)value;
+                _kinds[_kindCount++] = value > (ulong)PageEncodingKind.Delta ? byte.MaxValue : (byte)value;
                 return null;
             default:
                 if (_lengthCount == PageBatchWire.MaxPagesPerBatch)

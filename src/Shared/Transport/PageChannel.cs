@@ -39,13 +39,14 @@ internal sealed class PageChannel : IPageSink
     private readonly BandwidthLimiter _limiter;
     private readonly TransferCounters _counters;
     private readonly OutgoingBatch _batch;
+    private readonly PageRouting? _routing;
     private readonly Task _worker;
 
     private readonly Metadata _headers;
 
     private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call,
         Metadata headers, GuestRam ram, bool compress, int pagesPerBatch, BandwidthLimiter limiter,
-        TransferCounters counters)
+        TransferCounters counters, DeltaEncoder? delta, PageRouting? routing)
     {
         _grpc = grpc;
         _call = call;
@@ -53,7 +54,8 @@ internal sealed class PageChannel : IPageSink
         _compress = compress;
         _limiter = limiter;
         _counters = counters;
-        _batch = new OutgoingBatch(ram, pagesPerBatch);
+        _batch = new OutgoingBatch(ram, pagesPerBatch, delta);
+        _routing = routing;
         _worker = Task.Run(RunAsync);
     }
 
@@ -80,8 +82,11 @@ internal sealed class PageChannel : IPageSink
             DisposeHttpClient = true,
         });
 
+    /// <param name="delta">This channel's delta encoder when the target takes delta pages; else null.</param>
+    /// <param name="routing">With deltas, the channels by the pages they own (this one joins it); else null.</param>
     public static PageChannel Open(GuestRam ram, TransportOptions options, string migrationId, Metadata headers,
-        BandwidthLimiter limiter, TransferCounters counters, CancellationToken ct)
+        BandwidthLimiter limiter, TransferCounters counters, CancellationToken ct, DeltaEncoder? delta = null,
+        PageRouting? routing = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(headers);
@@ -89,11 +94,21 @@ internal sealed class PageChannel : IPageSink
         headers.Add(WireNames.MigrationIdHeader, migrationId);
         var call = grpc.CreateCallInvoker().AsyncClientStreamingCall(SendPagesMethod, null,
             new CallOptions(headers, cancellationToken: ct));
-        return new PageChannel(grpc, call, headers, ram, options.Compression == Compression.Lz4, options.PagesPerBatch,
-            limiter, counters);
+        var channel = new PageChannel(grpc, call, headers, ram, options.Compression == Compression.Lz4,
+            options.PagesPerBatch, limiter, counters, delta, routing);
+        routing?.Add(channel);
+        return channel;
     }
 
-    public async ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct)
+    /// <remarks>
+    /// With delta pages the list is split among the channels by the pages they own (<see cref="PageRouting"/>), so a
+    /// page always travels on the same channel and its deltas find their base there.
+    /// </remarks>
+    public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct) =>
+        _routing is { Count: > 1 } routing ? routing.ScatterAsync(item, ct) : EnqueueOwnAsync(item, ct);
+
+    /// <summary>Queues <paramref name="item"/> on this channel itself.</summary>
+    internal async ValueTask EnqueueOwnAsync(PageWorkItem item, CancellationToken ct)
     {
         try
         {
@@ -163,13 +178,13 @@ internal sealed class PageChannel : IPageSink
 
                 try
                 {
-                    var (zero, raw, lz4) = _batch.Encode(item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
+                    var tally = _batch.Encode(item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
                     long bytes = _batch.MessageLength + 5; // + gRPC message header
                     await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
                     // The batch's buffers are reused only after WriteAsync returns, by which time it has been
                     // serialised.
                     await TransportFailures.Call(() => _call.RequestStream.WriteAsync(_batch)).ConfigureAwait(false);
-                    _counters.Add(bytes, zero, raw, lz4);
+                    _counters.Add(bytes, tally);
                 }
                 finally
                 {

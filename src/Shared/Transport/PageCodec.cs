@@ -9,6 +9,9 @@ public enum PageEncodingKind
     Zero = 0,
     Raw = 1,
     Lz4 = 2,
+
+    /// <summary>A delta against the copy the target holds (<see cref="DeltaPayload"/>, <see cref="Xbzrle"/>).</summary>
+    Delta = 3,
 }
 
 /// <summary>
@@ -101,6 +104,9 @@ public static class PageCodec
                 return n == PageGeometry.PageSize
                     ? null
                     : Bad($"LZ4 payload is corrupt (decoded to {n} bytes, expected {PageGeometry.PageSize})");
+            case PageEncodingKind.Delta:
+                // Only the receiver can decode one: it must first check that the page holds the delta's base.
+                return Bad("a delta page is decoded against its base (the receiver's job)");
             default:
                 return Bad($"unknown page encoding {(int)kind}");
         }

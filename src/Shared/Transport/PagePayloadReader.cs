@@ -24,6 +24,9 @@ public ref struct PagePayloadReader
         _scratch = scratch;
     }
 
+    /// <summary>Passes over the next <paramref name="length"/> bytes without reading them.</summary>
+    public void Skip(int length) => _reader.Advance(length);
+
     /// <summary>The next <paramref name="length"/> bytes (the caller checked the lengths add up to the payload).</summary>
     public ReadOnlySpan<byte> Next(int length)
     {

@@ -29,4 +29,9 @@ public sealed record TransportOptions
 
     /// <summary>Pages per message on a channel.</summary>
     public required int PagesPerBatch { get; init; }
+
+    /// <summary>
+    /// Bytes of the delta-page cache (<see cref="DeltaPageCache"/>); 0: no delta pages, and the feature is not offered.
+    /// </summary>
+    public long DeltaCacheBytes { get; init; }
 }

@@ -29,6 +29,10 @@ internal static class MigrateCommand
         var channels = CliOptions.WholeNumber("--channels", "Parallel channels (HTTP/2 connections)", Defaults.Channels,
             1, 64);
         var compress = CliOptions.Choice("--compress", "Page compression", Defaults.Compression);
+        var deltaCache = CliOptions.WholeNumber("--delta-cache-mib",
+            "Delta pages (XBZRLE): MiB of the cache of sent pages, e.g. 256; a page sent again goes as a delta " +
+            "against its cached copy when that is smaller (0: off)", (int)(Defaults.DeltaCacheBytes >> 20), 0,
+            (int)(Shared.Transport.DeltaPageCache.MaxBytes >> 20));
         var maxRounds = CliOptions.WholeNumber("--max-rounds", "Fail as not converging after this many rounds",
             Defaults.MaxRounds, 1, 1_000_000);
         var timeout = CliOptions.Number("--timeout-seconds", "Fail if precopy takes longer",
@@ -68,9 +72,9 @@ internal static class MigrateCommand
 
         var command = new Command("migrate", "Boot a guest and migrate it to a running target.")
         {
-            target, warmup, downtime, bandwidth, channels, compress, maxRounds, timeout, hints, skipBallooned,
-            skipDiscarded, awaitReporting, resumeFirst, allowUnsafe, report, balloon, logLevel, completeTimeout,
-            handoverWindow, stallTimeout,
+            target, warmup, downtime, bandwidth, channels, compress, deltaCache, maxRounds, timeout, hints,
+            skipBallooned, skipDiscarded, awaitReporting, resumeFirst, allowUnsafe, report, balloon, logLevel,
+            completeTimeout, handoverWindow, stallTimeout,
         };
         foreach (var option in guest.All.Concat(security.All).Concat(convergence.All))
         {
@@ -98,6 +102,7 @@ internal static class MigrateCommand
                     MaxBandwidthBytesPerSecond = parse.GetValue(bandwidth)?.BytesPerSecond,
                     Channels = parse.GetValue(channels),
                     Compression = parse.GetValue(compress),
+                    DeltaCacheBytes = (long)parse.GetValue(deltaCache) << 20,
                     MaxRounds = parse.GetValue(maxRounds),
                     Timeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
                     Hints = parse.GetValue(hints) == OnOff.On,

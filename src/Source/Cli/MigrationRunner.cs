@@ -188,11 +188,18 @@ internal static class MigrationRunner
                     $"{r.Convergence.ParameterChanges} settings changes")),
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
             ("pages", $"sent as data {r.Transfer.PagesNormal + r.Transfer.PagesCompressed:N0} " +
-                $"({r.Transfer.PagesCompressed:N0} lz4), sent as zero {r.Transfer.PagesZero:N0}, " +
+                $"({r.Transfer.PagesCompressed:N0} lz4), sent as delta {r.Transfer.PagesDelta:N0}, " +
+                $"sent as zero {r.Transfer.PagesZero:N0}, " +
                 $"skipped by hint {r.Transfer.PagesSkippedByHints:N0}, " +
                 $"skipped as discarded {r.Transfer.PagesSkippedAsDiscarded:N0}, " +
                 $"skipped as ballooned {r.Transfer.PagesSkippedAsBallooned:N0}"),
             ("throughput", string.Create(inv, $"{r.Transfer.ThroughputMBps:F1} MB/s")),
+            ("deltas", r.Transfer.Delta is not { } d
+                ? (r.Config.TryGetValue("deltaCacheBytes", out var asked) && asked is > 0L
+                    ? "not taken by the target"
+                    : "off")
+                : $"{d.Hits:N0} hits, {d.Misses:N0} misses, {d.Overflows:N0} overflows, " +
+                    $"{d.BytesSaved:N0} bytes saved; cache {d.CacheBytes >> 20:N0} MiB"),
             ("hints", r.Hints is not { } h
                 ? "off"
                 : $"{r.Transfer.PagesSkippedByHints:N0} pages skipped; {h.CommandIdsIssued} command ids, " +

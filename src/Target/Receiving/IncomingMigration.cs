@@ -19,6 +19,10 @@ namespace Migration.Target.Receiving;
 /// Race R11 (parallel channels deliver an older copy after a newer one): each page remembers the round of the copy it
 /// holds, and a copy from an older round is dropped. The check and the copy happen under a per-page stripe lock, so
 /// two channels writing the same page cannot interleave.
+/// Delta pages use the same round tags and nothing else: a delta names the round of the copy it was encoded against,
+/// and is decoded in place onto the page only if that is exactly the copy held (received earlier in this migration,
+/// whole or as a delta). A delta for a page never received, against another copy, or that does not decode to one page
+/// fails the migration, and nothing of its batch is written (<see cref="CheckDeltas"/>).
 /// </remarks>
 internal sealed class IncomingMigration : IDisposable
 {
@@ -35,6 +39,7 @@ internal sealed class IncomingMigration : IDisposable
     private long _pagesReceived;
     private long _pagesApplied;
     private long _bytesReceived;
+    private long _pagesDelta;
     private int _openStreams;
     private int _maxRound;
     private GuestRam? _ram;
@@ -84,6 +89,12 @@ internal sealed class IncomingMigration : IDisposable
 
     /// <summary>The wire version the source declared at Begin (ProtocolVersions): how its completion is read.</summary>
     public uint ProtocolVersion { get; init; } = ProtocolVersions.Current;
+
+    /// <summary>The source offered delta pages at Begin (and this target took them): it may send deltas.</summary>
+    public bool DeltaPages { get; init; }
+
+    /// <summary>Pages received as a delta and decoded onto their base.</summary>
+    public long PagesDelta => Interlocked.Read(ref _pagesDelta);
 
     public MigrationOwner Owner { get; }
 
@@ -242,8 +253,14 @@ internal sealed class IncomingMigration : IDisposable
 
         uint tag = batch.Round + 1;
         Span<byte> scratch = stackalloc byte[PageCodec.MaxEncodedLength];
+        if (kinds.Contains((byte)PageEncodingKind.Delta))
+        {
+            CheckDeltas(batch, scratch); // before anything of the batch is written
+        }
+
         var payload = new PagePayloadReader(batch.Payload, scratch);
         long applied = 0;
+        long deltas = 0;
         for (int i = 0; i < n; i++)
         {
             long pfn = (long)pfns[i];
@@ -257,7 +274,28 @@ internal sealed class IncomingMigration : IDisposable
                     continue; // an older copy arriving late on another channel (R11)
                 }
 
-                if (kind == PageEncodingKind.Zero && held == 0)
+                if (kind == PageEncodingKind.Delta)
+                {
+                    // Checked before the batch was applied; checked again here, under the lock, in case another
+                    // stream wrote the page since (no correct source does: a page's deltas follow its base on one
+                    // channel).
+                    _ = DeltaPayload.Read(data, out uint baseRound, out int runs);
+                    if (BaseProblem(pfn, baseRound, held) is { } problem)
+                    {
+                        throw RpcErrors.InvalidArgument(problem);
+                    }
+
+                    var page = ram.Page(pfn);
+                    if (Xbzrle.Apply(data[runs..], page) is { } bad)
+                    {
+                        throw RpcErrors.InvalidArgument($"delta for page {pfn} does not decode to one page: {bad}");
+                    }
+
+                    _digests[pfn] = PageDigests.Hash(page, pfn);
+                    _digestKnown[pfn] = 1;
+                    deltas++;
+                }
+                else if (kind == PageEncodingKind.Zero && held == 0)
                 {
                     // Fresh RAM already reads as zero; not touching it keeps untouched guest memory unallocated.
                     if (!data.IsEmpty)
@@ -293,6 +331,7 @@ internal sealed class IncomingMigration : IDisposable
         Interlocked.Increment(ref _batches);
         Interlocked.Add(ref _pagesReceived, n);
         Interlocked.Add(ref _pagesApplied, applied);
+        Interlocked.Add(ref _pagesDelta, deltas);
         Interlocked.Add(ref _bytesReceived, batch.PayloadLength);
         _metrics?.PagesReceived.Add(n);
         _metrics?.BytesReceived.Add(batch.PayloadLength);
@@ -305,6 +344,75 @@ internal sealed class IncomingMigration : IDisposable
 
         return (n, applied);
     }
+
+    /// <summary>
+    /// Checks every delta of <paramref name="batch"/> before any of its pages is written: that this migration offered
+    /// deltas, that each reads (its base round, then runs that decode to one page), names an older round than its own,
+    /// and applies to the copy held now, unless a newer copy already superseded it (then it is dropped, R11). Throws
+    /// an InvalidArgument <see cref="RpcException"/> naming the page.
+    /// </summary>
+    private void CheckDeltas(ReceivedBatch batch, Span<byte> scratch)
+    {
+        ReadOnlySpan<ulong> pfns = batch.Pfns;
+        ReadOnlySpan<byte> kinds = batch.Kinds;
+        ReadOnlySpan<uint> lengths = batch.Lengths;
+        uint tag = batch.Round + 1;
+        var payload = new PagePayloadReader(batch.Payload, scratch);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            if (kinds[i] != (byte)PageEncodingKind.Delta)
+            {
+                payload.Skip((int)lengths[i]);
+                continue;
+            }
+
+            long pfn = (long)pfns[i];
+            if (!DeltaPages)
+            {
+                throw RpcErrors.InvalidArgument(
+                    $"page {pfn} is a delta, but this migration did not offer delta pages at Begin");
+            }
+
+            ReadOnlySpan<byte> data = payload.Next((int)lengths[i]);
+            if (DeltaPayload.Read(data, out uint baseRound, out int runs) is { } unreadable)
+            {
+                throw RpcErrors.InvalidArgument($"delta for page {pfn}: {unreadable}");
+            }
+
+            if (baseRound >= batch.Round)
+            {
+                throw RpcErrors.InvalidArgument($"delta for page {pfn} names round {baseRound} as its base, " +
+                    $"which is not older than its own round {batch.Round}");
+            }
+
+            if (Xbzrle.Validate(data[runs..], PageGeometry.PageSize) is { } bad)
+            {
+                throw RpcErrors.InvalidArgument($"delta for page {pfn} does not decode to one page: {bad}");
+            }
+
+            uint held;
+            lock (_stripes[pfn & (StripeCount - 1)])
+            {
+                held = _pageRound[pfn];
+            }
+
+            if (tag >= held && BaseProblem(pfn, baseRound, held) is { } problem)
+            {
+                throw RpcErrors.InvalidArgument(problem);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Why a delta against the copy of <paramref name="baseRound"/> cannot apply to the copy held; null if it can.
+    /// </summary>
+    private static string? BaseProblem(long pfn, uint baseRound, uint held) =>
+        held == 0
+            ? $"delta for page {pfn}, which this target has not received"
+            : held != baseRound + 1
+                ? $"delta for page {pfn} against its round-{baseRound} copy, but this target holds " +
+                    $"the copy of round {held - 1}"
+                : null;
 
     /// <summary>
     /// The digest list of the received guest (<see cref="PageDigests"/>): digests taken as pages were written, the rest

@@ -123,6 +123,7 @@ internal sealed partial class IncomingMigrations : IDisposable
                     ram ?? GuestRam.Allocate(config.RamBytes), _time, _metrics)
                 {
                     ProtocolVersion = ProtocolVersions.Declared(request.ProtocolVersion),
+                    DeltaPages = request.Features.Contains(WireNames.DeltaPagesFeature),
                 };
             }
             catch (OutOfMemoryException ex)
@@ -153,7 +154,11 @@ internal sealed partial class IncomingMigrations : IDisposable
             MaxMessageBytes = (uint)_options.MaxMessageBytes,
             MaxPageBatchBytes = (uint)_options.MaxPageMessageBytes,
             ProtocolVersion = begun.ProtocolVersion,
-            Features = { WireNames.Lz4Feature, WireNames.RoundTagsFeature, WireNames.ResumeFirstFeature },
+            Features =
+            {
+                WireNames.Lz4Feature, WireNames.RoundTagsFeature, WireNames.ResumeFirstFeature,
+                WireNames.DeltaPagesFeature,
+            },
             MigrationKey = owner.Key,
             InstanceId = InstanceId,
         };

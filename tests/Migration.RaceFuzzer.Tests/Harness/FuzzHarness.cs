@@ -8,6 +8,7 @@ using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
+using Migration.Shared.Transport;
 using Migration.TestSupport;
 
 namespace Migration.RaceFuzzer.Tests.Harness;
@@ -89,6 +90,10 @@ public static class FuzzHarness
 
             InMemoryTarget? target = null;
             int minRounds = _random.Next(3, 11);
+            // Drawn after every draw the other profiles make, so their schedules are those their seeds were found in.
+            DeltaPageCache? deltas = _profile == FuzzProfile.Deltas
+                ? new DeltaPageCache((long)PageGeometry.PageSize * DeltaPageCache.Ways << _random.Next(0, 9))
+                : null;
             var options = new MigrationOptions
             {
                 Target = new Uri("http://in-memory"),
@@ -106,7 +111,8 @@ public static class FuzzHarness
             var engineSeams = EngineSeams.Production with
             {
                 Transport = (source, counters) => target = new InMemoryTarget(source, counters,
-                    _mutant?.OrdersChannels ?? true, targetGuest)
+                    _mutant?.OrdersChannels ?? true, targetGuest, deltas,
+                    _mutant?.DeltaDefences(StandardDeltaDefences.Instance) ?? StandardDeltaDefences.Instance)
                 {
                     PageQueued = _clock.Queued,
                     PageRead = _clock.Read,
@@ -130,6 +136,10 @@ public static class FuzzHarness
             else if (_profile == FuzzProfile.Reporting)
             {
                 AddBalloonDevice(scheduler, vm, [BalloonVq.Reporting]);
+            }
+            else if (deltas is not null)
+            {
+                AddDeltaCacheHost(scheduler, deltas);
             }
 
             scheduler.Add("migration", () =>
@@ -222,7 +232,8 @@ public static class FuzzHarness
                 DirtyLogMode = manual ? DirtyLogMode.Manual : DirtyLogMode.Eager,
                 ClearChunkPages = 256,
                 WaitOnAck = profile is FuzzProfile.EagerWaitOnAck or FuzzProfile.ManualWaitOnAck
-                    or FuzzProfile.Balloon or FuzzProfile.Reporting or FuzzProfile.Throttled,
+                    or FuzzProfile.Balloon or FuzzProfile.Reporting or FuzzProfile.Throttled
+                    or FuzzProfile.Deltas,
                 // Smaller hint blocks than Linux's 4 MiB: a 16 MiB guest then has dozens of them in flight, not three.
                 HintBlockOrder = profile == FuzzProfile.ManualNoAck ? 10 : _random.Next(4, 11),
                 Workload = new WorkloadOptions
@@ -382,6 +393,25 @@ public static class FuzzHarness
                     return !_done;
                 },
                 ready: () => _done || midStep || (vm.Balloon.Queued > 0 && scheduler.Steps >= wakesAt));
+        }
+
+        /// <summary>
+        /// The management API's live parameter: now and then the host resizes the delta cache (to nothing, to one set,
+        /// up to 4 MiB) while the channels encode; the cache keeps what fits and the migration goes on.
+        /// </summary>
+        private void AddDeltaCacheHost(SeededScheduler scheduler, DeltaPageCache cache)
+        {
+            double rate = _random.NextDouble() * 0.002;
+            scheduler.Add("delta cache host", () =>
+            {
+                if (_random.NextDouble() < rate)
+                {
+                    cache.Resize(_random.Next(4) == 0 ? 0 : (long)PageGeometry.PageSize * DeltaPageCache.Ways
+                        << _random.Next(0, 9));
+                }
+
+                return !_done;
+            });
         }
 
         /// <summary>

@@ -35,4 +35,12 @@ public enum FuzzProfile
     /// drawn share, or each under a drawn dirty-rate ceiling (rule C1's races).
     /// </summary>
     Throttled,
+
+    /// <summary>
+    /// Eager log and wait-on-ack hinting, with delta pages: each channel encodes through the production encoder and a
+    /// shared cache of a drawn size (16 KiB to 4 MiB of a 16 MiB guest, so entries are evicted), a host actor resizes
+    /// the cache now and then while channels encode, and a channel's barrier completes once it has encoded its queue,
+    /// with its last batch possibly still undelivered, as a real channel's does (R25, R26).
+    /// </summary>
+    Deltas,
 }

@@ -13,8 +13,15 @@ namespace Migration.RaceFuzzer.Tests.Harness;
 /// invariant check of the README's "Correctness invariant" against the stopped source.
 /// </summary>
 /// <remarks>
-/// <c>ordersChannels</c> false is R11's mutant: the per-round barrier completes at once and the target ignores round
-/// tags. <c>targetGuest</c> are the seams the rebuilt guest boots with (R12's mutant breaks its driver too).
+/// <para><c>ordersChannels</c> false is R11's mutant: the per-round barrier completes at once and the target ignores
+/// round tags. <c>targetGuest</c> are the seams the rebuilt guest boots with (R12's mutant breaks its driver
+/// too).</para>
+/// <para>With <c>deltas</c> (the Deltas profile) each channel encodes through the production
+/// <see cref="DeltaEncoder"/> and the shared cache (the engine's batches go round-robin here, with no routing by page,
+/// so pages move between channels and the rule that a delta stays on its base's channel is exercised), and the target
+/// applies a delta only onto the copy of the round it names, as the real one does; any other delta is a violation.
+/// The barrier then completes once a channel has read (encoded) everything queued, while its last batch may still be
+/// undelivered, as a real channel's barrier completes once its batches are written into the stream, not applied.</para>
 /// </remarks>
 internal sealed class InMemoryTarget : IMigrationTransport
 {
@@ -25,8 +32,12 @@ internal sealed class InMemoryTarget : IMigrationTransport
     private readonly List<Sink> _sinks = [];
     private readonly byte[] _ram;
     private readonly uint[] _roundTag;
+    private readonly DeltaPageCache? _deltas;
+    private readonly IDeltaDefences _deltaDefences;
+    private int _deltasRefused;
 
-    public InMemoryTarget(VirtualMachine source, TransferCounters counters, bool ordersChannels, GuestSeams targetGuest)
+    public InMemoryTarget(VirtualMachine source, TransferCounters counters, bool ordersChannels, GuestSeams targetGuest,
+        DeltaPageCache? deltas = null, IDeltaDefences? deltaDefences = null)
     {
         _source = source;
         _ordersChannels = ordersChannels;
@@ -34,7 +45,15 @@ internal sealed class InMemoryTarget : IMigrationTransport
         _counters = counters;
         _ram = new byte[source.Ram.SizeBytes];
         _roundTag = new uint[source.Ram.PageCount];
+        _deltas = deltas;
+        _deltaDefences = deltaDefences ?? StandardDeltaDefences.Instance;
+        if (deltas is not null)
+        {
+            counters.DeltaCache = deltas;
+        }
     }
+
+    public DeltaPageCache? DeltaCache => _deltas;
 
     public IReadOnlyList<Sink> Sinks => _sinks;
 
@@ -56,7 +75,7 @@ internal sealed class InMemoryTarget : IMigrationTransport
 
     public IPageSink OpenChannel(string migrationId, CancellationToken streamToken)
     {
-        var sink = new Sink(this);
+        var sink = new Sink(this, _deltas is null ? null : new DeltaEncoder(_deltas, _sinks.Count, _deltaDefences));
         _sinks.Add(sink);
         return sink;
     }
@@ -86,7 +105,11 @@ internal sealed class InMemoryTarget : IMigrationTransport
     public Task<CancelReply?> CancelAsync(string migrationId, string reason) =>
         Task.FromResult<CancelReply?>(new CancelReply { Cancelled = true, Outcome = MigrationOutcome.Discarded });
 
-    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    public ValueTask DisposeAsync()
+    {
+        _deltas?.Dispose();
+        return ValueTask.CompletedTask;
+    }
 
     /// <summary>
     /// The stopped source guest passes its own self-check (every stamped page intact); every page it does not
@@ -96,6 +119,11 @@ internal sealed class InMemoryTarget : IMigrationTransport
     /// </summary>
     private void Check(CompleteRequest request)
     {
+        if (_deltasRefused > 1)
+        {
+            Violations.Add($"{_deltasRefused} deltas in all named a copy the target did not hold");
+        }
+
         // The stopped source guest itself: a discard of a page the guest owns (a balloon race) zeroes its data at the
         // source, and the comparison below would find the same zeroes on both sides.
         var sourceCheck = _source.Kernel.SelfCheck();
@@ -165,12 +193,13 @@ internal sealed class InMemoryTarget : IMigrationTransport
     /// One channel: the engine enqueues page lists; the channel's actor reads a list from source RAM (as the real
     /// worker encodes it) in one step and applies it to target RAM in a later step.
     /// </summary>
-    internal sealed class Sink(InMemoryTarget owner) : IPageSink
+    internal sealed class Sink(InMemoryTarget owner, DeltaEncoder? delta) : IPageSink
     {
         private readonly Queue<PageWorkItem> _queue = new();
         private (long[] Pfns, byte[] Data, uint Round)? _inFlight;
+        private (long[] Pfns, PageEncodingKind[] Kinds, byte[][] Payloads, uint Round)? _inFlightEncoded;
 
-        public bool Idle => _queue.Count == 0 && _inFlight is null;
+        public bool Idle => _queue.Count == 0 && _inFlight is null && _inFlightEncoded is null;
 
         public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct)
         {
@@ -190,7 +219,7 @@ internal sealed class InMemoryTarget : IMigrationTransport
         {
             if (owner._ordersChannels)
             {
-                owner._source.Scheduling.WaitUntil(() => Idle);
+                owner._source.Scheduling.WaitUntil(() => delta is null ? Idle : _queue.Count == 0);
             }
 
             return Task.CompletedTask;
@@ -209,6 +238,11 @@ internal sealed class InMemoryTarget : IMigrationTransport
         /// </summary>
         public bool Step()
         {
+            if (delta is not null)
+            {
+                return StepEncoded(delta);
+            }
+
             if (_inFlight is var (pfns, data, round))
             {
                 _inFlight = null;
@@ -246,6 +280,90 @@ internal sealed class InMemoryTarget : IMigrationTransport
             System.Buffers.ArrayPool<long>.Shared.Return(item.Pfns);
             owner._counters.Add(copy.Length, 0, list.Length, 0);
             _inFlight = (list, copy, item.Round);
+            return true;
+        }
+
+        /// <summary>
+        /// <see cref="Step"/> with delta pages: read and encode a list through the production encoder in one step,
+        /// deliver it in a later one; a delta is applied only onto the copy of the round it names.
+        /// </summary>
+        private bool StepEncoded(DeltaEncoder encoder)
+        {
+            if (_inFlightEncoded is var (pfns, kinds, payloads, round))
+            {
+                _inFlightEncoded = null;
+                uint tag = round + 1;
+                for (int i = 0; i < pfns.Length; i++)
+                {
+                    long p = pfns[i];
+                    uint held = owner._roundTag[p];
+                    if (tag < held)
+                    {
+                        continue; // an older copy arriving late (R11)
+                    }
+
+                    var page = owner._ram.AsSpan((int)(p * PageGeometry.PageSize), PageGeometry.PageSize);
+                    if (kinds[i] == PageEncodingKind.Delta)
+                    {
+                        _ = DeltaPayload.Read(payloads[i], out uint baseRound, out int runs);
+                        if (held != baseRound + 1)
+                        {
+                            // The real target fails the migration at the first; the rest are counted.
+                            if (owner._deltasRefused++ == 0)
+                            {
+                                string holds = held == 0 ? "no copy" : $"the copy of round {held - 1}";
+                                owner.Violations.Add($"round {round}: a delta for page {p} against its " +
+                                    $"round-{baseRound} copy, but the target holds {holds}");
+                            }
+
+                            continue;
+                        }
+
+                        if (Xbzrle.Apply(payloads[i].AsSpan(runs), page) is { } bad)
+                        {
+                            owner.Violations.Add($"round {round}: a delta for page {p} does not decode: {bad}");
+                            continue;
+                        }
+                    }
+                    else if (PageCodec.Decode(kinds[i], payloads[i], page) is { } error)
+                    {
+                        owner.Violations.Add($"round {round}: page {p}: {error}");
+                        continue;
+                    }
+
+                    owner._roundTag[p] = tag;
+                }
+
+                return true;
+            }
+
+            if (!_queue.TryDequeue(out var item))
+            {
+                return false;
+            }
+
+            var list = item.Pfns.AsSpan(0, item.Count).ToArray();
+            var encodings = new PageEncodingKind[list.Length];
+            var encoded = new byte[list.Length][];
+            var slot = new byte[PageCodec.MaxEncodedLength];
+            var tally = new PageTally();
+            long bytes = 0;
+            using (var lease = encoder.Enter())
+            {
+                for (int i = 0; i < list.Length; i++)
+                {
+                    owner._source.Ram.Page(list[i]).CopyTo(slot); // read once, as the real channel does
+                    owner.PageRead?.Invoke(list[i]);
+                    var (kind, length) = encoder.Encode(lease, list[i], item.Round, slot, false, ref tally);
+                    encodings[i] = kind;
+                    encoded[i] = slot[..length];
+                    bytes += length;
+                }
+            }
+
+            System.Buffers.ArrayPool<long>.Shared.Return(item.Pfns);
+            owner._counters.Add(bytes, tally);
+            _inFlightEncoded = (list, encodings, encoded, item.Round);
             return true;
         }
 

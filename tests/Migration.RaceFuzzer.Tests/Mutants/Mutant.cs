@@ -1,6 +1,7 @@
 using Migration.RaceFuzzer.Tests.Harness;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
+using Migration.Shared.Transport;
 
 namespace Migration.RaceFuzzer.Tests.Mutants;
 
@@ -12,7 +13,7 @@ namespace Migration.RaceFuzzer.Tests.Mutants;
 public abstract class Mutant
 {
     /// <summary>
-    /// Every mutant, in catalogue order (R1..R24; R19, the stats buffer, and R23, a discard during a migration, have
+    /// Every mutant, in catalogue order (R1..R26; R19, the stats buffer, and R23, a discard during a migration, have
     /// scripted tests).
     /// </summary>
     public static IReadOnlyList<Mutant> All { get; } =
@@ -39,9 +40,11 @@ public abstract class Mutant
         new R21DiscardPoisoned(),
         new R22SkipReusedDiscard(),
         new R24ThrottleInsideStore(),
+        new R25StaleCachedCopy(),
+        new R26DeltaOnAnotherChannel(),
     ];
 
-    /// <summary>The race's id in the catalogue (R1..R24).</summary>
+    /// <summary>The race's id in the catalogue (R1..R26).</summary>
     public abstract string Race { get; }
 
     /// <summary>The guest and device configuration the mutant is fuzzed in (where its race can happen).</summary>
@@ -54,6 +57,9 @@ public abstract class Mutant
 
     /// <summary>R5: the engine is allowed what it refuses (manual mode without wait-on-ack).</summary>
     public virtual bool AllowUnsafe => false;
+
+    /// <summary>R25, R26: the delta encoder's rules (the Deltas profile's channels encode through them).</summary>
+    internal virtual IDeltaDefences DeltaDefences(IDeltaDefences defences) => defences;
 
     /// <summary>R11: the engine's per-round barrier and the target's round tags.</summary>
     public virtual bool OrdersChannels => true;

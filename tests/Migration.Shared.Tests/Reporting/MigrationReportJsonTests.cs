@@ -59,8 +59,8 @@ public sealed class MigrationReportJsonTests
 
         var json = JsonNode.Parse(report.ToJson())!.AsObject();
         Assert.Equal(
-            "{'bytesOnWire':0,'pagesNormal':0,'pagesZero':0,'pagesCompressed':0,'pagesSkippedByHints':6," +
-            "'pagesSkippedAsBallooned':17,'pagesSkippedAsDiscarded':22,'throughputMBps':0}",
+            "{'bytesOnWire':0,'pagesNormal':0,'pagesZero':0,'pagesCompressed':0,'pagesDelta':0," +
+            "'pagesSkippedByHints':6,'pagesSkippedAsBallooned':17,'pagesSkippedAsDiscarded':22,'throughputMBps':0}",
             Section(json, "transfer"));
         Assert.Equal(
             "{'waitOnAck':true,'cmdIds':2,'blocksReceived':3,'blocksApplied':4,'blocksDroppedStale':5," +
@@ -77,6 +77,29 @@ public sealed class MigrationReportJsonTests
             Section(json, "reporting"));
         Assert.Equal(["verification", "hints", "balloon", "reporting"],
             json.Select(p => p.Key).SkipWhile(k => k != "verification"));
+    }
+
+    [Fact]
+    public void DeltaPages_AreCountedInTransfer_WithTheCachesSectionLast()
+    {
+        var report = new MigrationReport();
+        report.Transfer.PagesDelta = 5;
+        report.Transfer.Delta = new MigrationReport.DeltaSection
+        {
+            CacheBytes = 64L << 20,
+            Hits = 5,
+            Misses = 6,
+            Overflows = 7,
+            BytesSaved = 8,
+        };
+
+        var json = JsonNode.Parse(report.ToJson())!.AsObject();
+        Assert.Equal(
+            "{'bytesOnWire':0,'pagesNormal':0,'pagesZero':0,'pagesCompressed':0,'pagesDelta':5," +
+            "'pagesSkippedByHints':0,'pagesSkippedAsBallooned':0,'pagesSkippedAsDiscarded':0,'throughputMBps':0," +
+            "'delta':{'cacheBytes':67108864,'hits':5,'misses':6,'overflows':7,'bytesSaved':8}}",
+            Section(json, "transfer"));
+        Assert.Equal(report.ToJson(), MigrationReport.FromJson(report.ToJson()).ToJson());
     }
 
     [Fact]

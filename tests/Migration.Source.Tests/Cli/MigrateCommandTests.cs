@@ -58,6 +58,9 @@ public sealed class MigrateCommandTests
     [InlineData("--max-bandwidth", "fast")]
     [InlineData("--poison", "0x1ff")]
     [InlineData("--seed", "-1")]
+    [InlineData("--delta-cache-mib", "-1")]
+    [InlineData("--delta-cache-mib", "64MiB")]   // a number of MiB, not a size with units
+    [InlineData("--delta-cache-mib", "2000000")] // above the 1 TiB a cache may hold
     public void BadValues_AreParseErrorsNamingTheOption(string option, string value)
     {
         var parse = Parse(option, value);
@@ -98,6 +101,7 @@ public sealed class MigrateCommandTests
         Assert.Equal(defaults.Channels, parse.GetValue<int>("--channels"));
         Assert.Equal(defaults.MaxRounds, parse.GetValue<int>("--max-rounds"));
         Assert.Equal(defaults.Compression, parse.GetValue<Compression>("--compress"));
+        Assert.Equal(defaults.DeltaCacheBytes, (long)parse.GetValue<int>("--delta-cache-mib") << 20);
         Assert.Equal(defaults.Hints ? OnOff.On : OnOff.Off, parse.GetValue<OnOff>("--hints"));
         Assert.Equal(new GuestConfig().DirtyLogMode, parse.GetValue<DirtyLogMode>("--dirty-log"));
     }
