@@ -13,7 +13,8 @@ namespace Migration.EndToEnd.Tests;
 
 /// <summary>
 /// Live parameters with real processes: a migration started through the management API on a slow link is given a
-/// faster link and auto-converge while it runs, and the report shows which settings each round ran with.
+/// faster link, auto-converge and a larger delta-page cache while it runs, and the report shows which settings each
+/// round ran with.
 /// </summary>
 public sealed class ConvergenceApiTests
 {
@@ -43,6 +44,7 @@ public sealed class ConvergenceApiTests
             MaxBandwidthBytesPerSecond = 16_000_000,
             MaxRounds = 1000,
             Convergence = new ConvergenceSettings { Converge = "none" },
+            DeltaCacheBytes = 8 << 20,
         });
         Assert.Equal("active", started.Status);
 
@@ -74,6 +76,7 @@ public sealed class ConvergenceApiTests
         {
             MaxBandwidthBytesPerSecond = 0,
             DowntimeMs = 400,
+            DeltaCacheBytes = 16 << 20,
             Convergence = new ConvergenceSettings { Converge = "auto", ThrottleInitialPercent = 30 },
         });
         using (var settings = JsonDocument.Parse(changed.ParametersJson))
@@ -81,6 +84,7 @@ public sealed class ConvergenceApiTests
             Assert.Equal("auto", settings.RootElement.GetProperty("converge").GetString());
             Assert.Equal(400, settings.RootElement.GetProperty("downtimeMs").GetDouble());
             Assert.Equal(JsonValueKind.Null, settings.RootElement.GetProperty("maxBandwidthBytesPerSecond").ValueKind);
+            Assert.Equal(16 << 20, settings.RootElement.GetProperty("deltaCacheBytes").GetInt64());
         }
 
         var ended = await WaitForMigrationAsync(api, started);
@@ -88,12 +92,13 @@ public sealed class ConvergenceApiTests
         var report = MigrationReport.FromJson(ended.ReportJson);
         Assert.True(report.Verified);
         // rounds 0 and 1 ran as started (the change came during round 1); every round after, as changed (rule C2)
-        Assert.All(report.Rounds.Take(2), r => Assert.Equal(("none", (double?)16_000_000d, 300d),
-            (r.Converge, r.MaxBandwidthBytesPerSec, r.DowntimeLimitMs)));
+        Assert.All(report.Rounds.Take(2), r => Assert.Equal(("none", (double?)16_000_000d, 300d, (long?)(8 << 20)),
+            (r.Converge, r.MaxBandwidthBytesPerSec, r.DowntimeLimitMs, r.DeltaCacheBytes)));
         var later = report.Rounds.Where(r => !r.Final).Skip(2).ToList();
         Assert.NotEmpty(later);
-        Assert.All(later, r => Assert.Equal(("auto", (double?)null, 400d),
-            (r.Converge, r.MaxBandwidthBytesPerSec, r.DowntimeLimitMs)));
+        Assert.All(later, r => Assert.Equal(("auto", (double?)null, 400d, (long?)(16 << 20)),
+            (r.Converge, r.MaxBandwidthBytesPerSec, r.DowntimeLimitMs, r.DeltaCacheBytes)));
+        Assert.True(report.Transfer.PagesDelta > 0, "the busy guest's resent pages went as deltas");
         Assert.Equal(1, report.Convergence.ParameterChanges);
         Assert.All(report.Rounds.Where(r => !r.Final), r => Assert.False(string.IsNullOrEmpty(r.Prediction)));
     }

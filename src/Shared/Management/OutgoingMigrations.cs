@@ -158,6 +158,10 @@ internal sealed class OutgoingMigrations : IDisposable
             {
                 throw Invalid(ex.Message);
             }
+            catch (InvalidOperationException ex)
+            {
+                throw Precondition(ex.Message);
+            }
 
             _output.WriteLine($"{_role}: migration settings changed; from the next round: " +
                 ParametersJson(running.Parameters.Current));
@@ -170,8 +174,11 @@ internal sealed class OutgoingMigrations : IDisposable
         ? null
         : $"downtime_ms {ms} is not a positive number of milliseconds below 1e9";
 
-    /// <summary><paramref name="p"/> with the request's set fields.</summary>
-    private static MigrationParameters Changed(MigrationParameters p, SetMigrationParametersRequest r)
+    /// <summary>
+    /// <paramref name="p"/> with the request's set fields; <see cref="ArgumentException"/> for a bad value,
+    /// <see cref="InvalidOperationException"/> for a setting this migration cannot take.
+    /// </summary>
+    internal static MigrationParameters Changed(MigrationParameters p, SetMigrationParametersRequest r)
     {
         if (r.HasDowntimeMs && DowntimeProblem(r.DowntimeMs) is { } problem)
         {
@@ -186,6 +193,14 @@ internal sealed class OutgoingMigrations : IDisposable
             }
             : p;
         p = r.HasMaxRounds ? p with { MaxRounds = (int)Math.Min(r.MaxRounds, int.MaxValue) } : p;
+        if (r.HasDeltaCacheBytes)
+        {
+            p = p.DeltaCacheBytes is null
+                ? throw new InvalidOperationException("delta pages are off for this migration: the target is asked " +
+                    "for them when it starts (start it with delta_cache_bytes, or migrate --delta-cache-mib)")
+                : p with { DeltaCacheBytes = (long)Math.Min(r.DeltaCacheBytes, long.MaxValue) };
+        }
+
         return r.Convergence is { } c ? WithConvergence(p, c) : p;
     }
 
@@ -226,6 +241,7 @@ internal sealed class OutgoingMigrations : IDisposable
         converge = p.Converge.ToString().ToLowerInvariant(),
         throttle = p.Throttle.ToString(),
         dirtyLimitBytesPerSecond = p.DirtyLimitBytesPerSecond,
+        deltaCacheBytes = p.DeltaCacheBytes,
     });
 
     public void Dispose()
@@ -335,6 +351,9 @@ internal sealed class OutgoingMigrations : IDisposable
         options = r.HasMaxRounds ? options with { MaxRounds = (int)Math.Min(r.MaxRounds, int.MaxValue) } : options;
         options = r.HasMaxBandwidthBytesPerSecond
             ? options with { MaxBandwidthBytesPerSecond = r.MaxBandwidthBytesPerSecond }
+            : options;
+        options = r.HasDeltaCacheBytes
+            ? options with { DeltaCacheBytes = (long)Math.Min(r.DeltaCacheBytes, long.MaxValue) }
             : options;
         if (r.HasCompression)
         {

@@ -3,22 +3,16 @@ namespace Migration.Shared.Precopy;
 internal sealed partial class MigrationAttempt
 {
     /// <summary>
-    /// Resizes the delta-page cache while the migration runs (QEMU's <c>xbzrle-cache-size</c> parameter): waits for
-    /// the batches being encoded, keeps the most recently sent pages that fit, and the channels go on with the new
-    /// size (0: every page goes whole from then on). False when this attempt has no cache (deltas off); after the
-    /// migration ended it changes nothing.
+    /// Gives the delta-page cache the size the round's settings ask for (QEMU's <c>xbzrle-cache-size</c>, changed
+    /// through <c>SetMigrationParameters</c>): called at a round's start, when no channel encodes, it keeps the most
+    /// recently sent pages that fit, capped at the guest's RAM as at the start; 0 sends every page whole until the
+    /// cache grows again. Nothing to do when deltas are off or the target did not take them.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">
-    /// Negative, or above <see cref="Transport.DeltaPageCache.MaxBytes"/>.
-    /// </exception>
-    public bool ResizeDeltaCache(long bytes)
+    private void ApplyDeltaCacheSize(MigrationParameters parameters)
     {
-        if (_transport.DeltaCache is not { } cache)
+        if (parameters.DeltaCacheBytes is { } bytes && _transport.DeltaCache is { } cache)
         {
-            return false;
+            cache.Resize(Math.Min(bytes, _vm.Ram.SizeBytes));
         }
-
-        cache.Resize(bytes);
-        return true;
     }
 }

@@ -22,6 +22,7 @@ internal sealed partial class MigrationAttempt
             _round = round;
             var parameters = _parameters.Current; // one set of settings for the whole round (C2)
             _limiter.Rate = parameters.MaxBandwidthBytesPerSecond;
+            ApplyDeltaCacheSize(parameters);
             long opsBefore = _vm.GuestOperations;
             long roundStart = _time.GetTimestamp();
             long bytesBefore = _counters.BytesOnWire;
@@ -107,6 +108,7 @@ internal sealed partial class MigrationAttempt
         section.Converge = JsonNamingPolicy.CamelCase.ConvertName(parameters.Converge.ToString());
         section.ThrottlePercent = Math.Round(_vm.Throttle.MaxCurrentShare * 100, 2);
         section.DirtyLimitBytesPerSec = _slowdown.CeilingBytesPerSecond;
+        section.DeltaCacheBytes = _counters.DeltaCache?.CapacityBytes; // set when the target took deltas
         section.GuestOpsPerSec = Math.Round(opsPerSecond, 1);
         section.Prediction = _convergence.Prediction?.Text;
         var convergence = _report.Report.Convergence;

@@ -108,6 +108,7 @@ public sealed record MigrationOptions
         Converge = Converge,
         Throttle = Throttle,
         DirtyLimitBytesPerSecond = DirtyLimitBytesPerSecond,
+        DeltaCacheBytes = DeltaCacheBytes > 0 ? DeltaCacheBytes : null,
     };
 
     /// <summary>What the transport reads of these options: where the target is, how to reach it, how to send.</summary>
@@ -220,7 +221,7 @@ public sealed record MigrationOptions
 
         if (DeltaCacheBytes is < 0 or > DeltaPageCache.MaxBytes)
         {
-            throw new ArgumentException($"--delta-cache-mib must be 0..{DeltaPageCache.MaxBytes >> 20}.");
+            throw new ArgumentException($"{names.DeltaCache} must be from 0 to 1 TiB.");
         }
     }
 
@@ -233,7 +234,7 @@ public sealed record MigrationOptions
     /// loopback migration of the demo's guest took 25-30% longer, going to first touches of the cache's memory and
     /// copies; see docs/delta-pages.md). Size it to hold the guest's hot set (256 MiB did for the measured 1 GiB
     /// guests; larger than the guest's RAM holds nothing more). Resizable while the migration runs
-    /// (<c>MigrationAttempt.ResizeDeltaCache</c>), down to 0 and back, once it started with deltas.
+    /// (<c>SetMigrationParameters.delta_cache_bytes</c>), down to 0 and back, once it started with deltas.
     /// </summary>
     public long DeltaCacheBytes { get; init; }
 }

@@ -95,6 +95,13 @@ public sealed record MigrationParameters
     /// </summary>
     public double? DirtyLimitBytesPerSecond { get; init; }
 
+    /// <summary>
+    /// The delta-page cache's size in bytes (QEMU's <c>xbzrle-cache-size</c>); null when the migration started without
+    /// delta pages, which it cannot take up later (the target is asked for them at <c>Begin</c>). 0 keeps the
+    /// feature but sends every page whole until the cache grows again.
+    /// </summary>
+    public long? DeltaCacheBytes { get; init; }
+
     /// <summary>The downtime limit <paramref name="round"/> runs with (the ramp's step, or the limit).</summary>
     public TimeSpan DowntimeLimitAt(int round) => DowntimeRamp?.LimitAt(round, DowntimeLimit) ?? DowntimeLimit;
 
@@ -133,6 +140,11 @@ public sealed record MigrationParameters
         if (DirtyLimitBytesPerSecond is { } ceiling && !(double.IsFinite(ceiling) && ceiling > 0))
         {
             throw new ArgumentException($"{names.DirtyLimit} must be positive.");
+        }
+
+        if (DeltaCacheBytes is < 0 or > Transport.DeltaPageCache.MaxBytes)
+        {
+            throw new ArgumentException($"{names.DeltaCache} must be from 0 to 1 TiB.");
         }
     }
 

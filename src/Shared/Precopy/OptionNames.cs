@@ -18,6 +18,7 @@ public sealed record OptionNames
         Converge = "--converge",
         Throttle = "--throttle",
         DirtyLimit = "--dirty-limit",
+        DeltaCache = "--delta-cache-mib",
     };
 
     public static readonly OptionNames Fields = new()
@@ -31,6 +32,7 @@ public sealed record OptionNames
         Converge = "converge",
         Throttle = "throttle_initial/throttle_increment/throttle_max",
         DirtyLimit = "dirty_limit_bytes_per_second",
+        DeltaCache = "delta_cache_bytes",
     };
 
     /// <summary>The names are the management API's: a remedy is said in fields, not flags.</summary>
@@ -51,4 +53,6 @@ public sealed record OptionNames
     public required string Throttle { get; init; }
 
     public required string DirtyLimit { get; init; }
+
+    public required string DeltaCache { get; init; }
 }

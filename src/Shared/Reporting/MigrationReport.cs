@@ -260,6 +260,9 @@ public sealed class MigrationReport
         /// <summary>The dirty limit's ceiling per vCPU after this round; null when none was in force.</summary>
         public double? DirtyLimitBytesPerSec { get; set; }
 
+        /// <summary>The delta-page cache's size this round sent with; null when deltas were off or refused.</summary>
+        public long? DeltaCacheBytes { get; set; }
+
         /// <summary>The guest's work during this round (its vCPUs' steps that did work, per second).</summary>
         public double GuestOpsPerSec { get; set; }
 

@@ -104,13 +104,17 @@ internal static class CtlCommand
         {
             Description = "Neither scan nor send pages free page reporting discarded: on | off (default on)",
         };
+        var deltaCache = new Option<uint?>("--delta-cache-mib")
+        {
+            Description = "Delta pages (XBZRLE) with a cache of this many MiB of sent pages (default: off)",
+        };
         var wait = new Option<bool>("--wait")
         {
             Description = "Wait for the migration to end; exit 1 unless it completed",
         };
         var migrate = new Command("migrate", "Migrate the running VM to a target.")
         {
-            target, hints, skipBallooned, skipDiscarded, wait,
+            target, hints, skipBallooned, skipDiscarded, deltaCache, wait,
         };
         migrate.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
         {
@@ -128,6 +132,11 @@ internal static class CtlCommand
             if (parse.GetValue(skipDiscarded) is { } discarded)
             {
                 request.SkipDiscarded = discarded == OnOff.On;
+            }
+
+            if (parse.GetValue(deltaCache) is { } startMib)
+            {
+                request.DeltaCacheBytes = (ulong)startMib << 20;
             }
 
             var info = await c.StartMigrationAsync(request);
@@ -211,6 +220,10 @@ internal static class CtlCommand
         {
             Description = "Each vCPU's dirty-rate ceiling, e.g. 20MB/s; 0: derived from the link",
         };
+        var deltaCacheSize = new Option<uint?>("--delta-cache-mib")
+        {
+            Description = "Resize the delta-page cache (MiB; 0 sends every page whole); for a migration with deltas",
+        };
         var ramp = new Option<string?>("--downtime-ramp")
         {
             Description = "START:STEP in ms, or none",
@@ -218,7 +231,7 @@ internal static class CtlCommand
         var command = new Command("migrate-set-parameters",
             "Change the running migration's settings; each applies from its next round.")
         {
-            downtime, bandwidth, maxRounds, converge, throttle, tailSlow, dirtyLimit, ramp,
+            downtime, bandwidth, maxRounds, converge, throttle, tailSlow, dirtyLimit, ramp, deltaCacheSize,
         };
         command.SetAction((parse, _) => Call(parse, api, guestOption, security, async (c, guest) =>
         {
@@ -265,6 +278,11 @@ internal static class CtlCommand
             if (parse.GetValue(ramp) is { } r)
             {
                 settings.DowntimeRamp = r == "none" ? string.Empty : r;
+            }
+
+            if (parse.GetValue(deltaCacheSize) is { } mib)
+            {
+                request.DeltaCacheBytes = (ulong)mib << 20;
             }
 
             Print(await c.SetMigrationParametersAsync(request));

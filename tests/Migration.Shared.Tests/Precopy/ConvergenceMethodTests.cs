@@ -1,3 +1,4 @@
+using Migration.Management;
 using Migration.Shared.Guest;
 using Migration.Shared.Precopy;
 
@@ -241,5 +242,27 @@ public sealed class ConvergenceMethodTests
 
         live.Change(p => p with { MaxRounds = 7 });
         Assert.Equal((7, 1), (live.Current.MaxRounds, live.Changes));
+    }
+
+    [Fact]
+    public void TheDeltaCache_IsResizedLive_OnlyForAMigrationThatStartedWithDeltas()
+    {
+        var resize = new SetMigrationParametersRequest { DeltaCacheBytes = 32 << 20 };
+        var withoutDeltas = new LiveParameters(Auto);
+        var refused = Assert.Throws<InvalidOperationException>(() =>
+            withoutDeltas.Change(p => OutgoingMigrations.Changed(p, resize), OptionNames.Fields));
+        Assert.Contains("delta pages are off", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, withoutDeltas.Changes);
+
+        var withDeltas = new LiveParameters((MigrationOptions.Defaults with { DeltaCacheBytes = 8 << 20 }).Parameters);
+        Assert.Equal(8 << 20, withDeltas.Current.DeltaCacheBytes);
+        var tooLarge = Assert.Throws<ArgumentException>(() => withDeltas.Change(
+            p => OutgoingMigrations.Changed(p, new SetMigrationParametersRequest { DeltaCacheBytes = 1UL << 41 }),
+            OptionNames.Fields));
+        Assert.Contains("delta_cache_bytes", tooLarge.Message, StringComparison.Ordinal);
+        withDeltas.Change(p => OutgoingMigrations.Changed(p, resize), OptionNames.Fields);
+        withDeltas.Change(p => OutgoingMigrations.Changed(p, new SetMigrationParametersRequest { DeltaCacheBytes = 0 }),
+            OptionNames.Fields);
+        Assert.Equal((0L, 2), (withDeltas.Current.DeltaCacheBytes, withDeltas.Changes));
     }
 }
