@@ -12,16 +12,34 @@ internal sealed record ConvergeGuest(BenchLink Link, double LinkBytesPerSecond, 
     public string Name => string.Create(CultureInfo.InvariantCulture, $"converge-{Link.Name}-{Multiple:0.#}x");
 }
 
+/// <summary>One way of making a busy guest finish, as the source's flags.</summary>
+internal sealed record ConvergeSetup(string Name, string[] Args)
+{
+    /// <summary>
+    /// Delta pages' cache: the busy guests' whole working set (half of their 1 GiB), so every page sent again finds
+    /// its copy: the size a user who knows the working set would pick.
+    /// </summary>
+    public const int DeltaCacheMib = 512;
+}
+
 /// <summary>
 /// <c>--only converge</c>: busy guests whose writes run at 0.5, 1, 2 and 4 times the link (1 and 10 Gbit/s emulated),
-/// each migrated with no method, auto-converge and the dirty limit, interleaved within a repeat. Each row says whether
-/// it completed, its total time, downtime, bytes and rounds, the most it throttled, and what the guest lost: its
-/// work per second over the migration against its first round's, before anything slowed it.
+/// each migrated with no method, auto-converge, the dirty limit, delta pages alone and delta pages with the dirty
+/// limit, interleaved within a repeat. Each row says whether it completed, its total time, downtime, bytes and
+/// rounds, the most it throttled, what deltas saved, and what the guest lost: its work per second over the migration
+/// against its first round's, before anything slowed it.
 /// </summary>
 internal sealed partial class BenchRunner
 {
-    /// <summary>The convergence methods compared, as <c>--converge</c> values.</summary>
-    public static readonly string[] ConvergeMethods = ["none", "auto", "dirtylimit"];
+    /// <summary>The setups compared: each convergence method, delta pages alone, and deltas with the default method.</summary>
+    public static readonly ConvergeSetup[] ConvergeSetups =
+    [
+        new("none", ["--converge", "none"]),
+        new("auto", ["--converge", "auto"]),
+        new("dirtylimit", ["--converge", "dirtylimit"]),
+        new("delta", ["--converge", "none", "--delta-cache-mib", $"{ConvergeSetup.DeltaCacheMib}"]),
+        new("dirtylimit+delta", ["--converge", "dirtylimit", "--delta-cache-mib", $"{ConvergeSetup.DeltaCacheMib}"]),
+    ];
 
     public static IReadOnlyList<ConvergeGuest> ConvergeGuests() =>
     [
@@ -36,19 +54,19 @@ internal sealed partial class BenchRunner
         {
             foreach (var guest in ConvergeGuests())
             {
-                // the methods' order turns with the repeat, so none of them always runs first on a warm machine
-                var methods = ConvergeMethods.Skip(repeat % ConvergeMethods.Length)
-                    .Concat(ConvergeMethods.Take(repeat % ConvergeMethods.Length));
-                foreach (string method in methods)
+                // the setups' order turns with the repeat, so none of them always runs first on a warm machine
+                var setups = ConvergeSetups.Skip(repeat % ConvergeSetups.Length)
+                    .Concat(ConvergeSetups.Take(repeat % ConvergeSetups.Length));
+                foreach (var setup in setups)
                 {
                     string rate = string.Create(CultureInfo.InvariantCulture, $"{guest.WriteBytesPerSecond:F0}B/s");
-                    var run = await RunMigrationAsync($"{guest.Name}-{method}", ram,
+                    var run = await RunMigrationAsync($"{guest.Name}-{setup.Name}", ram,
                         [
                             "--workload", "busy", "--busy-dirty-rate", rate, "--busy-working-set", "0.5",
                             "--busy-hot-set", "1",
                         ],
                         guest.Link, hints: true, repeat, channels: 2, ct,
-                        sourceArgs: ["--converge", method, "--max-rounds", "60", "--timeout-seconds", "120"]);
+                        sourceArgs: [.. setup.Args, "--max-rounds", "60", "--timeout-seconds", "120"]);
                     _results.Converge.Add(run);
                     Save();
                     output.WriteLine("     " + DescribeConverge(run));
@@ -68,7 +86,8 @@ internal sealed partial class BenchRunner
         var c = r.Convergence;
         string outcome = string.Create(CultureInfo.InvariantCulture,
             $"{(run.Ok ? "completed" : "did not complete")} in {r.Rounds.Count} rounds, max throttle " +
-            $"{c.MaxThrottlePercent:F0}%, guest lost {GuestLoss(r) * 100:F0}% of its work");
+            $"{c.MaxThrottlePercent:F0}%, {r.Transfer.PagesDelta:N0} pages as deltas, guest lost " +
+            $"{GuestLoss(r) * 100:F0}% of its work");
         return run.Ok ? outcome : $"{outcome}: {run.Error}";
     }
 
@@ -97,15 +116,17 @@ internal sealed partial class BenchRunner
         md.AppendLine();
         md.AppendLine("1 GiB guests, 2 vCPUs, the busy workload writing half of RAM uniformly at a multiple of the " +
             "link's rate (the asked rate; the dirty rate column is what the first round measured), downtime limit " +
-            "300 ms, at most 60 rounds. Guest loss: its work per second over the migration against its first " +
-            "round's. Medians over repeats; 'completed' counts the runs that completed and verified.");
+            "300 ms, at most 60 rounds. 'delta' is delta pages (XBZRLE) with a " +
+            $"{ConvergeSetup.DeltaCacheMib} MiB cache (the working set) and no throttle; 'deltas' counts the pages " +
+            "sent as deltas. Guest loss: its work per second over the migration against its first round's. Medians " +
+            "over repeats; 'completed' counts the runs that completed and verified.");
         md.AppendLine();
         md.AppendLine("| link | writes / link | method | completed | total s | downtime ms | GB on wire | rounds | " +
-            "max throttle | dirty rate MB/s | guest loss |");
-        md.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            "max throttle | deltas | dirty rate MB/s | guest loss |");
+        md.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var guest in ConvergeGuests())
         {
-            foreach (string method in ConvergeMethods)
+            foreach (string method in ConvergeSetups.Select(s => s.Name))
             {
                 var runs = results.Converge.Where(r => r.Scenario == $"{guest.Name}-{method}").ToList();
                 if (runs.Count == 0)
@@ -125,6 +146,7 @@ internal sealed partial class BenchRunner
                     $"{Med(r => r.Timing.TotalMs / 1000, "F1")} | {downtime} | " +
                     $"{Med(r => r.Transfer.BytesOnWire / 1e9, "F2")} | {Med(r => r.Rounds.Count, "F0")} | " +
                     $"{Med(r => r.Convergence.MaxThrottlePercent, "F0")}% | " +
+                    $"{Med(r => r.Transfer.PagesDelta, "N0")} | " +
                     $"{Med(r => r.Rounds.Count > 1 ? r.Rounds[1].DirtyRatePagesPerSec * 4096 / 1e6 : 0, "F0")} | " +
                     $"{Med(r => GuestLoss(r) * 100, "F0")}% |"));
             }
