@@ -13,6 +13,12 @@ namespace Migration.Bench;
 internal sealed partial record ConvergeQemuOptions(IReadOnlyList<string> Links, IReadOnlyList<string> Rates,
     IReadOnlyList<bool> AutoConverge, int? WorkingSetMiB = null, int TimeoutSeconds = 90)
 {
+    /// <summary>
+    /// After QEMU's runs of each repeat, ours migrates a guest of the same shape (RAM, working set, one vCPU, rate,
+    /// link) with auto-converge and the dirty limit: the side-by-side table.
+    /// </summary>
+    public bool Ours { get; init; } = true;
+
     public static readonly ConvergeQemuOptions Default = new(["1g"], ["2x"], [false, true]);
 
     /// <summary>The options from the command line's values (null: the default), or null and what is wrong.</summary>
@@ -160,6 +166,19 @@ internal sealed partial class BenchRunner
                         results.Runs.Add(await qemu.ConvergeAsync(source, settings, repeat,
                             $"{stem}-ac-{(auto ? "on" : "off")}-{repeat}", ct));
                         Save();
+                    }
+
+                    if (o.Ours)
+                    {
+                        // QEMU's guest holds still (a completed run left it stopped) while ours migrates
+                        if (!source.Paused)
+                        {
+                            await source.Vm.Qmp.ExecuteAsync("stop", null, ct);
+                            source.Paused = true;
+                        }
+
+                        await RunOursBesideQemuAsync(new BesideQemu(LinkName(link), linkBytes, ws, ram, asked),
+                            repeat, o.TimeoutSeconds, ct);
                     }
                 }
             }

@@ -150,7 +150,7 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         await File.WriteAllTextAsync(Path.Combine(dir, "results.json"),
             JsonSerializer.Serialize(results, MigrationReport.JsonOptions), ct);
         string md = BenchMarkdown.Write(results, summary, scenarios) + BalloonMarkdown(results)
-            + CompareMarkdown(results) + ConvergeQemuMarkdown(results);
+            + CompareMarkdown(results) + ConvergeQemuMarkdown(results) + BesideQemuMarkdown(results);
         await File.WriteAllTextAsync(Path.Combine(dir, "results.md"), md, ct);
         var charts = BenchCharts.Write(results, scenarios, dir);
         output.WriteLine();
@@ -211,7 +211,8 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
 
     private async Task<BenchRun> RunMigrationAsync(string scenario, long ramBytes, IReadOnlyList<string> workloadArgs,
         BenchLink link, bool hints, int repeat, int channels, CancellationToken ct,
-        IReadOnlyList<string>? targetArgs = null, IReadOnlyList<string>? sourceArgs = null, bool prealloc = true)
+        IReadOnlyList<string>? targetArgs = null, IReadOnlyList<string>? sourceArgs = null, bool prealloc = true,
+        int vcpus = 2)
     {
         int index = ++_runIndex;
         string stem = Path.Combine(options.OutDir, "runs",
@@ -235,7 +236,7 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
                 TimeSpan.FromMinutes(3), ct);
             var args = new List<string>
             {
-                "migrate", "--target", target.Address.ToString(), "--ram", ram, "--vcpus", "2", "--seed", "1",
+                "migrate", "--target", target.Address.ToString(), "--ram", ram, "--vcpus", $"{vcpus}", "--seed", "1",
                 "--warmup-seconds", "1", "--downtime-ms", "300", "--channels", channels.ToString(),
                 "--hints", hints ? "on" : "off", "--report", stem + ".source.json",
             };

@@ -40,8 +40,11 @@ internal abstract record ConvergenceDecision
 {
     public static readonly ConvergenceDecision Continue = new ContinueRounds();
 
-    /// <summary>Another round.</summary>
-    public sealed record ContinueRounds : ConvergenceDecision;
+    /// <summary>
+    /// Another round, after <paramref name="Pause"/>: a migration held back only by the switchover's fixed cost waits
+    /// a moment for the machine's load to pass before it measures that cost again.
+    /// </summary>
+    public sealed record ContinueRounds(TimeSpan Pause = default) : ConvergenceDecision;
 
     /// <summary>Pause the guest and send the rest; the estimate is expected to hold.</summary>
     public sealed record StopAndCopy(double ExpectedDowntimeMs) : ConvergenceDecision;
@@ -70,11 +73,26 @@ internal interface IConvergencePolicy
 /// settings (no slowing step left, the remainder not shrinking) two rounds running, from the third round on: a user
 /// hears within five rounds what would let it finish, rather than after thirty.
 /// </para>
+/// <para>
+/// The switchover's fixed cost alone over the limit is another matter: it is measured (rehearsals), and on a loaded
+/// machine one slow rehearsal counts twice for three rehearsals (the costliest, and the spread it opens). Rounds with
+/// nothing left to send follow each other within milliseconds, so two of them prove nothing. Such a migration waits
+/// <see cref="FixedCostPause"/> between rounds and gives up only when the cost has stayed over the limit for
+/// <see cref="FixedCostPatience"/>.
+/// </para>
 /// </remarks>
 internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, TimeSpan timeout) : IConvergencePolicy
 {
     /// <summary>Rounds in a row the prediction must say "cannot finish" before the migration gives up early.</summary>
     public const int HopelessRounds = 2;
+
+    /// <summary>How long the switchover's fixed cost alone may stay over the limit before the migration gives up.</summary>
+    public static readonly TimeSpan FixedCostPatience = TimeSpan.FromSeconds(3);
+
+    /// <summary>The wait between rounds while the switchover's fixed cost alone is over the limit.</summary>
+    public static readonly TimeSpan FixedCostPause = TimeSpan.FromMilliseconds(500);
+
+    private TimeSpan? _fixedCostOverSince;
 
     private int _hopeless;
     private readonly List<int?> _roundsLeft = [];
@@ -122,11 +140,16 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
             Prediction = prediction;
         }
 
+        // Only the measured fixed cost stands in the way: not hopeless until it has stayed there a while.
+        bool fixedCostOver = round.FixedCostMs >= limitMs && round.FixedCostMs >= rampMaxMs;
+        _fixedCostOverSince = fixedCostOver ? _fixedCostOverSince ?? round.Elapsed : null;
+        bool fixedCostStays = round.Elapsed - _fixedCostOverSince >= FixedCostPatience;
         bool level = round.RemainingPages >= round.PreviousRemainingPages * 4 / 5;
-        _hopeless = !prediction.Finishes && !round.CanSlowGuest && (level || stalled) && round.Round >= 2
+        _hopeless = !fixedCostOver && !prediction.Finishes && !round.CanSlowGuest && (level || stalled)
+            && round.Round >= 2
             ? _hopeless + 1
             : 0;
-        if (round.Round + 1 >= rounds || round.Elapsed > timeout || _hopeless >= HopelessRounds)
+        if (round.Round + 1 >= rounds || round.Elapsed > timeout || _hopeless >= HopelessRounds || fixedCostStays)
         {
             return new ConvergenceDecision.NotConverging(string.Create(CultureInfo.InvariantCulture,
                 $"did not converge: after {round.Round + 1} rounds {round.RemainingPages} pages are still dirty " +
@@ -142,6 +165,6 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
                         (prediction.Finishes ? string.Empty : "; " + prediction.Text)));
         }
 
-        return ConvergenceDecision.Continue;
+        return fixedCostOver ? new ConvergenceDecision.ContinueRounds(FixedCostPause) : ConvergenceDecision.Continue;
     }
 }

@@ -83,6 +83,9 @@ internal sealed partial class MigrationAttempt
                     return;
                 case ConvergenceDecision.NotConverging give:
                     throw new MigrationFailedException(FailureKind.NotConverging, give.Reason);
+                case ConvergenceDecision.ContinueRounds { Pause: var pause } when pause > TimeSpan.Zero:
+                    await Task.Delay(pause, _time, ct).ConfigureAwait(false);
+                    break;
             }
         }
     }

@@ -91,4 +91,30 @@ public sealed class ConvergencePolicyTests
         Assert.IsType<ConvergenceDecision.ContinueRounds>(policy.Decide(Round(0, remaining: 1000, previous: 1000)));
         Assert.IsType<ConvergenceDecision.NotConverging>(policy.Decide(Round(2, remaining: 1000, previous: 1000)));
     }
+
+    [Fact]
+    public void AFixedCostOverTheLimit_IsWaitedOut_ForItsPatience_ThenGivenUp()
+    {
+        // Nothing left to send, but the last rehearsals put the switchover at 420 ms against 300 (one slow rehearsal on
+        // a loaded machine counts twice for three). Rounds with nothing to send come milliseconds apart: two of them
+        // are not evidence, so the policy waits between rounds and re-measures until its patience runs out.
+        var policy = Policy;
+        RoundOutcome Held(int round, double seconds, double fixedMs) =>
+            Round(round, remaining: 0, previous: 0, elapsed: TimeSpan.FromSeconds(seconds)) with
+            {
+                FixedCostMs = fixedMs,
+            };
+
+        var waits = Enumerable.Range(19, 4).Select(r => policy.Decide(Held(r, 20 + ((r - 19) * 0.6), 420))).ToList();
+        Assert.All(waits, d => Assert.Equal(ConvergencePolicy.FixedCostPause,
+            Assert.IsType<ConvergenceDecision.ContinueRounds>(d).Pause));
+        // the slow sample aged out: the switchover fits again and precopy stops
+        Assert.IsType<ConvergenceDecision.StopAndCopy>(policy.Decide(Held(23, 22.4, 60)));
+
+        var stays = Policy;
+        Assert.IsType<ConvergenceDecision.ContinueRounds>(stays.Decide(Held(19, 20, 420)));
+        Assert.IsType<ConvergenceDecision.ContinueRounds>(stays.Decide(Held(20, 22.9, 420)));
+        var give = Assert.IsType<ConvergenceDecision.NotConverging>(stays.Decide(Held(21, 23.1, 420)));
+        Assert.Contains("fixed cost alone is 420 ms", give.Reason, StringComparison.Ordinal);
+    }
 }
