@@ -10,6 +10,13 @@ internal static class BenchCharts
     private static readonly Color Off = new(0x8c, 0x8c, 0x8c);
     private static readonly Color On = new(0x1f, 0x77, 0xb4);
 
+    /// <summary>Five series' colours: grey for the baseline, then blue, green, purple and orange.</summary>
+    private static readonly Color[] Series =
+    [
+        new(0x8c, 0x8c, 0x8c), new(0x1f, 0x77, 0xb4), new(0x2c, 0xa0, 0x2c), new(0x94, 0x67, 0xbd),
+        new(0xff, 0x7f, 0x0e),
+    ];
+
     /// <summary>Writes the charts into <paramref name="dir"/>; returns their file names.</summary>
     public static IReadOnlyList<string> Write(BenchResults results, IReadOnlyList<BenchScenario> scenarios, string dir)
     {
@@ -56,6 +63,11 @@ internal static class BenchCharts
         if (results.Compare.Any(r => r.Ok))
         {
             written.Add(Compare(results, dir));
+        }
+
+        if (results.Converge.Any(r => r.Scenario.StartsWith("converge-", StringComparison.Ordinal)))
+        {
+            written.Add(Converge(results, dir));
         }
 
         return written;
@@ -174,14 +186,10 @@ internal static class BenchCharts
     /// </summary>
     private static string Compare(BenchResults results, string dir)
     {
-        Color[] colours =
-        [
-            new(0x8c, 0x8c, 0x8c), new(0x1f, 0x77, 0xb4), new(0x2c, 0xa0, 0x2c), new(0x94, 0x67, 0xbd),
-            new(0xff, 0x7f, 0x0e),
-        ];
         var mechanisms = BenchRunner.CompareMechanisms;
         var guests = BenchRunner.CompareGuests(results.Quick);
         string size = results.Quick ? "1g" : "8g";
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
         var multi = new Multiplot();
         multi.AddPlots(2);
         foreach (var (index, title, value) in new (int, string, Func<Shared.Reporting.MigrationReport, double>)[]
@@ -190,47 +198,101 @@ internal static class BenchCharts
             (1, "Bytes on the wire against no mechanism (median)", r => r.Transfer.BytesOnWire),
         })
         {
-            var plot = multi.GetPlot(index);
-            var bars = new List<Bar>();
-            var ticks = new List<Tick>();
-            for (int g = 0; g < guests.Count; g++)
-            {
-                double Median(string mechanism) => Peers.Spread.Of(results.Compare
-                    .Where(r => r.Ok && r.Scenario == $"compare-{guests[g].Name}-{size}-{mechanism}")
-                    .Select(r => value(r.Source!)))?.Median ?? 0;
-                double baseline = Median("nothing");
-                for (int m = 0; m < mechanisms.Count; m++)
+            double Median(int g, string mechanism) => Peers.Spread.Of(results.Compare
+                .Where(r => r.Ok && r.Scenario == $"compare-{guests[g].Name}-{size}-{mechanism}")
+                .Select(r => value(r.Source!)))?.Median ?? 0;
+            GroupedBars(multi.GetPlot(index), title, [.. guests.Select(g => g.Name)],
+                [.. mechanisms.Select(m => m.Name)], (g, m) =>
                 {
-                    double ratio = baseline > 0 ? Median(mechanisms[m].Name) / baseline : 0;
-                    bars.Add(new Bar
-                    {
-                        Position = (g * (mechanisms.Count + 1)) + m,
-                        Value = ratio,
-                        ValueBase = 0,
-                        FillColor = colours[m],
-                        Label = ratio.ToString("F2", System.Globalization.CultureInfo.InvariantCulture),
-                    });
-                }
-
-                ticks.Add(new Tick((g * (mechanisms.Count + 1)) + ((mechanisms.Count - 1) / 2.0), guests[g].Name));
-            }
-
-            plot.Add.Bars(bars);
-            plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
-            plot.Axes.Bottom.MajorTickStyle.Length = 0;
-            plot.Axes.Margins(bottom: 0);
-            plot.Title(title);
-            for (int m = 0; m < mechanisms.Count; m++)
-            {
-                plot.Legend.ManualItems.Add(new LegendItem { LabelText = mechanisms[m].Name, FillColor = colours[m] });
-            }
-
-            plot.ShowLegend(Edge.Right); // beside the plot: every group has a bar reaching 1.0
+                    double baseline = Median(g, "nothing");
+                    double ratio = baseline > 0 ? Median(g, mechanisms[m].Name) / baseline : 0;
+                    return (ratio, ratio.ToString("F2", inv));
+                });
         }
 
         const string File = "compare.png";
         multi.SavePng(Path.Combine(dir, File), 1100, 800);
         return File;
+    }
+
+    /// <summary>
+    /// The convergence benchmark: for each busy guest (link, writes against the link), each setup's total time and
+    /// bytes (medians); a setup with no completed run has an empty bar labelled "failed".
+    /// </summary>
+    private static string Converge(BenchResults results, string dir)
+    {
+        var setups = BenchRunner.ConvergeSetups;
+        var guests = BenchRunner.ConvergeGuests();
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var multi = new Multiplot();
+        multi.AddPlots(2);
+        foreach (var (index, title, value, format) in new (int, string, Func<Shared.Reporting.MigrationReport, double>,
+            string)[]
+        {
+            (0, "Total time, s (median of completed runs; lower is better)", r => r.Timing.TotalMs / 1000, "F1"),
+            (1, "GB on the wire (median of completed runs)", r => r.Transfer.BytesOnWire / 1e9, "F2"),
+        })
+        {
+            GroupedBars(multi.GetPlot(index), title,
+                [.. guests.Select(g => string.Create(inv, $"{g.Link.Name}\n{g.Multiple:0.#}x"))],
+                [.. setups.Select(s => s.Name)], (g, m) =>
+                {
+                    double? median = Peers.Spread.Of(results.Converge
+                        .Where(r => r.Ok && r.Scenario == $"{guests[g].Name}-{setups[m].Name}")
+                        .Select(r => value(r.Source!)))?.Median;
+                    return (median ?? 0, median?.ToString(format, inv) ?? "failed");
+                }, fontSize: 9);
+        }
+
+        const string File = "converge.png";
+        multi.SavePng(Path.Combine(dir, File), 1400, 800);
+        return File;
+    }
+
+    /// <summary>
+    /// One bar per series in each group, coloured by series and labelled, the group's name under them, the legend
+    /// beside the plot (a bar may reach the top).
+    /// </summary>
+    private static void GroupedBars(Plot plot, string title, IReadOnlyList<string> groups, IReadOnlyList<string> series,
+        Func<int, int, (double Value, string Label)> bar, int? fontSize = null)
+    {
+        var bars = new List<Bar>();
+        var ticks = new List<Tick>();
+        int width = series.Count + 1;
+        for (int g = 0; g < groups.Count; g++)
+        {
+            for (int m = 0; m < series.Count; m++)
+            {
+                var (value, label) = bar(g, m);
+                bars.Add(new Bar
+                {
+                    Position = (g * width) + m,
+                    Value = value,
+                    ValueBase = 0,
+                    FillColor = Series[m],
+                    Label = label,
+                });
+            }
+
+            ticks.Add(new Tick((g * width) + ((series.Count - 1) / 2.0), groups[g]));
+        }
+
+        var added = plot.Add.Bars(bars);
+        if (fontSize is int size)
+        {
+            added.ValueLabelStyle.FontSize = size;
+        }
+
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
+        plot.Axes.Bottom.MajorTickStyle.Length = 0;
+        plot.Axes.Margins(bottom: 0);
+        plot.Title(title);
+        for (int m = 0; m < series.Count; m++)
+        {
+            plot.Legend.ManualItems.Add(new LegendItem { LabelText = series[m], FillColor = Series[m] });
+        }
+
+        plot.ShowLegend(Edge.Right);
     }
 
     /// <summary>Two bars per group (blue, grey), labelled, with the group's name under them.</summary>
