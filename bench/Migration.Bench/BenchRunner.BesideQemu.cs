@@ -64,8 +64,8 @@ internal sealed partial class BenchRunner
             "then ours on a guest of the same shape: RAM, working set written uniformly, one vCPU, the rate asked, " +
             "the link, downtime limit 300 ms, free page hints off (QEMU's guest has no balloon; both send all of " +
             "RAM in the first round). Both workloads pace on their own CPU clock, so a throttle costs them " +
-            "work. QEMU's loss is 1 - its rate during / its rate just before; ours, its work per second over the " +
-            "migration against its first round's. Ratios: ours / QEMU's auto-converge, medians over repeats.");
+            "work. Guest lost: 1 - its pace during the migration / its pace running alone just before, for both. " +
+            "Ratios: ours / QEMU's auto-converge, medians over repeats.");
         md.AppendLine();
         md.AppendLine("| link, WS | asked MB/s | engine, method | completed | total s | downtime ms | MB sent | " +
             "max throttle | guest lost | time / QEMU ac | loss - QEMU ac |");

@@ -93,14 +93,14 @@ internal sealed partial class BenchRunner
 
     /// <summary>
     /// The share of its work the guest lost during the migration: its operations per second over the migration against
-    /// its first round's, when nothing slowed it yet.
+    /// its pace running alone just before (as QEMU's side measures its guest), or, in a report without that, against
+    /// its first round's.
     /// </summary>
     public static double GuestLoss(Shared.Reporting.MigrationReport report)
     {
         var c = report.Convergence;
-        return c.GuestOpsPerSecFirstRound > 0
-            ? Math.Max(0, 1 - (c.GuestOpsPerSecDuring / c.GuestOpsPerSecFirstRound))
-            : 0;
+        double baseline = c.GuestOpsPerSecBefore ?? c.GuestOpsPerSecFirstRound;
+        return baseline > 0 ? Math.Max(0, 1 - (c.GuestOpsPerSecDuring / baseline)) : 0;
     }
 
     /// <summary>The convergence table of results.md.</summary>
@@ -118,7 +118,8 @@ internal sealed partial class BenchRunner
             "link's rate (the asked rate; the dirty rate column is what the first round measured), downtime limit " +
             "300 ms, at most 60 rounds. 'delta' is delta pages (XBZRLE) with a " +
             $"{ConvergeSetup.DeltaCacheMib} MiB cache (the working set) and no throttle; 'deltas' counts the pages " +
-            "sent as deltas. Guest loss: its work per second over the migration against its first round's. Medians " +
+            "sent as deltas. Guest loss: its work per second over the migration against its pace running alone just " +
+            "before. Medians " +
             "over repeats; 'completed' counts the runs that completed and verified.");
         md.AppendLine();
         md.AppendLine("| link | writes / link | method | completed | total s | downtime ms | GB on wire | rounds | " +

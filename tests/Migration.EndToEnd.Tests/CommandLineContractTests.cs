@@ -112,6 +112,22 @@ public sealed class CommandLineContractTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task TheReport_HasTheGuestsPaceAloneBeforeTheMigration_TheBaselineOfItsLoss()
+    {
+        string report = Path.Combine(_directory, "paced.json");
+        await using var source = ChildProgram.Source(
+        [
+            "migrate", "--target", _target.Address.ToString(), "--ram", "32MiB", "--vcpus", "1", "--workload", "busy",
+            "--busy-dirty-rate", "8MiB/s", "--warmup-seconds", "0", "--report", report,
+        ]);
+        Assert.Equal(0, await source.WaitForExitAsync(Limit));
+        var convergence = Shared.Reporting.MigrationReport.FromJson(await File.ReadAllTextAsync(report)).Convergence;
+        // the busy workload paces 8 MiB/s of page writes: 2048 a second, alone and unthrottled
+        Assert.InRange(convergence.GuestOpsPerSecBefore ?? 0, 500, 1e6);
+        Assert.True(source.Printed("ops/s alone before"), string.Join('\n', source.Output));
+    }
+
+    [Fact]
     public async Task TheTimeout_BoundsTheWholeMigration_EvenInsideARound()
     {
         // At 200 kB/s round 0 of 64 MiB would take minutes; the 2 s limit must end it inside that round.

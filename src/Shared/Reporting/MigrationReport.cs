@@ -285,6 +285,12 @@ public sealed class MigrationReport
         /// <summary>vCPU time the throttle took, summed over the vCPUs.</summary>
         public double VcpuMsStolen { get; set; }
 
+        /// <summary>
+        /// The guest's work per second running alone just before the migration began (the command line's warm-up);
+        /// null when nothing measured it. The baseline of what the migration cost the guest.
+        /// </summary>
+        public double? GuestOpsPerSecBefore { get; set; }
+
         /// <summary>The guest's work per second in the first round (before any throttle) and over all rounds.</summary>
         public double GuestOpsPerSecFirstRound { get; set; }
 

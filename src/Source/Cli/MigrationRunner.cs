@@ -22,6 +22,9 @@ internal static class MigrationRunner
     /// </summary>
     public static readonly TimeSpan DefaultWarmup = TimeSpan.FromSeconds(1);
 
+    /// <summary>How long the guest runs alone at the end of its warm-up, its pace measured as the baseline.</summary>
+    public static readonly TimeSpan BaselineWindow = TimeSpan.FromMilliseconds(300);
+
     /// <param name="balloonPages">Inflate the balloon to this many pages once the guest is warm (0: leave it).</param>
     /// <param name="awaitReporting">
     /// With free page reporting, wait up to this long after the warm-up for the guest to have reported what it will
@@ -61,17 +64,23 @@ internal static class MigrationRunner
         vm.Start();
         string phase = "during the guest's boot or warm-up";
         var sw = Stopwatch.StartNew();
+        double? opsBefore = null;
         try
         {
-            // digests at stop-and-copy then run optimised code
-            var verifyWarmup = Task.Run(() => SwitchoverWarmup.Run(), ct);
-            // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed).
-            while ((sw.Elapsed < warmup || !vm.IsWarm) && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
+            // digests at stop-and-copy then run optimised code; the guest's pace is measured after it, undisturbed
+            await Task.Run(() => SwitchoverWarmup.Run(), ct).ConfigureAwait(false);
+            long ops = vm.GuestOperations;
+            var alone = Stopwatch.StartNew();
+            // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed);
+            // a workload that counts its work runs alone long enough for its pace to be the baseline of what the
+            // migration costs it.
+            while ((sw.Elapsed < warmup || !vm.IsWarm || (vm.GuestOperations > 0 && alone.Elapsed < BaselineWindow))
+                && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
             {
                 await Task.Delay(50, ct).ConfigureAwait(false);
             }
 
-            await verifyWarmup.ConfigureAwait(false);
+            opsBefore = vm.GuestOperations > ops ? (vm.GuestOperations - ops) / alone.Elapsed.TotalSeconds : null;
             ct.ThrowIfCancellationRequested(); // the boot alone can take the signal
             if (balloonPages > 0)
             {
@@ -107,6 +116,7 @@ internal static class MigrationRunner
         var report = await engine.MigrateAsync(ct).ConfigureAwait(false);
         report.Process = ProcessStats.Capture(cpuAtStart, rssAtStart);
         report.GuestThreadCpuSeconds = ThreadCpu.GuestThreads();
+        report.Convergence.GuestOpsPerSecBefore = opsBefore is double before ? Math.Round(before, 1) : null;
         if (report.Status == MigrationStatus.Completed)
         {
             vm.Shutdown(); // the guest runs on the target now; this copy never runs again
@@ -159,6 +169,9 @@ internal static class MigrationRunner
         }
 
         var inv = CultureInfo.InvariantCulture;
+        string alone = r.Convergence.GuestOpsPerSecBefore is double before
+            ? string.Create(inv, $"{before:N0} ops/s alone before, ")
+            : string.Empty;
         var rows = new List<(string, string)>
         {
             ("status", r.Status.ToString().ToLowerInvariant() + (r.Verified ? ", verified" : ", NOT verified")),
@@ -179,11 +192,12 @@ internal static class MigrationRunner
             ("rounds",
                 $"{r.Rounds.Count} ({string.Join(", ", r.Rounds.Select(x => x.PagesSent.ToString("N0", inv)))} pages)"),
             ("convergence", r.Convergence is { Steps: 0, ParameterChanges: 0 } c0
-                ? $"{c0.Method}, the guest was not slowed"
+                ? string.Create(inv,
+                    $"{c0.Method}, the guest was not slowed; {alone}{c0.GuestOpsPerSecDuring:N0} ops/s over the migration")
                 : string.Create(inv,
                     $"{r.Convergence.Method}, {r.Convergence.Steps} steps, throttle up to " +
                     $"{r.Convergence.MaxThrottlePercent:F0}%, {r.Convergence.VcpuMsStolen:F0} vCPU-ms taken; guest " +
-                    $"{r.Convergence.GuestOpsPerSecFirstRound:N0} ops/s in round 0, " +
+                    $"{alone}{r.Convergence.GuestOpsPerSecFirstRound:N0} ops/s in round 0, " +
                     $"{r.Convergence.GuestOpsPerSecDuring:N0} over the migration; " +
                     $"{r.Convergence.ParameterChanges} settings changes")),
             ("bytes on wire", $"{r.Transfer.BytesOnWire:N0}"),
