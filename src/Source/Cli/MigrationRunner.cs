@@ -69,18 +69,18 @@ internal static class MigrationRunner
         {
             // digests at stop-and-copy then run optimised code; the guest's pace is measured after it, undisturbed
             await Task.Run(() => SwitchoverWarmup.Run(), ct).ConfigureAwait(false);
-            long ops = vm.GuestOperations;
-            var alone = Stopwatch.StartNew();
+            var pace = new PaceSampler(vm.GuestOperations, sw.Elapsed);
             // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed);
             // a workload that counts its work runs alone long enough for its pace to be the baseline of what the
             // migration costs it.
-            while ((sw.Elapsed < warmup || !vm.IsWarm || (vm.GuestOperations > 0 && alone.Elapsed < BaselineWindow))
+            while ((sw.Elapsed < warmup || !vm.IsWarm || (vm.GuestOperations > 0 && pace.Elapsed < BaselineWindow))
                 && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
             {
                 await Task.Delay(50, ct).ConfigureAwait(false);
+                pace.Sample(vm.GuestOperations, sw.Elapsed);
             }
 
-            opsBefore = vm.GuestOperations > ops ? (vm.GuestOperations - ops) / alone.Elapsed.TotalSeconds : null;
+            opsBefore = pace.MedianPerSecond;
             ct.ThrowIfCancellationRequested(); // the boot alone can take the signal
             if (balloonPages > 0)
             {
