@@ -69,18 +69,26 @@ internal static class MigrationRunner
         {
             // digests at stop-and-copy then run optimised code; the guest's pace is measured after it, undisturbed
             await Task.Run(() => SwitchoverWarmup.Run(), ct).ConfigureAwait(false);
-            var pace = new PaceSampler(vm.GuestOperations, sw.Elapsed);
+            PaceSampler? pace = null;
             // Warm-up: at least the requested time, and until the workload has settled (memhog has filled and freed);
-            // a workload that counts its work runs alone long enough for its pace to be the baseline of what the
-            // migration costs it.
-            while ((sw.Elapsed < warmup || !vm.IsWarm || (vm.GuestOperations > 0 && pace.Elapsed < BaselineWindow))
+            // a workload that counts its work then runs alone long enough for its pace to be the baseline of what the
+            // migration costs it (before it is warm, its steps fault in its working set as fast as they can).
+            while ((sw.Elapsed < warmup || !vm.IsWarm
+                    || (vm.GuestOperations > 0 && (pace?.Elapsed ?? TimeSpan.Zero) < BaselineWindow))
                 && sw.Elapsed < warmup + TimeSpan.FromMinutes(5))
             {
                 await Task.Delay(50, ct).ConfigureAwait(false);
-                pace.Sample(vm.GuestOperations, sw.Elapsed);
+                if (pace is not null)
+                {
+                    pace.Sample(vm.GuestOperations, sw.Elapsed);
+                }
+                else if (vm.IsWarm)
+                {
+                    pace = new PaceSampler(vm.GuestOperations, sw.Elapsed);
+                }
             }
 
-            opsBefore = pace.MedianPerSecond;
+            opsBefore = pace?.MedianPerSecond;
             ct.ThrowIfCancellationRequested(); // the boot alone can take the signal
             if (balloonPages > 0)
             {

@@ -1,10 +1,10 @@
 namespace Migration.Source.Cli;
 
 /// <summary>
-/// A guest's pace running alone: its operations per second over short intervals, and their median. A paced workload
-/// that was held up (the warm-up's compilation competes for the cores) catches up in a burst as soon as it can, and
-/// one interval over the whole window counted that burst as pace: two runs of the same guest measured 7,600 and
-/// 15,100 ops/s. The median of the intervals leaves the burst out.
+/// A warm guest's pace running alone: its operations per second over short intervals, and their median, so one
+/// interval disturbed by the machine (a descheduled vCPU, a collection) does not set the baseline. (Sampling began
+/// before the guest was warm in a first version, and counted the steps that fault in its working set as fast as they
+/// can: two runs of the same guest measured 7,600 and 15,100 ops/s.)
 /// </summary>
 internal sealed class PaceSampler
 {

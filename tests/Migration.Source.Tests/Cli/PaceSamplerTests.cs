@@ -5,10 +5,10 @@ namespace Migration.Source.Tests.Cli;
 public sealed class PaceSamplerTests
 {
     [Fact]
-    public void ACatchUpBurst_IsNotThePace()
+    public void ADisturbedInterval_IsNotThePace()
     {
-        // 7,600 ops/s, but the first 50 ms also catch up 4,000 ops the warm-up held back: one interval over the whole
-        // 300 ms would say 20,900 ops/s.
+        // 7,600 ops/s, but one 50 ms interval ran 4,000 ops more: one interval over the whole 300 ms would say
+        // 20,900 ops/s.
         var pace = new PaceSampler(0, TimeSpan.Zero);
         long ops = 0;
         for (int i = 1; i <= 6; i++)
