@@ -42,6 +42,11 @@ internal sealed class PageChannel : IPageSink
     private readonly PageRouting? _routing;
     private readonly Task _worker;
 
+    // Cancelled at teardown: a batch waiting for the bandwidth cap is abandoned (CompleteAsync has drained the queue
+    // on the way to success; at teardown after a failure nothing queued is awaited). Without it a failed migration on a
+    // slow cap waited for the cap to pass a whole batch: 5 s at 200 kB/s before the guest was said to run on here.
+    private readonly CancellationTokenSource _teardown = new();
+
     private readonly Metadata _headers;
 
     private PageChannel(GrpcChannel grpc, AsyncClientStreamingCall<OutgoingBatch, PageStreamSummary> call,
@@ -180,7 +185,7 @@ internal sealed class PageChannel : IPageSink
                 {
                     var tally = _batch.Encode(item.Pfns.AsSpan(0, item.Count), item.Round, _compress);
                     long bytes = _batch.MessageLength + 5; // + gRPC message header
-                    await _limiter.WaitAsync(bytes, CancellationToken.None).ConfigureAwait(false);
+                    await _limiter.WaitAsync(bytes, _teardown.Token).ConfigureAwait(false);
                     // The batch's buffers are reused only after WriteAsync returns, by which time it has been
                     // serialised.
                     await TransportFailures.Call(() => _call.RequestStream.WriteAsync(_batch)).ConfigureAwait(false);
@@ -208,6 +213,7 @@ internal sealed class PageChannel : IPageSink
     public async ValueTask DisposeAsync()
     {
         _queue.Writer.TryComplete();
+        await _teardown.CancelAsync().ConfigureAwait(false);
         try
         {
             await _worker.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
@@ -220,5 +226,6 @@ internal sealed class PageChannel : IPageSink
 
         _call.Dispose();
         _grpc.Dispose();
+        _teardown.Dispose();
     }
 }
