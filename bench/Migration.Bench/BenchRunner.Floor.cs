@@ -17,7 +17,7 @@ internal sealed partial class BenchRunner
 
     private async Task RunFloorAsync(CancellationToken ct)
     {
-        long ram = options.FloorRamBytes ?? (options.Quick ? 1L << 30 : 4L << 30);
+        long ram = options.FloorRamBytes ?? FloorResults.DefaultRamBytes(options.Quick);
         var floor = _results.Floor = new FloorResults { RamBytes = ram };
         int seconds = options.Quick ? 3 : 5;
         _results.Iperf3.Add(await Iperf3.RunAsync(seconds, output, ct));

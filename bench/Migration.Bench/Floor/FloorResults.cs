@@ -16,6 +16,9 @@ internal sealed class FloorResults
     /// <summary>The gRPC page stream at the same channel counts, interleaved with the floor's runs.</summary>
     public List<BenchRun> Stream { get; set; } = [];
 
+    /// <summary>Guest RAM when <c>--floor-ram</c> is not given: 1 GiB with <c>--quick</c>, else 4 GiB.</summary>
+    public static long DefaultRamBytes(bool quick) => quick ? 1L << 30 : 4L << 30;
+
     /// <summary>The scenario name of the page stream's run at <paramref name="channels"/>.</summary>
     public static string StreamScenario(int channels) => $"floor-stream-{channels}ch";
 }
