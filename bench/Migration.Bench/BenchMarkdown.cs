@@ -13,6 +13,9 @@ internal static class BenchMarkdown
         md.AppendLine();
         md.AppendLine("Command: `dotnet run --project bench/Migration.Bench -c Release --" +
             $"{(results.Quick ? " --quick" : string.Empty)} --repeat {results.Repeat}" +
+            (results.Floor is { } floor && floor.RamBytes != Floor.FloorResults.DefaultRamBytes(results.Quick)
+                ? $" --floor-ram {floor.RamBytes >> 20}MiB"
+                : string.Empty) +
             (results.Only is { } only ? $" --only {string.Join(' ', only)}`  " : "`  "));
         md.AppendLine($"Machine: {results.Machine.Describe()}  ");
         md.AppendLine($"Run: {results.StartedAt:yyyy-MM-dd HH:mm} to {results.FinishedAt:HH:mm} UTC. " +

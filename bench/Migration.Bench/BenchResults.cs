@@ -63,6 +63,9 @@ internal sealed class BenchResults
     /// <summary>QEMU's side of the convergence benchmark (<c>--only converge-qemu</c>), or null.</summary>
     public Peers.PeerConvergeResults? ConvergeQemu { get; set; }
 
+    /// <summary>Plain sockets against the page stream (<c>--only floor</c>), or null.</summary>
+    public Floor.FloorResults? Floor { get; set; }
+
     public BenchSummary? Summary { get; set; }
 }
 

@@ -9,7 +9,8 @@ namespace Migration.Bench;
 
 /// <summary>What <c>bench</c> was asked to do.</summary>
 internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IReadOnlyList<string>? Only = null,
-    int SoakMigrations = 100, string? Peer = null, ConvergeQemuOptions? Converge = null, string? Qemu = null)
+    int SoakMigrations = 100, string? Peer = null, ConvergeQemuOptions? Converge = null, string? Qemu = null,
+    long? FloorRamBytes = null)
 {
     /// <summary>
     /// Whether a part runs: everything by default (except the parts only <c>--only</c> runs); with --only the parts
@@ -19,7 +20,7 @@ internal sealed record BenchOptions(bool Quick, string OutDir, int Repeat, IRead
 
     /// <summary>Parts too long for the default run (the comparison: 25 migrations per repeat).</summary>
     public static readonly string[] OnlyWhenNamed =
-        ["compare", "reporting-cost", "downtime", "converge", "converge-qemu"];
+        ["compare", "reporting-cost", "downtime", "converge", "converge-qemu", "floor"];
 
     /// <summary>The parts of <c>--peer</c>, which <c>--only</c> may name.</summary>
     public static readonly string[] PeerParts = ["peer-random", "peer-idle", "peer-stale"];
@@ -57,6 +58,11 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         if (options.Runs("raw"))
         {
             await MeasureLinkAsync(ct);
+        }
+
+        if (options.Runs("floor"))
+        {
+            await RunFloorAsync(ct);
         }
 
         foreach (var scenario in scenarios)
@@ -150,7 +156,8 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         await File.WriteAllTextAsync(Path.Combine(dir, "results.json"),
             JsonSerializer.Serialize(results, MigrationReport.JsonOptions), ct);
         string md = BenchMarkdown.Write(results, summary, scenarios) + BalloonMarkdown(results)
-            + CompareMarkdown(results) + ConvergeQemuMarkdown(results) + BesideQemuMarkdown(results);
+            + CompareMarkdown(results) + ConvergeQemuMarkdown(results) + BesideQemuMarkdown(results)
+            + Floor.FloorMarkdown.Write(results);
         await File.WriteAllTextAsync(Path.Combine(dir, "results.md"), md, ct);
         var charts = BenchCharts.Write(results, scenarios, dir);
         output.WriteLine();
@@ -159,7 +166,8 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
             $"to {Path.GetFullPath(dir)}");
         int failed = results.Runs.Count(r => !r.Ok) + results.RawStream.Count(r => !r.Ok)
             + (results.Peer?.Runs.Count(r => !r.Ok) ?? 0) + (results.ConvergeQemu?.Runs.Count(r => !r.Ok) ?? 0)
-            + results.Soak.Count(r => !r.Ok);
+            + results.Soak.Count(r => !r.Ok)
+            + (results.Floor is { } floor ? floor.Runs.Count(r => !r.Ok) + floor.Stream.Count(r => !r.Ok) : 0);
         if (failed > 0)
         {
             output.WriteLine($"bench: {failed} run(s) failed; see their logs under runs/");

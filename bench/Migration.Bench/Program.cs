@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Migration.Bench;
+using Migration.Bench.Floor;
 
 // The macro benchmark: hints off against on (idle, stale, busy guests; 10 Gbit/s and uncapped), the raw page
 // stream against iperf3 (cleartext and mutual TLS), the soak, and QEMU side by side (--peer qemu), on loopback.
@@ -68,6 +69,10 @@ var qemuChoice = new Option<string?>("--qemu")
         "one of this Debian release's backports, downloaded into the output directory and not installed; default " +
         "the machine's (QEMU before 9.0 loses dirty pages of a busy guest under TCG)",
 };
+var floorRam = new Option<string?>("--floor-ram")
+{
+    Description = "floor: guest RAM each transfer and migration moves (default 1GiB with --quick, else 4GiB)",
+};
 var render = new Option<string?>("--render")
 {
     Description = "Run nothing: rebuild results.md and the charts from DIR/results.json",
@@ -78,8 +83,10 @@ var root = new RootCommand(
     "target, on loopback.")
 {
     quick, outDir, repeat, only, soakMigrations, peer, convergeLink, convergeRate, convergeAuto, convergeWs,
-    convergeTimeout, qemuChoice, render,
+    convergeTimeout, qemuChoice, floorRam, render,
 };
+root.Subcommands.Add(FloorCommands.Receive());
+root.Subcommands.Add(FloorCommands.Send());
 root.SetAction(async (parse, ct) =>
 {
     if (parse.GetValue(render) is string renderDir)
@@ -93,7 +100,7 @@ root.SetAction(async (parse, ct) =>
     int soak = parse.GetValue(soakMigrations) ?? (isQuick ? 30 : 100);
     var known = BenchScenario.All(isQuick).Select(x => x.Name)
         .Concat(["raw", "scale", "soak", "balloon", "compare", "reporting-cost", "downtime", "converge",
-            "converge-qemu"])
+            "converge-qemu", "floor"])
         .Concat(BenchOptions.PeerParts).ToList();
     if (repeats is < 1 or > 50 || soak is < 10 or > 10000
         || names?.FirstOrDefault(n => !known.Contains(n)) is { Length: > 0 })
@@ -118,8 +125,15 @@ root.SetAction(async (parse, ct) =>
         return 2;
     }
 
+    var (floorBytes, floorError) = FloorCommands.ParseRam(parse.GetValue(floorRam));
+    if (floorError is not null)
+    {
+        Console.Error.WriteLine($"error: {floorError}");
+        return 2;
+    }
+
     var runner = new BenchRunner(new BenchOptions(isQuick, parse.GetValue(outDir)!, repeats, names, soak,
-        parse.GetValue(peer), converge, parse.GetValue(qemuChoice)),
+        parse.GetValue(peer), converge, parse.GetValue(qemuChoice), floorBytes),
         Console.Out);
     return await runner.RunAsync(ct);
 });

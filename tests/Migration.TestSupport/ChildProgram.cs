@@ -58,6 +58,13 @@ public sealed class ChildProgram : IAsyncDisposable
         Start(BuiltPrograms.Locate("Target", "Migration.Target.dll", "MIGRATION_TARGET_DLL"), arguments,
             launcherIgnoresInterrupt: false, resetInterrupt: true);
 
+    /// <summary>
+    /// Starts <c>dotnet <paramref name="dll"/></c> with exactly <paramref name="arguments"/>, SIGINT at its default
+    /// (the benchmark's own helper processes).
+    /// </summary>
+    public static ChildProgram Dotnet(string dll, IEnumerable<string> arguments) =>
+        Start(dll, arguments, launcherIgnoresInterrupt: false, resetInterrupt: true);
+
     private static ChildProgram Start(string dll, IEnumerable<string> arguments, bool launcherIgnoresInterrupt,
         bool resetInterrupt)
     {
