@@ -9,6 +9,7 @@ using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
 using Migration.Source.Cli;
+using Migration.TestSupport;
 
 namespace Migration.EndToEnd.Tests;
 
@@ -234,18 +235,5 @@ public sealed class DeltaPagesTests
         public DeltaPageCache? DeltaCache => inner.DeltaCache;
 
         public ValueTask DisposeAsync() => inner.DisposeAsync();
-    }
-
-    /// <summary>Precopy runs at least this many rounds, so pages go again after round 0, and again after that.
-    /// </summary>
-    private sealed class AtLeastRounds(IConvergencePolicy inner, int rounds) : IConvergencePolicy
-    {
-        public ConvergenceDecision Decide(RoundOutcome round)
-        {
-            var decision = inner.Decide(round);
-            return decision is ConvergenceDecision.StopAndCopy && round.Round + 1 < rounds
-                ? ConvergenceDecision.Continue
-                : decision;
-        }
     }
 }

@@ -113,7 +113,7 @@ public abstract class FaultMatrix(ITestOutputHelper output)
                     new BandwidthLimiter(options.MaxBandwidthBytesPerSecond, TimeProvider.System), counters),
                 phase, Strike),
             BeforeLoggingEnabled = (_, _) => triggers!.Strike(FaultPhase.Setup),
-            Convergence = policy => new AtLeastThreeRounds(policy),
+            Convergence = policy => new AtLeastRounds(policy, 3),
         };
         var progress = new Immediate(p =>
         {
@@ -326,18 +326,6 @@ public abstract class FaultMatrix(ITestOutputHelper output)
 
     private static string Seconds(TimeSpan span) =>
         span.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-
-    /// <summary>Precopy goes on for three rounds at least, so a later round exists to strike in.</summary>
-    private sealed class AtLeastThreeRounds(IConvergencePolicy inner) : IConvergencePolicy
-    {
-        public ConvergenceDecision Decide(RoundOutcome round)
-        {
-            var decision = inner.Decide(round);
-            return decision is ConvergenceDecision.StopAndCopy && round.Round < 2
-                ? ConvergenceDecision.Continue
-                : decision;
-        }
-    }
 
     /// <summary>Progress reported on the engine's own thread, at the moment it happens.</summary>
     private sealed class Immediate(Action<RoundProgress> report) : IProgress<RoundProgress>

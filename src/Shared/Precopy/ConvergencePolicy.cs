@@ -141,7 +141,7 @@ internal sealed class ConvergencePolicy(TimeSpan downtimeLimit, int maxRounds, T
         }
 
         // Only the measured fixed cost stands in the way: not hopeless until it has stayed there a while.
-        bool fixedCostOver = round.FixedCostMs >= limitMs && round.FixedCostMs >= rampMaxMs;
+        bool fixedCostOver = ConvergencePrediction.FixedCostAloneOver(round, limitMs, rampMaxMs);
         _fixedCostOverSince = fixedCostOver ? _fixedCostOverSince ?? round.Elapsed : null;
         bool fixedCostStays = round.Elapsed - _fixedCostOverSince >= FixedCostPatience;
         bool level = round.RemainingPages >= round.PreviousRemainingPages * 4 / 5;

@@ -11,6 +11,12 @@ namespace Migration.Shared.Precopy;
 public sealed record ConvergencePrediction(bool Finishes, int? RoundsLeft, double? SecondsLeft, string Text)
 {
     /// <summary>
+    /// The switchover's measured fixed cost alone is over the limit, and over the most a downtime ramp will reach.
+    /// </summary>
+    internal static bool FixedCostAloneOver(RoundOutcome round, double limitMs, double rampMaxMs) =>
+        round.FixedCostMs >= limitMs && round.FixedCostMs >= rampMaxMs;
+
+    /// <summary>
     /// Predicts from a round's figures: the guest dirties <c>D</c> pages/s, the link moves <c>S</c> pages that carry
     /// data per second. With D well under S each round leaves D/S of the last, so the rounds left are those that bring
     /// the remainder under the downtime limit's worth of pages. With D near or above S the remainder cannot shrink:
@@ -25,7 +31,7 @@ public sealed record ConvergencePrediction(bool Finishes, int? RoundsLeft, doubl
         double pagesThatFit = Math.Max(0, (limitMs - round.FixedCostMs) / 1000 * send);
         double ratio = dirty / send;
         string rates = Rates(round);
-        if (round.FixedCostMs >= limitMs && round.FixedCostMs >= rampMaxMs)
+        if (FixedCostAloneOver(round, limitMs, rampMaxMs))
         {
             return new(false, null, null, string.Create(CultureInfo.InvariantCulture,
                 $"cannot finish: the switchover's fixed cost alone is {round.FixedCostMs:F0} ms (final sync, state, " +

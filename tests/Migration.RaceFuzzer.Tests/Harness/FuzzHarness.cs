@@ -492,20 +492,6 @@ public static class FuzzHarness
     }
 
     /// <summary>
-    /// More syncs to race: precopy runs at least a drawn number of rounds before it may stop and copy.
-    /// </summary>
-    private sealed class AtLeastRounds(IConvergencePolicy inner, int minRounds) : IConvergencePolicy
-    {
-        public ConvergenceDecision Decide(RoundOutcome round)
-        {
-            var decision = inner.Decide(round);
-            return decision is ConvergenceDecision.StopAndCopy && round.Round + 1 < minRounds
-                ? ConvergenceDecision.Continue
-                : decision;
-        }
-    }
-
-    /// <summary>
     /// Background work run on the calling actor, so no thread outside the scheduler touches the guest.
     /// </summary>
     private sealed class InlineWork : IBackgroundWork
