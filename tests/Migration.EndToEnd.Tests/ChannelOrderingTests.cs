@@ -30,9 +30,9 @@ public sealed class ChannelOrderingTests
         vm.Memory.FillPages(p, 1, 0x11);
 
         await using var target = await TargetProcess.StartAsync([], TimeSpan.FromSeconds(60));
-        using var control = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
-        using var channelA = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
-        using var channelB = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        using var control = ControlChannel.Create(target.Address, TransportSecurity.None);
+        using var channelA = ControlChannel.Create(target.Address, TransportSecurity.None);
+        using var channelB = ControlChannel.Create(target.Address, TransportSecurity.None);
         var client = new Protocol.Migration.MigrationClient(control);
         string id = Guid.NewGuid().ToString("n");
         string configJson = JsonSerializer.Serialize(vm.Config, MigrationReport.JsonOptions);

@@ -152,7 +152,7 @@ public sealed class DeltaPagesTests
         var changed = new byte[PageGeometry.PageSize];
         changed[0] = 1;
         n += Xbzrle.Encode(new byte[PageGeometry.PageSize], changed, delta.AsSpan(n));
-        using var channel = PageChannel.CreateGrpcChannel(target, TransportSecurity.None);
+        using var channel = ControlChannel.Create(target, TransportSecurity.None);
         var headers = new Metadata { { WireNames.MigrationIdHeader, id }, { WireNames.MigrationKeyHeader, key } };
         using var stream = new PageStream.PageStreamClient(channel).SendPages(headers);
         await stream.RequestStream.WriteAsync(new PageBatch

@@ -40,7 +40,7 @@ public sealed class GeneratedInputTests(ITestOutputHelper output) : IAsyncLifeti
     public async Task InitializeAsync()
     {
         _target = await TargetProcess.StartAsync(["--lease-seconds", "30"], TimeSpan.FromSeconds(60));
-        _channel = PageChannel.CreateGrpcChannel(_target.Address, TransportSecurity.None);
+        _channel = ControlChannel.Create(_target.Address, TransportSecurity.None);
         _client = new ProtocolClient(_channel);
         _pages = new PageStream.PageStreamClient(_channel);
         _raw = _channel.CreateCallInvoker();

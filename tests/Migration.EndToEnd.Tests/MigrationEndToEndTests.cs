@@ -188,7 +188,7 @@ public class MigrationEndToEndTests
         var migration = new PrecopyEngine(vm,
                 new MigrationOptions { Target = target.Address, MaxBandwidthBytesPerSecond = 20e6 })
             .MigrateAsync(cts.Token);
-        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        using var channel = ControlChannel.Create(target.Address, TransportSecurity.None);
         var client = new Protocol.Migration.MigrationClient(channel);
         // Cancel once the target has the migration (a fixed delay lost that race on a loaded machine).
         var begun = System.Diagnostics.Stopwatch.StartNew();

@@ -63,7 +63,7 @@ public sealed class ProtocolVersionTests
     {
         await using var target = await TargetProcess.StartAsync([], Limit);
         using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 1 });
-        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        using var channel = ControlChannel.Create(target.Address, TransportSecurity.None);
         var client = new Protocol.Migration.MigrationClient(channel);
         string configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig);
         foreach (uint version in new[] { ProtocolVersions.Current + 1, 100u })
@@ -87,7 +87,7 @@ public sealed class ProtocolVersionTests
     {
         await using var target = await TargetProcess.StartAsync([], Limit);
         using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 2 });
-        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        using var channel = ControlChannel.Create(target.Address, TransportSecurity.None);
         var client = new Protocol.Migration.MigrationClient(channel);
         string id = Guid.NewGuid().ToString("n");
         string configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig);

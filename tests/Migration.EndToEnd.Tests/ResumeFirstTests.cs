@@ -44,7 +44,7 @@ public sealed class ResumeFirstTests
     {
         using var vm = VirtualMachine.Boot(new GuestConfig { RamBytes = 16L << 20, Vcpus = 2 });
         await using var target = await TargetProcess.StartAsync(["--run-after", "0.2"], Limit);
-        using var channel = PageChannel.CreateGrpcChannel(target.Address, TransportSecurity.None);
+        using var channel = ControlChannel.Create(target.Address, TransportSecurity.None);
         var client = new Protocol.Migration.MigrationClient(channel);
         string id = Guid.NewGuid().ToString("n");
         string configJson = JsonSerializer.Serialize(vm.Config, WireJson.Default.GuestConfig);

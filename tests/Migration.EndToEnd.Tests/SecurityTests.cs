@@ -109,7 +109,7 @@ public sealed class SecurityTests : IDisposable
 
     private static async Task<StatusReply> StatusAsync(Uri target, TransportSecurity security)
     {
-        using var channel = PageChannel.CreateGrpcChannel(target, security);
+        using var channel = ControlChannel.Create(target, security);
         var headers = new Metadata();
         if (security.Token is string token)
         {

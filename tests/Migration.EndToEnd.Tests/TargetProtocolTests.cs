@@ -25,7 +25,7 @@ public sealed class TargetProtocolTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _target = await TargetProcess.StartAsync([], TimeSpan.FromSeconds(60));
-        _channel = PageChannel.CreateGrpcChannel(_target.Address, TransportSecurity.None);
+        _channel = ControlChannel.Create(_target.Address, TransportSecurity.None);
         _client = new ProtocolClient(_channel);
         _pages = new PageStream.PageStreamClient(_channel);
     }

@@ -42,7 +42,7 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
         _options = options;
         _limiter = limiter;
         _counters = counters;
-        _control = PageChannel.CreateGrpcChannel(_target, options.Security);
+        _control = ControlChannel.Create(_target, options.Security);
         _client = controlCalls is null
             ? new MigrationClient(_control)
             : new MigrationClient(_control.Intercept(controlCalls));
@@ -61,7 +61,7 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     /// </summary>
     public static async Task<StatusReply> ProbeAsync(Uri target, TransportSecurity security, CancellationToken ct)
     {
-        using var channel = PageChannel.CreateGrpcChannel(target, security);
+        using var channel = ControlChannel.Create(target, security);
         var client = new MigrationClient(channel);
         return await client.StatusAsync(new StatusRequest(), Headers(security, null),
             Deadline(TimeSpan.FromSeconds(10)), ct).ConfigureAwait(false);
@@ -128,7 +128,7 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     /// </remarks>
     public async Task<StatusReply> StatusAsync(string migrationId, TimeSpan timeout, CancellationToken ct)
     {
-        using var channel = PageChannel.CreateGrpcChannel(_target, _options.Security);
+        using var channel = ControlChannel.Create(_target, _options.Security);
         return await TransportFailures.Call(async () => await new MigrationClient(channel).StatusAsync(
             new StatusRequest { MigrationId = migrationId }, Headers(_options.Security, _key), Deadline(timeout), ct))
             .ConfigureAwait(false);
@@ -146,7 +146,7 @@ internal sealed class GrpcMigrationTransport : IMigrationTransport
     {
         try
         {
-            using var channel = PageChannel.CreateGrpcChannel(_target, _options.Security);
+            using var channel = ControlChannel.Create(_target, _options.Security);
             return await new MigrationClient(channel).CancelAsync(
                 new CancelRequest { MigrationId = migrationId, Reason = reason }, Headers(_options.Security, _key),
                 Deadline(TimeSpan.FromSeconds(2))).ConfigureAwait(false);

@@ -1,13 +1,16 @@
-using Grpc.Core;
+using System.Buffers.Binary;
 using Migration.Shared.Guest;
+using Migration.Shared.Transport.Http2;
 
 namespace Migration.Shared.Transport;
 
 /// <summary>
 /// One channel's reusable outgoing <c>PageBatch</c>: <see cref="Encode"/> classifies each page of its guest's RAM
-/// (<see cref="PageCodec.Classify"/>: zero detection, LZ4 into a pinned staging buffer), then the marshaller writes the message straight into gRPC's buffer with
-/// <see cref="PageBatchWire"/>, no protobuf object in between: raw pages are copied from guest RAM into that buffer
-/// directly, once (a profile of the raw stream found a fifth of the source's CPU in copying them twice).
+/// (<see cref="PageCodec.Classify"/>: zero detection, LZ4 into a pinned staging buffer), then <see cref="Gather"/> lays
+/// the gRPC message out as pieces for one gathered write: its prefix and <see cref="PageBatchWire"/> header from a
+/// small pinned buffer, then each raw page where it lies in guest RAM (neighbours merged into one piece) and every
+/// other payload from the staging buffer. No protobuf object and no copy in user space: the kernel reads raw pages
+/// straight out of guest RAM, as QEMU's multifd does.
 /// </summary>
 /// <remarks>
 /// A raw page is read when the message is written, a little later than it was classified. That is as safe as reading
@@ -26,12 +29,12 @@ internal sealed class OutgoingBatch
     private readonly int[] _lengths;
     private readonly bool[] _fromRam; // raw pages copied from guest RAM as the message is written
     private readonly byte[] _staging; // every other payload, in page order
+    private readonly byte[] _head; // the gRPC prefix and the batch's header, before the payload
     private readonly GuestRam _ram;
     private readonly DeltaEncoder? _delta;
     private int _count;
     private int _payloadLength;
     private uint _round;
-    private bool _anyFromRam;
 
     public OutgoingBatch(GuestRam ram, int maxPages, DeltaEncoder? delta = null)
     {
@@ -43,7 +46,14 @@ internal sealed class OutgoingBatch
         _lengths = new int[maxPages];
         _fromRam = new bool[maxPages];
         _staging = GC.AllocateUninitializedArray<byte>(maxPages * PageCodec.MaxEncodedLength, pinned: true);
+        _head = GC.AllocateUninitializedArray<byte>(GrpcPrefix + PageBatchWire.MaxHeaderLength(maxPages),
+            pinned: true);
     }
+
+    private const int GrpcPrefix = 5; // compressed flag + big-endian message length
+
+    /// <summary>The most pieces <see cref="Gather"/> lays out for a batch of <paramref name="maxPages"/> pages.</summary>
+    public static int MaxPieces(int maxPages) => maxPages + 1;
 
     private PageBatchLayout _layout;
 
@@ -58,7 +68,6 @@ internal sealed class OutgoingBatch
     {
         var tally = new PageTally();
         int payload = 0, staged = 0;
-        bool anyFromRam = false;
         using var lease = _delta?.Enter() ?? default;
         for (int i = 0; i < pfns.Length; i++)
         {
@@ -88,52 +97,63 @@ internal sealed class OutgoingBatch
             _kinds[i] = (byte)kind;
             _lengths[i] = length;
             _fromRam[i] = fromRam;
-            anyFromRam |= fromRam;
             payload += length;
         }
 
         _count = pfns.Length;
         _payloadLength = payload;
         _round = round;
-        _anyFromRam = anyFromRam;
         _layout = PageBatchWire.Measure(round, _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count),
             _lengths.AsSpan(0, _count), payload);
         return tally;
     }
 
-    public void WriteTo(SerializationContext context)
+    /// <summary>The gRPC message's length on the wire: its 5-byte prefix and the batch.</summary>
+    public int FramedLength => GrpcPrefix + MessageLength;
+
+    /// <summary>
+    /// Lays the current batch out as a gRPC message (prefix, header, payload) in <paramref name="pieces"/>, which needs
+    /// <see cref="MaxPieces"/> entries; returns how many it used. The pieces point into guest RAM and this batch's pinned
+    /// buffers: valid until the next <see cref="Encode"/>.
+    /// </summary>
+    public unsafe int Gather(Span<IoVector> pieces)
     {
-        context.SetPayloadLength(MessageLength);
-        var writer = context.GetBufferWriter();
-        var output = writer.GetSpan(MessageLength);
-        int pos = PageBatchWire.WriteHeader(output, _layout, _round, _pfns.AsSpan(0, _count),
-            _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), _payloadLength);
-        if (!_anyFromRam)
+        _head[0] = 0; // not compressed
+        BinaryPrimitives.WriteUInt32BigEndian(_head.AsSpan(1), (uint)MessageLength);
+        int head = GrpcPrefix + PageBatchWire.WriteHeader(_head.AsSpan(GrpcPrefix), _layout, _round,
+            _pfns.AsSpan(0, _count), _kinds.AsSpan(0, _count), _lengths.AsSpan(0, _count), _payloadLength);
+        int used = 0;
+        fixed (byte* headStart = _head)
+        fixed (byte* stagingStart = _staging)
         {
-            _staging.AsSpan(0, _payloadLength).CopyTo(output[pos..]);
-            writer.Advance(pos + _payloadLength);
-            context.Complete();
-            return;
+            pieces[used++] = new IoVector(headStart, head);
+            byte* staged = stagingStart;
+            for (int i = 0; i < _count; i++)
+            {
+                int length = _lengths[i];
+                if (length == 0)
+                {
+                    continue;
+                }
+
+                byte* from = _fromRam[i] ? _ram.PagePointer(_pfns[i]) : staged;
+                if (!_fromRam[i])
+                {
+                    staged += length;
+                }
+
+                ref var last = ref pieces[used - 1];
+                if (last.Base + last.Length == from)
+                {
+                    last.Length += (nuint)length; // the page lies right after the previous piece: one piece
+                }
+                else
+                {
+                    pieces[used++] = new IoVector(from, length);
+                }
+            }
         }
 
-        int staged = 0;
-        for (int i = 0; i < _count; i++)
-        {
-            int length = _lengths[i];
-            if (_fromRam[i])
-            {
-                _ram.Page(_pfns[i]).CopyTo(output[pos..]);
-            }
-            else if (length > 0)
-            {
-                _staging.AsSpan(staged, length).CopyTo(output[pos..]);
-                staged += length;
-            }
-
-            pos += length;
-        }
-
-        writer.Advance(pos);
-        context.Complete();
+        return used;
     }
 }

@@ -231,6 +231,14 @@ public static class PageBatchWire
 
     private static ProtocolError Error(ProtocolErrorKind kind, string detail) => new(kind, detail);
 
+    /// <summary>
+    /// The most bytes <see cref="WriteHeader"/> writes for a batch of <paramref name="maxPages"/> pages: each field's
+    /// tag and longest length, ten bytes per page number, one per encoding and five per payload length.
+    /// </summary>
+    public static int MaxHeaderLength(int maxPages) => 5 * (1 + MaxVarint32) + maxPages * (10 + 1 + MaxVarint32);
+
+    private const int MaxVarint32 = 5;
+
     public static int VarintLength(ulong value)
     {
         int n = 1;

@@ -349,7 +349,7 @@ internal static class CtlCommand
             return UsageErrors.Report(ex.Message);
         }
 
-        using var channel = PageChannel.CreateGrpcChannel(address, credentials);
+        using var channel = ControlChannel.Create(address, credentials);
         var invoker = credentials.Token is string token
             ? channel.Intercept(headers =>
             {

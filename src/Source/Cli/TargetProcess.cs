@@ -98,7 +98,7 @@ public sealed partial class TargetProcess : IAsyncDisposable
     /// <summary>The target's state as its Status call reports it (idle, receiving, verifying, resumed, failed).</summary>
     public async Task<string> StateAsync(CancellationToken ct = default)
     {
-        using var channel = PageChannel.CreateGrpcChannel(Address, TransportSecurity.None);
+        using var channel = ControlChannel.Create(Address, TransportSecurity.None);
         var reply = await new Protocol.Migration.MigrationClient(channel).StatusAsync(new StatusRequest(),
             deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct).ConfigureAwait(false);
         return reply.State;
