@@ -16,6 +16,15 @@ public sealed record ProcessStats
     /// </summary>
     public double? MigrationCpuSeconds { get; init; }
 
+    /// <summary>
+    /// Time the JIT spent compiling, on every thread, from the start of the migration to the report, and how many
+    /// methods it compiled then (first compilations and tiered recompilations): a fixed cost of a fresh process that
+    /// the CPU per GB of a small migration carries.
+    /// </summary>
+    public double? MigrationJitMs { get; init; }
+
+    public long? MigrationMethodsJitted { get; init; }
+
     public long PeakRssBytes { get; init; }
 
     /// <summary>Resident memory when the migration began (after warm-up, ballooning or reporting).</summary>
@@ -35,16 +44,28 @@ public sealed record ProcessStats
         return self.TotalProcessorTime.TotalSeconds;
     }
 
-    /// <param name="cpuAtMigrationStart">What <see cref="CpuNow"/> said when the migration began, if known.</param>
+    /// <summary>CPU and JIT time of this process so far, to measure a migration from.</summary>
+    public static ProcessMark Now()
+    {
+        using var self = Process.GetCurrentProcess();
+        return new ProcessMark(self.TotalProcessorTime.TotalSeconds, JitInfo.GetCompilationTime(),
+            JitInfo.GetCompiledMethodCount());
+    }
+
+    /// <param name="migrationStart">What <see cref="Now"/> said when the migration began, if known.</param>
     /// <param name="rssAtMigrationStart">The resident memory then, if known.</param>
-    public static ProcessStats Capture(double? cpuAtMigrationStart = null, long? rssAtMigrationStart = null)
+    public static ProcessStats Capture(ProcessMark? migrationStart = null, long? rssAtMigrationStart = null)
     {
         using var self = Process.GetCurrentProcess();
         double cpu = self.TotalProcessorTime.TotalSeconds;
         return new ProcessStats
         {
             CpuSeconds = cpu,
-            MigrationCpuSeconds = cpu - cpuAtMigrationStart,
+            MigrationCpuSeconds = cpu - migrationStart?.CpuSeconds,
+            MigrationJitMs = migrationStart is { } start
+                ? Math.Round((JitInfo.GetCompilationTime() - start.JitTime).TotalMilliseconds, 1)
+                : null,
+            MigrationMethodsJitted = JitInfo.GetCompiledMethodCount() - migrationStart?.MethodsJitted,
             PeakRssBytes = self.PeakWorkingSet64,
             RssAtMigrationStartBytes = rssAtMigrationStart,
             GcMode = Describe(),
@@ -57,3 +78,6 @@ public sealed record ProcessStats
         (GCSettings.IsServerGC ? "server" : "workstation")
         + (GCSettings.LatencyMode == GCLatencyMode.Batch ? ", non-concurrent" : ", concurrent");
 }
+
+/// <summary>A process's CPU seconds, JIT time and methods compiled at one moment (<see cref="ProcessStats.Now"/>).</summary>
+public readonly record struct ProcessMark(double CpuSeconds, TimeSpan JitTime, long MethodsJitted);

@@ -119,7 +119,7 @@ internal static class MigrationRunner
             $"({vm.Kernel.FreePages:N0} of {vm.Ram.PageCount:N0} pages free); migrating to {options.Target}");
         var engine = new PrecopyEngine(vm, options, ProgressPrinter.ForConsole(),
             logger: logging.CreateLogger("precopy"));
-        double cpuAtStart = ProcessStats.CpuNow();
+        var cpuAtStart = ProcessStats.Now();
         long rssAtStart = Environment.WorkingSet;
         var report = await engine.MigrateAsync(ct).ConfigureAwait(false);
         report.Process = ProcessStats.Capture(cpuAtStart, rssAtStart);

@@ -25,7 +25,7 @@ internal static class ManagementServer
         ServerSecurity security, IManagementHost host, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(security);
-        var builder = WebApplication.CreateSlimBuilder();
+        var builder = ServerHost.CreateBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseUrls([.. ListenUrl.Parse(security.Listen, "--listen").BindUrls]);
         builder.WebHost.UseKestrelHttpsConfiguration(); // the slim builder leaves https:// out

@@ -23,7 +23,7 @@ internal static class TargetServer
     /// </summary>
     public static async Task<int> RunAsync(TargetOptions options)
     {
-        var builder = WebApplication.CreateSlimBuilder();
+        var builder = ServerHost.CreateBuilder();
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);

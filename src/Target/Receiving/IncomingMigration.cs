@@ -174,7 +174,7 @@ internal sealed class IncomingMigration : IDisposable
     public void Touch() => Interlocked.Exchange(ref _lastActivity, _time.GetTimestamp());
 
     /// <summary>This process's CPU time when the migration began (its report counts the migration's share).</summary>
-    public double CpuAtStart { get; } = ProcessStats.CpuNow();
+    public ProcessMark CpuAtStart { get; } = ProcessStats.Now();
 
     public long PagesReceived => Interlocked.Read(ref _pagesReceived);
 

@@ -37,7 +37,7 @@ internal sealed record TargetReport
     public ProcessStats? Process { get; init; }
 
     public static TargetReport Of(string migrationId, TargetOutcome status, CompleteReply? reply, string? error,
-        double cpuAtStart, string? runAfterCheck = null) => new()
+        ProcessMark cpuAtStart, string? runAfterCheck = null) => new()
         {
             MigrationId = migrationId,
             Status = status,
