@@ -13,6 +13,7 @@ internal static class BenchMarkdown
         md.AppendLine();
         md.AppendLine("Command: `dotnet run --project bench/Migration.Bench -c Release --" +
             $"{(results.Quick ? " --quick" : string.Empty)} --repeat {results.Repeat}" +
+            (results.Peer is not null ? " --peer qemu" : string.Empty) +
             (results.Floor is { } floor && floor.RamBytes != Floor.FloorResults.DefaultRamBytes(results.Quick)
                 ? $" --floor-ram {floor.RamBytes >> 20}MiB"
                 : string.Empty) +
@@ -177,14 +178,18 @@ internal static class BenchMarkdown
             md.AppendLine();
         }
 
-        md.AppendLine(peer.LinuxUnavailable is string linuxWhy
-            ? $"QEMU's stale rows: n/a ({linuxWhy})."
-            : "Stale (free memory holding old data), hints off and on: QEMU a real Linux guest (" +
-              $"{Path.GetFileName(peer.LinuxGuest?.Kernel)}, busybox initramfs, one vCPU under TCG, " +
-              "virtio-balloon with `free-page-hint`) that filled 75% of its RAM in tmpfs and deleted it, one " +
-              "channel, verified by its heartbeat on the destination and no kernel crash there; ours a memhog guest " +
-              "of the same size that filled and freed the same share, two channels, verified by the target.");
-        md.AppendLine();
+        if (peer.LinuxUnavailable is not null
+            || peer.Runs.Any(r => r.Work.StartsWith("stale", StringComparison.Ordinal)))
+        {
+            md.AppendLine(peer.LinuxUnavailable is string linuxWhy
+                ? $"QEMU's stale rows: n/a ({linuxWhy})."
+                : "Stale (free memory holding old data), hints off and on: QEMU a real Linux guest (" +
+                  $"{Path.GetFileName(peer.LinuxGuest?.Kernel)}, busybox initramfs, one vCPU under TCG, " +
+                  "virtio-balloon with `free-page-hint`) that filled 75% of its RAM in tmpfs and deleted it, one " +
+                  "channel, verified by its heartbeat on the destination and no kernel crash there; ours a memhog " +
+                  "guest of the same size that filled and freed the same share, two channels, verified by the target.");
+            md.AppendLine();
+        }
 
         md.AppendLine("| work | engine | runs | GB/s | total ms | guest stopped ms | downtime ms | MB on wire | " +
             "CPU s/GB source | CPU s/GB target |");

@@ -83,6 +83,8 @@ public sealed class PeerFloorTests
         Assert.Contains("- floor random-2ch #4: receiver: reset (log: runs/09-peer-floor-2ch-4.log)", md,
             StringComparison.Ordinal);
         Assert.Contains("odd repeats run QEMU, ours, the floor", md, StringComparison.Ordinal);
+        Assert.DoesNotContain("Stale (free memory", md, StringComparison.Ordinal); // no stale part ran
+        Assert.Contains("--repeat 3 --peer qemu`", md, StringComparison.Ordinal);
 
         // Without floor runs (a results.json from before) the text about it and its table cells stay out.
         results.Peer!.Floor.Clear();
