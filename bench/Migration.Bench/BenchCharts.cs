@@ -50,7 +50,7 @@ internal static class BenchCharts
             written.Add(Soak(results.Soak, dir));
         }
 
-        if (results.Peer is { Runs.Count: > 0 } peer)
+        if (results.Peer is { } peer && peer.Runs.Count + peer.Floor.Count > 0)
         {
             written.Add(Peer(peer, results.Iperf3, dir));
         }
@@ -320,35 +320,24 @@ internal static class BenchCharts
         plot.ShowLegend();
     }
 
-    /// <summary>The page stream beside QEMU's: median GB/s by channels (bars show min to max), iperf3 as a line.</summary>
+    /// <summary>
+    /// The page stream beside QEMU's and the .NET socket floor's: median GB/s by channels (bars show min to max),
+    /// iperf3 as a line.
+    /// </summary>
     private static string Peer(Peers.PeerResults peer, List<Iperf3Result> iperf3, string dir)
     {
         var plot = new Plot();
-        var rows = Peers.PeerRow.Of(peer).Where(r => r.Work.StartsWith("random-", StringComparison.Ordinal)).ToList();
-        var works = rows.Select(r => r.Work).Distinct().ToList();
-        var bars = new List<Bar>();
-        var ticks = new List<Tick>();
-        for (int i = 0; i < works.Count; i++)
+        var groups = Peers.PeerRandomRow.Of(Peers.PeerRow.Of(peer));
+        var bars = PeerBars(groups).Select(b => new Bar
         {
-            foreach (var (engine, offset, color) in new[] { (Peers.PeerRun.Qemu, 0, Off), (Peers.PeerRun.Ours, 1, On) })
-            {
-                if (rows.FirstOrDefault(r => r.Work == works[i] && r.Engine == engine)?.GBps is { } gbps)
-                {
-                    bars.Add(new Bar
-                    {
-                        Position = (i * 3) + offset,
-                        Value = gbps.Median,
-                        ValueBase = 0,
-                        Error = (gbps.Max - gbps.Min) / 2,
-                        FillColor = color,
-                        Label = $"{gbps.Median:F2}",
-                    });
-                }
-            }
-
-            ticks.Add(new Tick((i * 3) + 0.5, works[i].Replace("random-", string.Empty, StringComparison.Ordinal)));
-        }
-
+            Position = b.Position,
+            Value = b.GBps.Median,
+            ValueBase = 0,
+            Error = (b.GBps.Max - b.GBps.Min) / 2,
+            FillColor = PeerColor(b.Engine),
+            Label = $"{b.GBps.Median:F2}",
+        }).ToList();
+        var ticks = groups.Select((g, i) => new Tick((i * PeerGroupWidth) + 1, $"{g.Channels}ch")).ToList();
         plot.Add.Bars(bars);
         if (iperf3.Where(x => x.BytesPerSecond is not null).Select(x => x.BytesPerSecond!.Value / 1e9).ToList() is
             { Count: > 0 } link)
@@ -361,16 +350,61 @@ internal static class BenchCharts
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. ticks]);
         plot.Axes.Bottom.MajorTickStyle.Length = 0;
         plot.Axes.Margins(bottom: 0);
-        plot.Title($"Page stream, {peer.RamBytes >> 30} GiB of random RAM: QEMU against ours (median, min-max)");
-        plot.YLabel("GB/s on the wire");
-        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "QEMU", FillColor = Off });
-        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "ours", FillColor = On });
+        bool floor = groups.Any(g => g.Floor?.GBps is not null);
+        plot.Title($"Page stream, {peer.RamBytes >> 30} GiB of random RAM: QEMU, ours" +
+            (floor ? ", socket floor" : string.Empty) + " (median, min-max)");
+        plot.YLabel(floor ? "GB/s (floor: RAM / transfer time)" : "GB/s on the wire");
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "QEMU", FillColor = PeerColor(Peers.PeerRun.Qemu) });
+        plot.Legend.ManualItems.Add(new LegendItem { LabelText = "ours", FillColor = PeerColor(Peers.PeerRun.Ours) });
+        if (floor)
+        {
+            plot.Legend.ManualItems.Add(new LegendItem
+            {
+                LabelText = "floor (.NET sockets)",
+                FillColor = PeerColor(Peers.PeerRun.Floor),
+            });
+        }
+
         plot.Legend.Alignment = Alignment.UpperLeft;
         plot.ShowLegend();
         const string File = "peer.png";
         plot.SavePng(Path.Combine(dir, File), 800, 480);
         return File;
     }
+
+    /// <summary>Bar slots per channel count in peer.png: QEMU, ours, the floor, and a gap.</summary>
+    private const int PeerGroupWidth = 4;
+
+    /// <summary>
+    /// The bars of peer.png: for each channel count (group <c>i</c>, slots from <c>i * 4</c>) QEMU, ours and the
+    /// floor in that order, each where it has a median; a missing engine leaves its slot empty.
+    /// </summary>
+    public static IReadOnlyList<(string Engine, int Position, Peers.Spread GBps)> PeerBars(
+        IReadOnlyList<Peers.PeerRandomRow> groups)
+    {
+        ArgumentNullException.ThrowIfNull(groups);
+        var bars = new List<(string, int, Peers.Spread)>();
+        for (int i = 0; i < groups.Count; i++)
+        {
+            var engines = new[] { groups[i].Qemu, groups[i].Ours, groups[i].Floor };
+            for (int slot = 0; slot < engines.Length; slot++)
+            {
+                if (engines[slot] is { GBps: { } gbps } row)
+                {
+                    bars.Add((row.Engine, (i * PeerGroupWidth) + slot, gbps));
+                }
+            }
+        }
+
+        return bars;
+    }
+
+    private static Color PeerColor(string engine) => engine switch
+    {
+        Peers.PeerRun.Qemu => Off,
+        Peers.PeerRun.Ours => On,
+        _ => Series[2],
+    };
 
     private static string Grouped(BenchSummary summary, string dir, string file, string title, string unit,
         Func<SideMedians, double> value)

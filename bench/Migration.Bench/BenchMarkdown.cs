@@ -13,6 +13,7 @@ internal static class BenchMarkdown
         md.AppendLine();
         md.AppendLine("Command: `dotnet run --project bench/Migration.Bench -c Release --" +
             $"{(results.Quick ? " --quick" : string.Empty)} --repeat {results.Repeat}" +
+            (results.Peer is not null ? " --peer qemu" : string.Empty) +
             (results.Floor is { } floor && floor.RamBytes != Floor.FloorResults.DefaultRamBytes(results.Quick)
                 ? $" --floor-ram {floor.RamBytes >> 20}MiB"
                 : string.Empty) +
@@ -125,7 +126,8 @@ internal static class BenchMarkdown
 
         var failed = results.Runs.Concat(results.RawStream).Concat(results.Scale).Where(r => !r.Ok).ToList();
         var peerFailed = results.Peer?.Runs.Where(r => !r.Ok).ToList() ?? [];
-        if (failed.Count + peerFailed.Count > 0)
+        var peerFloorFailed = results.Peer?.Floor.Where(r => !r.Ok).ToList() ?? [];
+        if (failed.Count + peerFailed.Count + peerFloorFailed.Count > 0)
         {
             md.AppendLine();
             md.AppendLine("## Failed runs");
@@ -138,6 +140,12 @@ internal static class BenchMarkdown
             foreach (var r in peerFailed)
             {
                 md.AppendLine($"- {r.Label}: {r.Error ?? "not verified"} (logs: runs/{r.Log})");
+            }
+
+            foreach (var r in peerFloorFailed)
+            {
+                md.AppendLine($"- {Peers.PeerRun.Floor} {Peers.PeerRun.RandomWork(r.Channels)} #{r.Repeat}: " +
+                    $"{r.Error} (log: {r.Log})");
             }
         }
 
@@ -159,14 +167,30 @@ internal static class BenchMarkdown
               "target's verified resume; QEMU the source's STOP event to the destination's RESUME event (its own " +
               "`downtime` beside it). CPU: each process during the migration. Min / median / max.");
         md.AppendLine();
-        md.AppendLine(peer.LinuxUnavailable is string linuxWhy
-            ? $"QEMU's stale rows: n/a ({linuxWhy})."
-            : "Stale (free memory holding old data), hints off and on: QEMU a real Linux guest (" +
-              $"{Path.GetFileName(peer.LinuxGuest?.Kernel)}, busybox initramfs, one vCPU under TCG, " +
-              "virtio-balloon with `free-page-hint`) that filled 75% of its RAM in tmpfs and deleted it, one " +
-              "channel, verified by its heartbeat on the destination and no kernel crash there; ours a memhog guest " +
-              "of the same size that filled and freed the same share, two channels, verified by the target.");
-        md.AppendLine();
+        if (peer.Floor.Count > 0)
+        {
+            md.AppendLine("Floor (random RAM only): the .NET socket floor of `--only floor` at the same RAM size " +
+                "and channel count, in the same sitting: one process sends its random guest RAM with 1 MiB socket " +
+                "writes over 1, 2 or 4 loopback TCP connections, another receives it straight into its own " +
+                "preallocated mapping, both RAMs digested and compared. Its GB/s = RAM / the sender's transfer time " +
+                "(no setup, no switchover); its CPU: each process over the transfer alone. At each channel count " +
+                "odd repeats run QEMU, ours, the floor and even repeats the reverse.");
+            md.AppendLine();
+        }
+
+        if (peer.LinuxUnavailable is not null
+            || peer.Runs.Any(r => r.Work.StartsWith("stale", StringComparison.Ordinal)))
+        {
+            md.AppendLine(peer.LinuxUnavailable is string linuxWhy
+                ? $"QEMU's stale rows: n/a ({linuxWhy})."
+                : "Stale (free memory holding old data), hints off and on: QEMU a real Linux guest (" +
+                  $"{Path.GetFileName(peer.LinuxGuest?.Kernel)}, busybox initramfs, one vCPU under TCG, " +
+                  "virtio-balloon with `free-page-hint`) that filled 75% of its RAM in tmpfs and deleted it, one " +
+                  "channel, verified by its heartbeat on the destination and no kernel crash there; ours a memhog " +
+                  "guest of the same size that filled and freed the same share, two channels, verified by the target.");
+            md.AppendLine();
+        }
+
         md.AppendLine("| work | engine | runs | GB/s | total ms | guest stopped ms | downtime ms | MB on wire | " +
             "CPU s/GB source | CPU s/GB target |");
         md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -179,6 +203,7 @@ internal static class BenchMarkdown
                 $"| {row.SourceCpuPerGB?.Format("F2")} | {row.TargetCpuPerGB?.Format("F2")} |");
         }
 
+        WritePeerRandom(md, Peers.PeerRandomRow.Of(Peers.PeerRow.Of(peer)));
         var ratios = Peers.PeerRatio.Of(Peers.PeerRow.Of(peer));
         if (ratios.Count > 0)
         {
@@ -215,6 +240,40 @@ internal static class BenchMarkdown
 
         md.AppendLine();
     }
+
+    /// <summary>
+    /// Random RAM, the three engines side by side (medians): GB/s, CPU s per GB of each process, ours over QEMU and
+    /// over the floor for throughput and for each side's CPU per GB.
+    /// </summary>
+    private static void WritePeerRandom(StringBuilder md, IReadOnlyList<Peers.PeerRandomRow> rows)
+    {
+        if (rows.Count == 0)
+        {
+            return;
+        }
+
+        md.AppendLine();
+        md.AppendLine("| random RAM (medians) | GB/s QEMU | GB/s ours | GB/s floor | GB/s ours / QEMU | " +
+            "GB/s ours / floor | CPU s/GB QEMU src + dst | CPU s/GB ours src + tgt | CPU s/GB floor send + recv | " +
+            "CPU/GB ours / QEMU src | CPU/GB ours / QEMU tgt | CPU/GB ours / floor src | CPU/GB ours / floor tgt |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|");
+        foreach (var r in rows)
+        {
+            md.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.Channels} channel{(r.Channels == 1 ? string.Empty : "s")} | {G(r.Qemu?.GBps)} " +
+                $"| {G(r.Ours?.GBps)} | {G(r.Floor?.GBps)} | **{G(r.OursToQemu?.Throughput)}** " +
+                $"| **{G(r.OursToFloor?.Throughput)}** | {Cpu(r.Qemu)} | {Cpu(r.Ours)} | {Cpu(r.Floor)} " +
+                $"| {G(r.OursToQemu?.SourceCpuPerGB)} | {G(r.OursToQemu?.TargetCpuPerGB)} " +
+                $"| {G(r.OursToFloor?.SourceCpuPerGB)} | {G(r.OursToFloor?.TargetCpuPerGB)} |");
+        }
+
+        static string Cpu(Peers.PeerRow? row) => $"{G(row?.SourceCpuPerGB)} + {G(row?.TargetCpuPerGB)}";
+    }
+
+    private static string G(Peers.Spread? spread) => G(spread?.Median);
+
+    private static string G(double? value) =>
+        value is double v ? v.ToString("F2", CultureInfo.InvariantCulture) : "n/a";
 
     /// <summary>The scale scenario: medians per size and hints, the hinted/unhinted ratio, chart scale.png.</summary>
     private static void WriteScale(StringBuilder md, BenchResults results)

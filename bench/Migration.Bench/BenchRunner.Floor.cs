@@ -50,11 +50,13 @@ internal sealed partial class BenchRunner
 
     /// <summary>
     /// One transfer: a receiver process (this program's hidden <c>floor-receive</c>) and a sender process
-    /// (<c>floor-send</c>), each printing its own figures; both logs go to one file.
+    /// (<c>floor-send</c>), each printing its own figures; both logs go to one file, named after
+    /// <paramref name="name"/> (the part it runs in).
     /// </summary>
-    private async Task<FloorRun> RunFloorOnceAsync(long ram, int channels, int repeat, CancellationToken ct)
+    private async Task<FloorRun> RunFloorOnceAsync(long ram, int channels, int repeat, CancellationToken ct,
+        string name = "floor")
     {
-        string log = Path.Combine(options.OutDir, "runs", $"{++_runIndex:D2}-floor-{channels}ch-{repeat}.log");
+        string log = Path.Combine(options.OutDir, "runs", $"{++_runIndex:D2}-{name}-{channels}ch-{repeat}.log");
         var run = new FloorRun
         {
             Channels = channels,
@@ -96,11 +98,12 @@ internal sealed partial class BenchRunner
         }
 
         run.Judge();
+        string label = $"{name} {channels}ch #{repeat}";
         output.WriteLine(run.Ok
-            ? $"[{_runIndex,2}] floor {channels}ch #{repeat,-27} {run.Sender!.Bytes / run.Sender.Seconds / 1e9,5:F2} " +
+            ? $"[{_runIndex,2}] {label,-38} {run.Sender!.Bytes / run.Sender.Seconds / 1e9,5:F2} " +
                 $"GB/s  cpu {run.Sender.CpuSeconds,4:F2}+{run.Receiver!.CpuSeconds:F2} s  RAM equal " +
                 $"({run.Sender.Digest})"
-            : $"[{_runIndex,2}] floor {channels}ch #{repeat} FAILED: {run.Error}");
+            : $"[{_runIndex,2}] {label} FAILED: {run.Error}");
         return run;
     }
 }

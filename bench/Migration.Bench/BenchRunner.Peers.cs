@@ -10,9 +10,11 @@ internal sealed partial class BenchRunner
 
     /// <summary>
     /// <c>--peer qemu</c>: QEMU and ours on the same work, interleaved (which engine goes first alternates by
-    /// repeat), iperf3 before and after: random RAM at 1, 2 and 4 channels (QEMU multifd beyond one), and an idle
-    /// guest with 4.5% of its RAM in use (ours with hints off and on). QEMU's source RAM file is filled before its
-    /// runs and deleted before ours, so both never hold their guests at once.
+    /// repeat), iperf3 before and after: random RAM at 1, 2 and 4 channels (QEMU multifd beyond one) with the .NET
+    /// socket floor (<see cref="RunFloorOnceAsync"/>) at the same size and channel count as a third engine (see
+    /// <see cref="RandomOrder"/>), and an idle guest with 4.5% of its RAM in use (ours with hints off and on).
+    /// QEMU's source RAM file is filled before its runs and deleted before the others, so no two hold their guests
+    /// at once.
     /// </summary>
     private async Task RunPeersAsync(CancellationToken ct)
     {
@@ -51,20 +53,24 @@ internal sealed partial class BenchRunner
                 bool qemuFirst = repeat % 2 == 1;
                 foreach (int channels in options.RunsPeerPart("peer-random") ? PeerChannels : [])
                 {
-                    foreach (bool qemuTurn in new[] { qemuFirst, !qemuFirst })
+                    foreach (string engine in RandomOrder(qemuFirst))
                     {
                         string stem = Path.Combine(options.OutDir, "runs", $"peer-{channels}ch-{repeat}");
-                        if (qemuTurn && qemu is not null)
+                        if (engine == PeerRun.Qemu && qemu is not null)
                         {
                             QemuPeer.FillRandom(sourceFile, ram);
                             peer.Runs.Add(await qemu.RandomRamAsync(sourceFile, ram, channels, repeat, stem, ct));
                             File.Delete(sourceFile);
                         }
-                        else if (!qemuTurn)
+                        else if (engine == PeerRun.Ours)
                         {
                             var run = await RunMigrationAsync($"peer-random-{channels}ch", ram, randomArgs,
                                 BenchScenario.Uncapped, hints: false, repeat, channels, ct);
-                            peer.Runs.Add(Ours(run, $"random-{channels}ch", channels, repeat));
+                            peer.Runs.Add(Ours(run, PeerRun.RandomWork(channels), channels, repeat));
+                        }
+                        else if (engine == PeerRun.Floor)
+                        {
+                            peer.Floor.Add(await RunFloorOnceAsync(ram, channels, repeat, ct, "peer-floor"));
                         }
 
                         Save();
@@ -214,6 +220,14 @@ internal sealed partial class BenchRunner
 
         return (guest, null);
     }
+
+    /// <summary>
+    /// The order of the random RAM runs at one channel count: QEMU, ours, the floor when QEMU goes first, else the
+    /// reverse, so over two repeats a drift of the machine hits QEMU and the floor alike and ours sits between them.
+    /// </summary>
+    public static IReadOnlyList<string> RandomOrder(bool qemuFirst) => qemuFirst
+        ? [PeerRun.Qemu, PeerRun.Ours, PeerRun.Floor]
+        : [PeerRun.Floor, PeerRun.Ours, PeerRun.Qemu];
 
     private static PeerRun Ours(BenchRun run, string work, int channels, int repeat) => new()
     {

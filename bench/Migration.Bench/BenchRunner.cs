@@ -165,7 +165,8 @@ internal sealed partial class BenchRunner(BenchOptions options, TextWriter outpu
         output.WriteLine($"bench: wrote results.json, results.md and {charts.Count} charts " +
             $"to {Path.GetFullPath(dir)}");
         int failed = results.Runs.Count(r => !r.Ok) + results.RawStream.Count(r => !r.Ok)
-            + (results.Peer?.Runs.Count(r => !r.Ok) ?? 0) + (results.ConvergeQemu?.Runs.Count(r => !r.Ok) ?? 0)
+            + (results.Peer is { } peer ? peer.Runs.Count(r => !r.Ok) + peer.Floor.Count(r => !r.Ok) : 0)
+            + (results.ConvergeQemu?.Runs.Count(r => !r.Ok) ?? 0)
             + results.Soak.Count(r => !r.Ok)
             + (results.Floor is { } floor ? floor.Runs.Count(r => !r.Ok) + floor.Stream.Count(r => !r.Ok) : 0);
         if (failed > 0)

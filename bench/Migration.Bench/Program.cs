@@ -32,7 +32,8 @@ var soakMigrations = new Option<int?>("--soak-migrations")
 };
 var peer = new Option<string?>("--peer")
 {
-    Description = "Run QEMU's migration side by side with ours on the same work (random RAM at 1, 2, 4 channels; " +
+    Description = "Run QEMU's migration side by side with ours on the same work (random RAM at 1, 2, 4 channels, " +
+        "with the .NET socket floor as a third engine; " +
         "an idle guest; stale memory hinted and not, QEMU on a real Linux guest), interleaved; installs " +
         "qemu-system-x86 (and Debian's kernel and busybox for the Linux guest) when missing and allowed. Alone it " +
         "runs only this",

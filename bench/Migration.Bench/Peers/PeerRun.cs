@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json.Serialization;
 
 namespace Migration.Bench.Peers;
@@ -7,6 +8,12 @@ internal sealed class PeerRun
 {
     public const string Qemu = "qemu";
     public const string Ours = "ours";
+
+    /// <summary>
+    /// The .NET socket floor beside the random RAM rows: not a migration, so never a <see cref="PeerRun"/>; its runs
+    /// are <see cref="Floor.FloorRun"/>s in <see cref="PeerResults.Floor"/> and its rows carry this engine name.
+    /// </summary>
+    public const string Floor = "floor";
 
     /// <summary><see cref="Qemu"/> or <see cref="Ours"/>.</summary>
     public required string Engine { get; init; }
@@ -63,4 +70,19 @@ internal sealed class PeerRun
 
     [JsonIgnore]
     public string Label => $"{Engine} {Work} #{Repeat}";
+
+    /// <summary>The work of random RAM at <paramref name="channels"/> channels: "random-2ch".</summary>
+    public static string RandomWork(int channels) => $"random-{channels}ch";
+
+    /// <summary>The channel count of a random RAM work ("random-2ch"), or null for any other work.</summary>
+    public static int? RandomChannels(string work)
+    {
+        const string prefix = "random-";
+        return work is not null && work.StartsWith(prefix, StringComparison.Ordinal)
+            && work.EndsWith("ch", StringComparison.Ordinal)
+            && int.TryParse(work.AsSpan(prefix.Length, work.Length - prefix.Length - 2), NumberStyles.None,
+                CultureInfo.InvariantCulture, out int n) && n > 0
+            ? n
+            : null;
+    }
 }
