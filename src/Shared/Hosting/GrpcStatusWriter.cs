@@ -53,7 +53,7 @@ internal static class GrpcStatusWriter
     }
 
     /// <summary>The gRPC spec's encoding of grpc-message: UTF-8, bytes outside printable ASCII and '%' as %XX.</summary>
-    private static string PercentEncode(string text)
+    internal static string PercentEncode(string text)
     {
         var sb = new StringBuilder(text.Length);
         foreach (byte b in Encoding.UTF8.GetBytes(text))

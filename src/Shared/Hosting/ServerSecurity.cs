@@ -202,7 +202,6 @@ public sealed record ServerSecurity
     private RequestDelegate RequireToken(RequestDelegate next, string token)
     {
         byte[] expected = Encoding.UTF8.GetBytes("Bearer " + token);
-        string refusal = $"{Name} needs its token (authorization: Bearer TOKEN)";
         return context =>
         {
             if (IsHealthProbe(context))
@@ -211,12 +210,22 @@ public sealed record ServerSecurity
             }
 
             string header = context.Request.Headers[WireNames.AuthorizationHeader].ToString();
-            byte[] presented = Encoding.UTF8.GetBytes(header);
-            return CryptographicOperations.FixedTimeEquals(presented, expected)
-                ? next(context)
-                : Refuse(context, refusal);
+            return TokenRefusal(header, expected) is { } refusal ? Refuse(context, refusal) : next(context);
         };
     }
+
+    /// <summary>
+    /// The token check for a call served outside ASP.NET Core (the target's own page-stream connections): null when
+    /// no token is required or <paramref name="authorization"/> (the header's value as sent, empty when absent)
+    /// carries it, else the refusal to end the call with, as <see cref="StatusCode.Unauthenticated"/>.
+    /// </summary>
+    public string? TokenRefusal(string authorization) =>
+        Token is string token ? TokenRefusal(authorization, Encoding.UTF8.GetBytes("Bearer " + token)) : null;
+
+    private string? TokenRefusal(string authorization, byte[] expected) =>
+        CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(authorization), expected)
+            ? null
+            : $"{Name} needs its token (authorization: Bearer TOKEN)";
 
     private static bool IsHealthProbe(HttpContext context) =>
         context.Request.Path.StartsWithSegments("/grpc.health.v1.Health", StringComparison.Ordinal);

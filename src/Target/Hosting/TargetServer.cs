@@ -31,8 +31,18 @@ internal static class TargetServer
         builder.WebHost.UseKestrelHttpsConfiguration(); // the slim builder leaves https:// out unless asked
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            // gRPC, cleartext HTTP/2
-            kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2);
+            // gRPC, cleartext HTTP/2. Our source's page-stream connections (marked in their first SETTINGS) are
+            // served off the transport, without Kestrel's HTTP/2 (PageStreamConnectionHandler); the middleware runs
+            // before TLS's (added after the endpoint defaults), so a TLS connection is always Kestrel's.
+            kestrel.ConfigureEndpointDefaults(endpoint =>
+            {
+                endpoint.Protocols = HttpProtocols.Http2;
+                endpoint.Use(next =>
+                {
+                    var pages = endpoint.ApplicationServices.GetRequiredService<PageStreamConnectionHandler>();
+                    return connection => pages.OnConnectionAsync(connection, next);
+                });
+            });
             var http2 = kestrel.Limits.Http2;
             // Bulk transfer: the defaults (1 MiB connection / 768 KiB stream windows) stall a multi-GiB/s stream on
             // round trips. 32 MiB / 16 MiB keep a few batches in flight per channel.
@@ -46,7 +56,12 @@ internal static class TargetServer
         });
         // Receive straight into a buffer rather than waiting for data first (one system call per read instead of two),
         // into 64 KiB pool blocks rather than 4 KiB (LargeBlockMemoryPool).
-        builder.WebHost.UseSockets(sockets => sockets.WaitForDataBeforeAllocatingBuffer = false);
+        // Unread bytes a connection may hold: enough for a page-stream connection to wait for a whole batch's frame.
+        builder.WebHost.UseSockets(sockets =>
+        {
+            sockets.WaitForDataBeforeAllocatingBuffer = false;
+            sockets.MaxReadBufferSize = PageStreamConnectionHandler.TransportBufferBytes;
+        });
         builder.Services.AddSingleton<LargeBlockMemoryPoolFactory>();
         builder.Services.AddSingleton<IMemoryPoolFactory<byte>>(
             services => services.GetRequiredService<LargeBlockMemoryPoolFactory>());
@@ -57,6 +72,7 @@ internal static class TargetServer
         builder.Services.AddSingleton(services => new TargetMetrics(services.GetRequiredService<IMeterFactory>()));
         builder.Services.AddSingleton<IncomingMigrations>();
         builder.Services.AddSingleton<PageStreamEndpoint>();
+        builder.Services.AddSingleton<PageStreamConnectionHandler>();
         builder.Services.AddGrpc(grpc =>
         {
             grpc.Interceptors.Add<ErrorInterceptor>();

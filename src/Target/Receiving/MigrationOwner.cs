@@ -36,8 +36,11 @@ internal readonly record struct CallerCredentials(string? Key, string? Certifica
     public static CallerCredentials Of(HttpContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        string? key = context.Request.Headers[Shared.Protocol.WireNames.MigrationKeyHeader];
-        return new CallerCredentials(string.IsNullOrEmpty(key) ? null : key,
+        return Of(context.Request.Headers[Shared.Protocol.WireNames.MigrationKeyHeader],
             context.Connection.ClientCertificate?.Thumbprint);
     }
+
+    /// <summary>From the migration key header's value (null or empty: none) and the client certificate's thumbprint.</summary>
+    public static CallerCredentials Of(string? key, string? certificateThumbprint) =>
+        new(string.IsNullOrEmpty(key) ? null : key, certificateThumbprint);
 }

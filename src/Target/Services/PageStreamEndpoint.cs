@@ -1,10 +1,6 @@
-using System.Buffers;
-using System.Buffers.Binary;
 using System.IO.Pipelines;
 using Google.Protobuf;
 using Grpc.Core;
-using Microsoft.AspNetCore.Connections;
-using Migration.Protocol;
 using Migration.Shared.Hosting;
 using Migration.Shared.Protocol;
 using Migration.Shared.Transport;
@@ -32,8 +28,6 @@ internal sealed class PageStreamEndpoint(
     /// <summary>The gRPC method path of <c>migration.v1.PageStream/SendPages</c>.</summary>
     public const string Path = "/" + PageBatchWire.ServiceName + "/" + PageBatchWire.SendPagesMethod;
 
-    private const int HeaderLength = 5; // compressed flag (1 byte) + big-endian message length (4 bytes)
-
     public async Task HandleAsync(HttpContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
@@ -57,36 +51,21 @@ internal sealed class PageStreamEndpoint(
             return;
         }
 
-        var summary = new PageStreamSummary();
-        var batch = new ReceivedBatch();
+        var receiver = new PageStreamReceiver(migrations, migration, options.MaxPageMessageBytes, log);
         migration.StreamOpened();
         try
         {
-            await ReceiveAsync(context.Request.BodyReader, migration, batch, summary, context.RequestAborted)
-                .ConfigureAwait(false);
-        }
-        catch (RpcException ex)
-        {
-            migrations.Fail(migration, ex.Status.Detail);
-            GrpcStatusWriter.Finish(response, ex.Status);
-            return;
-        }
-        catch (Exception ex) when (ex is IOException or OperationCanceledException or ConnectionAbortedException
-            or BadHttpRequestException)
-        {
-            // The source went away mid-stream. The migration cannot complete without it; discard the partial guest.
-            TargetLog.StreamBroke(log, migration.Id, ex.Message);
-            migrations.Fail(migration, $"page stream broke: {ex.Message}");
-            return;
+            await ReceiveAsync(context.Request.BodyReader, receiver, context.RequestAborted).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // the stream's boundary: a bug fails this migration with Internal, never leaves it open
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            TargetLog.HandlerFailed(log, Path, ex);
-            string reason = $"page stream failed on the target: {ex.GetType().Name}: {ex.Message}";
-            migrations.Fail(migration, reason);
-            GrpcStatusWriter.Finish(response, new Status(StatusCode.Internal, reason));
+            if (receiver.Fail(ex, Path) is { } status)
+            {
+                GrpcStatusWriter.Finish(response, status);
+            }
+
             return;
         }
         finally
@@ -94,13 +73,12 @@ internal sealed class PageStreamEndpoint(
             migration.StreamClosed();
         }
 
-        await GrpcStatusWriter.WriteMessageAsync(response, summary.ToByteArray(), context.RequestAborted)
+        await GrpcStatusWriter.WriteMessageAsync(response, receiver.Summary.ToByteArray(), context.RequestAborted)
             .ConfigureAwait(false);
         GrpcStatusWriter.Finish(response, Status.DefaultSuccess);
     }
 
-    private async Task ReceiveAsync(PipeReader reader, IncomingMigration migration, ReceivedBatch batch,
-        PageStreamSummary summary, CancellationToken ct)
+    private static async Task ReceiveAsync(PipeReader reader, PageStreamReceiver receiver, CancellationToken ct)
     {
         while (true)
         {
@@ -108,26 +86,16 @@ internal sealed class PageStreamEndpoint(
             var buffer = result.Buffer;
             try
             {
-                while (TryTakeMessage(ref buffer, out var message))
+                while (receiver.TryTakeMessage(ref buffer, out var message))
                 {
-                    if (PageBatchWire.Read(message, batch) is { } error)
-                    {
-                        throw RpcErrors.InvalidArgument($"malformed page batch: {error}");
-                    }
-
-                    var (pages, applied) = migration.Apply(batch);
-                    summary.Batches++;
-                    summary.Pages += (ulong)pages;
-                    summary.PagesApplied += (ulong)applied;
-                    summary.Bytes += (ulong)batch.PayloadLength;
+                    receiver.Apply(message);
                 }
 
                 if (result.IsCompleted)
                 {
                     if (!buffer.IsEmpty)
                     {
-                        throw RpcErrors.InvalidArgument(
-                            $"the stream ended inside a message ({buffer.Length} bytes left over)");
+                        throw PageStreamReceiver.EndedInsideAMessage(buffer.Length);
                     }
 
                     return;
@@ -139,38 +107,5 @@ internal sealed class PageStreamEndpoint(
                 reader.AdvanceTo(buffer.Start, buffer.End);
             }
         }
-    }
-
-    /// <summary>Takes one whole gRPC message off the front of <paramref name="buffer"/>, if it has arrived.</summary>
-    private bool TryTakeMessage(ref ReadOnlySequence<byte> buffer, out ReadOnlySequence<byte> message)
-    {
-        message = default;
-        if (buffer.Length < HeaderLength)
-        {
-            return false;
-        }
-
-        Span<byte> header = stackalloc byte[HeaderLength];
-        buffer.Slice(0, HeaderLength).CopyTo(header);
-        if (header[0] != 0)
-        {
-            throw RpcErrors.Unimplemented("compressed page batches are not supported");
-        }
-
-        uint length = BinaryPrimitives.ReadUInt32BigEndian(header[1..]);
-        if (length > (uint)options.MaxPageMessageBytes)
-        {
-            throw RpcErrors.ResourceExhausted(
-                $"a page batch of {length} bytes exceeds the limit of {options.MaxPageMessageBytes} bytes");
-        }
-
-        if (buffer.Length < HeaderLength + length)
-        {
-            return false;
-        }
-
-        message = buffer.Slice(HeaderLength, length);
-        buffer = buffer.Slice(HeaderLength + length);
-        return true;
     }
 }

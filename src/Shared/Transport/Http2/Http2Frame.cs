@@ -69,6 +69,13 @@ internal enum SettingId : ushort
     InitialWindowSize = 4,
     MaxFrameSize = 5,
     MaxHeaderListSize = 6,
+
+    /// <summary>
+    /// Ours, from the unassigned space: value 1 says "this connection carries only page streams", and our target then
+    /// serves it without Kestrel's HTTP/2 layer (<c>PageStreamConnectionHandler</c>). RFC 9113 (6.5.2) has peers
+    /// ignore settings they do not know, so any other server, an older target too, serves the connection as usual.
+    /// </summary>
+    PageStreamsOnly = 0xF0A1,
 }
 
 /// <summary>Error codes of RST_STREAM and GOAWAY (RFC 9113, 7).</summary>

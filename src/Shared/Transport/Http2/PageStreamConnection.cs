@@ -356,15 +356,18 @@ internal sealed class PageStreamConnection : IDisposable
 
     private void Start()
     {
-        Span<byte> start = stackalloc byte[Preface.Length + FrameHeader.Size + 12 + FrameHeader.Size + 4];
+        Span<byte> start = stackalloc byte[Preface.Length + FrameHeader.Size + 18 + FrameHeader.Size + 4];
         Preface.CopyTo(start);
         var settings = start[Preface.Length..];
-        FrameHeader.Write(settings, 12, FrameType.Settings, FrameFlags.None, 0);
+        FrameHeader.Write(settings, 18, FrameType.Settings, FrameFlags.None, 0);
         BinaryPrimitives.WriteUInt16BigEndian(settings[9..], (ushort)SettingId.EnablePush);
         BinaryPrimitives.WriteUInt32BigEndian(settings[11..], 0);
         BinaryPrimitives.WriteUInt16BigEndian(settings[15..], (ushort)SettingId.InitialWindowSize);
         BinaryPrimitives.WriteUInt32BigEndian(settings[17..], ReceiveWindow);
-        var update = settings[(FrameHeader.Size + 12)..];
+        // The marker: this connection carries page streams only (our target serves it itself; others ignore it)
+        BinaryPrimitives.WriteUInt16BigEndian(settings[21..], (ushort)SettingId.PageStreamsOnly);
+        BinaryPrimitives.WriteUInt32BigEndian(settings[23..], 1);
+        var update = settings[(FrameHeader.Size + 18)..];
         FrameHeader.Write(update, 4, FrameType.WindowUpdate, FrameFlags.None, 0);
         BinaryPrimitives.WriteUInt32BigEndian(update[FrameHeader.Size..], ReceiveWindow - DefaultWindow);
         EnterWrite();
