@@ -5,6 +5,7 @@ using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
 using Migration.Shared.Transport;
+using Migration.Shared.Transport.Http2;
 using Migration.Source.Cli;
 using Migration.TestSupport;
 
@@ -44,6 +45,20 @@ public sealed class SecurityTests : IDisposable
         Assert.Equal("https", target.Address.Scheme);
         var report = await MigrateAsync(target.Address, Client());
         Assert.True(report is { Status: MigrationStatus.Completed, Verified: true }, report.Error);
+    }
+
+    /// <summary>
+    /// A client that skips TLS and marks its connection as carrying page streams (which a cleartext target serves off
+    /// the transport, past Kestrel's HTTP/2) gets nothing from a TLS target: the handshake fails on its first bytes.
+    /// </summary>
+    [Fact]
+    public async Task MutualTls_APageStreamConnectionInClear_IsNotServed()
+    {
+        await using var target = await MutualTlsTargetAsync();
+        var inClear = new UriBuilder(target.Address) { Scheme = Uri.UriSchemeHttp }.Uri;
+        var refused = await Assert.ThrowsAsync<RpcException>(() => PageStreamConnection.ConnectAsync(inClear,
+            TransportSecurity.None, TimeSpan.FromSeconds(10), CancellationToken.None));
+        Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
     }
 
     [Fact]

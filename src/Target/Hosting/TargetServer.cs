@@ -27,21 +27,27 @@ internal static class TargetServer
         builder.Logging.SetMinimumLevel(LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
-        builder.WebHost.UseUrls([.. ListenUrl.Parse(options.Listen, "--listen").BindUrls]);
+        var listen = ListenUrl.Parse(options.Listen, "--listen");
+        builder.WebHost.UseUrls([.. listen.BindUrls]);
         builder.WebHost.UseKestrelHttpsConfiguration(); // the slim builder leaves https:// out unless asked
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            // gRPC, cleartext HTTP/2. Our source's page-stream connections (marked in their first SETTINGS) are
-            // served off the transport, without Kestrel's HTTP/2 (PageStreamConnectionHandler); the middleware runs
-            // before TLS's (added after the endpoint defaults), so a TLS connection is always Kestrel's.
+            // gRPC, cleartext HTTP/2. On a cleartext endpoint our source's page-stream connections (marked in their
+            // first SETTINGS) are served off the transport, without Kestrel's HTTP/2 (PageStreamConnectionHandler).
+            // Never on an https:// one: the middleware would run before TLS's and serve a client that skipped TLS,
+            // past the client-certificate check; there every connection is Kestrel's.
+            bool cleartext = listen.Scheme == Uri.UriSchemeHttp;
             kestrel.ConfigureEndpointDefaults(endpoint =>
             {
                 endpoint.Protocols = HttpProtocols.Http2;
-                endpoint.Use(next =>
+                if (cleartext)
                 {
-                    var pages = endpoint.ApplicationServices.GetRequiredService<PageStreamConnectionHandler>();
-                    return connection => pages.OnConnectionAsync(connection, next);
-                });
+                    endpoint.Use(next =>
+                    {
+                        var pages = endpoint.ApplicationServices.GetRequiredService<PageStreamConnectionHandler>();
+                        return connection => pages.OnConnectionAsync(connection, next);
+                    });
+                }
             });
             var http2 = kestrel.Limits.Http2;
             // Bulk transfer: the defaults (1 MiB connection / 768 KiB stream windows) stall a multi-GiB/s stream on

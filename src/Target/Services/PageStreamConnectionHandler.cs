@@ -16,10 +16,11 @@ namespace Migration.Target.Services;
 /// each batch across three or four loops and threads; here one loop reads, applies and answers.
 /// </summary>
 /// <remarks>
-/// <para>Installed in front of every endpoint as connection middleware (<see cref="OnConnectionAsync"/>). It looks at
-/// the first bytes without consuming them: the HTTP/2 preface and a first SETTINGS frame that carries the marker make
-/// the connection ours; anything else (another client, TLS, which starts with a TLS record) goes on to Kestrel with
-/// every byte still unread, so control calls, the management API and any generated gRPC client are served as ever.</para>
+/// <para>Installed in front of every cleartext endpoint as connection middleware (<see cref="OnConnectionAsync"/>;
+/// never on an https:// target, where it would run before TLS). It looks at the first bytes without consuming them:
+/// the HTTP/2 preface and a first SETTINGS frame that carries the marker make the connection ours; anything else goes
+/// on to Kestrel with every byte still unread, so control calls, the management API and any generated gRPC client are
+/// served as ever.</para>
 /// <para>HTTP/2 here is what a page stream needs, as RFC 9113 has it: SETTINGS both ways, PING answered, GOAWAY and
 /// RST_STREAM honoured, flow control on what it receives (a 32 MiB connection window, 16 MiB per stream, credit granted
 /// as batches are applied), HEADERS decoded with <see cref="HpackDecoder"/>, any number of streams. Frames may be as
