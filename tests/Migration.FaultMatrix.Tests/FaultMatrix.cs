@@ -217,6 +217,9 @@ public abstract class FaultMatrix(ITestOutputHelper output)
             {
                 Target = (survivor ?? fresh)!.Address,
                 MaxBandwidthBytesPerSecond = null,
+                // The retry shows the guest migrates again, not its downtime: at a load average of 45 the rehearsals
+                // measured an 873 ms switchover and the engine rightly refused a 300 ms limit.
+                DowntimeLimit = TimeSpan.FromSeconds(5),
             }).MigrateAsync().WaitAsync(TimeSpan.FromSeconds(90));
             Assert.True(retry is { Status: MigrationStatus.Completed, Verified: true },
                 $"retry {retry.Status}: {retry.Error}");
