@@ -54,14 +54,14 @@ internal sealed partial class PageStreamConnectionHandler
                     bool more = true;
                     try
                     {
-                        if (!preface && buffer.Length >= Preface.Length)
+                        if (!preface && buffer.Length >= FrameHeader.ClientPreface.Length)
                         {
                             if (!StartsWithPreface(buffer))
                             {
                                 throw new ConnectionError(Http2ErrorCodes.ProtocolError, "no HTTP/2 preface");
                             }
 
-                            buffer = buffer.Slice(Preface.Length);
+                            buffer = buffer.Slice(FrameHeader.ClientPreface.Length);
                             preface = true;
                         }
 
@@ -131,9 +131,9 @@ internal sealed partial class PageStreamConnectionHandler
 
         private static bool StartsWithPreface(ReadOnlySequence<byte> buffer)
         {
-            Span<byte> start = stackalloc byte[Preface.Length];
-            buffer.Slice(0, Preface.Length).CopyTo(start);
-            return start.SequenceEqual(Preface);
+            Span<byte> start = stackalloc byte[FrameHeader.ClientPreface.Length];
+            buffer.Slice(0, FrameHeader.ClientPreface.Length).CopyTo(start);
+            return start.SequenceEqual(FrameHeader.ClientPreface);
         }
 
         /// <summary>
@@ -700,27 +700,10 @@ internal sealed partial class PageStreamConnectionHandler
             }
         }
 
-        private static ReadOnlySpan<byte> Unpad(FrameHeader header, ReadOnlySpan<byte> payload, int skip)
-        {
-            int pad = 0;
-            if (header.Has(FrameFlags.Padded))
-            {
-                if (payload.Length < 1)
-                {
-                    throw new ConnectionError(Http2ErrorCodes.ProtocolError, "a padded frame with no pad length");
-                }
-
-                pad = payload[0];
-                payload = payload[1..];
-            }
-
-            if (skip + pad > payload.Length)
-            {
-                throw new ConnectionError(Http2ErrorCodes.ProtocolError, "a frame whose padding exceeds it");
-            }
-
-            return payload[skip..(payload.Length - pad)];
-        }
+        private static ReadOnlySpan<byte> Unpad(FrameHeader header, ReadOnlySpan<byte> payload, int skip) =>
+            FrameHeader.Unpad(header, ref payload, skip) is { } problem
+                ? throw new ConnectionError(Http2ErrorCodes.ProtocolError, problem)
+                : payload;
     }
 
     /// <summary>

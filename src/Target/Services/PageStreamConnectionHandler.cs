@@ -52,8 +52,6 @@ internal sealed partial class PageStreamConnectionHandler(
     private readonly ILogger _log = log;
     private readonly ServerSecurity _security = options.Security;
 
-    private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
-
     /// <summary>The frames we take: a whole batch (its prefix included) in one, within what HTTP/2 allows.</summary>
     public int MaxFrameSize => (int)Math.Clamp((long)_options.MaxPageMessageBytes + PageStreamReceiver.PrefixLength,
         FrameHeader.MinMaxFrameSize, FrameHeader.MaxMaxFrameSize);
@@ -64,10 +62,11 @@ internal sealed partial class PageStreamConnectionHandler(
     /// </summary>
     public static bool? IsPageStreamConnection(ReadOnlySequence<byte> start)
     {
-        Span<byte> head = stackalloc byte[24 + FrameHeader.Size];
-        int have = (int)Math.Min(start.Length, Preface.Length);
+        var preface = FrameHeader.ClientPreface;
+        Span<byte> head = stackalloc byte[preface.Length + FrameHeader.Size];
+        int have = (int)Math.Min(start.Length, preface.Length);
         start.Slice(0, have).CopyTo(head);
-        if (!head[..have].SequenceEqual(Preface[..have]))
+        if (!head[..have].SequenceEqual(preface[..have]))
         {
             return false;
         }
@@ -77,8 +76,8 @@ internal sealed partial class PageStreamConnectionHandler(
             return null;
         }
 
-        start.Slice(Preface.Length, FrameHeader.Size).CopyTo(head[Preface.Length..]);
-        var frame = FrameHeader.Read(head[Preface.Length..]);
+        start.Slice(preface.Length, FrameHeader.Size).CopyTo(head[preface.Length..]);
+        var frame = FrameHeader.Read(head[preface.Length..]);
         if (frame.Type != FrameType.Settings || frame.Has(FrameFlags.Ack) || frame.StreamId != 0
             || frame.Length % 6 != 0 || frame.Length > FrameHeader.MinMaxFrameSize)
         {

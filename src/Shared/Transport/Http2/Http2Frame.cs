@@ -49,6 +49,36 @@ internal readonly record struct FrameHeader(int Length, FrameType Type, FrameFla
         (FrameFlags)source[4],
         (int)(BinaryPrimitives.ReadUInt32BigEndian(source[5..]) & 0x7FFF_FFFF));
 
+    /// <summary>What a client sends before its first frame (RFC 9113, 3.4).</summary>
+    public static ReadOnlySpan<byte> ClientPreface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
+
+    /// <summary>
+    /// Strips a PADDED frame's pad length and padding, then <paramref name="skip"/> bytes (a HEADERS frame's priority
+    /// fields), from <paramref name="payload"/>. Returns what is wrong with the frame, or null.
+    /// </summary>
+    public static string? Unpad(FrameHeader header, ref ReadOnlySpan<byte> payload, int skip)
+    {
+        int pad = 0;
+        if (header.Has(FrameFlags.Padded))
+        {
+            if (payload.Length < 1)
+            {
+                return "a padded frame with no pad length";
+            }
+
+            pad = payload[0];
+            payload = payload[1..];
+        }
+
+        if (skip + pad > payload.Length)
+        {
+            return "a frame whose padding exceeds it";
+        }
+
+        payload = payload[skip..(payload.Length - pad)];
+        return null;
+    }
+
     public static void Write(Span<byte> destination, int length, FrameType type, FrameFlags flags, int streamId)
     {
         destination[0] = (byte)(length >> 16);
@@ -85,7 +115,9 @@ internal static class Http2ErrorCodes
     public const uint ProtocolError = 1;
     public const uint FlowControlError = 3;
     public const uint FrameSizeError = 6;
+    public const uint RefusedStream = 7;
     public const uint Cancel = 8;
+    public const uint CompressionError = 9;
 
     public static string Name(uint code) => code switch
     {

@@ -131,7 +131,7 @@ internal sealed class PageStreamCall
         var status = code switch
         {
             Http2ErrorCodes.Cancel => StatusCode.Cancelled,
-            7 => StatusCode.Unavailable, // REFUSED_STREAM
+            Http2ErrorCodes.RefusedStream => StatusCode.Unavailable,
             _ => StatusCode.Internal,
         };
         Fail(new RpcException(new Status(status, $"the target reset the page stream ({Http2ErrorCodes.Name(code)})")));

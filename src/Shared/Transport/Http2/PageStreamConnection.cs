@@ -31,8 +31,6 @@ internal sealed class PageStreamConnection : IDisposable
     /// <summary>HTTP/2's initial windows before SETTINGS say otherwise.</summary>
     private const int DefaultWindow = 65_535;
 
-    private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
-
     private readonly Socket _socket;
     private readonly SslStream? _tls;
     private readonly Stream _input;
@@ -356,9 +354,10 @@ internal sealed class PageStreamConnection : IDisposable
 
     private void Start()
     {
-        Span<byte> start = stackalloc byte[Preface.Length + FrameHeader.Size + 18 + FrameHeader.Size + 4];
-        Preface.CopyTo(start);
-        var settings = start[Preface.Length..];
+        var preface = FrameHeader.ClientPreface;
+        Span<byte> start = stackalloc byte[preface.Length + FrameHeader.Size + 18 + FrameHeader.Size + 4];
+        preface.CopyTo(start);
+        var settings = start[preface.Length..];
         FrameHeader.Write(settings, 18, FrameType.Settings, FrameFlags.None, 0);
         BinaryPrimitives.WriteUInt16BigEndian(settings[9..], (ushort)SettingId.EnablePush);
         BinaryPrimitives.WriteUInt32BigEndian(settings[11..], 0);
@@ -836,7 +835,7 @@ internal sealed class PageStreamConnection : IDisposable
         }
         catch (HpackException ex)
         {
-            throw Violation(9, ex.Message); // COMPRESSION_ERROR: the table state is lost for the connection
+            throw Violation(Http2ErrorCodes.CompressionError, ex.Message); // the table state is lost for the connection
         }
 
         Find(streamId)?.OnHeaders(fields, endStream);
@@ -850,27 +849,10 @@ internal sealed class PageStreamConnection : IDisposable
         }
     }
 
-    private static ReadOnlySpan<byte> Unpad(FrameHeader header, ReadOnlySpan<byte> payload, int skip)
-    {
-        int pad = 0;
-        if (header.Has(FrameFlags.Padded))
-        {
-            if (payload.Length < 1)
-            {
-                throw Violation(Http2ErrorCodes.ProtocolError, "a padded frame with no pad length");
-            }
-
-            pad = payload[0];
-            payload = payload[1..];
-        }
-
-        if (skip + pad > payload.Length)
-        {
-            throw Violation(Http2ErrorCodes.ProtocolError, "a frame whose padding exceeds it");
-        }
-
-        return payload[skip..(payload.Length - pad)];
-    }
+    private static ReadOnlySpan<byte> Unpad(FrameHeader header, ReadOnlySpan<byte> payload, int skip) =>
+        FrameHeader.Unpad(header, ref payload, skip) is { } problem
+            ? throw Violation(Http2ErrorCodes.ProtocolError, problem)
+            : payload;
 
     private static RpcException Violation(uint code, string what) => new(new Status(StatusCode.Internal,
         $"the target broke the HTTP/2 protocol ({Http2ErrorCodes.Name(code)}): {what}"));

@@ -29,6 +29,18 @@ public sealed class PageStreamConnectionTests
         }
     }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
+    /// <summary>A connection to <paramref name="peer"/> (default SETTINGS) with one call started, its HEADERS read.</summary>
+    private static async Task<(PageStreamConnection Connection, PageStreamCall Call)> CallAsync(
+        ScriptedHttp2Peer peer)
+    {
+        var connecting = Connect(peer);
+        await peer.AcceptAsync();
+        var connection = await connecting;
+        var call = connection.StartCall("/svc/Method", []);
+        await peer.ReadUntilAsync(FrameType.Headers);
+        return (connection, call);
+    }
+
     [Fact]
     public async Task A_message_goes_in_frames_within_the_targets_limits_and_the_summary_comes_back()
     {
@@ -107,11 +119,8 @@ public sealed class PageStreamConnectionTests
     public async Task A_status_in_the_trailers_fails_the_call_with_that_status()
     {
         await using var peer = new ScriptedHttp2Peer();
-        var connecting = Connect(peer);
-        await peer.AcceptAsync();
-        using var connection = await connecting;
-        var call = connection.StartCall("/svc/Method", []);
-        await peer.ReadUntilAsync(FrameType.Headers);
+        var (connection, call) = await CallAsync(peer);
+        using var _ = connection;
         await peer.WriteAsync(FrameType.Headers, FrameFlags.EndHeaders | FrameFlags.EndStream, call.Id,
             [0x88, .. ScriptedHttp2Peer.Block(("grpc-status", "9"), ("grpc-message", "busy%20with%20m0"))]);
         var failure = await Assert.ThrowsAsync<RpcException>(() => call.Response.WaitAsync(Timeout));
@@ -126,11 +135,8 @@ public sealed class PageStreamConnectionTests
     public async Task A_Huffman_coded_header_fails_the_connection_saying_so()
     {
         await using var peer = new ScriptedHttp2Peer();
-        var connecting = Connect(peer);
-        await peer.AcceptAsync();
-        using var connection = await connecting;
-        var call = connection.StartCall("/svc/Method", []);
-        await peer.ReadUntilAsync(FrameType.Headers);
+        var (connection, call) = await CallAsync(peer);
+        using var _ = connection;
         await peer.WriteAsync(FrameType.Headers, FrameFlags.EndHeaders | FrameFlags.EndStream, call.Id,
             [0x88, 0x00, 0x81, 0x1f, 0x01, (byte)'0']);
         var failure = await Assert.ThrowsAsync<RpcException>(() => call.Response.WaitAsync(Timeout));
