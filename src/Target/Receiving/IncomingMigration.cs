@@ -58,6 +58,7 @@ internal sealed class IncomingMigration : IDisposable
     private readonly TargetMetrics? _metrics;
     private long _lastActivity;
     private readonly object _probeGate = new();
+    private readonly ManualResetEventSlim _probeSettled = new();
     private bool _probeClosed;
     private bool _disposed;
 
@@ -159,11 +160,22 @@ internal sealed class IncomingMigration : IDisposable
             if (!_probeClosed)
             {
                 Probe = probe;
+                _probeSettled.Set();
                 return;
             }
         }
 
         probe?.Dispose();
+    }
+
+    /// <summary>
+    /// For a rehearsal: waits (up to <paramref name="timeout"/>) until the probe prepared beside Begin is in place or
+    /// known to be missing, so a rehearsal that comes early measures the rebuild late rather than not at all.
+    /// </summary>
+    public RestoreProbe? AwaitProbe(TimeSpan timeout)
+    {
+        _ = _probeSettled.Wait(timeout);
+        return Probe;
     }
 
     /// <summary>The switchover began: the probe is the caller's to dispose (once the reply is out).</summary>
@@ -172,6 +184,7 @@ internal sealed class IncomingMigration : IDisposable
         lock (_probeGate)
         {
             _probeClosed = true;
+            _probeSettled.Set();
             var probe = Probe;
             Probe = null;
             return probe;

@@ -141,8 +141,17 @@ internal sealed partial class IncomingMigrations : IDisposable
         // the allocator's copy (16 bytes a page, touched: 54 ms of Begin for a 4 GiB guest when it was made in it).
         _ = Task.Run(() =>
         {
-            VirtualMachine.ReserveThreads(config);
-            begun.UseProbe(RestoreProbe.TryPrepare(config));
+            RestoreProbe? probe = null;
+            try
+            {
+                VirtualMachine.ReserveThreads(config);
+                probe = RestoreProbe.TryPrepare(config);
+            }
+            finally
+            {
+                begun.UseProbe(probe); // settled either way: a rehearsal waits for it (IncomingMigration.AwaitProbe)
+            }
+
             begun.PrepareAllocator();
         }, CancellationToken.None);
         if (callAborted.IsCancellationRequested)

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging.Abstractions;
 using Migration.Protocol;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
@@ -63,5 +64,24 @@ public sealed class ReceivingTablesTests
         Assert.True(reply.Verified);
         Assert.Throws<ObjectDisposedException>(() => received.ReceivedDigests(free));
         switchover.Prepared!.Dispose();
+    }
+
+    [Fact]
+    public async Task ARehearsalThatComesBeforeTheScratchGuestIsReady_WaitsForIt()
+    {
+        // The scratch guest is prepared beside Begin; a rehearsal that found it missing timed the round trip without
+        // the rebuild and resume, and the estimate came out short.
+        using var migration = Receiving(16L << 20);
+        var switchover = new Switchover(TargetOptions.Defaults, NullLogger<Switchover>.Instance);
+        var rehearsal = Task.Run(() => switchover.Rehearse(migration,
+            new CompleteRequest { MigrationId = "m", Rehearsal = true, ResumeFirst = true }));
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        migration.UseProbe(RestoreProbe.TryPrepare(migration.Config));
+
+        var (reply, running) = await rehearsal.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.NotNull(running);
+        running.Dispose();
+        Assert.True(reply.PhasesMs.ContainsKey("resume"), "the scratch guest was rebuilt and started");
     }
 }
