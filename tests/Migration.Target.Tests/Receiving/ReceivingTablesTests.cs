@@ -1,4 +1,6 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Migration.Protocol;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
@@ -67,6 +69,25 @@ public sealed class ReceivingTablesTests
     }
 
     [Fact]
+    public async Task BeginsReply_DoesNotWaitForItsLogLine()
+    {
+        // A fresh target's first log line of a kind compiles the logger's path for its arguments: beside Begin, not in
+        // it. Here the line never gets written until the test lets it.
+        using var release = new ManualResetEventSlim();
+        var logger = new HeldLogger(eventId: 1, release);
+        var options = TargetOptions.Defaults;
+        using var target = new IncomingMigrations(options, new ScriptedSwitchover(),
+            new TargetReportWriter(options, NullLogger<TargetReportWriter>.Instance), new StillRunning(), logger,
+            new FakeTimeProvider());
+
+        var begin = Task.Run(() => target.BeginAs("a"));
+
+        await begin.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.True(logger.Held.Wait(TimeSpan.FromSeconds(20)), "the line is still written");
+        release.Set();
+    }
+
+    [Fact]
     public async Task ARehearsalThatComesBeforeTheScratchGuestIsReady_WaitsForIt()
     {
         // The scratch guest is prepared beside Begin; a rehearsal that found it missing timed the round trip without
@@ -83,5 +104,25 @@ public sealed class ReceivingTablesTests
         Assert.NotNull(running);
         running.Dispose();
         Assert.True(reply.PhasesMs.ContainsKey("resume"), "the scratch guest was rebuilt and started");
+    }
+
+    /// <summary>A logger that holds the writer of one event until released.</summary>
+    private sealed class HeldLogger(int eventId, ManualResetEventSlim release) : ILogger<IncomingMigrations>
+    {
+        public ManualResetEventSlim Held { get; } = new();
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId id, TState state, Exception? exception,
+            Func<TState, Exception?, string> formatter)
+        {
+            if (id.Id == eventId)
+            {
+                Held.Set();
+                release.Wait(TimeSpan.FromSeconds(30));
+            }
+        }
     }
 }
