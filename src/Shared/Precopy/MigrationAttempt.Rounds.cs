@@ -37,6 +37,7 @@ internal sealed partial class MigrationAttempt
                 : 0;
             _stall.Disarm();
             stats.RecordRound(sent, bytes, _counters.PagesWithData - dataBefore, seconds, inFlight);
+            await FirstRehearsalsAsync(ct).ConfigureAwait(false); // round 0: before its sync, which then sees their writes
 
             long syncStart = _time.GetTimestamp();
             _sync!.Run(vmRunning: true); // what did the guest dirty while we sent?

@@ -11,7 +11,8 @@ internal sealed partial class MigrationAttempt
     /// <summary>
     /// Begin, one stream per channel, every page marked to send, dirty logging on, then the participants join and the
     /// setup sync runs (H1: logging is on before any participant can issue a command id; the setup sync is wrapped
-    /// like every other, so hinting starts at once).
+    /// like every other, so hinting starts at once). The switchover's first rehearsal starts as setup ends and runs
+    /// beside round 0 (<see cref="StartWarmUpRehearsal"/>).
     /// </summary>
     private async Task SetupAsync(CancellationToken ct)
     {
@@ -31,12 +32,6 @@ internal sealed partial class MigrationAttempt
 
         timer.Next("openChannels");
         _rehearses = speaksResumeFirst; // a target that takes rehearsals
-        if (_rehearses)
-        {
-            await RehearseSwitchoverAsync(unrecorded: 1, samples: 2, ct).ConfigureAwait(false);
-            timer.Next("rehearsal");
-        }
-
         _bitmap.SetAll();
         var setup = new PrecopySetup(_bitmap, new MigrationCapabilities
         {
@@ -61,6 +56,63 @@ internal sealed partial class MigrationAttempt
         _stats = new RoundStats(_vm.DirtyLog.PagesLogged, _time.GetTimestamp());
         timer.Next("setupSync");
         _report.Timing.SetupMs = _time.GetElapsedTime(_start).TotalMilliseconds;
+        StartWarmUpRehearsal(ct);
+    }
+
+    /// <summary>
+    /// The first rehearsal pays for first-call code on both sides (a fresh process's first state save, stream and
+    /// Complete, and the target's first rebuild: 50-200 ms against a few ms warm), so its figures were never counted.
+    /// It runs beside round 0 rather than before it, on the thread pool; the counted ones follow round 0
+    /// (<see cref="FirstRehearsalsAsync"/>), as quiet as every later rehearsal, before the first decision needs them.
+    /// </summary>
+    private void StartWarmUpRehearsal(CancellationToken ct)
+    {
+        if (_rehearses)
+        {
+            _warmUp = Task.Run(() => RehearseSwitchoverAsync(unrecorded: 1, samples: 0, ct), ct);
+        }
+    }
+
+    /// <summary>
+    /// After round 0's pages are out: waits for the warm-up rehearsal, then takes the
+    /// <see cref="FirstCountedRehearsals"/> counted ones, so the first decision has the estimate setup used to measure.
+    /// The wait is recorded (<c>timing.firstRehearsalsMs</c>). Nothing after the first round.
+    /// </summary>
+    private async Task FirstRehearsalsAsync(CancellationToken ct)
+    {
+        if (_warmUp is not { } warmUp)
+        {
+            return;
+        }
+
+        long start = _time.GetTimestamp();
+        _warmUp = null;
+        await warmUp.ConfigureAwait(false);
+        await RehearseSwitchoverAsync(unrecorded: 0, samples: FirstCountedRehearsals, ct).ConfigureAwait(false);
+        _report.Timing.FirstRehearsalsMs = _time.GetElapsedTime(start).TotalMilliseconds;
+    }
+
+    /// <summary>
+    /// A failed attempt waits for the warm-up rehearsal (cancelled with it) before it tells the target: nothing of the
+    /// attempt is left running, and what became of the rehearsal adds nothing to the failure already explained.
+    /// </summary>
+    private async Task SettleWarmUpAsync()
+    {
+        if (_warmUp is not { } warmUp)
+        {
+            return;
+        }
+
+        _warmUp = null;
+        try
+        {
+            await warmUp.ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // the attempt already failed for its own reason
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
     }
 
     /// <summary>
@@ -86,7 +138,10 @@ internal sealed partial class MigrationAttempt
             }
         }
 
-        PrecopyLog.SwitchoverRehearsed(_log, _id, _cost.ToString());
+        if (samples > 0)
+        {
+            PrecopyLog.SwitchoverRehearsed(_log, _id, _cost.ToString());
+        }
     }
 
     /// <summary>

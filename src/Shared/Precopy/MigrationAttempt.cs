@@ -24,6 +24,9 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     /// <summary>How long a cancelled attempt still waits for Begin's reply, whose key its Cancel needs.</summary>
     private static readonly TimeSpan BeginGrace = TimeSpan.FromSeconds(2);
 
+    /// <summary>Rehearsals counted before the first decision (after round 0); each later one adds one.</summary>
+    private const int FirstCountedRehearsals = 2;
+
     private readonly VirtualMachine _vm;
     private readonly MigrationOptions _options;
     private readonly EngineSeams _seams;
@@ -58,6 +61,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
     private readonly SwitchoverCost _cost = new(); // measured by rehearsals (RehearseSwitchoverAsync)
     private PhaseTimer? _downtime; // from the pause to the target's reply: every millisecond in a named phase
     private bool _rehearses; // the target takes rehearsal Completes
+    private Task? _warmUp; // the first, uncounted rehearsal, beside round 0 (StartWarmUpRehearsal)
     private bool _resumeFirst; // the options' choice, when the target speaks it and the guest has no poison value
     private uint _maxMessageBytes; // the target's limit on a control message (BeginReply)
     private bool _paused;
@@ -123,6 +127,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
         catch (Exception ex) when (IsMigrationFailure(ex))
         {
             await bounded.CancelAsync().ConfigureAwait(false);
+            await SettleWarmUpAsync().ConfigureAwait(false);
             var failure = Explain(ex, ct.IsCancellationRequested, timeout.IsCancellationRequested);
             await FailAsync(failure).ConfigureAwait(false);
         }
@@ -131,6 +136,7 @@ internal sealed partial class MigrationAttempt : IAsyncDisposable
 #pragma warning restore CA1031
         {
             await bounded.CancelAsync().ConfigureAwait(false);
+            await SettleWarmUpAsync().ConfigureAwait(false);
             await EndOnBugAsync(bug).ConfigureAwait(false);
         }
         finally

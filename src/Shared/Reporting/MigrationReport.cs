@@ -168,6 +168,12 @@ public sealed class MigrationReport
         public Dictionary<string, double> SetupPhasesMs { get; set; } = [];
 
         /// <summary>
+        /// After round 0, before its first decision: how long precopy waited for the switchover's first rehearsals
+        /// (the uncounted warm-up that ran beside round 0, then the counted ones). 0 without rehearsals.
+        /// </summary>
+        public double FirstRehearsalsMs { get; set; }
+
+        /// <summary>
         /// Resume-first switchover only: the verification that followed the target's resume while the source stayed
         /// paused and the target held the guest's outputs: freeMap, digests and selfCheck on the stopped source, the
         /// target's compare, heldOutputs (target resume to its decision) and rpc. Empty when verified in the downtime.

@@ -12,14 +12,14 @@ namespace Migration.Shared.Verification;
 /// Source and target compute the same list from their own RAM and kernel; DESIGN section 7's invariant is that they
 /// are equal.
 /// </summary>
-public static class PageDigests
+public static unsafe class PageDigests
 {
     /// <summary>
     /// Computes the digest list of the pages not set in <paramref name="free"/> (the kernel's
     /// <see cref="GuestKernel.FreePageMap"/>, taken once by the caller, who usually needs it too).
     /// Pages are hashed in parallel segments; the list order is page order.
     /// </summary>
-    public static ulong[] Compute(GuestRam ram, PageBitmap free) => ComputeList(ram, free, null, null);
+    public static ulong[] Compute(GuestRam ram, PageBitmap free) => ComputeList(ram, free, 0, 0);
 
     /// <summary>
     /// The digest of one page: XxHash64 of its bytes seeded with its page number. (XXH3 is faster once optimised, but
@@ -33,23 +33,30 @@ public static class PageDigests
     /// <paramref name="ram"/> (nothing has written the page since); other pages are hashed now. Same list, without
     /// rehashing all of RAM inside the downtime.
     /// </summary>
-    public static ulong[] Compute(GuestRam ram, PageBitmap free, ulong[] digests, byte[] known)
+    public static ulong[] Compute(GuestRam ram, PageBitmap free, ReadOnlySpan<ulong> digests,
+        ReadOnlySpan<byte> known)
     {
-        ArgumentNullException.ThrowIfNull(digests);
-        ArgumentNullException.ThrowIfNull(known);
-        return ComputeList(ram, free, digests, known);
+        ArgumentNullException.ThrowIfNull(ram);
+        if (digests.Length != ram.PageCount || known.Length != ram.PageCount)
+        {
+            throw new ArgumentException($"digests for {digests.Length} pages, RAM has {ram.PageCount}",
+                nameof(digests));
+        }
+
+        fixed (ulong* d = digests)
+        fixed (byte* k = known)
+        {
+            return ComputeList(ram, free, (nint)d, (nint)k); // the hashing threads are done when it returns
+        }
     }
 
-    private static ulong[] ComputeList(GuestRam ram, PageBitmap free, ulong[]? digests, byte[]? known)
+    /// <param name="digests">A <c>ulong</c> a page, pinned, or 0 to hash every page.</param>
+    /// <param name="known">A byte a page, pinned, non-zero where <paramref name="digests"/> holds the page's.</param>
+    private static ulong[] ComputeList(GuestRam ram, PageBitmap free, nint digests, nint known)
     {
         ArgumentNullException.ThrowIfNull(ram);
         ArgumentNullException.ThrowIfNull(free);
         long pages = ram.PageCount;
-        if (known is not null && (digests!.LongLength != pages || known.LongLength != pages))
-        {
-            throw new ArgumentException($"digests for {digests.LongLength} pages, RAM has {pages}", nameof(digests));
-        }
-
         int segments = Math.Max(1, Environment.ProcessorCount * 4);
         long perSegment = (pages + segments - 1) / segments;
         var parts = new ulong[segments][];
@@ -62,7 +69,7 @@ public static class PageDigests
             {
                 if (!free.Get(p))
                 {
-                    list.Add(known is not null && known[p] != 0 ? digests![p] : Hash(ram.Page(p), p));
+                    list.Add(known != 0 && ((byte*)known)[p] != 0 ? ((ulong*)digests)[p] : Hash(ram.Page(p), p));
                 }
             }
 
@@ -76,21 +83,19 @@ public static class PageDigests
     /// The digest list from digests taken as pages were written, without reading RAM: where <paramref name="known"/>
     /// is zero the page was never written or written as zero, so it holds zeros and gets the zero page's digest.
     /// </summary>
-    public static ulong[] FromReceived(PageBitmap free, ulong[] digests, byte[] known)
+    public static ulong[] FromReceived(PageBitmap free, ReadOnlySpan<ulong> digests, ReadOnlySpan<byte> known)
     {
         ArgumentNullException.ThrowIfNull(free);
-        ArgumentNullException.ThrowIfNull(digests);
-        ArgumentNullException.ThrowIfNull(known);
-        if (digests.LongLength != free.PageCount || known.LongLength != free.PageCount)
+        if (digests.Length != free.PageCount || known.Length != free.PageCount)
         {
-            throw new ArgumentException($"digests for {digests.LongLength} pages, the map has {free.PageCount}",
+            throw new ArgumentException($"digests for {digests.Length} pages, the map has {free.PageCount}",
                 nameof(digests));
         }
 
         ReadOnlySpan<byte> zero = stackalloc byte[PageGeometry.PageSize];
         var list = new ulong[free.PageCount - free.Count];
         long n = 0;
-        for (long p = 0; p < free.PageCount; p++)
+        for (int p = 0; p < known.Length; p++)
         {
             if (!free.Get(p))
             {

@@ -2,6 +2,7 @@ using Grpc.Core;
 using Migration.Shared.DirtyTracking;
 using Migration.Shared.Guest;
 using Migration.Shared.Hosting;
+using Migration.Shared.Internal;
 using Migration.Shared.Machine;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
@@ -27,13 +28,18 @@ namespace Migration.Target.Receiving;
 internal sealed class IncomingMigration : IDisposable
 {
     private const int StripeCount = 1024;
-    private readonly uint[] _pageRound; // round + 1 of the copy held; 0 = never written (still zero)
+
+    // Tables with an entry per page, outside the GC heap (ZeroedArray): made in no time at Begin whatever the guest's
+    // size, backed by the host only where pages arrive. Read and written under _ramGuard's read side, freed under its
+    // write side.
+    private readonly ZeroedArray<uint> _pageRound; // round + 1 of the copy held; 0 = never written (still zero)
 
     // The digest of each page as last written (PageDigests.Hash), taken while the page is hot in cache, so switchover
     // compares instead of rehashing every in-use page inside the downtime. _digestKnown[p] = 0: hash at switchover
     // (never written, or written as zero, which is rarely in use). Only the apply path writes RAM before the VM exists.
-    private readonly ulong[] _digests;
-    private readonly byte[] _digestKnown;
+    private readonly ZeroedArray<ulong> _digests;
+    private readonly ZeroedArray<byte> _digestKnown;
+    private readonly Lazy<Shared.Guest.Kernel.DescriptorSnapshot> _allocator;
     private readonly object[] _stripes;
     private long _batches;
     private long _pagesReceived;
@@ -52,7 +58,9 @@ internal sealed class IncomingMigration : IDisposable
     private readonly TargetMetrics? _metrics;
     private long _lastActivity;
     private readonly object _probeGate = new();
+    private readonly ManualResetEventSlim _probeSettled = new();
     private bool _probeClosed;
+    private bool _disposed;
 
     /// <summary>Takes ownership of <paramref name="ram"/>: fresh (all zero) RAM of the configuration's size.</summary>
     /// <param name="configJson">The guest configuration exactly as it arrived (the state digest covers it).</param>
@@ -70,10 +78,11 @@ internal sealed class IncomingMigration : IDisposable
         _time = time;
         _lastActivity = time.GetTimestamp();
         _ram = ram;
-        _pageRound = new uint[_ram.PageCount];
-        _digests = new ulong[_ram.PageCount];
-        _digestKnown = new byte[_ram.PageCount];
-        Allocator = Shared.Guest.Kernel.DescriptorSnapshot.Allocate(_ram.PageCount);
+        _pageRound = ZeroedArray<uint>.Allocate(ram.PageCount);
+        _digests = ZeroedArray<ulong>.Allocate(ram.PageCount);
+        _digestKnown = ZeroedArray<byte>.Allocate(ram.PageCount);
+        long pages = ram.PageCount;
+        _allocator = new(() => Shared.Guest.Kernel.DescriptorSnapshot.Allocate(pages));
         _stripes = new object[StripeCount];
         for (int i = 0; i < StripeCount; i++)
         {
@@ -105,10 +114,15 @@ internal sealed class IncomingMigration : IDisposable
     public RestoreProbe? Probe { get; private set; }
 
     /// <summary>
-    /// Room for the guest's descriptor array, made and touched at Begin, which a resume-first switchover fills before
-    /// the guest runs (<see cref="Shared.Guest.Kernel.GuestKernel.SnapshotDescriptors"/>).
+    /// Room for the guest's descriptor array, which a resume-first switchover fills before the guest runs
+    /// (<see cref="Shared.Guest.Kernel.GuestKernel.SnapshotDescriptors"/>): 16 bytes a page, made and touched beside
+    /// Begin (<see cref="PrepareAllocator"/>), not in it; a caller that comes first makes it, and one that comes
+    /// meanwhile waits for it.
     /// </summary>
-    public Shared.Guest.Kernel.DescriptorSnapshot Allocator { get; }
+    public Shared.Guest.Kernel.DescriptorSnapshot Allocator => _allocator.Value;
+
+    /// <summary>Makes and touches <see cref="Allocator"/> now (beside Begin, off its reply's path).</summary>
+    public void PrepareAllocator() => _ = _allocator.Value;
 
     /// <summary>
     /// For a rehearsal: copies as many bytes as the guest's descriptor array holds out of the RAM received so far into
@@ -116,6 +130,7 @@ internal sealed class IncomingMigration : IDisposable
     /// </summary>
     public double TimeDescriptorCopy()
     {
+        var allocator = Allocator; // made beside Begin; a real switchover finds it made
         _ramGuard.EnterReadLock();
         try
         {
@@ -125,7 +140,7 @@ internal sealed class IncomingMigration : IDisposable
             }
 
             long start = System.Diagnostics.Stopwatch.GetTimestamp();
-            Allocator.CopyFrom(ram, 0);
+            allocator.CopyFrom(ram, 0);
             return System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         }
         finally
@@ -145,11 +160,22 @@ internal sealed class IncomingMigration : IDisposable
             if (!_probeClosed)
             {
                 Probe = probe;
+                _probeSettled.Set();
                 return;
             }
         }
 
         probe?.Dispose();
+    }
+
+    /// <summary>
+    /// For a rehearsal: waits (up to <paramref name="timeout"/>) until the probe prepared beside Begin is in place or
+    /// known to be missing, so a rehearsal that comes early measures the rebuild late rather than not at all.
+    /// </summary>
+    public RestoreProbe? AwaitProbe(TimeSpan timeout)
+    {
+        _ = _probeSettled.Wait(timeout);
+        return Probe;
     }
 
     /// <summary>The switchover began: the probe is the caller's to dispose (once the reply is out).</summary>
@@ -158,6 +184,7 @@ internal sealed class IncomingMigration : IDisposable
         lock (_probeGate)
         {
             _probeClosed = true;
+            _probeSettled.Set();
             var probe = Probe;
             Probe = null;
             return probe;
@@ -253,6 +280,9 @@ internal sealed class IncomingMigration : IDisposable
 
         uint tag = batch.Round + 1;
         Span<byte> scratch = stackalloc byte[PageCodec.MaxEncodedLength];
+        Span<uint> pageRound = _pageRound.Span;
+        Span<ulong> digests = _digests.Span;
+        Span<byte> digestKnown = _digestKnown.Span;
         if (kinds.Contains((byte)PageEncodingKind.Delta))
         {
             CheckDeltas(batch, scratch); // before anything of the batch is written
@@ -263,12 +293,12 @@ internal sealed class IncomingMigration : IDisposable
         long deltas = 0;
         for (int i = 0; i < n; i++)
         {
-            long pfn = (long)pfns[i];
+            int pfn = (int)pfns[i]; // checked above: a page of RAM, and RAM has at most Array.MaxLength pages
             var kind = (PageEncodingKind)kinds[i];
             ReadOnlySpan<byte> data = payload.Next((int)lengths[i]);
             lock (_stripes[pfn & (StripeCount - 1)])
             {
-                uint held = _pageRound[pfn];
+                uint held = pageRound[pfn];
                 if (tag < held)
                 {
                     continue; // an older copy arriving late on another channel (R11)
@@ -291,8 +321,8 @@ internal sealed class IncomingMigration : IDisposable
                         throw RpcErrors.InvalidArgument($"delta for page {pfn} does not decode to one page: {bad}");
                     }
 
-                    _digests[pfn] = PageDigests.Hash(page, pfn);
-                    _digestKnown[pfn] = 1;
+                    digests[pfn] = PageDigests.Hash(page, pfn);
+                    digestKnown[pfn] = 1;
                     deltas++;
                 }
                 else if (kind == PageEncodingKind.Zero && held == 0)
@@ -313,16 +343,16 @@ internal sealed class IncomingMigration : IDisposable
 
                     if (kind != PageEncodingKind.Zero)
                     {
-                        _digests[pfn] = PageDigests.Hash(page, pfn);
-                        _digestKnown[pfn] = 1;
+                        digests[pfn] = PageDigests.Hash(page, pfn);
+                        digestKnown[pfn] = 1;
                     }
                     else
                     {
-                        _digestKnown[pfn] = 0;
+                        digestKnown[pfn] = 0;
                     }
                 }
 
-                _pageRound[pfn] = tag;
+                pageRound[pfn] = tag;
                 applied++;
             }
         }
@@ -358,6 +388,7 @@ internal sealed class IncomingMigration : IDisposable
         ReadOnlySpan<uint> lengths = batch.Lengths;
         uint tag = batch.Round + 1;
         var payload = new PagePayloadReader(batch.Payload, scratch);
+        ReadOnlySpan<uint> pageRound = _pageRound.Span;
         for (int i = 0; i < batch.Count; i++)
         {
             if (kinds[i] != (byte)PageEncodingKind.Delta)
@@ -366,7 +397,7 @@ internal sealed class IncomingMigration : IDisposable
                 continue;
             }
 
-            long pfn = (long)pfns[i];
+            int pfn = (int)pfns[i];
             if (!DeltaPages)
             {
                 throw RpcErrors.InvalidArgument(
@@ -393,7 +424,7 @@ internal sealed class IncomingMigration : IDisposable
             uint held;
             lock (_stripes[pfn & (StripeCount - 1)])
             {
-                held = _pageRound[pfn];
+                held = pageRound[pfn];
             }
 
             if (tag >= held && BaseProblem(pfn, baseRound, held) is { } problem)
@@ -418,13 +449,30 @@ internal sealed class IncomingMigration : IDisposable
     /// The digest list of the received guest (<see cref="PageDigests"/>): digests taken as pages were written, the rest
     /// hashed now. Call after the streams closed, with the RAM handed to the VM and its free-page map.
     /// </summary>
-    public ulong[] Digests(GuestRam ram, PageBitmap free) => PageDigests.Compute(ram, free, _digests, _digestKnown);
+    public ulong[] Digests(GuestRam ram, PageBitmap free) =>
+        WithTables(() => PageDigests.Compute(ram, free, _digests.Span, _digestKnown.Span));
 
     /// <summary>
     /// The digest list built from receive-time digests alone, for a guest already running: a page never written
     /// (or written as zero) is zero here, so its digest is the zero page's. Reads no guest RAM.
     /// </summary>
-    public ulong[] ReceivedDigests(PageBitmap free) => PageDigests.FromReceived(free, _digests, _digestKnown);
+    public ulong[] ReceivedDigests(PageBitmap free) =>
+        WithTables(() => PageDigests.FromReceived(free, _digests.Span, _digestKnown.Span));
+
+    /// <summary>Reads the per-page tables under the guard that keeps <see cref="Dispose"/> from freeing them.</summary>
+    private T WithTables<T>(Func<T> read)
+    {
+        _ramGuard.EnterReadLock();
+        try
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return read();
+        }
+        finally
+        {
+            _ramGuard.ExitReadLock();
+        }
+    }
 
     /// <summary>Gives the RAM to a VM (which then owns it).</summary>
     public GuestRam TakeRam()
@@ -442,7 +490,10 @@ internal sealed class IncomingMigration : IDisposable
         }
     }
 
-    /// <summary>Discards the partial guest: RAM is released once no stream is copying into it.</summary>
+    /// <summary>
+    /// Discards the partial guest (RAM a VM did not take) and the per-page tables, once no stream is copying into them;
+    /// also how a decided migration lets its tables go. Idempotent.
+    /// </summary>
     public void Dispose()
     {
         DisposeProbe();
@@ -451,6 +502,13 @@ internal sealed class IncomingMigration : IDisposable
         {
             _ram?.Dispose();
             _ram = null;
+            if (!_disposed)
+            {
+                _disposed = true;
+                _pageRound.Dispose();
+                _digests.Dispose();
+                _digestKnown.Dispose();
+            }
         }
         finally
         {

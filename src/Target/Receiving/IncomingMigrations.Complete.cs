@@ -211,9 +211,13 @@ internal sealed partial class IncomingMigrations
         }
     }
 
-    /// <summary>What follows a decision: the report, then the run-after check of a resumed guest, or the cleanup.</summary>
+    /// <summary>
+    /// What follows a decision: the migration's per-page tables go, then the report, then the run-after check of a
+    /// resumed guest, or the cleanup.
+    /// </summary>
     private void Publish(IncomingMigration migration, CompleteReply reply, VirtualMachine? vm)
     {
+        migration.Dispose(); // decided: nothing reads its tables again (its guest, if any, owns the RAM)
         var written = reply.Clone();
         _reports.Queue(() => TargetReport.Of(migration.Id, vm is null ? TargetOutcome.Failed : TargetOutcome.Resumed,
             written, written.Error, migration.CpuAtStart));

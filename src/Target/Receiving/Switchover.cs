@@ -53,6 +53,9 @@ internal sealed record PendingConfirm(VirtualMachine Vm, PageBitmap? RamFree, ul
 
 internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log) : ISwitchover
 {
+    /// <summary>How long a rehearsal waits for the scratch guest being prepared beside Begin.</summary>
+    private static readonly TimeSpan ProbeWait = TimeSpan.FromSeconds(10);
+
     public (CompleteReply Reply, VirtualMachine? Verified) Run(IncomingMigration migration, CompleteRequest request)
     {
         ArgumentNullException.ThrowIfNull(migration);
@@ -259,7 +262,7 @@ internal sealed class Switchover(TargetOptions options, ILogger<Switchover> log)
             _ = Lap(phase);
         }
 
-        if (migration.Probe?.Start() is not { } run)
+        if (migration.AwaitProbe(ProbeWait)?.Start() is not { } run)
         {
             reply.PhasesMs["restore"] = digestMs;
             return (reply, null);

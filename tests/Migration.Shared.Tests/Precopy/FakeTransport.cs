@@ -60,8 +60,11 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
     public IPageSink OpenChannel(string migrationId, CancellationToken streamToken)
     {
         OnOpenChannel?.Invoke();
-        return new Sink(source, counters);
+        return new Sink(source, counters, this);
     }
+
+    /// <summary>Runs as a channel takes a list of pages to send.</summary>
+    public Action? OnPages { get; set; }
 
     public Task<CompleteReply> CompleteAsync(CompleteRequest request, TimeSpan timeout, CancellationToken ct)
     {
@@ -82,10 +85,24 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
     /// <summary>What a rehearsal Complete reports as its round trip (the target's rebuild and resume included).</summary>
     public TimeSpan RehearsalRoundTrip { get; set; }
 
-    public Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct)
+    /// <summary>
+    /// Runs before a rehearsal Complete answers: a test can hold the answer back, or make the rehearsal fail.
+    /// </summary>
+    public Func<Task>? BeforeRehearsalReply { get; set; }
+
+    public async Task<TimeSpan> RehearseCompleteAsync(CompleteRequest request, CancellationToken ct)
     {
-        Calls.Add("rehearse");
-        return Task.FromResult(RehearsalRoundTrip);
+        lock (Calls)
+        {
+            Calls.Add("rehearse"); // beside round 0 the engine's rehearsal runs on a thread of its own
+        }
+
+        if (BeforeRehearsalReply is { } hold)
+        {
+            await hold().WaitAsync(ct).ConfigureAwait(false);
+        }
+
+        return RehearsalRoundTrip;
     }
 
     public Task<CancelReply?> CancelAsync(string migrationId, string reason)
@@ -97,10 +114,11 @@ internal sealed class FakeTransport(VirtualMachine source, TransferCounters coun
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 
-    private sealed class Sink(VirtualMachine source, TransferCounters counters) : IPageSink
+    private sealed class Sink(VirtualMachine source, TransferCounters counters, FakeTransport transport) : IPageSink
     {
         public ValueTask EnqueueAsync(PageWorkItem item, CancellationToken ct)
         {
+            transport.OnPages?.Invoke();
             var copy = new byte[PageGeometry.PageSize];
             for (int i = 0; i < item.Count; i++)
             {
