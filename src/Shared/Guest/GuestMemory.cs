@@ -110,6 +110,7 @@ public sealed unsafe class GuestMemory
         {
             int inPage = PageGeometry.PageSize - (int)(gpa & (PageGeometry.PageSize - 1));
             int n = Math.Min(inPage, data.Length);
+            Ram.EnsurePresent(gpa >> PageGeometry.PageShift);
             BeforeStore(gpa >> PageGeometry.PageShift);
             data[..n].CopyTo(new Span<byte>(_base + gpa, n));
             AfterStore(gpa >> PageGeometry.PageShift);
@@ -126,6 +127,7 @@ public sealed unsafe class GuestMemory
         Ram.CheckRange(firstPfn, count);
         for (long pfn = firstPfn; pfn < firstPfn + count; pfn++)
         {
+            Ram.EnsurePresent(pfn);
             BeforeStore(pfn);
             new Span<byte>(_base + (pfn << PageGeometry.PageShift), PageGeometry.PageSize).Fill(value);
             AfterStore(pfn);
@@ -139,6 +141,7 @@ public sealed unsafe class GuestMemory
     public void FillPagePattern(long pfn, ulong seed, int skipBytes)
     {
         Ram.CheckPage(pfn);
+        Ram.EnsurePresent(pfn);
         BeforeStore(pfn);
         var words = new Span<ulong>(_base + (pfn << PageGeometry.PageShift), PageGeometry.PageSize / sizeof(ulong));
         ulong x = seed | 1;
@@ -199,6 +202,8 @@ public sealed unsafe class GuestMemory
         {
             ThrowHelper.CrossesPage(gpa, length);
         }
+
+        Ram.EnsurePresent(gpa >> PageGeometry.PageShift); // postcopy: the page is there before it is touched
     }
 
     private void CheckRange(long gpa, int length)

@@ -87,10 +87,11 @@ public sealed unsafe partial class GuestRam : IDisposable
         return System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds;
     }
 
-    /// <summary>Host view of one page.</summary>
+    /// <summary>Host view of one page (during postcopy, once the page is there: <see cref="EnsurePresent(long)"/>).</summary>
     public Span<byte> Page(long pfn)
     {
         CheckPage(pfn);
+        EnsurePresent(pfn);
         return new Span<byte>(_base + (pfn << PageGeometry.PageShift), PageGeometry.PageSize);
     }
 
@@ -98,6 +99,7 @@ public sealed unsafe partial class GuestRam : IDisposable
     public Span<byte> Pages(long firstPfn, int count)
     {
         CheckRange(firstPfn, count);
+        EnsurePresent(firstPfn, count);
         return new Span<byte>(_base + (firstPfn << PageGeometry.PageShift), checked(count * PageGeometry.PageSize));
     }
 
@@ -105,17 +107,27 @@ public sealed unsafe partial class GuestRam : IDisposable
     public byte* PagePointer(long pfn)
     {
         CheckPage(pfn);
+        EnsurePresent(pfn);
         return _base + (pfn << PageGeometry.PageShift);
     }
 
     /// <summary>
     /// Returns a range of pages to the zero state and releases their memory (a discarded target guest, a reset).
+    /// During postcopy the pages are zeroed and kept: a released page would be missing again, and a fault on it would
+    /// ask the source for bytes the guest has since thrown away.
     /// </summary>
     public void Discard(long firstPfn, long count)
     {
         CheckRange(firstPfn, count);
         byte* start = _base + (firstPfn << PageGeometry.PageShift);
         nuint length = (nuint)(count << PageGeometry.PageShift);
+        if (_postcopy is not null)
+        {
+            EnsurePresent(firstPfn, count);
+            NativeMemory.Clear(start, length);
+            return;
+        }
+
         if (_mapped && Native.madvise((nint)start, length, Native.MadvDontNeed) == 0)
         {
             return;

@@ -9,7 +9,14 @@ internal static class BuiltPrograms
     /// The dll of <c>src/<paramref name="project"/></c> built in this build's configuration, or the path in the
     /// environment variable <paramref name="overrideVariable"/>.
     /// </summary>
-    public static string Locate(string project, string dll, string overrideVariable)
+    public static string Locate(string project, string dll, string overrideVariable) =>
+        LocateIn(Path.Combine("src", project), dll, overrideVariable);
+
+    /// <summary>
+    /// The dll of the project in <paramref name="projectDirectory"/> (relative to the repository's root) built in this
+    /// build's configuration, or the path in the environment variable <paramref name="overrideVariable"/>.
+    /// </summary>
+    public static string LocateIn(string projectDirectory, string dll, string overrideVariable)
     {
         string? overridePath = Environment.GetEnvironmentVariable(overrideVariable);
         if (!string.IsNullOrEmpty(overridePath))
@@ -26,7 +33,7 @@ internal static class BuiltPrograms
         {
             if (File.Exists(Path.Combine(dir.FullName, "Migration.sln")))
             {
-                string path = Path.Combine(dir.FullName, "src", project, "bin", configuration, "net10.0", dll);
+                string path = Path.Combine(dir.FullName, projectDirectory, "bin", configuration, "net10.0", dll);
                 return File.Exists(path)
                     ? path
                     : throw new FileNotFoundException(
