@@ -34,9 +34,9 @@ internal static class SwitchoverJit
         // Begin's (SwitchoverJitTests checks none of its path is left out)
         typeof(BeginRequestReader), typeof(MigrationOwner), typeof(CallerCredentials), typeof(MigrationIds),
         typeof(ProtocolVersions), typeof(ReceiverState), typeof(TargetStates), typeof(DecisionLog), typeof(TargetLog),
-        typeof(TargetOptions), typeof(TargetMetrics), typeof(ProcessStats), typeof(Leases), typeof(SpareThreads),
-        typeof(ZeroedMemory), typeof(ZeroedArray<uint>), typeof(ZeroedArray<ulong>), typeof(ZeroedArray<byte>),
-        typeof(BeginReply),
+        typeof(TargetOptions), typeof(TargetMetrics), typeof(ProcessStats), typeof(ProcessMark), typeof(Leases),
+        typeof(SpareThreads), typeof(ZeroedMemory), typeof(ZeroedArray<uint>), typeof(ZeroedArray<ulong>),
+        typeof(ZeroedArray<byte>), typeof(BeginReply),
     ];
 
     /// <summary>Compiles them; returns how many methods.</summary>
