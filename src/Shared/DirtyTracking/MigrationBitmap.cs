@@ -84,6 +84,26 @@ public sealed class MigrationBitmap
     }
 
     /// <summary>
+    /// Takes page <paramref name="pfn"/> out of the bitmap to send now, as <see cref="TakeBatch"/> would (its chunk
+    /// re-armed first in manual mode); false when it was not there to take (already sent, or never to send). For a page
+    /// asked for by name: postcopy's answers to the target's faults.
+    /// </summary>
+    public bool TakePage(long pfn)
+    {
+        using (Lock())
+        {
+            if (!Pages.Get(pfn))
+            {
+                return false;
+            }
+
+            Log.ClearChunkContaining(pfn);
+            Pages.Clear(pfn);
+            return true;
+        }
+    }
+
+    /// <summary>
     /// Takes up to <c>pfns.Length</c> pages to send, from <paramref name="cursor"/> on, out of the bitmap; returns
     /// how many, and moves the cursor past them (-1 once the bitmap holds nothing further). In manual mode each page's
     /// chunk is re-armed before the page leaves the bitmap: writes made since the sync are not logged until then, and

@@ -459,6 +459,38 @@ internal sealed class IncomingMigration : IDisposable
     public ulong[] ReceivedDigests(PageBitmap free) =>
         WithTables(() => PageDigests.FromReceived(free, _digests.Span, _digestKnown.Span));
 
+    /// <summary>
+    /// For a switch to postcopy: the pages the source never sends (P2), which no batch of this migration carried and
+    /// which are not in <paramref name="fetch"/>, the pages the source still sends. The source skipped them (free by a
+    /// hint, ballooned, or discarded by reporting) since its first round and no write put them back; a fault on one is
+    /// resolved here with the guest's poison value, never from the source (P3). A page carried once, as data or as
+    /// zero, holds what the source's final sync found current, whatever its kind.
+    /// </summary>
+    public PageBitmap NeverSent(PageBitmap fetch)
+    {
+        ArgumentNullException.ThrowIfNull(fetch);
+        if (fetch.PageCount != _pageRound.Length)
+        {
+            throw new ArgumentException($"a map of {fetch.PageCount} pages for a guest of {_pageRound.Length}",
+                nameof(fetch));
+        }
+
+        return WithTables(() =>
+        {
+            ReadOnlySpan<uint> round = _pageRound.Span;
+            var never = new PageBitmap(round.Length);
+            for (int p = 0; p < round.Length; p++)
+            {
+                if (round[p] == 0 && !fetch.Get(p))
+                {
+                    never.Set(p);
+                }
+            }
+
+            return never;
+        });
+    }
+
     /// <summary>Reads the per-page tables under the guard that keeps <see cref="Dispose"/> from freeing them.</summary>
     private T WithTables<T>(Func<T> read)
     {

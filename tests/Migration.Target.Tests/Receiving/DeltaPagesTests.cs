@@ -1,4 +1,3 @@
-using System.Buffers;
 using Grpc.Core;
 using Migration.Shared.Guest;
 using Migration.Shared.Machine;
@@ -22,19 +21,8 @@ public sealed class DeltaPagesTests
             DeltaPages = deltas,
         };
 
-    private static ReceivedBatch Batch(uint round, params (long Pfn, PageEncodingKind Kind, byte[] Payload)[] pages)
-    {
-        long[] pfns = [.. pages.Select(p => p.Pfn)];
-        byte[] kinds = [.. pages.Select(p => (byte)p.Kind)];
-        int[] lengths = [.. pages.Select(p => p.Payload.Length)];
-        byte[] payload = [.. pages.SelectMany(p => p.Payload)];
-        var layout = PageBatchWire.Measure(round, pfns, kinds, lengths, payload.Length);
-        var message = new byte[layout.MessageLength];
-        PageBatchWire.Write(message, layout, round, pfns, kinds, lengths, payload);
-        var batch = new ReceivedBatch();
-        Assert.Null(PageBatchWire.Read(new ReadOnlySequence<byte>(message), batch));
-        return batch;
-    }
+    private static ReceivedBatch Batch(uint round, params (long Pfn, PageEncodingKind Kind, byte[] Payload)[] pages) =>
+        TestBatches.Build(round, pages);
 
     private static byte[] Filled(byte value)
     {

@@ -236,6 +236,27 @@ public sealed unsafe class PostcopyRam : IDisposable
         return Arrived(pfn) && result == Userfaultfd.Placement.Placed;
     }
 
+    /// <summary>
+    /// Pages asked of the source and not placed yet: what a new return path asks again after a broken one (P6). An
+    /// answer that crosses the new request is placed once.
+    /// </summary>
+    public List<long> Unanswered()
+    {
+        var pages = new List<long>();
+        for (int w = 0; w < _requested.Length; w++)
+        {
+            ulong waiting = Volatile.Read(ref _requested[w]) & ~Volatile.Read(ref _placed[w]);
+            while (waiting != 0)
+            {
+                int bit = System.Numerics.BitOperations.TrailingZeroCount(waiting);
+                pages.Add(((long)w << 6) + bit);
+                waiting &= waiting - 1;
+            }
+        }
+
+        return pages;
+    }
+
     /// <summary>True once page <paramref name="pfn"/> is known to be mapped.</summary>
     public bool IsPresent(long pfn) => (Volatile.Read(ref _mapped[pfn >> 6]) & (1UL << (int)(pfn & 63))) != 0;
 

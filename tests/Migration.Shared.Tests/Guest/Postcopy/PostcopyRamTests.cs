@@ -141,6 +141,28 @@ public sealed class PostcopyRamTests
     }
 
     [Fact]
+    public async Task Unanswered_IsWhatWasAskedAndNotPlaced_ForANewReturnPathToAskAgain()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        var asked = new System.Collections.Concurrent.ConcurrentQueue<long>();
+        using var postcopy = new PostcopyRam(ram, Map(ram, 4, 70, 71), fill: null, fillByte: 0, asked.Enqueue);
+        postcopy.Start();
+        Task<byte>[] readers = [Task.Run(() => ram.Page(4)[0]), Task.Run(() => ram.Page(70)[0])];
+        while (asked.Count < 2)
+        {
+            await Task.Delay(5).WaitAsync(Bound); // the source never answers: the connection broke
+        }
+
+        Assert.Equal([4L, 70L], postcopy.Unanswered());
+        var page = new byte[PageGeometry.PageSize];
+        postcopy.Place(70, page); // an answer that was already on its way
+        Assert.Equal([4L], postcopy.Unanswered());
+        postcopy.Place(4, page);
+        Assert.Empty(postcopy.Unanswered());
+        await Task.WhenAll(readers).WaitAsync(Bound);
+    }
+
+    [Fact]
     public void Explain_NamesTheCauseAndTheFix()
     {
         string denied = Userfaultfd.Explain(1, 13);
