@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Migration.Shared.Guest.Postcopy;
 using Migration.Shared.Internal;
 
 namespace Migration.Shared.Guest;
@@ -113,18 +114,21 @@ public sealed unsafe partial class GuestRam : IDisposable
 
     /// <summary>
     /// Returns a range of pages to the zero state and releases their memory (a discarded target guest, a reset).
-    /// During postcopy the pages are zeroed and kept: a released page would be missing again, and a fault on it would
-    /// ask the source for bytes the guest has since thrown away.
+    /// During postcopy the pages are zeroed and kept mapped (<see cref="PostcopyRam.Discard"/>): a released page would
+    /// be missing again, and a fault on it would ask the source for bytes the guest has since thrown away.
     /// </summary>
     public void Discard(long firstPfn, long count)
     {
         CheckRange(firstPfn, count);
         byte* start = _base + (firstPfn << PageGeometry.PageShift);
         nuint length = (nuint)(count << PageGeometry.PageShift);
-        if (_postcopy is not null)
+        if (_postcopy is { } postcopy)
         {
-            EnsurePresent(firstPfn, count);
-            NativeMemory.Clear(start, length);
+            for (long p = firstPfn; p < firstPfn + count; p++)
+            {
+                postcopy.Discard(p);
+            }
+
             return;
         }
 
@@ -134,6 +138,22 @@ public sealed unsafe partial class GuestRam : IDisposable
         }
 
         NativeMemory.Clear(start, length);
+    }
+
+    /// <summary>
+    /// For postcopy: drops the pages of a range, which must be inside a registered userfaultfd range, so the next
+    /// touch of each faults. Unlike <see cref="Discard"/> it never falls back to zeroing (a zeroed page is mapped and
+    /// would never fault), and fails instead.
+    /// </summary>
+    internal void DropForPostcopy(long firstPfn, long count)
+    {
+        CheckRange(firstPfn, count);
+        if (!_mapped || Native.madvise((nint)(_base + (firstPfn << PageGeometry.PageShift)),
+                (nuint)(count << PageGeometry.PageShift), Native.MadvDontNeed) != 0)
+        {
+            throw new IOException(
+                $"could not drop pages {firstPfn}..{firstPfn + count - 1} for postcopy (errno {Marshal.GetLastPInvokeError()})");
+        }
     }
 
     /// <summary>

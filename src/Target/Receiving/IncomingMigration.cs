@@ -466,6 +466,12 @@ internal sealed class IncomingMigration : IDisposable
     /// resolved here with the guest's poison value, never from the source (P3). A page carried once, as data or as
     /// zero, holds what the source's final sync found current, whatever its kind.
     /// </summary>
+    /// <remarks>
+    /// Sound only once every batch the source sent before the switch has been applied: a page already taken for a
+    /// batch still in flight on another channel is neither carried yet nor in the fetch map, and would be taken for
+    /// never sent. The switch must therefore carry how many pages the source put in batches, and wait until this
+    /// target has received as many, before calling this.
+    /// </remarks>
     public PageBitmap NeverSent(PageBitmap fetch)
     {
         ArgumentNullException.ThrowIfNull(fetch);

@@ -41,6 +41,9 @@ public sealed unsafe class PostcopyRam : IDisposable
     private Thread? _faultThread;
     private Exception? _faultThreadFailure;
     private volatile bool _stopping;
+    private volatile bool _abandoned;
+    private int _disposed;
+    private long _pagesDiscarded;
     private long _remaining;
     private long _faults;
     private long _localFaults;
@@ -133,16 +136,27 @@ public sealed unsafe class PostcopyRam : IDisposable
         var uffd = Userfaultfd.Open();
         try
         {
+            // Registered first: a range dropped before it could be filled again (khugepaged collapses huge-page
+            // ranges with empty entries) and its pages would never fault. It stops doing so once the range is armed.
+            uffd.Register((nint)_base, (nuint)_ram.SizeBytes);
             foreach (var (first, count) in _fetch.SetRuns())
             {
-                _ram.Discard(first, count); // missing from now on: faults ask the source
+                _ram.DropForPostcopy(first, count); // missing from now on: faults ask the source
             }
 
-            uffd.Register((nint)_base, (nuint)_ram.SizeBytes);
+            if (_fill is not null && _fillByte != 0)
+            {
+                // Never sent, so zero here, or mapped as zero on a preallocated target: dropped, so a touch faults
+                // and reads the fill byte.
+                foreach (var (first, count) in _fill.SetRuns())
+                {
+                    _ram.DropForPostcopy(first, count);
+                }
+            }
         }
         catch
         {
-            uffd.Dispose();
+            uffd.Dispose(); // closing it unregisters the range
             throw;
         }
 
@@ -178,14 +192,28 @@ public sealed unsafe class PostcopyRam : IDisposable
         _ram.CheckRange(firstPfn, count);
         var uffd = Uffd;
         int placed = 0;
+        if (_stopping)
+        {
+            return 0; // finished or abandoned: nothing is placed any more
+        }
+
         long pfn = firstPfn;
         long end = firstPfn + count;
         while (pfn < end)
         {
-            // Skip what is known to be there, then place the longest run not known to be.
+            // Skip what is known to be there (counted now if no placement counted it yet: a copy that failed part
+            // way, a page the guard found mapped), then place the longest run not known to be.
             if (IsPresent(pfn))
             {
-                Interlocked.Increment(ref _placementsFound);
+                if (Arrived(pfn))
+                {
+                    placed++;
+                }
+                else
+                {
+                    Interlocked.Increment(ref _placementsFound);
+                }
+
                 pfn++;
                 continue;
             }
@@ -270,9 +298,9 @@ public sealed unsafe class PostcopyRam : IDisposable
     }
 
     /// <summary>
-    /// Stops the fault thread and unregisters the RAM; the guard goes off. Call once <see cref="AllArrived"/> has
-    /// completed (every page is then mapped), or to abandon the guest, whose vCPUs must be stopped first: a thread
-    /// still waiting on a page is woken to find it zero.
+    /// Ends postcopy once <see cref="AllArrived"/> has completed: never-sent pages no thread touched get the fill byte
+    /// (poison), then the fault thread stops, the RAM is unregistered and the guard goes off. Every page is then mapped
+    /// or reads as zero, as it should.
     /// </summary>
     public void Stop()
     {
@@ -281,26 +309,93 @@ public sealed unsafe class PostcopyRam : IDisposable
             return;
         }
 
+        if (_fill is not null && _fillByte != 0)
+        {
+            foreach (var (first, count) in _fill.SetRuns())
+            {
+                for (long p = first; p < first + count; p++)
+                {
+                    if (!IsPresent(p))
+                    {
+                        _ = uffd.Copy((nint)(_base + (p << PageGeometry.PageShift)), (nint)_fillPage,
+                            PageGeometry.PageSize, out _);
+                        _ = Arrived(p);
+                    }
+                }
+            }
+        }
+
+        End(uffd);
+    }
+
+    /// <summary>
+    /// Gives the guest up (its source is lost, or it failed verification): the fault thread stops and the RAM is
+    /// unregistered. A thread still waiting on a page is woken and, if it came through the guard, gets an
+    /// <see cref="PostcopyAbandonedException"/> rather than a zero page it would take for the guest's; stop the vCPUs
+    /// and discard the guest after this.
+    /// </summary>
+    public void Abandon()
+    {
+        if (_uffd is { } uffd && !_stopping)
+        {
+            _abandoned = true;
+            End(uffd);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        Abandon(); // a no-op after Stop
+        _uffd?.Dispose();
+        NativeMemory.AlignedFree(_fillPage);
+    }
+
+    /// <summary>Pages placed locally for the guest's own discards during postcopy (<see cref="Discard"/>).</summary>
+    public long PagesDiscarded => Interlocked.Read(ref _pagesDiscarded);
+
+    /// <summary>
+    /// The guest discards page <paramref name="pfn"/> (the balloon takes it): zero it and keep it mapped, since a page
+    /// dropped now would fault again. A page not there yet is placed as zero here, not fetched: its bytes are thrown
+    /// away anyway, and an answer that comes later finds it and changes nothing.
+    /// </summary>
+    public void Discard(long pfn)
+    {
+        _ram.CheckPage(pfn);
+        byte* page = _base + (pfn << PageGeometry.PageShift);
+        if (!IsPresent(pfn) && !_stopping
+            && Uffd.ZeroPage((nint)page, PageGeometry.PageSize) == Userfaultfd.Placement.Placed)
+        {
+            _ = Arrived(pfn);
+            Interlocked.Increment(ref _pagesDiscarded);
+            return;
+        }
+
+        EnsurePresent(pfn);
+        NativeMemory.Clear(page, PageGeometry.PageSize);
+        _ = Arrived(pfn);
+        Interlocked.Increment(ref _pagesDiscarded);
+    }
+
+    private void End(Userfaultfd uffd)
+    {
         _stopping = true;
         uffd.Interrupt();
         _faultThread?.Join();
         try
         {
-            uffd.Unregister((nint)_base, (nuint)_ram.SizeBytes);
+            uffd.Unregister((nint)_base, (nuint)_ram.SizeBytes); // wakes whoever still waits
         }
         catch (IOException)
         {
-            // The descriptor goes below; closing it unregisters too.
+            // The descriptor goes at Dispose; closing it unregisters too.
         }
 
         _ram.DetachPostcopy(this);
-    }
-
-    public void Dispose()
-    {
-        Stop();
-        _uffd?.Dispose();
-        NativeMemory.AlignedFree(_fillPage);
     }
 
     private Userfaultfd Uffd => _uffd ?? throw new InvalidOperationException("postcopy not started");
@@ -348,6 +443,12 @@ public sealed unsafe class PostcopyRam : IDisposable
     private void WaitForPage(long pfn)
     {
         _ = MemChr(_base + (pfn << PageGeometry.PageShift), 0, 1);
+        if (_abandoned && !IsPresent(pfn))
+        {
+            // Woken by the unregister, the page never came: what the thread would read is not the guest's.
+            throw new PostcopyAbandonedException(pfn);
+        }
+
         _ = Interlocked.Or(ref _mapped[pfn >> 6], 1UL << (int)(pfn & 63)); // mapped now; the placer counts it
     }
 

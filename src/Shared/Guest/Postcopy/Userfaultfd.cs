@@ -54,6 +54,7 @@ public sealed unsafe partial class Userfaultfd : IDisposable
     private const int EIntr = 4;
     private const int EAgain = 11;
     private const int EExist = 17;
+    private const int EInval = 22;
     private const short PollIn = 0x1;
 
     private int _fd;
@@ -96,7 +97,7 @@ public sealed unsafe partial class Userfaultfd : IDisposable
             int errno = Marshal.GetLastPInvokeError();
             _ = Close(fd);
             throw new UserfaultfdUnavailableException(
-                $"the kernel refused userfaultfd's handshake (errno {errno}); postcopy needs Linux 4.11 or later");
+                $"the kernel refused userfaultfd's handshake (errno {errno}); postcopy needs Linux 4.14 or later");
         }
 
         int stop = EventFd(0, OCloexec | ONonblock);
@@ -319,6 +320,13 @@ public sealed unsafe partial class Userfaultfd : IDisposable
 
         int fd = (int)Syscall(number, OCloexec | ONonblock | UserModeOnly);
         errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0;
+        if (fd < 0 && errno == EInval)
+        {
+            // Before Linux 5.11 there is no user-mode-only flag: ask without it (a privileged caller gets one).
+            fd = (int)Syscall(number, OCloexec | ONonblock);
+            errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0;
+        }
+
         return fd;
     }
 

@@ -28,7 +28,7 @@ public sealed class PostcopyRamTests
         Assert.Equal(4, seen);
         Assert.Equal([3L], source.Requested);
         await postcopy.AllArrived.WaitAsync(Bound);
-        Assert.Equal(1, postcopy.Latency.Count);
+        Assert.True(postcopy.Latency.Count >= 1); // a signal can make the thread fault twice on the page
     }
 
     [Fact]
@@ -148,10 +148,13 @@ public sealed class PostcopyRamTests
         using var postcopy = new PostcopyRam(ram, Map(ram, 4, 70, 71), fill: null, fillByte: 0, asked.Enqueue);
         postcopy.Start();
         Task<byte>[] readers = [Task.Run(() => ram.Page(4)[0]), Task.Run(() => ram.Page(70)[0])];
-        while (asked.Count < 2)
+        await Task.Run(async () =>
         {
-            await Task.Delay(5).WaitAsync(Bound); // the source never answers: the connection broke
-        }
+            while (asked.Count < 2)
+            {
+                await Task.Delay(5); // the source never answers: the connection broke
+            }
+        }).WaitAsync(Bound);
 
         Assert.Equal([4L, 70L], postcopy.Unanswered());
         var page = new byte[PageGeometry.PageSize];
@@ -160,6 +163,119 @@ public sealed class PostcopyRamTests
         postcopy.Place(4, page);
         Assert.Empty(postcopy.Unanswered());
         await Task.WhenAll(readers).WaitAsync(Bound);
+    }
+
+    [Fact]
+    public unsafe void ACopyOverAPageAlreadyThere_PlacesWhatComesBefore_AndSaysItExists()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        ram.BasePointer[(11 << PageGeometry.PageShift) + 5] = 0x42; // mapped before the range is armed
+        using var uffd = Userfaultfd.Open();
+        uffd.Register((nint)ram.BasePointer, (nuint)ram.SizeBytes);
+        ram.DropForPostcopy(10, 1); // the store above may have mapped a whole huge page around page 11
+        ram.DropForPostcopy(12, 1);
+        var three = new byte[3 * PageGeometry.PageSize];
+        three.AsSpan().Fill(0x99);
+
+        Userfaultfd.Placement result;
+        long placed;
+        fixed (byte* from = three)
+        {
+            result = uffd.Copy((nint)(ram.BasePointer + (10 << PageGeometry.PageShift)), (nint)from,
+                (nuint)three.Length, out placed);
+        }
+
+        Assert.Equal(Userfaultfd.Placement.Exists, result);
+        Assert.Equal(PageGeometry.PageSize, placed);
+        Assert.Equal(0x99, ram.BasePointer[10 << PageGeometry.PageShift]);
+        Assert.Equal(0x42, ram.BasePointer[(11 << PageGeometry.PageShift) + 5]);
+        Assert.Equal(0, ram.BasePointer[(11 << PageGeometry.PageShift) + 6]);
+    }
+
+    [Fact]
+    public unsafe void PlaceRun_OverAPageMappedBeforeThatNoOneMarked_LeavesItAsItIs()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        ram.Page(21).Fill(0x21); // precopy's current copy: not to fetch
+        using var source = new FakePostcopySource(_ => 0);
+        using var postcopy = new PostcopyRam(ram, Map(ram, 20, 22), fill: null, fillByte: 0, source.Request);
+        source.Attach(postcopy);
+        postcopy.Start();
+        var run = new byte[3 * PageGeometry.PageSize];
+        run.AsSpan().Fill(0x77);
+
+        int placed;
+        fixed (byte* from = run)
+        {
+            placed = postcopy.PlaceRun(20, 3, from);
+        }
+
+        Assert.Equal(2, placed);
+        Assert.Equal(0, postcopy.Remaining);
+        Assert.Equal(0x77, ram.Page(20)[0]);
+        Assert.Equal(0x21, ram.Page(21)[0]);
+        Assert.Equal(0x77, ram.Page(22)[0]);
+    }
+
+    [Fact]
+    public async Task NeverSentPagesNoOneTouched_ReadThePoisonValue_AfterStop()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        ram.Populate(); // a preallocated target: never-sent pages are mapped as zero
+        using var source = new FakePostcopySource(_ => 0x10);
+        using var postcopy = new PostcopyRam(ram, Map(ram, 1), Map(ram, 30, 31), fillByte: 0x5A, source.Request);
+        source.Attach(postcopy);
+        postcopy.Start();
+        Assert.Equal(0x5A, await Task.Run(() => ram.Page(30)[0]).WaitAsync(Bound)); // touched: resolved by its fault
+        Assert.True(postcopy.Place(1, Enumerable.Repeat((byte)0x10, PageGeometry.PageSize).ToArray()));
+        await postcopy.AllArrived.WaitAsync(Bound);
+
+        postcopy.Stop();
+
+        Assert.Null(ram.Postcopy);
+        Assert.Equal(0x5A, ram.Page(31)[4000]); // never touched: filled at the end
+        Assert.Equal(0, ram.Page(32)[0]);
+    }
+
+    [Fact]
+    public async Task AnAbandonedPostcopy_StopsTheThreadWaitingOnAPage_RatherThanGivingItZeros()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        var asked = new System.Collections.Concurrent.ConcurrentQueue<long>();
+        using var postcopy = new PostcopyRam(ram, Map(ram, 8), fill: null, fillByte: 0, asked.Enqueue);
+        postcopy.Start();
+        var reader = Task.Run(() => ram.Page(8)[0]);
+        await Task.Run(async () =>
+        {
+            while (asked.IsEmpty)
+            {
+                await Task.Delay(5); // the source is lost before it answers
+            }
+        }).WaitAsync(Bound);
+
+        postcopy.Abandon();
+
+        var ex = await Assert.ThrowsAsync<PostcopyAbandonedException>(() => reader.WaitAsync(Bound));
+        Assert.Equal(8, ex.Pfn);
+        Assert.False(postcopy.Place(8, new byte[PageGeometry.PageSize]));
+    }
+
+    [Fact]
+    public async Task AGuestDiscard_OfAPageNotYetThere_IsZeroedHere_NotFetched()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        using var source = new FakePostcopySource(_ => 0x66);
+        using var postcopy = new PostcopyRam(ram, Map(ram, 40, 41), fill: null, fillByte: 0, source.Request);
+        source.Attach(postcopy);
+        postcopy.Start();
+
+        await Task.Run(() => ram.Discard(40, 1)).WaitAsync(Bound);
+
+        Assert.Equal(0, ram.Page(40)[0]);
+        Assert.Empty(source.Requested);
+        Assert.Equal(1, postcopy.Remaining);
+        Assert.False(postcopy.Place(40, Enumerable.Repeat((byte)0x66, PageGeometry.PageSize).ToArray()));
+        Assert.Equal(0, ram.Page(40)[0]); // the late answer changed nothing
     }
 
     [Fact]
