@@ -57,13 +57,15 @@ public sealed unsafe partial class Userfaultfd : IDisposable
     private const int EInval = 22;
     private const short PollIn = 0x1;
 
-    private int _fd;
-    private readonly int _stopFd; // an eventfd: written by Interrupt, so a reader blocked in WaitForFaults returns
+    // Each call holds a reference on the descriptor it uses, so Dispose racing a placement closes it only after that
+    // call, and no call ever reaches a descriptor number the process has since reused for something else.
+    private readonly Descriptor _uffd;
+    private readonly Descriptor _stop; // an eventfd: written by Interrupt, so a reader blocked in WaitForFaults returns
 
     private Userfaultfd(int fd, int stopFd)
     {
-        _fd = fd;
-        _stopFd = stopFd;
+        _uffd = new Descriptor(fd);
+        _stop = new Descriptor(stopFd);
     }
 
     /// <summary>
@@ -118,7 +120,7 @@ public sealed unsafe partial class Userfaultfd : IDisposable
     public void Register(nint start, nuint length)
     {
         var reg = stackalloc ulong[4] { (ulong)start, length, RegisterModeMissing, 0 };
-        if (Ioctl(Fd, IocRegister, reg) != 0)
+        if (Ioctl(_uffd, IocRegister, reg) != 0)
         {
             throw new IOException(
                 $"userfaultfd would not register {length} bytes (errno {Marshal.GetLastPInvokeError()})");
@@ -136,7 +138,7 @@ public sealed unsafe partial class Userfaultfd : IDisposable
     public void Unregister(nint start, nuint length)
     {
         var range = stackalloc ulong[2] { (ulong)start, length };
-        if (Ioctl(Fd, IocUnregister, range) != 0)
+        if (Ioctl(_uffd, IocUnregister, range) != 0)
         {
             throw new IOException($"userfaultfd would not unregister (errno {Marshal.GetLastPInvokeError()})");
         }
@@ -158,7 +160,7 @@ public sealed unsafe partial class Userfaultfd : IDisposable
             copy[2] = (long)length;
             copy[3] = 0;
             copy[4] = 0;
-            if (Ioctl(Fd, IocCopy, copy) == 0)
+            if (Ioctl(_uffd, IocCopy, copy) == 0)
             {
                 placedBytes += copy[4];
                 return Placement.Placed;
@@ -196,7 +198,7 @@ public sealed unsafe partial class Userfaultfd : IDisposable
             zero[1] = (long)length;
             zero[2] = 0;
             zero[3] = 0;
-            if (Ioctl(Fd, IocZeroPage, zero) == 0)
+            if (Ioctl(_uffd, IocZeroPage, zero) == 0)
             {
                 return Placement.Placed;
             }
@@ -220,7 +222,7 @@ public sealed unsafe partial class Userfaultfd : IDisposable
     public void Wake(nint start, nuint length)
     {
         var range = stackalloc ulong[2] { (ulong)start, length };
-        if (Ioctl(Fd, IocWake, range) != 0)
+        if (Ioctl(_uffd, IocWake, range) != 0)
         {
             throw new IOException($"userfaultfd would not wake (errno {Marshal.GetLastPInvokeError()})");
         }
@@ -232,75 +234,115 @@ public sealed unsafe partial class Userfaultfd : IDisposable
     /// </summary>
     public int WaitForFaults(Span<Fault> into, int timeoutMs)
     {
-        var polls = stackalloc PollFd[2];
-        polls[0] = new PollFd { Fd = Fd, Events = PollIn };
-        polls[1] = new PollFd { Fd = _stopFd, Events = PollIn };
-        int ready = Poll(polls, 2, timeoutMs);
-        if (ready < 0)
+        bool uffdHeld = false;
+        bool stopHeld = false;
+        try
         {
-            int errno = Marshal.GetLastPInvokeError();
-            return errno == EIntr ? 0 : throw new IOException($"poll on userfaultfd failed (errno {errno})");
-        }
-
-        if (polls[1].Revents != 0)
-        {
-            return 0;
-        }
-
-        if ((polls[0].Revents & PollIn) == 0)
-        {
-            return 0;
-        }
-
-        int room = Math.Min(into.Length, 64);
-        var buffer = stackalloc byte[room * MessageBytes];
-        nint read = Read(Fd, buffer, (nuint)(room * MessageBytes));
-        if (read < 0)
-        {
-            int errno = Marshal.GetLastPInvokeError();
-            return errno is EAgain or EIntr ? 0 : throw new IOException($"reading userfaultfd failed (errno {errno})");
-        }
-
-        int n = 0;
-        for (int i = 0; i < read / MessageBytes; i++)
-        {
-            byte* m = buffer + (i * MessageBytes);
-            if (m[0] != EventPageFault)
+            _uffd.DangerousAddRef(ref uffdHeld);
+            _stop.DangerousAddRef(ref stopHeld);
+            int fd = (int)_uffd.DangerousGetHandle();
+            var polls = stackalloc PollFd[2];
+            polls[0] = new PollFd { Fd = fd, Events = PollIn };
+            polls[1] = new PollFd { Fd = (int)_stop.DangerousGetHandle(), Events = PollIn };
+            int ready = Poll(polls, 2, timeoutMs);
+            if (ready < 0)
             {
-                continue; // only page faults are asked for
+                int errno = Marshal.GetLastPInvokeError();
+                return errno == EIntr ? 0 : throw new IOException($"poll on userfaultfd failed (errno {errno})");
             }
 
-            ulong flags = *(ulong*)(m + 8);
-            into[n++] = new Fault(*(ulong*)(m + 16), (flags & PageFaultFlagWrite) != 0, *(int*)(m + 24));
-        }
+            if (polls[1].Revents != 0 || (polls[0].Revents & PollIn) == 0)
+            {
+                return 0; // interrupted, or timed out
+            }
 
-        return n;
+            int room = Math.Min(into.Length, 64);
+            var buffer = stackalloc byte[room * MessageBytes];
+            nint read = Read(fd, buffer, (nuint)(room * MessageBytes));
+            if (read < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                return errno is EAgain or EIntr
+                    ? 0
+                    : throw new IOException($"reading userfaultfd failed (errno {errno})");
+            }
+
+            int n = 0;
+            for (int i = 0; i < read / MessageBytes; i++)
+            {
+                byte* m = buffer + (i * MessageBytes);
+                if (m[0] != EventPageFault)
+                {
+                    continue; // only page faults are asked for
+                }
+
+                ulong flags = *(ulong*)(m + 8);
+                into[n++] = new Fault(*(ulong*)(m + 16), (flags & PageFaultFlagWrite) != 0, *(int*)(m + 24));
+            }
+
+            return n;
+        }
+        finally
+        {
+            if (stopHeld)
+            {
+                _stop.DangerousRelease();
+            }
+
+            if (uffdHeld)
+            {
+                _uffd.DangerousRelease();
+            }
+        }
     }
 
     /// <summary>Makes a <see cref="WaitForFaults"/> in progress, and every later one, return at once.</summary>
     public void Interrupt()
     {
-        ulong one = 1;
-        _ = Write(_stopFd, &one, 8);
-    }
-
-    public void Dispose()
-    {
-        int fd = Interlocked.Exchange(ref _fd, -1);
-        if (fd >= 0)
+        bool held = false;
+        try
         {
-            _ = Close(fd); // a thread still waiting on a page of the range is woken, and faults it in as zero
-            _ = Close(_stopFd);
+            _stop.DangerousAddRef(ref held);
+            ulong one = 1;
+            _ = Write((int)_stop.DangerousGetHandle(), &one, 8);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed: nothing waits any more.
+        }
+        finally
+        {
+            if (held)
+            {
+                _stop.DangerousRelease();
+            }
         }
     }
 
-    private int Fd
+    /// <summary>
+    /// Closes the descriptor once no call holds it: a thread still waiting on a page of the range is woken, and faults
+    /// it in as zero.
+    /// </summary>
+    public void Dispose()
     {
-        get
+        _uffd.Dispose();
+        _stop.Dispose();
+    }
+
+    private static int Ioctl(Descriptor descriptor, ulong request, void* argument)
+    {
+        bool held = false;
+        try
         {
-            int fd = Volatile.Read(ref _fd);
-            ObjectDisposedException.ThrowIf(fd < 0, this);
-            return fd;
+            descriptor.DangerousAddRef(ref held); // throws ObjectDisposedException once disposed
+            return Ioctl((int)descriptor.DangerousGetHandle(), request, argument);
+        }
+        finally
+        {
+            if (held)
+            {
+                descriptor.DangerousRelease();
+            }
         }
     }
 
@@ -355,6 +397,17 @@ public sealed unsafe partial class Userfaultfd : IDisposable
         _ => $"postcopy needs userfaultfd(2), which failed here (system call: errno {callErrno}, /dev/userfaultfd: "
             + $"errno {deviceErrno})",
     };
+
+    /// <summary>A file descriptor closed when the last call holding it is done.</summary>
+    private sealed class Descriptor : SafeHandle
+    {
+        public Descriptor(int fd)
+            : base(-1, ownsHandle: true) => SetHandle(fd);
+
+        public override bool IsInvalid => handle < 0;
+
+        protected override bool ReleaseHandle() => Userfaultfd.Close((int)handle) == 0;
+    }
 
     [StructLayout(LayoutKind.Sequential)]
     private struct PollFd
