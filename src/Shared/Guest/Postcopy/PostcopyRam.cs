@@ -122,8 +122,9 @@ public sealed unsafe class PostcopyRam : IDisposable
     }
 
     /// <summary>
-    /// Drops this side's copies of the pages to fetch, registers the RAM, turns the guard on and starts the fault
-    /// thread. Call with no thread touching the RAM (the guest not yet resumed).
+    /// Registers the RAM, drops this side's copies of the pages to fetch (and, with a fill byte, the never-sent
+    /// pages), turns the guard on and starts the fault thread. Call with no thread touching the RAM (the guest not yet
+    /// resumed).
     /// </summary>
     /// <exception cref="UserfaultfdUnavailableException">This host cannot do postcopy.</exception>
     public void Start()
