@@ -28,9 +28,6 @@ public sealed class FaultLatency
         return Math.Min(bucket, Buckets - 1);
     }
 
-    /// <summary>The lower bound, in microseconds, of bucket <paramref name="bucket"/>.</summary>
-    public static long LowerBoundMicroseconds(int bucket) => bucket == 0 ? 0 : 1L << bucket;
-
     public void Record(TimeSpan wait)
     {
         double us = wait.TotalMicroseconds;

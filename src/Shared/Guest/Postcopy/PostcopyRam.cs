@@ -39,7 +39,6 @@ public sealed unsafe class PostcopyRam : IDisposable
     private readonly TaskCompletionSource _allArrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Userfaultfd? _uffd;
     private Thread? _faultThread;
-    private Exception? _faultThreadFailure;
     private volatile bool _stopping;
     private volatile bool _abandoned;
     private int _disposed;
@@ -318,9 +317,7 @@ public sealed unsafe class PostcopyRam : IDisposable
                 {
                     if (!IsPresent(p))
                     {
-                        _ = uffd.Copy((nint)(_base + (p << PageGeometry.PageShift)), (nint)_fillPage,
-                            PageGeometry.PageSize, out _);
-                        _ = Arrived(p);
+                        PlaceLocally(uffd, p);
                     }
                 }
             }
@@ -453,6 +450,19 @@ public sealed unsafe class PostcopyRam : IDisposable
         _ = Interlocked.Or(ref _mapped[pfn >> 6], 1UL << (int)(pfn & 63)); // mapped now; the placer counts it
     }
 
+    /// <summary>
+    /// Places a page the source never sends: the fill byte where it is never-sent and the guest poisons, zero
+    /// otherwise (a page already there stays as it is).
+    /// </summary>
+    private void PlaceLocally(Userfaultfd uffd, long pfn)
+    {
+        nint page = (nint)(_base + (pfn << PageGeometry.PageShift));
+        _ = _fill is not null && _fillByte != 0 && _fill.Get(pfn)
+            ? uffd.Copy(page, (nint)_fillPage, PageGeometry.PageSize, out _)
+            : uffd.ZeroPage(page, PageGeometry.PageSize);
+        _ = Arrived(pfn);
+    }
+
     private void FaultLoop()
     {
         var faults = new Userfaultfd.Fault[64];
@@ -473,7 +483,6 @@ public sealed unsafe class PostcopyRam : IDisposable
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            _faultThreadFailure = ex;
             _allArrived.TrySetException(ex);
         }
     }
@@ -498,11 +507,8 @@ public sealed unsafe class PostcopyRam : IDisposable
         {
             // Never sent (P3), or a zero page precopy never wrote here: resolved without the source.
             Interlocked.Increment(ref _localFaults);
-            _ = _fill is not null && _fillByte != 0 && _fill.Get(pfn)
-                ? uffd.Copy(page, (nint)_fillPage, PageGeometry.PageSize, out _)
-                : uffd.ZeroPage(page, PageGeometry.PageSize);
+            PlaceLocally(uffd, pfn);
             Latency.Record(Stopwatch.GetElapsedTime(now));
-            _ = Arrived(pfn);
             return;
         }
 

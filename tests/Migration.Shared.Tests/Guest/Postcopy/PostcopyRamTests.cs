@@ -125,6 +125,24 @@ public sealed class PostcopyRamTests
     }
 
     [Fact]
+    public async Task AZeroPageFromTheSource_IsPlacedOnce_AndCountsAsArrived()
+    {
+        using var ram = GuestRam.Allocate(4L << 20);
+        ram.Page(50).Fill(0x50); // precopy's copy, dirtied since: the source now sends it as zero
+        using var source = new FakePostcopySource(_ => 0x99);
+        using var postcopy = new PostcopyRam(ram, Map(ram, 50), fill: null, fillByte: 0, source.Request);
+        source.Attach(postcopy);
+        postcopy.Start();
+
+        Assert.True(postcopy.PlaceZero(50));
+        Assert.False(postcopy.PlaceZero(50));
+
+        await postcopy.AllArrived.WaitAsync(Bound);
+        Assert.True(ram.Page(50).IndexOfAnyExcept((byte)0) < 0, "the page reads as zero");
+        Assert.Empty(source.Requested);
+    }
+
+    [Fact]
     public async Task ManyThreadsFaultingOnOnePage_AskForItOnce()
     {
         using var ram = GuestRam.Allocate(4L << 20);
@@ -148,13 +166,7 @@ public sealed class PostcopyRamTests
         using var postcopy = new PostcopyRam(ram, Map(ram, 4, 70, 71), fill: null, fillByte: 0, asked.Enqueue);
         postcopy.Start();
         Task<byte>[] readers = [Task.Run(() => ram.Page(4)[0]), Task.Run(() => ram.Page(70)[0])];
-        await Task.Run(async () =>
-        {
-            while (asked.Count < 2)
-            {
-                await Task.Delay(5); // the source never answers: the connection broke
-            }
-        }).WaitAsync(Bound);
+        await WaitUntil(() => asked.Count >= 2); // the source never answers: the connection broke
 
         Assert.Equal([4L, 70L], postcopy.Unanswered());
         var page = new byte[PageGeometry.PageSize];
@@ -245,13 +257,7 @@ public sealed class PostcopyRamTests
         using var postcopy = new PostcopyRam(ram, Map(ram, 8), fill: null, fillByte: 0, asked.Enqueue);
         postcopy.Start();
         var reader = Task.Run(() => ram.Page(8)[0]);
-        await Task.Run(async () =>
-        {
-            while (asked.IsEmpty)
-            {
-                await Task.Delay(5); // the source is lost before it answers
-            }
-        }).WaitAsync(Bound);
+        await WaitUntil(() => !asked.IsEmpty); // the source is lost before it answers
 
         postcopy.Abandon();
 
@@ -301,6 +307,14 @@ public sealed class PostcopyRamTests
         Assert.Equal(128, latency.QuantileUpperBoundMicroseconds(0.3));
         Assert.Equal(1024, latency.QuantileUpperBoundMicroseconds(0.99));
     }
+
+    private static Task WaitUntil(Func<bool> condition) => Task.Run(async () =>
+    {
+        while (!condition())
+        {
+            await Task.Delay(5);
+        }
+    }).WaitAsync(Bound);
 
     private static PageBitmap Map(GuestRam ram, params long[] pages)
     {
