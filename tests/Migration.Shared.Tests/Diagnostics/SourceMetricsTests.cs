@@ -1,11 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Migration.Shared.Diagnostics;
-using Migration.Shared.Guest.Workloads;
-using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Tests.Precopy;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Diagnostics;
 
@@ -40,14 +39,7 @@ public sealed class SourceMetricsTests
         listener.SetMeasurementEventCallback<double>((i, v, t, _) => Record(i, v, t));
         listener.Start();
 
-        using var vm = VirtualMachine.Boot(new GuestConfig
-        {
-            RamBytes = 16L << 20,
-            Vcpus = 1,
-            Workload = new WorkloadOptions { Kind = WorkloadKind.Idle, IdleDirtyPagesPerSecond = 2000 },
-        });
-        vm.Start();
-        Assert.True(SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(30)), "guest did not warm up");
+        using var vm = WarmGuests.Idle(dirtyPagesPerSecond: 2000);
         var seams = EngineSeams.Production with
         {
             Metrics = metrics,

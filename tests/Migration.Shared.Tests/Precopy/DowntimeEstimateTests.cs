@@ -1,8 +1,7 @@
-using Migration.Shared.Guest.Workloads;
-using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Precopy;
 
@@ -14,14 +13,7 @@ public sealed class DowntimeEstimateTests
 {
     private static (MigrationReport Report, FakeTransport Transport) Migrate(TimeSpan rehearsal, TimeSpan limit)
     {
-        using var vm = VirtualMachine.Boot(new GuestConfig
-        {
-            RamBytes = 16L << 20,
-            Vcpus = 1,
-            Workload = new WorkloadOptions { Kind = WorkloadKind.Idle },
-        });
-        vm.Start();
-        Assert.True(SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(30)), "guest did not warm up");
+        using var vm = WarmGuests.Idle();
         FakeTransport? transport = null;
         var seams = EngineSeams.Production with
         {

@@ -1,9 +1,9 @@
 using Migration.Protocol;
-using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Precopy;
 
@@ -21,14 +21,7 @@ public sealed class HandoverTests
         Func<ConfirmRequest, CompleteReply>? confirm = null)
     {
         bool resumeFirst = confirm is not null; // the target speaks resume-first only in the tests that confirm
-        var vm = VirtualMachine.Boot(new GuestConfig
-        {
-            RamBytes = 16L << 20,
-            Vcpus = 1,
-            Workload = new WorkloadOptions { Kind = WorkloadKind.Idle },
-        });
-        vm.Start();
-        Assert.True(SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(30)), "guest did not warm up");
+        var vm = WarmGuests.Idle();
         FakeTransport? transport = null;
         var seams = EngineSeams.Production with
         {

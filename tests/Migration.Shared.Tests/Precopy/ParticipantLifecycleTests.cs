@@ -1,11 +1,11 @@
 using Migration.Protocol;
 using Migration.Shared.Devices;
 using Migration.Shared.DirtyTracking;
-using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
 using Migration.Shared.Reporting;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Precopy;
 
@@ -17,18 +17,7 @@ namespace Migration.Shared.Tests.Precopy;
 /// </summary>
 public sealed class ParticipantLifecycleTests
 {
-    private static VirtualMachine WarmGuest()
-    {
-        var vm = VirtualMachine.Boot(new GuestConfig
-        {
-            RamBytes = 16L << 20,
-            Vcpus = 1,
-            Workload = new WorkloadOptions { Kind = WorkloadKind.Idle, IdleDirtyPagesPerSecond = 2000 },
-        });
-        vm.Start();
-        Assert.True(SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(30)), "guest did not warm up");
-        return vm;
-    }
+    private static VirtualMachine WarmGuest() => WarmGuests.Idle(dirtyPagesPerSecond: 2000);
 
     private static (MigrationReport Report, Recorder Recorder, FakeTransport Transport) Migrate(VirtualMachine vm,
         Func<CompleteRequest, CompleteReply>? complete = null, bool hints = true)

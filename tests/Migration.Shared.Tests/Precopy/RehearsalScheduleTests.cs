@@ -1,7 +1,7 @@
-using Migration.Shared.Guest.Workloads;
 using Migration.Shared.Machine;
 using Migration.Shared.Precopy;
 using Migration.Shared.Protocol;
+using Migration.TestSupport;
 
 namespace Migration.Shared.Tests.Precopy;
 
@@ -21,7 +21,7 @@ public sealed class RehearsalScheduleTests
         // rehearsal would never reach round 0, and the rehearsal would give up.
         var roundZero = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var spy = new FirstDecision();
-        using var vm = WarmGuest();
+        using var vm = WarmGuests.Idle();
         FakeTransport? transport = null;
         var seams = EngineSeams.Production with
         {
@@ -50,7 +50,7 @@ public sealed class RehearsalScheduleTests
     [Fact]
     public async Task ARehearsalThatFailsBesideRoundZero_FailsTheMigration_AndTheGuestRunsOn()
     {
-        using var vm = WarmGuest();
+        using var vm = WarmGuests.Idle();
         var seams = EngineSeams.Production with
         {
             Transport = (source, counters) => new FakeTransport(source, counters, resumeFirst: true)
@@ -65,19 +65,6 @@ public sealed class RehearsalScheduleTests
         Assert.Equal(MigrationStatus.Failed, report.Status);
         Assert.Contains("the target refused the rehearsal", report.Error, StringComparison.Ordinal);
         Assert.Equal(VmRunState.Running, vm.State);
-    }
-
-    private static VirtualMachine WarmGuest()
-    {
-        var vm = VirtualMachine.Boot(new GuestConfig
-        {
-            RamBytes = 16L << 20,
-            Vcpus = 1,
-            Workload = new WorkloadOptions { Kind = WorkloadKind.Idle },
-        });
-        vm.Start();
-        Assert.True(SpinWait.SpinUntil(() => vm.IsWarm, TimeSpan.FromSeconds(30)), "guest did not warm up");
-        return vm;
     }
 
     private static MigrationOptions Options() => MigrationOptions.Defaults with
